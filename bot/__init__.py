@@ -1,0 +1,1 @@
+"""Everything tumblr: posts, text format, client, state, mood and the bot loop."""

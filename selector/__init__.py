@@ -1,0 +1,1 @@
+"""Small heads (selector, sentiment) on the frozen generator's activations."""
