@@ -64,9 +64,10 @@ class Tokenizer:
         texts = [fs.cat_file(f).decode("utf-8") for f in files]
         try:
           return cls._from_texts(layout, texts)
-        except (ValueError, json.JSONDecodeError, Exception) as e:  # pylint: disable=broad-except
-          if isinstance(e, UserError):
-            raise
+        except UserError:
+          raise
+        except Exception as e:  # pylint: disable=broad-except
+          # tokenizers and json both fail in many ways on a damaged file.
           raise UserError(f"cannot read the tokenizer files {', '.join(layout)}"
                           f" in {path}: {str(e).splitlines()[0]}") from e
     wanted = " or ".join("+".join(l) for l in _LAYOUTS)

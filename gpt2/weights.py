@@ -81,23 +81,28 @@ def params_from_hf_tensors(tensors: dict, config: GPT2Config,
   """Our params from HF-named numpy arrays (with or without `transformer.`)."""
   flat = {k[len("transformer."):] if k.startswith("transformer.") else k: v
           for k, v in tensors.items()}
+  want = param_shapes(config)
   params = {}
 
-  def take(name):
+  def take(name, shape):
     if name not in flat:
       raise UserError(f"{source} has no tensor {name!r}")
-    return np.asarray(flat[name])
+    value = np.asarray(flat[name])
+    if value.shape != tuple(shape):
+      raise UserError(f"{source}: tensor {name!r} has shape {value.shape}, "
+                      f"but the config needs {tuple(shape)}")
+    return value
 
   for path, name in _TOP_NAMES.items():
-    _set(params, path, take(name))
+    _set(params, path, take(name, _get(want, path).shape))
   for path, name in _BLOCK_NAMES.items():
-    layers = [take(f"h.{i}.{name}") for i in range(config.n_layer)]
+    shape = _get(want["h"], path).shape[1:]
+    layers = [take(f"h.{i}.{name}", shape) for i in range(config.n_layer)]
     _set(params, ("h",) + path, np.stack(layers))
   extra = sorted(k for k in flat if k.startswith(f"h.{config.n_layer}."))
   if extra:
     raise UserError(f"{source} has more layers than n_layer={config.n_layer} "
                     f"(found {extra[0]!r})")
-  check_shapes(params, config, source)
   return params
 
 

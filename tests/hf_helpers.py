@@ -1,0 +1,35 @@
+"""Shared by the parity tests: a random HF GPT-2 and a padded batch."""
+
+import numpy as np
+
+
+def random_hf_model(directory, seed=0, **shape):
+  """Saves a randomly initialised GPT2LMHeadModel to `directory`; returns it."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  eot = shape["vocab_size"] - 1
+  config = transformers.GPT2Config(bos_token_id=eot, eos_token_id=eot, **shape)
+  torch.manual_seed(seed)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  model.save_pretrained(directory)
+  return model
+
+
+def padded_batch(vocab_size, batch=3, length=12, seed=0):
+  """Token ids and a left-padding mask with rows of different lengths."""
+  rng = np.random.RandomState(seed)
+  ids = rng.randint(0, vocab_size, (batch, length))
+  mask = np.ones((batch, length), np.int64)
+  for row in range(1, batch):
+    mask[row, : rng.randint(1, length // 2 + 1)] = 0
+  return ids, mask
+
+
+def hf_logits(model, ids, mask):
+  """HF logits with the same left-padding position ids our model derives."""
+  import torch  # pylint: disable=import-outside-toplevel
+  positions = np.maximum(mask.cumsum(1) - 1, 0)
+  with torch.no_grad():
+    out = model(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(positions))
+  return out.logits.numpy()
