@@ -1,0 +1,413 @@
+"""A careful Tumblr API client: pytumblr2 with timeouts, retries and limits.
+
+`TumblrClient` keeps pytumblr2's endpoint methods (URL building, the `host`
+argument that tests point at a local server, OAuth1 signing through
+requests-oauthlib) and replaces its transport with one that
+  - sets a timeout on every request and one consistent User-Agent;
+  - retries 5xx answers and network errors with exponential backoff; a write
+    that may have landed is retried only after `landed()` (given by the
+    caller) says it did not, so a retry never posts twice;
+  - on 429 waits for the reset the headers announce (`Retry-After`,
+    `X-Ratelimit-*-Reset`), up to `max_wait_s`, then tries again;
+  - turns error envelopes into `TumblrError` (status, message, subcodes).
+It logs the method and path of each call, never query strings, headers or
+keys (the consumer key travels as `api_key` in some query strings), and keeps
+oauthlib, requests-oauthlib and urllib3, which log keys and tokens at DEBUG,
+at INFO.
+
+`PostBudget` tracks the 250 posts a day cap from the bot's own ledger (the
+state store) and the server's `/user/limits` when available: far from the
+cap it lets every post through, near it (`slowdown_below` left) it spaces
+posts evenly over what is left of the day, and at the cap it defers. A
+deferral is not a failure: the job stays pending for a later pass.
+"""
+
+import dataclasses
+import datetime
+import logging
+import time
+from typing import Callable, Optional
+
+import pytumblr2
+import requests
+from pytumblr2.request import TumblrRequest
+from requests_oauthlib import OAuth1
+
+DEFAULT_HOST = "https://api.tumblr.com"
+USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
+DAILY_POST_CAP = 250
+
+log = logging.getLogger("bot.client")
+# These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
+_CHATTY_LOGGERS = ("oauthlib", "requests_oauthlib", "urllib3")
+
+
+def _quiet_chatty_loggers() -> None:
+  for name in _CHATTY_LOGGERS:
+    logger = logging.getLogger(name)
+    if logger.level < logging.INFO:
+      logger.setLevel(logging.INFO)
+
+
+class TumblrError(Exception):
+  """An error answer from the API (or giving up on one)."""
+
+  def __init__(self, status: int, message: str, subcodes=()):
+    super().__init__(f"Tumblr API {status}: {message}")
+    self.status = status
+    self.subcodes = tuple(subcodes)
+
+
+class RateLimited(TumblrError):
+  """A 429 whose reset is further away than the client will wait."""
+
+
+class PostCapDeferred(Exception):
+  """Posting now would break (or rush into) the daily cap; try later."""
+
+
+def _path_of(url: str) -> str:
+  return url.split("?", 1)[0]
+
+
+def _envelope(resp: requests.Response) -> dict:
+  try:
+    data = resp.json()
+  except ValueError:
+    data = None
+  if not isinstance(data, dict) or "meta" not in data:
+    return {"meta": {"status": resp.status_code, "msg": resp.reason},
+            "response": {}}
+  return data
+
+
+def _error_from(data: dict, status: int) -> TumblrError:
+  meta = data.get("meta", {})
+  errors = data.get("errors") or []
+  subcodes = [e.get("code") for e in errors if isinstance(e, dict)]
+  detail = "; ".join(str(e.get("detail") or e.get("title"))
+                     for e in errors if isinstance(e, dict))
+  msg = meta.get("msg", "error") + (f" ({detail})" if detail else "")
+  return TumblrError(status, msg, subcodes)
+
+
+def reset_wait(headers, now: float) -> Optional[float]:
+  """Seconds a 429 asks us to wait, from its headers (None if it does not say).
+
+  `Retry-After` wins; otherwise the reset of every X-Ratelimit bucket that is
+  exhausted (remaining 0), or of all buckets when none says so. A reset that
+  looks like a unix time is turned into a delay.
+  """
+  def seconds(value):
+    try:
+      v = float(value)
+    except (TypeError, ValueError):
+      return None
+    return max(0.0, v - now) if v > 1e9 else max(0.0, v)
+
+  retry_after = seconds(headers.get("Retry-After"))
+  if retry_after is not None:
+    return retry_after
+  resets, exhausted = [], []
+  for name, value in headers.items():
+    lower = name.lower()
+    if lower.startswith("x-ratelimit-") and lower.endswith("-reset"):
+      s = seconds(value)
+      if s is None:
+        continue
+      resets.append(s)
+      remaining = headers.get(name[:-len("reset")] + "Remaining",
+                              headers.get(lower[:-len("reset")] + "remaining"))
+      if remaining is not None and str(remaining).strip() == "0":
+        exhausted.append(s)
+  if exhausted:
+    return max(exhausted)
+  if resets:
+    return min(resets)
+  return None
+
+
+class _Transport(TumblrRequest):
+  """pytumblr2's request object, routed through `TumblrClient.send`."""
+
+  def __init__(self, client: "TumblrClient"):
+    # Deliberately not calling TumblrRequest.__init__: the client owns the
+    # OAuth signer and the session.
+    self.host = client.host
+    self.consumer_key = client.consumer_key
+    self.headers = {"User-Agent": client.user_agent}
+    self.last_response_headers = None
+    self._client = client
+
+  def get(self, url, params):
+    return self._client.send("GET", url, params=params)
+
+  def delete(self, url, params):
+    return self._client.send("DELETE", url, params=params)
+
+  def post(self, url, params={}, files=[]):  # pylint: disable=dangerous-default-value
+    if files or params.get("media_sources"):
+      raise NotImplementedError("media uploads are not used by the bot")
+    return self._client.send("POST", url, json_body=params)
+
+  def put(self, url, params={}, files=[]):  # pylint: disable=dangerous-default-value
+    if files or params.get("media_sources"):
+      raise NotImplementedError("media uploads are not used by the bot")
+    return self._client.send("PUT", url, json_body=params)
+
+
+class TumblrClient:
+  """Tumblr API v2 for the bot. `credentials` has the four OAuth1 fields."""
+
+  def __init__(self, credentials, *, host: str = DEFAULT_HOST,
+               timeout_s: float = 30.0, max_retries: int = 4,
+               backoff_s: float = 1.0, max_wait_s: float = 900.0,
+               max_rate_waits: int = 5, user_agent: str = USER_AGENT,
+               sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.time):
+    _quiet_chatty_loggers()
+    self.host = host.rstrip("/")
+    self.consumer_key = credentials.consumer_key
+    self.user_agent = user_agent
+    self.timeout_s = timeout_s
+    self.max_retries = max_retries
+    self.backoff_s = backoff_s
+    self.max_wait_s = max_wait_s
+    self.max_rate_waits = max_rate_waits
+    self._sleep = sleep
+    self._clock = clock
+    self._session = requests.Session()
+    self._auth = OAuth1(credentials.consumer_key,
+                        client_secret=credentials.consumer_secret,
+                        resource_owner_key=credentials.oauth_token,
+                        resource_owner_secret=credentials.oauth_secret)
+    self.api = pytumblr2.TumblrRestClient(
+        credentials.consumer_key, credentials.consumer_secret,
+        credentials.oauth_token, credentials.oauth_secret, host=self.host)
+    self.api.request = _Transport(self)
+    self.writes = 0            # write requests sent (POST/PUT/DELETE)
+    self.waits = []            # seconds waited on 429s, for the report
+
+  def __repr__(self):
+    return f"TumblrClient(host={self.host!r})"
+
+  # -- transport -----------------------------------------------------------
+
+  def send(self, method: str, path: str, *, params=None, json_body=None,
+           landed: Optional[Callable[[], Optional[dict]]] = None) -> dict:
+    """One API call with retries; returns the envelope's `response`.
+
+    For writes, `landed()` is asked before a retry whether the previous try
+    took effect; if it returns a response, that is returned instead.
+    """
+    url = self.host + path
+    write = method != "GET"
+    attempt, rate_waits = 0, 0
+    while True:
+      if write and attempt > 0 and landed is not None:
+        found = landed()
+        if found is not None:
+          log.info("%s %s: an earlier try had landed", method,
+                   _path_of(path))
+          return found
+      if write:
+        self.writes += 1
+      try:
+        resp = self._session.request(
+            method, url, params=params or None, json=json_body,
+            headers={"User-Agent": self.user_agent}, auth=self._auth,
+            timeout=self.timeout_s, allow_redirects=False)
+      except requests.RequestException as e:
+        attempt += 1
+        log.warning("%s %s: %s (try %d of %d)", method, _path_of(path),
+                    type(e).__name__, attempt, self.max_retries + 1)
+        if attempt > self.max_retries:
+          raise TumblrError(0, f"network error on {method} {_path_of(path)}:"
+                            f" {type(e).__name__}") from None
+        self._sleep(self.backoff_s * 2 ** (attempt - 1))
+        continue
+      self.api.request.last_response_headers = resp.headers
+      status = resp.status_code
+      log.debug("%s %s -> %d", method, _path_of(path), status)
+      if status == 429:
+        wait = reset_wait(resp.headers, self._clock())
+        if wait is None:
+          wait = self.backoff_s * 2 ** rate_waits
+        rate_waits += 1
+        if wait > self.max_wait_s or rate_waits > self.max_rate_waits:
+          raise RateLimited(429, f"rate limited on {method} "
+                            f"{_path_of(path)}; reset in {wait:.0f}s")
+        log.warning("%s %s: 429, waiting %.1fs for the reset", method,
+                    _path_of(path), wait)
+        self.waits.append(wait)
+        self._sleep(wait)
+        if write:
+          # A 429 means the write did not happen: no need to ask `landed`.
+          attempt = 0
+        continue
+      data = _envelope(resp)
+      if status >= 500:
+        attempt += 1
+        log.warning("%s %s: %d (try %d of %d)", method, _path_of(path),
+                    status, attempt, self.max_retries + 1)
+        if attempt > self.max_retries:
+          raise _error_from(data, status)
+        self._sleep(self.backoff_s * 2 ** (attempt - 1))
+        continue
+      if status >= 400:
+        raise _error_from(data, status)
+      return data.get("response", {})
+
+  # -- reads ---------------------------------------------------------------
+
+  def submissions(self, blog: str) -> list:
+    """Asks (and other submissions) waiting for an answer."""
+    return self.api.submission(blog).get("posts", [])
+
+  def notifications(self, blog: str) -> list:
+    return self.api.notifications(blog).get("notifications", [])
+
+  def dashboard(self, since_id: Optional[str] = None, limit: int = 20) -> list:
+    kw = {"limit": limit, "npf": True}
+    if since_id:
+      kw["since_id"] = since_id
+    return self.api.dashboard(**kw).get("posts", [])
+
+  def drafts(self, blog: str) -> list:
+    return self.api.drafts(blog, npf=True).get("posts", [])
+
+  def queue(self, blog: str, limit: int = 50) -> list:
+    return self.api.queue(blog, npf=True, limit=limit).get("posts", [])
+
+  def posts(self, blog: str, **kw) -> list:
+    return self.api.posts(blog, **kw).get("posts", [])
+
+  def get_post(self, blog: str, post_id: str) -> Optional[dict]:
+    """The post in NPF with its state, or None if it does not exist."""
+    try:
+      return self.send("GET", f"/v2/blog/{_blog_id(blog)}/posts/{post_id}")
+    except TumblrError as e:
+      if e.status == 404:
+        return None
+      raise
+
+  def user_limits(self) -> Optional[dict]:
+    """`/user/limits`, or None where the server does not have it."""
+    try:
+      return self.send("GET", "/v2/user/limits").get("user")
+    except TumblrError as e:
+      if e.status in (404, 405, 501):
+        return None
+      raise
+
+  def user_info(self) -> dict:
+    return self.send("GET", "/v2/user/info").get("user", {})
+
+  # -- writes --------------------------------------------------------------
+
+  def create_post(self, blog: str, *, content: list, tags=(),
+                  state: str = "published", layout=None, landed=None) -> str:
+    body = {"content": content, "state": state, "tags": ",".join(tags)}
+    if layout:
+      body["layout"] = layout
+    resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
+                     json_body=body, landed=landed)
+    return str(resp.get("id") or resp.get("id_string"))
+
+  def edit_post(self, blog: str, post_id: str, *, content: list, tags=(),
+                state: str = "published", layout=None, landed=None,
+                extra: Optional[dict] = None) -> str:
+    body = {"content": content, "state": state, "tags": ",".join(tags),
+            **(extra or {})}
+    if layout is not None:
+      body["layout"] = layout
+    resp = self.send("PUT", f"/v2/blog/{_blog_id(blog)}/posts/{post_id}",
+                     json_body=body, landed=landed)
+    return str(resp.get("id") or resp.get("id_string") or post_id)
+
+  def reblog(self, blog: str, *, parent_uuid: str, parent_id: str,
+             reblog_key: str, content: list, tags=(),
+             state: str = "published", landed=None) -> str:
+    body = {"content": content, "state": state, "tags": ",".join(tags),
+            "parent_tumblelog_uuid": parent_uuid,
+            "parent_post_id": str(parent_id), "reblog_key": reblog_key}
+    resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
+                     json_body=body, landed=landed)
+    return str(resp.get("id") or resp.get("id_string"))
+
+  def delete_post(self, blog: str, post_id: str) -> None:
+    self.send("POST", f"/v2/blog/{_blog_id(blog)}/post/delete",
+              json_body={"id": str(post_id)})
+
+
+def _blog_id(blog: str) -> str:
+  """Blog names as pytumblr2 sends them (`name.tumblr.com`)."""
+  return blog if "." in blog else blog + ".tumblr.com"
+
+
+@dataclasses.dataclass
+class PostBudget:
+  """The daily posting cap, spent evenly once it runs low.
+
+  `used_since(t)` counts the bot's posts since t (the state store's ledger);
+  `last_post()` is the time of its last one. `server` is what `/user/limits`
+  said about posts, if anything ({"remaining", "reset_at"}).
+  """
+  used_since: Callable[[float], int]
+  last_post: Callable[[], Optional[float]]
+  cap: int = DAILY_POST_CAP
+  slowdown_below: int = 25
+  clock: Callable[[], float] = time.time
+  server: Optional[dict] = None
+
+  def day_bounds(self, now: float) -> tuple:
+    """Start and end of the cap's day: the server's reset, else UTC midnight."""
+    reset_at = (self.server or {}).get("reset_at")
+    if reset_at and float(reset_at) > now:
+      end = float(reset_at)
+      return end - 86400, end
+    day = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    start = datetime.datetime.combine(day, datetime.time(),
+                                      datetime.timezone.utc).timestamp()
+    return start, start + 86400
+
+  def remaining(self, now: Optional[float] = None) -> int:
+    now = self.clock() if now is None else now
+    start, _ = self.day_bounds(now)
+    left = self.cap - self.used_since(start)
+    server_left = (self.server or {}).get("remaining")
+    if server_left is not None:
+      left = min(left, int(server_left))
+    return max(0, left)
+
+  def check(self) -> None:
+    """Raises PostCapDeferred unless a post may go out now."""
+    now = self.clock()
+    left = self.remaining(now)
+    if left <= 0:
+      raise PostCapDeferred(f"daily cap of {self.cap} posts reached")
+    if left > self.slowdown_below:
+      return
+    _, end = self.day_bounds(now)
+    spacing = (end - now) / left
+    last = self.last_post()
+    if last is not None and now - last < spacing:
+      raise PostCapDeferred(
+          f"near the daily cap ({left} left): spacing posts "
+          f"{spacing:.0f}s apart, next in {spacing - (now - last):.0f}s")
+
+  def spent(self) -> None:
+    """Counts one post against the server's view until it is refreshed."""
+    if self.server and self.server.get("remaining") is not None:
+      self.server["remaining"] = int(self.server["remaining"]) - 1
+
+
+def post_limits(limits: Optional[dict]) -> Optional[dict]:
+  """The posts entry of `/user/limits` ({"remaining", "reset_at", ...})."""
+  if not limits:
+    return None
+  for name in ("posts", "posts_per_day", "post"):
+    if isinstance(limits.get(name), dict):
+      return dict(limits[name])
+  return None
+

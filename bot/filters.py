@@ -1,0 +1,83 @@
+"""Word-list screening: a hit sends a post to drafts for a person to review.
+
+The list is a text file, one word or phrase per line (`#` starts a comment).
+Each entry is matched case-insensitively and in the spellings people use to
+get past a plain list:
+  - leetspeak: every letter also matches its usual stand-ins (a: 4 @,
+    e: 3, i: 1 ! |, o: 0, s: 5 $, t: 7 +, ...);
+  - spaced or dotted out: "b a d", "b.a.d", "b-a-d";
+  - no-space variants of phrases: "bad word" also matches "badword";
+  - stretched letters: "baaad".
+An entry only matches as a whole word (not "class" for "ass"), so ordinary
+text does not end in the drafts.
+"""
+
+import dataclasses
+import re
+from typing import Optional, Sequence
+
+from gpt2.errors import UserError
+
+# Stand-ins per letter, beyond the letter itself.
+_LEET = {
+    "a": "4@^", "b": "8", "c": "(<", "e": "3", "g": "9", "i": "1!|",
+    "l": "1|", "o": "0", "s": "5$", "t": "7+", "z": "2",
+}
+# What may sit between the letters of a spelled-out word.
+_GAP = r"[\s.\-_*'\"~]*"
+
+
+def _letter(ch: str) -> str:
+  chars = ch + _LEET.get(ch, "")
+  return "[" + "".join(re.escape(c) for c in chars) + "]+"
+
+
+def _entry_pattern(entry: str) -> str:
+  letters = [c for c in entry.lower() if not c.isspace()]
+  return _GAP.join(_letter(c) for c in letters)
+
+
+@dataclasses.dataclass(frozen=True)
+class WordFilter:
+  """A compiled word list: `hits(text)` lists the entries found in text."""
+  entries: tuple
+  _pattern: Optional[re.Pattern] = dataclasses.field(default=None,
+                                                     compare=False)
+
+  @classmethod
+  def from_words(cls, words: Sequence[str]) -> "WordFilter":
+    entries = tuple(w.strip().lower() for w in words if w.strip())
+    if not entries:
+      return cls(entries=(), _pattern=None)
+    # Longest first, so a phrase wins over a word inside it. Every entry is
+    # its own group so a hit names the entry it came from.
+    ordered = sorted(entries, key=len, reverse=True)
+    body = "|".join(f"(?P<w{i}>{_entry_pattern(e)})"
+                    for i, e in enumerate(ordered))
+    # Whole words only: no letter right before or after the match.
+    pattern = re.compile(rf"(?<![a-z])(?:{body})(?![a-z])", re.IGNORECASE)
+    return cls(entries=tuple(ordered), _pattern=pattern)
+
+  @classmethod
+  def from_file(cls, path: Optional[str]) -> "WordFilter":
+    """Reads a word list; an empty path means no list (nothing is filtered)."""
+    if not path:
+      return cls.from_words([])
+    try:
+      with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    except OSError as e:
+      raise UserError(f"word list {path}: cannot read it ({e.strerror})")
+    words = [line.split("#", 1)[0] for line in lines]
+    return cls.from_words(words)
+
+  def hits(self, text: str) -> list:
+    """The list entries that occur in `text` (each at most once)."""
+    if self._pattern is None or not text:
+      return []
+    found = []
+    for m in self._pattern.finditer(text):
+      entry = self.entries[int(m.lastgroup[1:])]
+      if entry not in found:
+        found.append(entry)
+    return found

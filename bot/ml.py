@@ -1,0 +1,418 @@
+"""The ML layer: sampling candidates and scoring them, here or over HTTP.
+
+The loop talks to two small interfaces:
+  - `Generator.generate(prompts, n, seed)`: n continuations per prompt, in
+    one sampler call;
+  - `Scorer.score(samples)`: the calibrated selector probability and the
+    sentiment (as P(positive)) of each sample; `Scorer.sentiment(texts)`:
+    the sentiment of what users send.
+`LocalModel` implements both in this process (gpt2.sampling + selector
+heads, scoring from the hidden states the sampler already computed).
+`RemoteModel` implements both over HTTP against `ModelServer`
+(`python -m launch.serve_model`), so the tumblr loop can run on a small
+machine and the model on a GPU or TPU host, as the original's separate
+processes did. The server scores on its side (hidden states never travel)
+and batches requests that arrive together into one sampler call.
+"""
+
+import dataclasses
+import http.server
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+import requests
+
+from gpt2.errors import UserError
+
+log = logging.getLogger("bot.ml")
+
+
+@dataclasses.dataclass
+class Sample:
+  """One generated continuation of a prompt."""
+  raw: str  # the continuation, cut at the end-of-text token
+  mean_logprob: Optional[float] = None
+  finished: bool = True  # ended with end-of-text, not by max_new_tokens
+  hidden: Optional[dict] = None  # {layer: (n_generated, C)} for the heads
+  prompt: str = ""
+  # Set when a server scored the sample already.
+  selector: Optional[float] = None
+  sentiment: Optional[float] = None
+
+
+class Generator(Protocol):
+
+  def generate(self, prompts: Sequence[str], n: int, *,
+               seed: int) -> list:
+    """[[Sample] * n for each prompt]."""
+
+
+class Scorer(Protocol):
+
+  def score(self, samples: Sequence[Sample]) -> list:
+    """[(selector P(liked), sentiment P(positive))] per sample."""
+
+  def sentiment(self, texts: Sequence[str]) -> list:
+    """P(positive) per text."""
+
+
+# VADER's compound score, which the sentiment head learns by default.
+COMPOUND_SCALE = (-1.0, 1.0)
+
+
+def sentiment_probability(value, scale: tuple = COMPOUND_SCALE) -> float:
+  """A sentiment value on `scale` (lowest, highest) as P(positive) in [0, 1].
+
+  NaN (a head reading an empty candidate) is neutral.
+  """
+  lo, hi = scale
+  p = (float(value) - lo) / (hi - lo)
+  return 0.5 if not np.isfinite(p) else float(np.clip(p, 0.0, 1.0))
+
+
+def vader_probabilities(texts: Sequence[str]) -> list:
+  """Sentiment without a head: VADER's compound score, as P(positive)."""
+  from selector.labels import vader_sentiment  # pylint: disable=import-outside-toplevel
+  return [sentiment_probability(v) for v in vader_sentiment(list(texts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  """How candidates are sampled (config keys `sampling.*`)."""
+  max_new_tokens: int = 200
+  temperature: float = 0.9
+  top_p: float = 0.95
+  top_k: int = 0
+  breakruns_tau: float = 0.02
+  # Sampler calls take a power-of-two number of prompts, at least this many
+  # (padded with copies), so a bot whose passes have 1, 2, 3... jobs compiles
+  # a handful of programs rather than one per count.
+  min_prompts: int = 1
+
+  @classmethod
+  def from_config(cls, cfg) -> "SamplingSettings":
+    return cls(max_new_tokens=int(cfg.max_new_tokens),
+               temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+               top_k=int(cfg.top_k), breakruns_tau=float(cfg.breakruns_tau),
+               min_prompts=int(cfg.min_prompts))
+
+  def rules(self):
+    from gpt2.sampling import SamplingParams  # pylint: disable=import-outside-toplevel
+    return SamplingParams(temperature=self.temperature, top_k=self.top_k,
+                          top_p=self.top_p, breakruns_tau=self.breakruns_tau)
+
+
+class LocalModel:
+  """Generator and scorer in this process: a loaded GPT-2 and its heads."""
+
+  def __init__(self, model, heads=None,
+               settings: SamplingSettings = SamplingSettings(),
+               sentiment_scale: tuple = COMPOUND_SCALE):
+    """`model`: gpt2.weights.LoadedModel; `heads`: selector.score.Heads;
+    `sentiment_scale`: the (lowest, highest) values the sentiment head was
+    trained on (VADER's compound by default)."""
+    self.model = model
+    self.heads = heads
+    self.settings = settings
+    self.sentiment_scale = tuple(sentiment_scale)
+    self.batches = []  # prompts per sampler call, for tests and logs
+
+  @classmethod
+  def load(cls, model_dir: str, heads_dir: str = "",
+           settings: SamplingSettings = SamplingSettings(),
+           sentiment_scale: tuple = COMPOUND_SCALE) -> "LocalModel":
+    from gpt2 import weights  # pylint: disable=import-outside-toplevel
+    if not model_dir:
+      raise UserError("config key `model` is empty: name the generator "
+                      "directory (or pass --model_server)")
+    model = weights.load_model(model_dir)
+    heads = None
+    if heads_dir:
+      from selector.score import Heads  # pylint: disable=import-outside-toplevel
+      heads = Heads.load(heads_dir, model=model)
+    return cls(model, heads, settings, sentiment_scale)
+
+  @property
+  def capture(self) -> tuple:
+    return tuple(self.heads.layers) if self.heads is not None else ()
+
+  def generate(self, prompts: Sequence[str], n: int, *, seed: int) -> list:
+    from gpt2 import sampling  # pylint: disable=import-outside-toplevel
+    if not prompts:
+      return []
+    s = self.settings
+    self.batches.append(len(prompts))
+    padded = list(prompts)
+    size = max(1, s.min_prompts)
+    while size < len(padded):
+      size *= 2
+    padded += [padded[-1]] * (size - len(padded))
+    results = sampling.sample(
+        self.model.config, self.model.params, self.model.tokenizer,
+        padded, num_samples=n, max_new_tokens=s.max_new_tokens,
+        seed=seed, rules=s.rules(), capture=self.capture)
+    out = []
+    for i, prompt in enumerate(prompts):
+      out.append([Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
+                         finished=r.finished, hidden=r.hidden or None,
+                         prompt=prompt)
+                  for r in results[i * n:(i + 1) * n]])
+    return out
+
+  def score(self, samples: Sequence[Sample]) -> list:
+    samples = list(samples)
+    if not samples:
+      return []
+    selector = [0.5] * len(samples)
+    sentiment = None
+    if self.heads is not None:
+      if all(s.hidden for s in samples):
+        scores = self.heads.score_candidates([s.hidden for s in samples])
+      else:
+        scores = self.heads.score_texts([s.raw for s in samples],
+                                        [s.prompt for s in samples])
+      if scores.selector is not None:
+        # NaN only for an empty candidate, which the screens drop anyway.
+        selector = [float(np.nan_to_num(p, nan=0.0)) for p in scores.selector]
+      if scores.sentiment is not None:
+        sentiment = [sentiment_probability(v, self.sentiment_scale)
+                     for v in scores.sentiment]
+    if sentiment is None:
+      sentiment = vader_probabilities([s.raw for s in samples])
+    return list(zip(selector, sentiment))
+
+  def sentiment(self, texts: Sequence[str]) -> list:
+    texts = list(texts)
+    if not texts:
+      return []
+    if self.heads is not None and self.heads.sentiment is not None:
+      values = self.heads.score_texts(texts).sentiment
+      return [sentiment_probability(v, self.sentiment_scale) for v in values]
+    return vader_probabilities(texts)
+
+  def describe(self) -> dict:
+    c = self.model.config
+    return {"n_layer": c.n_layer, "n_embd": c.n_embd,
+            "vocab_size": c.vocab_size, "kind": self.model.kind,
+            "heads": [h.kind for h in self.heads.heads] if self.heads else []}
+
+
+def _finite(x) -> Optional[float]:
+  """A float for JSON: None for NaN (an empty candidate has no log-prob)."""
+  x = float(x)
+  return x if np.isfinite(x) else None
+
+
+# ---- over HTTP -------------------------------------------------------------------
+
+
+class RemoteModel:
+  """Generator and scorer served by `launch.serve_model` at `url`."""
+
+  def __init__(self, url: str, timeout_s: float = 600.0):
+    self.url = url.rstrip("/")
+    self.timeout_s = timeout_s
+    self._session = requests.Session()
+
+  def _post(self, path: str, body: dict) -> dict:
+    try:
+      resp = self._session.post(self.url + path, json=body,
+                                timeout=self.timeout_s)
+    except requests.ConnectionError:
+      raise UserError(f"model server {self.url} is not reachable "
+                      "(--model_server)") from None
+    if resp.status_code != 200:
+      raise RuntimeError(f"model server {self.url}{path}: "
+                         f"{resp.status_code} {resp.text[:200]}")
+    return resp.json()
+
+  def generate(self, prompts: Sequence[str], n: int, *, seed: int) -> list:
+    if not prompts:
+      return []
+    data = self._post("/generate", {"prompts": list(prompts), "n": n,
+                                    "seed": seed})
+    return [[Sample(prompt=p, **c) for c in per_prompt]
+            for p, per_prompt in zip(prompts, data["candidates"])]
+
+  def score(self, samples: Sequence[Sample]) -> list:
+    samples = list(samples)
+    missing = [s for s in samples if s.selector is None or s.sentiment is None]
+    if missing:
+      data = self._post("/score", {"texts": [s.raw for s in missing],
+                                   "prompts": [s.prompt for s in missing]})
+      for s, sel, sen in zip(missing, data["selector"], data["sentiment"]):
+        s.selector, s.sentiment = sel, sen
+    return [(s.selector, s.sentiment) for s in samples]
+
+  def sentiment(self, texts: Sequence[str]) -> list:
+    if not texts:
+      return []
+    return self._post("/sentiment", {"texts": list(texts)})["sentiment"]
+
+  def describe(self) -> dict:
+    try:
+      return self._session.get(self.url + "/health",
+                               timeout=self.timeout_s).json()
+    except requests.ConnectionError:
+      raise UserError(f"model server {self.url} is not reachable "
+                      "(--model_server)") from None
+
+
+@dataclasses.dataclass
+class _Request:
+  prompts: list
+  n: int
+  seed: int
+  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  result: Optional[list] = None
+  error: Optional[BaseException] = None
+
+
+class ModelServer:
+  """Serves a LocalModel over HTTP; generation requests are batched.
+
+  Requests that arrive while the sampler is busy (or within `window_s` of
+  each other) and ask for the same n are merged into one sampler call.
+  """
+
+  def __init__(self, model: LocalModel, host: str = "127.0.0.1",
+               port: int = 0, window_s: float = 0.02, max_prompts: int = 64):
+    self.model = model
+    self.window_s = window_s
+    self.max_prompts = max_prompts
+    self.batches = []  # prompts per sampler call, for tests and logs
+    self._queue = queue.Queue()
+    self._stop = threading.Event()
+    self._model_lock = threading.Lock()
+    self._httpd = http.server.ThreadingHTTPServer((host, port),
+                                                  self._handler())
+    self._threads = []
+
+  @property
+  def url(self) -> str:
+    host, port = self._httpd.server_address[:2]
+    return f"http://{host}:{port}"
+
+  def start(self) -> "ModelServer":
+    for target in (self._httpd.serve_forever, self._batch_loop):
+      t = threading.Thread(target=target, daemon=True)
+      t.start()
+      self._threads.append(t)
+    return self
+
+  def serve_forever(self) -> None:
+    threading.Thread(target=self._batch_loop, daemon=True).start()
+    self._httpd.serve_forever()
+
+  def stop(self) -> None:
+    self._stop.set()
+    self._httpd.shutdown()
+    self._httpd.server_close()
+
+  def _batch_loop(self) -> None:
+    while not self._stop.is_set():
+      try:
+        first = self._queue.get(timeout=0.1)
+      except queue.Empty:
+        continue
+      batch = [first]
+      deadline = time.monotonic() + self.window_s
+      held = []
+      while sum(len(r.prompts) for r in batch) < self.max_prompts:
+        try:
+          r = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+          break
+        (batch if r.n == first.n else held).append(r)
+      for r in held:
+        self._queue.put(r)
+      prompts = [p for r in batch for p in r.prompts]
+      try:
+        with self._model_lock:
+          samples = self.model.generate(prompts, first.n, seed=first.seed)
+          flat = [s for per_prompt in samples for s in per_prompt]
+          scores = self.model.score(flat)
+        for s, (sel, sen) in zip(flat, scores):
+          s.selector, s.sentiment, s.hidden = sel, sen, None
+        self.batches.append(len(prompts))
+        start = 0
+        for r in batch:
+          r.result = samples[start:start + len(r.prompts)]
+          start += len(r.prompts)
+      except BaseException as e:  # pylint: disable=broad-except
+        log.exception("generation failed")
+        for r in batch:
+          r.error = e
+      for r in batch:
+        r.done.set()
+
+  def _generate(self, body: dict) -> dict:
+    req = _Request(prompts=[str(p) for p in body["prompts"]],
+                   n=int(body["n"]), seed=int(body.get("seed", 0)))
+    self._queue.put(req)
+    req.done.wait()
+    if req.error is not None:
+      raise req.error
+    return {"candidates": [[{"raw": s.raw, "mean_logprob": s.mean_logprob,
+                             "finished": s.finished, "selector": s.selector,
+                             "sentiment": s.sentiment} for s in per_prompt]
+                           for per_prompt in req.result]}
+
+  def _score(self, body: dict) -> dict:
+    samples = [Sample(raw=t, prompt=p) for t, p in
+               zip(body["texts"], body.get("prompts") or [""] * len(
+                   body["texts"]))]
+    with self._model_lock:
+      scores = self.model.score(samples)
+    return {"selector": [s[0] for s in scores],
+            "sentiment": [s[1] for s in scores]}
+
+  def _sentiment(self, body: dict) -> dict:
+    with self._model_lock:
+      return {"sentiment": self.model.sentiment(body["texts"])}
+
+  def _handler(self):
+    server = self
+    routes = {"/generate": self._generate, "/score": self._score,
+              "/sentiment": self._sentiment}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      protocol_version = "HTTP/1.1"
+
+      def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
+        log.debug("model server: " + fmt, *args)
+
+      def _reply(self, status: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+      def do_GET(self):  # pylint: disable=invalid-name
+        if self.path == "/health":
+          self._reply(200, {"ok": True, **server.model.describe()})
+        else:
+          self._reply(404, {"error": f"no route {self.path}"})
+
+      def do_POST(self):  # pylint: disable=invalid-name
+        route = routes.get(self.path)
+        if route is None:
+          self._reply(404, {"error": f"no route {self.path}"})
+          return
+        try:
+          length = int(self.headers.get("Content-Length", 0))
+          body = json.loads(self.rfile.read(length) or b"{}")
+          self._reply(200, route(body))
+        except (KeyError, TypeError, ValueError) as e:
+          self._reply(400, {"error": f"bad request: {e}"})
+        except Exception as e:  # pylint: disable=broad-except
+          self._reply(500, {"error": f"{type(e).__name__}: {e}"})
+
+    return Handler

@@ -1,0 +1,328 @@
+"""The bot's memory: an SQLite file (WAL) of jobs, posts made, mood, cursors.
+
+A job is anything the bot might answer: an ask, a reply or reblog on its
+posts, a dashboard post, an original post for the queue. Its life:
+
+    seen ──> chosen ──> sending ──> done | drafted
+      │        (plan      (about to    (the API confirmed;
+      │        stored)    call API)     post_id stored)
+      ├──> skipped (nothing worth posting, or it failed too often)
+      └──> dry_run (a dry run planned it; a live pass redoes it)
+
+`record_job` writes the job before any work starts; `save_plan` stores what
+the bot decided to post before it calls the API; `mark_sending` is committed
+right before the write request; `finish` only after the API confirmed it. A
+crash leaves a job in `seen`, `chosen` or `sending`; the loop redoes the
+first two and reconciles the third with the API (did the post land?), so no
+ask is answered twice or lost. Drafted jobs come back through review
+(`review` status) when an operator tags the draft.
+
+Every transition is one transaction; `Trace` appends a JSON line per decision
+(all candidates, their scores, the mood and why the winner won).
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from typing import Any, Iterator, Optional
+
+from gpt2.errors import UserError
+
+PENDING = ("seen", "chosen", "sending", "review")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  key TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  status TEXT NOT NULL,
+  user TEXT,
+  payload TEXT NOT NULL,
+  plan TEXT,
+  post_id TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  note TEXT,
+  created REAL NOT NULL,
+  updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE TABLE IF NOT EXISTS posts_made (
+  t REAL NOT NULL,
+  job_key TEXT NOT NULL,
+  state TEXT NOT NULL,
+  post_id TEXT
+);
+CREATE INDEX IF NOT EXISTS posts_made_t ON posts_made (t);
+CREATE TABLE IF NOT EXISTS mood_states (
+  t REAL PRIMARY KEY,
+  x1 REAL NOT NULL,
+  x2 REAL NOT NULL,
+  mood REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mood_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  t REAL NOT NULL,
+  u REAL NOT NULL,
+  hours REAL NOT NULL,
+  source TEXT NOT NULL,
+  sentiment REAL,
+  job_key TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+"""
+
+
+class Job(dict):
+  """A row of `jobs` with payload and plan decoded (a dict with attributes)."""
+  __getattr__ = dict.__getitem__
+
+
+class Store:
+  """The state database. One per process; not shared between threads."""
+
+  def __init__(self, path: str, clock=time.time):
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+      raise UserError(f"state: directory {directory} does not exist "
+                      f"(config key `state` = {path!r})")
+    self.path = path
+    self._clock = clock
+    try:
+      self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+      self._db.execute("PRAGMA journal_mode=WAL")
+      self._db.execute("PRAGMA synchronous=FULL")
+      self._db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as e:
+      raise UserError(f"state: {path} is not a usable SQLite file ({e})")
+    self._db.row_factory = sqlite3.Row
+    self._lock_file = None
+
+  def close(self):
+    self.unlock()
+    self._db.close()
+
+  @contextlib.contextmanager
+  def _tx(self) -> Iterator[sqlite3.Connection]:
+    self._db.execute("BEGIN IMMEDIATE")
+    try:
+      yield self._db
+    except BaseException:
+      self._db.execute("ROLLBACK")
+      raise
+    self._db.execute("COMMIT")
+
+  # -- one bot per state file ------------------------------------------------
+
+  def lock(self) -> None:
+    """Takes an exclusive lock so two bots never work the same state."""
+    f = open(self.path + ".lock", "w")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.close()
+      raise UserError(f"state: another bot is running on {self.path} "
+                      f"(lock {self.path}.lock is held)")
+    self._lock_file = f
+
+  def unlock(self) -> None:
+    if self._lock_file is not None:
+      fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+      self._lock_file.close()
+      self._lock_file = None
+
+  # -- jobs ------------------------------------------------------------------
+
+  def record_job(self, key: str, kind: str, payload: dict,
+                 user: Optional[str] = None) -> bool:
+    """Records a job before any work on it; False if it was already known."""
+    now = self._clock()
+    with self._tx() as db:
+      cur = db.execute(
+          "INSERT OR IGNORE INTO jobs (key, kind, status, user, payload, "
+          "created, updated) VALUES (?, ?, 'seen', ?, ?, ?, ?)",
+          (key, kind, user, json.dumps(payload), now, now))
+      return cur.rowcount == 1
+
+  def job(self, key: str) -> Optional[Job]:
+    row = self._db.execute("SELECT * FROM jobs WHERE key = ?",
+                           (key,)).fetchone()
+    return _job(row) if row else None
+
+  def jobs(self, statuses=PENDING, kind: Optional[str] = None) -> list:
+    """Jobs in the given statuses, oldest first."""
+    marks = ",".join("?" * len(statuses))
+    sql = f"SELECT * FROM jobs WHERE status IN ({marks})"
+    args = list(statuses)
+    if kind is not None:
+      sql += " AND kind = ?"
+      args.append(kind)
+    rows = self._db.execute(sql + " ORDER BY created, key", args).fetchall()
+    return [_job(r) for r in rows]
+
+  def count_jobs(self, statuses=None, kind: Optional[str] = None) -> int:
+    sql, args = "SELECT COUNT(*) FROM jobs WHERE 1", []
+    if statuses is not None:
+      sql += f" AND status IN ({','.join('?' * len(statuses))})"
+      args += list(statuses)
+    if kind is not None:
+      sql += " AND kind = ?"
+      args.append(kind)
+    return self._db.execute(sql, args).fetchone()[0]
+
+  def _set(self, key: str, expect: tuple, **fields) -> None:
+    fields["updated"] = self._clock()
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    marks = ",".join("?" * len(expect))
+    with self._tx() as db:
+      cur = db.execute(
+          f"UPDATE jobs SET {sets} WHERE key = ? AND status IN ({marks})",
+          [*fields.values(), key, *expect])
+      if cur.rowcount != 1:
+        row = db.execute("SELECT status FROM jobs WHERE key = ?",
+                         (key,)).fetchone()
+        raise RuntimeError(f"job {key}: cannot move from "
+                           f"{row[0] if row else 'nowhere'} (wanted one of "
+                           f"{expect})")
+
+  def save_plan(self, key: str, plan: dict) -> None:
+    """Stores what the bot will post; from here a restart reuses the plan."""
+    self._set(key, ("seen", "chosen", "review", "dry_run"), status="chosen",
+              plan=json.dumps(plan))
+
+  def mark_dry_run(self, key: str) -> None:
+    """A dry run planned this job; a live pass will do it for real."""
+    self._set(key, ("chosen",), status="dry_run")
+
+  def mark_sending(self, key: str) -> None:
+    """Committed right before the write request: a crash now means 'reconcile'."""
+    with self._tx() as db:
+      db.execute("UPDATE jobs SET status = 'sending', attempts = attempts + 1,"
+                 " updated = ? WHERE key = ? AND status IN ('chosen',"
+                 " 'sending')", (self._clock(), key))
+
+  def finish(self, key: str, post_id: Optional[str], status: str = "done",
+             counts_as_post: bool = True, post_state: str = "published",
+             note: Optional[str] = None) -> None:
+    """After the API confirmed: done (or drafted), and counted for the cap."""
+    if status not in ("done", "drafted"):
+      raise ValueError(status)
+    now = self._clock()
+    with self._tx() as db:
+      cur = db.execute(
+          "UPDATE jobs SET status = ?, post_id = ?, note = ?, updated = ? "
+          "WHERE key = ? AND status = 'sending'",
+          (status, post_id, note, now, key))
+      if cur.rowcount != 1:
+        raise RuntimeError(f"job {key}: finish without sending")
+      if counts_as_post:
+        db.execute("INSERT INTO posts_made (t, job_key, state, post_id) "
+                   "VALUES (?, ?, ?, ?)", (now, key, post_state, post_id))
+
+  def skip(self, key: str, note: str) -> None:
+    """Nothing will be posted for this job (and it is not retried)."""
+    self._set(key, ("seen", "chosen", "review", "dry_run"), status="skipped",
+              note=note)
+
+  def reopen_for_review(self, key: str, payload_update: dict) -> None:
+    """A drafted job the operator tagged: back to work, keeping its draft id."""
+    job = self.job(key)
+    payload = {**job.payload, **payload_update}
+    self._set(key, ("drafted",), status="review", plan=None,
+              payload=json.dumps(payload))
+
+  # -- posts made (the daily cap) ----------------------------------------------
+
+  def posts_since(self, t: float) -> int:
+    return self._db.execute(
+        "SELECT COUNT(*) FROM posts_made WHERE t >= ? AND state != 'draft'",
+        (t,)).fetchone()[0]
+
+  def last_post_time(self) -> Optional[float]:
+    return self._db.execute(
+        "SELECT MAX(t) FROM posts_made WHERE state != 'draft'").fetchone()[0]
+
+  # -- mood --------------------------------------------------------------------
+
+  def save_mood(self, t: float, x1: float, x2: float, mood: float) -> None:
+    with self._tx() as db:
+      db.execute("INSERT OR REPLACE INTO mood_states (t, x1, x2, mood) "
+                 "VALUES (?, ?, ?, ?)", (t, x1, x2, mood))
+
+  def last_mood(self) -> Optional[sqlite3.Row]:
+    return self._db.execute(
+        "SELECT * FROM mood_states ORDER BY t DESC LIMIT 1").fetchone()
+
+  def mood_history(self, since: float) -> list:
+    return self._db.execute(
+        "SELECT * FROM mood_states WHERE t >= ? ORDER BY t",
+        (since,)).fetchall()
+
+  def add_mood_event(self, t: float, u: float, hours: float, source: str,
+                     sentiment: Optional[float], job_key: Optional[str]):
+    """Records a forcing event; a job forces the mood once per source (a job
+    redone after a crash does not count twice)."""
+    with self._tx() as db:
+      if job_key is not None and db.execute(
+          "SELECT 1 FROM mood_events WHERE job_key = ? AND source = ?",
+          (job_key, source)).fetchone():
+        return
+      db.execute("INSERT INTO mood_events (t, u, hours, source, sentiment, "
+                 "job_key) VALUES (?, ?, ?, ?, ?, ?)",
+                 (t, u, hours, source, sentiment, job_key))
+
+  def mood_events(self, since: float) -> list:
+    """Events still forcing at or after `since`."""
+    return self._db.execute(
+        "SELECT * FROM mood_events WHERE t + hours * 3600 > ? ORDER BY t, id",
+        (since,)).fetchall()
+
+  # -- cursors and small values --------------------------------------------------
+
+  def get_meta(self, key: str, default: Any = None) -> Any:
+    row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                           (key,)).fetchone()
+    return json.loads(row[0]) if row else default
+
+  def set_meta(self, key: str, value: Any) -> None:
+    with self._tx() as db:
+      db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                 (key, json.dumps(value)))
+
+
+def _job(row: sqlite3.Row) -> Job:
+  job = Job(dict(row))
+  job["payload"] = json.loads(job["payload"])
+  job["plan"] = json.loads(job["plan"]) if job["plan"] else None
+  return job
+
+
+class Trace:
+  """Appends one JSON object per line; each line is flushed to disk."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write(self, record: dict) -> None:
+    line = json.dumps(record, ensure_ascii=False, default=_plain)
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+  def read(self) -> list:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path, encoding="utf-8") as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+
+def _plain(x):
+  """JSON for numpy scalars and arrays that reach the trace."""
+  if hasattr(x, "tolist"):
+    return x.tolist()
+  raise TypeError(f"not JSON serializable: {type(x).__name__}")

@@ -1,0 +1,111 @@
+"""The bot: answer asks, reply, reblog and post on one blog. See bot/loop.py.
+
+  python -m launch.run_bot --config=configs/bot.py --config.blog=NAME \
+      --config.model=MODEL_DIR --config.heads=HEADS_DIR \
+      --config.state=bot.db --once [--dry_run] [--model_server URL]
+
+Credentials come from TUMBLR_CONSUMER_KEY, TUMBLR_CONSUMER_SECRET,
+TUMBLR_OAUTH_TOKEN and TUMBLR_OAUTH_SECRET, or from the file named by
+`credentials` (mode 0600). `--config=configs/bot.py:tiny` sizes sampling for
+a tiny CPU model (tests, demos).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.blog = ""  # the bot's blog name (without .tumblr.com)
+  c.model = ""  # generator: any directory gpt2.weights.load_model takes
+  c.heads = ""  # heads directory (selector/ and sentiment/); "" runs without
+  # The values the sentiment head was trained on, lowest and highest (VADER's
+  # compound score by default); the bot maps them to P(positive).
+  c.sentiment_scale = (-1.0, 1.0)
+  c.state = "bot.db"  # SQLite state file
+  c.trace = ""  # JSONL trace of every decision; default STATE.trace.jsonl
+  c.tumblr_host = "https://api.tumblr.com"
+  c.credentials = ""  # file with the four keys; "" reads the environment
+  c.user_agent = "tumblr-gpt2-jax-bot/0.1"
+  c.model_server = ""  # URL of launch.serve_model; "" runs the model here
+  c.feed_dir = "feed"  # feed.jsonl, feed.html, mood.png
+  c.feed_live = False  # also write the feed in live runs (always in dry runs)
+  c.seed = 0  # sampling and choice; each pass derives its own from the time
+
+  # What a pass does.
+  c.jobs = ml_collections.ConfigDict()
+  c.jobs.asks = True
+  c.jobs.notifications = True  # replies, reblogs with comments, mentions
+  c.jobs.dashboard = True
+  c.jobs.queue = True
+  c.jobs.max_per_pass = 20  # answers/reblogs/posts written in one pass
+  c.jobs.dashboard_per_pass = 5  # dashboard posts considered per pass
+  c.queue_target = 5  # keep this many original posts queued (at most 20:
+  # the bot counts the queue's first page)
+  c.queue_per_pass = 2  # original posts added per pass at most
+  c.tags = ()  # tags added to every post (after the generated ones)
+  c.max_generated_tags = 5
+
+  # Sampling.
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.n = 8  # candidates per job, in one sampler call
+  c.sampling.more_rounds = 2  # extra rounds of n when the mood screen rejects
+  c.sampling.min_survivors = 2  # ... so many that fewer than this survive
+  c.sampling.max_new_tokens = 200
+  # The original's rules: breakruns from T 0.9, top-p 0.95.
+  c.sampling.temperature = 0.9
+  c.sampling.top_p = 0.95
+  c.sampling.top_k = 0
+  c.sampling.breakruns_tau = 0.02
+  # Prompts per sampler call are padded to a power of two, at least this
+  # many: few compiled programs however many jobs a pass has.
+  c.sampling.min_prompts = 1
+
+  # Choice.
+  c.choice = ml_collections.ConfigDict()
+  c.choice.min_chars = 10
+  c.choice.epsilon = ml_collections.ConfigDict(
+      dict(ask=0.1, reply=0.1, reblog=0.1, dashboard=0.05, original=0.2))
+  c.choice.reblog_min_selector = 0.5  # dashboard: selector must say this ...
+  c.choice.reblog_gate_prob = 0.5  # ... and a coin with this probability
+
+  # Mood (bot/mood.py).
+  c.mood = ml_collections.ConfigDict()
+  c.mood.tau1_hours = 12.0
+  c.mood.tau2_hours = 1.0
+  c.mood.k = 1.0
+  c.mood.baseline = 0.6
+  c.mood.daily_jitter = 0.5
+  c.mood.event_hours = 1.0
+  c.mood.user_weight = 1.0
+  c.mood.bot_weight = 0.5
+  c.mood.range_width = 0.45
+  c.mood.plot_days = 3.0
+
+  # Word list and review.
+  c.word_list = ""  # one word or phrase a line; hits go to drafts
+  c.review = ml_collections.ConfigDict()
+  c.review.needs_tag = "bot review"  # put on drafts waiting for a person
+  c.review.retry_tag = "bot retry"  # the operator: write a new answer
+  c.review.accept_tag = "bot accept"  # the operator: publish as it is
+
+  # Tumblr client.
+  c.client = ml_collections.ConfigDict()
+  c.client.timeout_s = 30.0
+  c.client.max_retries = 4
+  c.client.backoff_s = 2.0
+  c.client.max_wait_s = 900.0  # longest 429 reset waited for in a pass
+  c.client.daily_cap = 250
+  c.client.slowdown_below = 25  # posts left today at which posting spaces out
+
+  # Testing the crash recovery: "after_plan" or "after_send" kills the
+  # process (SIGKILL) at that point of the first job that reaches it.
+  c.crash_at = ""
+
+  if arg == "tiny":
+    c.sampling.n = 6
+    c.sampling.max_new_tokens = 48
+    c.sampling.min_prompts = 4  # one compiled program for 1 to 4 jobs
+    c.choice.min_chars = 3
+  elif arg:
+    raise ValueError(f"configs/bot.py knows no variant {arg!r} (try tiny)")
+  return c

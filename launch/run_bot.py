@@ -1,0 +1,59 @@
+r"""Runs the tumblr bot: one pass (`--once`, for cron) or passes forever.
+
+  python -m launch.run_bot --config=configs/bot.py --config.blog=NAME \
+      --config.model=MODEL_DIR --config.heads=HEADS_DIR \
+      --config.state=bot.db --once [--dry_run] [--model_server URL]
+
+`--dry_run` sends no write request to Tumblr: what the bot would have posted
+goes to the feed (FEED_DIR/feed.jsonl, feed.html, mood.png). Without
+`--once` the bot runs a pass every `--interval_s` seconds until stopped.
+`--model_server URL` uses a model served by `python -m launch.serve_model`
+instead of loading one here.
+"""
+
+import logging
+import time
+
+from absl import flags
+from ml_collections import config_flags
+
+from bot import loop
+from bot.client import TumblrError
+from launch import common
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bot.py",
+                                          "Bot config file.")
+_ONCE = flags.DEFINE_bool("once", False, "Run a single pass and exit.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Send no write request; write the feed instead.")
+_MODEL_SERVER = flags.DEFINE_string(
+    "model_server", "", "URL of launch.serve_model (default: the model runs "
+    "in this process).")
+_INTERVAL = flags.DEFINE_float("interval_s", 600.0,
+                               "Seconds between passes without --once.")
+
+
+def main(argv):
+  del argv
+  logging.basicConfig(level=logging.INFO,
+                      format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  config = _CONFIG.value
+  client = loop.make_client(config)
+  model = loop.make_model(config, _MODEL_SERVER.value)
+  while True:
+    try:
+      report = loop.run_pass(config, dry_run=_DRY_RUN.value, model=model,
+                             client=client)
+      print(report.summary(), flush=True)
+    except TumblrError as e:
+      if _ONCE.value:
+        raise
+      # Running unattended: an API outage ends this pass, not the bot.
+      logging.error("pass failed: %s; next pass in %.0fs", e, _INTERVAL.value)
+    if _ONCE.value:
+      return
+    time.sleep(_INTERVAL.value)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,110 @@
+"""A tiny real GPT-2 that has learned the bot's text format, for loop tests.
+
+It is trained for a few hundred steps on ask/answer threads written by
+bot.text_format (a byte-level BPE trained on the same texts), so it answers a
+prompt with ` #tag, #tag`, a blank line, a short answer and <|endoftext|>;
+the words of its answers are jumbled, which is all the loop needs. Nothing
+is canned: every candidate is sampled from the model.
+"""
+
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bot import text_format
+from bot.thread import ASKED, RESPONDED, Thread, Turn
+from gpt2 import model as model_lib
+from gpt2.tokenizer import Tokenizer
+from gpt2.weights import save_model
+
+BOT = "frank"
+ASKERS = ["alice", "bob", "carol", "dave", "erin", "mallory", "trent"]
+QUESTIONS = ["what is your favourite colour?", "do you like frogs?",
+             "how was your day?", "what are you reading?",
+             "any advice for a rainy day?", "what is the best season?",
+             "do you sleep?", "tell me about the sea"]
+WORDS = ("the sea is blue and the frogs sing all night long while i read old "
+         "books about rain and summer light i think every day is a good day "
+         "for tea and quiet thoughts").split()
+TAGS = ["chat", "asks", "frogs", "the sea", "books", "weather", "tea"]
+
+
+def training_documents(n: int, seed: int = 0) -> list:
+  rng = random.Random(seed)
+  docs = []
+  for i in range(n):
+    asker = rng.choice(ASKERS)
+    answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
+    tags = tuple(rng.sample(TAGS, rng.randint(1, 2)))
+    when = 1_700_000_000 + 3600 * i
+    thread = Thread((Turn(asker, ASKED, rng.choice(QUESTIONS)),
+                     Turn(BOT, RESPONDED, answer, tags, when)), BOT)
+    docs.append(text_format.format_thread(thread))
+  return docs
+
+
+def train_tiny_model(directory: str, steps: int = 150, seed: int = 0):
+  """Trains and saves the model; returns (config, params, tokenizer)."""
+  docs = training_documents(400, seed)
+  tokenizer = Tokenizer.train(docs, vocab_size=400)
+  stream = []
+  for d in docs:
+    stream += tokenizer.encode(d) + [tokenizer.eot_id]
+  stream = np.asarray(stream, np.int32)
+  config = model_lib.GPT2Config.preset("tiny", vocab_size=tokenizer.vocab_size,
+                                       n_positions=256)
+  params = model_lib.init_params(config, jax.random.PRNGKey(seed))
+  optimizer = optax.adam(3e-3)
+  opt_state = optimizer.init(params)
+  batch, length = 16, 128
+
+  def loss_fn(p, ids):
+    logits = model_lib.forward(config, p, ids[:, :-1]).logits
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, ids[:, 1:]).mean()
+
+  @jax.jit
+  def step(p, state, ids):
+    loss, grads = jax.value_and_grad(loss_fn)(p, ids)
+    updates, state = optimizer.update(grads, state, p)
+    return optax.apply_updates(p, updates), state, loss
+
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    starts = rng.integers(0, len(stream) - length - 1, batch)
+    ids = jnp.asarray(np.stack([stream[s:s + length + 1] for s in starts]))
+    params, opt_state, loss = step(params, opt_state, ids)
+  params = jax.device_get(params)
+  save_model(directory, config, params, tokenizer)
+  return config, params, tokenizer, float(loss)
+
+
+def make_random_heads(heads_dir: str, model_dir: str, seed: int = 0):
+  """Selector and sentiment heads with random weights, saved as trained
+  ones are (selector/ and sentiment/ under heads_dir).
+
+  Untrained, but real: the bot loads and runs them exactly as it would
+  trained heads, on the hidden states the sampler captured.
+  """
+  # pylint: disable=import-outside-toplevel
+  from gpt2.weights import load_model
+  from selector.data import generator_fingerprint
+  from selector.model import HeadConfig, init_head_params
+  from selector.score import Head
+  model = load_model(model_dir)
+  fingerprint = generator_fingerprint(model.config, model.params)
+  for i, (kind, n_out) in enumerate((("selector", 2), ("sentiment", 1))):
+    config = HeadConfig(layers=(1, model.config.n_layer),
+                        n_embd=model.config.n_embd, n_out=n_out, n_head=2)
+    params = jax.device_get(init_head_params(config,
+                                             jax.random.PRNGKey(seed + i)))
+    head = Head(kind=kind, config=config, params=params,
+                generator=fingerprint, max_len=256,
+                calibration={"a": 4.0, "b": 0.0} if kind == "selector"
+                else None,
+                target={"mean": 0.0, "std": 2.0} if kind == "sentiment"
+                else None, model=model_dir)
+    head.save(f"{heads_dir}/{kind}")

@@ -1,0 +1,506 @@
+"""The bot end to end: a tiny real GPT-2 against the local Tumblr API server.
+
+Everything goes over real HTTP to `bot.tumblr_server` on 127.0.0.1; the model
+is a tiny GPT-2 trained for a few seconds on the bot's text format (see
+bot_loop_helpers.py), sampled by gpt2.sampling. Crashes are real: a
+`launch.run_bot` subprocess is SIGKILLed at a crash point and restarted.
+"""
+
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from bot import loop, ml, text_format
+from bot.client import TumblrClient
+from bot.credentials import Credentials
+from bot.state import Store, Trace
+from bot.thread import ASKED, Thread, Turn
+from bot.tumblr_server import RateLimit, TumblrServer
+from configs import bot as bot_configs
+from tests import bot_loop_helpers as helpers
+
+BOT = helpers.BOT
+CREDS = Credentials("loop-consumer-key", "loop-consumer-secret",
+                    "loop-oauth-token", "loop-oauth-secret")
+ENV = {"TUMBLR_CONSUMER_KEY": CREDS.consumer_key,
+       "TUMBLR_CONSUMER_SECRET": CREDS.consumer_secret,
+       "TUMBLR_OAUTH_TOKEN": CREDS.oauth_token,
+       "TUMBLR_OAUTH_SECRET": CREDS.oauth_secret}
+ASKS = [("do you like frogs?", "alice"), ("what is the sea like?", "bob"),
+        ("how was your day?", None)]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tiny_model"))
+  helpers.train_tiny_model(directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+  """One loaded model for the module, so the sampler compiles once."""
+  cfg = bot_configs.get_config("tiny")
+  return ml.LocalModel.load(model_dir, "",
+                            ml.SamplingSettings.from_config(cfg.sampling))
+
+
+def start_server(**kw):
+  """A local Tumblr server that also notes every request as it arrives
+  (`request_log` is written after the answer, so it may lag a moment)."""
+  s = TumblrServer(CREDS, **kw).start()
+  s.add_blog(BOT, owned=True)
+  s.arrived = []
+  s.before_request = lambda method, path: s.arrived.append((method, path))
+  return s
+
+
+@pytest.fixture
+def server():
+  with start_server() as s:
+    yield s
+
+
+@pytest.fixture(autouse=True)
+def credentials_env(monkeypatch):
+  for k, v in ENV.items():
+    monkeypatch.setenv(k, v)
+
+
+def make_config(server, tmp_path, model_dir="", **jobs):
+  cfg = bot_configs.get_config("tiny")
+  cfg.blog = BOT
+  cfg.model = model_dir
+  cfg.state = str(tmp_path / "bot.db")
+  cfg.tumblr_host = server.url
+  cfg.feed_dir = str(tmp_path / "feed")
+  cfg.tags = ("frank bot",)
+  cfg.client.backoff_s = 0.05
+  for kind in ("asks", "notifications", "dashboard", "queue"):
+    cfg.jobs[kind] = jobs.get(kind, kind == "asks")
+  return cfg
+
+
+def seed_asks(server, asks=ASKS):
+  return [server.add_ask(BOT, q, who) for q, who in asks]
+
+
+def answered(server, ask_ids, state="published"):
+  """{ask id: answer blocks} for the asks in `state`."""
+  posts = {p["id"]: p for p in server.posts(BOT, state)}
+  out = {}
+  for ask_id in ask_ids:
+    if ask_id in posts:
+      p = posts[ask_id]
+      ask_blocks = p["layout"][0]["blocks"]
+      out[ask_id] = [b["text"] for i, b in enumerate(p["content"])
+                     if i not in ask_blocks]
+  return out
+
+
+def writes_to(server, path_part):
+  return [r for r in server.arrived if r[0] != "GET" and path_part in r[1]]
+
+
+# ---- one pass, exactly once --------------------------------------------------
+
+
+def test_three_asks_answered_once_with_tags_then_nothing(server, tmp_path,
+                                                         model):
+  ask_ids = seed_asks(server)
+  cfg = make_config(server, tmp_path)
+  calls = len(model.batches)
+  report = loop.run_pass(cfg, model=model)
+  # All three prompts were sampled in one call (N candidates each).
+  assert model.batches[calls] == 3
+  assert sorted(report.published) == sorted(f"ask:{i}" for i in ask_ids)
+  answers = answered(server, ask_ids)
+  assert set(answers) == set(ask_ids)
+  assert all(blocks and all(b.strip() for b in blocks)
+             for blocks in answers.values())
+  for post in server.posts(BOT):
+    assert "frank bot" in post["tags"]
+  assert server.write_requests == 3
+  assert server.posts(BOT, "submission") == []
+
+  # The trace holds every candidate with its scores, the mood and the choice.
+  trace = Trace(cfg.state + ".trace.jsonl").read()
+  assert len(trace) == 3
+  for entry in trace:
+    assert len(entry["candidates"]) >= cfg.sampling.n
+    assert all({"selector", "sentiment", "verdict"} <= set(c)
+               for c in entry["candidates"])
+    assert entry["winner"] is not None and entry["reason"]
+    assert 0 < entry["mood"] < 1
+
+  again = loop.run_pass(cfg, model=model)
+  assert again.new_jobs == [] and again.published == []
+  assert again.writes == 0 and server.write_requests == 3
+
+
+def test_more_rounds_when_the_mood_screen_rejects(server, tmp_path, model):
+  seed_asks(server, ASKS[:1])
+  cfg = make_config(server, tmp_path)
+  cfg.mood.range_width = 1e-9  # almost no sentiment is allowed
+  cfg.sampling.more_rounds = 1
+  calls = len(model.batches)
+  report = loop.run_pass(cfg, model=model)
+  assert model.batches[calls:] == [1, 1]
+  (entry,) = Trace(cfg.state + ".trace.jsonl").read()
+  assert len(entry["candidates"]) == 2 * cfg.sampling.n
+  assert any(c["verdict"].startswith("mood:") for c in entry["candidates"])
+  assert report.skipped == [entry["job"]] and report.writes == 0
+
+
+def test_one_answer_per_user_per_pass(server, tmp_path, model):
+  first, second = seed_asks(server, [("do you sleep?", "alice"),
+                                     ("do you like tea?", "alice")])
+  cfg = make_config(server, tmp_path)
+  report = loop.run_pass(cfg, model=model)
+  assert len(report.published) == 1 and len(report.deferred) == 1
+  report = loop.run_pass(cfg, model=model)
+  assert len(report.published) == 1
+  assert set(answered(server, [first, second])) == {first, second}
+
+
+# ---- crashes ----------------------------------------------------------------------
+
+
+def run_bot_cli(cfg, *flags, timeout=240):
+  args = [sys.executable, "-m", "launch.run_bot",
+          f"--config={REPO}/configs/bot.py:tiny",
+          f"--config.blog={cfg.blog}", f"--config.model={cfg.model}",
+          f"--config.state={cfg.state}", f"--config.tumblr_host={cfg.tumblr_host}",
+          f"--config.feed_dir={cfg.feed_dir}",
+          f"--config.credentials={cfg.credentials}",
+          "--config.jobs.dashboard=False", "--config.jobs.queue=False",
+          "--config.jobs.notifications=False", f"--config.crash_at={cfg.crash_at}",
+          "--once", *flags]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run(args, cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("crash_at", ["after_plan", "after_send"])
+def test_killed_bot_answers_every_ask_exactly_once(server, tmp_path, model,
+                                                   model_dir, crash_at):
+  ask_ids = seed_asks(server)
+  cfg = make_config(server, tmp_path, model_dir)
+  cfg.crash_at = crash_at
+  proc = run_bot_cli(cfg)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  store = Store(cfg.state)
+  statuses = sorted(j.status for j in store.jobs(("seen", "chosen",
+                                                  "sending")))
+  store.close()
+  if crash_at == "after_plan":
+    # Killed after the plans were saved, before any write request.
+    assert server.write_requests == 0
+    assert "chosen" in statuses
+  else:
+    # Killed after the first post landed, before it was recorded.
+    assert server.write_requests == 1
+    assert "sending" in statuses
+
+  cfg.crash_at = ""
+  report = loop.run_pass(cfg, model=model)
+  if crash_at == "after_send":
+    assert len(report.reconciled) == 1
+  assert set(answered(server, ask_ids)) == set(ask_ids)
+  # One write per ask, in all: nothing was answered twice.
+  assert server.write_requests == 3
+  for ask_id in ask_ids:
+    assert len(writes_to(server, f"/posts/{ask_id}")) == 1
+  assert loop.run_pass(cfg, model=model).writes == 0
+
+
+# ---- limits ----------------------------------------------------------------------
+
+
+def test_429_with_reset_is_waited_out(tmp_path, model):
+  limits = (RateLimit("Perminute", 2, 1.0), RateLimit("Perday", 5000, 86400.0))
+  with start_server(rate_limits=limits) as s:
+    ask_ids = seed_asks(s)
+    cfg = make_config(s, tmp_path)
+    report = loop.run_pass(cfg, model=model)
+    assert report.stopped == ""
+    assert [status for _, _, status in s.request_log].count(429) >= 1
+    assert set(answered(s, ask_ids)) == set(ask_ids)
+    assert s.write_requests == 3
+
+
+def test_the_days_cap_is_never_exceeded(tmp_path, model):
+  with start_server(posts_per_day=2) as s:
+    ask_ids = seed_asks(s)
+    cfg = make_config(s, tmp_path)
+    cfg.client.slowdown_below = 0  # the hard cap alone (spacing: client tests)
+    first = loop.run_pass(cfg, model=model)
+    second = loop.run_pass(cfg, model=model)
+    assert len(first.published) == 2 and first.deferred
+    assert second.published == [] and second.stopped
+    assert len(answered(s, ask_ids)) == 2
+    # Only the two posts were attempted: the third never hit the 403.
+    assert s.write_requests == 2 and first.failed == []
+  # The bot's own ledger holds it to its configured cap too.
+  with start_server() as s:
+    ask_ids = seed_asks(s)
+    cfg = make_config(s, tmp_path / "ledger")
+    os.makedirs(tmp_path / "ledger")
+    cfg.client.daily_cap = 1
+    cfg.client.slowdown_below = 0
+    loop.run_pass(cfg, model=model)
+    loop.run_pass(cfg, model=model)
+    assert len(answered(s, ask_ids)) == 1
+
+
+# ---- word list and review ----------------------------------------------------------
+
+
+def test_listed_words_go_to_drafts_and_review_tags_work(server, tmp_path,
+                                                        model):
+  ask_ids = seed_asks(server)
+  words = tmp_path / "words.txt"
+  # Every word the tiny model writes answers with.
+  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
+  cfg = make_config(server, tmp_path)
+  cfg.word_list = str(words)
+  report = loop.run_pass(cfg, model=model)
+  trace = {e["job"]: e for e in Trace(cfg.state + ".trace.jsonl").read()}
+  hit = [i for i in ask_ids if trace[f"ask:{i}"]["filter_hits"]]
+  assert len(hit) >= 2
+  drafts = {p["id"]: p for p in server.posts(BOT, "draft")}
+  for ask_id in ask_ids:
+    if ask_id in hit:
+      assert ask_id in drafts and f"ask:{ask_id}" in report.drafted
+      assert cfg.review.needs_tag in drafts[ask_id]["tags"]
+    else:
+      assert ask_id in answered(server, [ask_id])
+  assert not answered(server, hit)  # none of them published
+
+  # The operator tags one draft "retry" and another "accept".
+  retry_id, accept_id = hit[:2]
+  operator = TumblrClient(CREDS, host=server.url)
+  for post_id, tag in ((retry_id, cfg.review.retry_tag),
+                       (accept_id, cfg.review.accept_tag)):
+    draft = drafts[post_id]
+    operator.edit_post(BOT, post_id, content=draft["content"],
+                       layout=draft["layout"], state="draft",
+                       tags=draft["tags"] + [tag])
+  old_retry = answered(server, [retry_id], "draft")[retry_id]
+  old_accept = answered(server, [accept_id], "draft")[accept_id]
+  cfg.word_list = ""  # the operator also emptied the list
+  report = loop.run_pass(cfg, model=model)
+  assert sorted(report.reviewed) == sorted([f"ask:{retry_id}",
+                                            f"ask:{accept_id}"])
+  published = answered(server, [retry_id, accept_id])
+  assert published[retry_id] != old_retry  # a new answer
+  assert published[accept_id] == old_accept  # the draft as it was
+  posts = {p["id"]: p for p in server.posts(BOT)}
+  for post_id in (retry_id, accept_id):
+    assert not set(posts[post_id]["tags"]) & {cfg.review.needs_tag,
+                                              cfg.review.retry_tag,
+                                              cfg.review.accept_tag}
+  assert loop.run_pass(cfg, model=model).writes == 0
+
+
+# ---- notifications, dashboard and queue ----------------------------------------------
+
+
+def test_replies_reblogs_dashboard_and_queue(server, tmp_path, model):
+  server.add_blog("alice")
+  server.add_blog("bob")
+  server.follow("bob")
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  server.add_note(own, "reply", "alice", text="is it really blue?")
+  server.reblog("bob", own, text="i think the sea is green")
+  dash = server.add_post("bob", text="frogs sing all night long")
+  cfg = make_config(server, tmp_path, notifications=True, dashboard=True,
+                    queue=True)
+  cfg.queue_target = 1
+  cfg.choice.reblog_min_selector = 0.0
+  cfg.choice.reblog_gate_prob = 1.0
+  cfg.choice.min_chars = 1
+  report = loop.run_pass(cfg, model=model)
+  kinds = sorted(k.split(":")[0] for k in report.new_jobs)
+  assert kinds == ["dash", "original", "reblog", "reply"]
+  published = server.posts(BOT)
+  reblogs = [p for p in published if p.get("parent_post_id")]
+  # bob's reblog and bob's dashboard post are one user: one of them waits.
+  assert len(report.deferred) == 1
+  parents = {p["parent_post_id"] for p in reblogs}
+  assert str(own) in parents  # the reply, answered on the post it was left on
+  reply_post = next(p for p in reblogs if p["parent_post_id"] == str(own))
+  assert "@alice: is it really blue?" in reply_post["content"][0]["text"]
+  assert len(server.posts(BOT, "queue")) == 1
+  later = loop.run_pass(cfg, model=model)
+  parents = {p["parent_post_id"] for p in server.posts(BOT)
+             if p.get("parent_post_id")}
+  assert str(dash) in parents or any(k.startswith("dash") for k in
+                                     later.skipped)
+
+
+# ---- dry run and the command line -----------------------------------------------------
+
+
+def test_dry_run_sends_nothing_and_writes_the_feed(server, tmp_path,
+                                                   model_dir):
+  seed_asks(server)
+  cfg = make_config(server, tmp_path, model_dir)
+  proc = run_bot_cli(cfg, "--dry_run")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert server.write_requests == 0
+  assert all(method == "GET" for method, _ in server.arrived)
+  feed_dir = tmp_path / "feed"
+  entries = [json.loads(l) for l in (feed_dir / "feed.jsonl").read_text()
+             .splitlines()]
+  assert len(entries) == 3
+  page = (feed_dir / "feed.html").read_text()
+  for e in entries:
+    assert e["state"] == "published" and e["winner"] is not None
+    assert all("selector" in c and "sentiment" in c for c in e["candidates"])
+    winner = e["candidates"][e["winner"]]["text"]
+    assert html.escape(winner.split("\n")[0][:20]) in page
+  assert "do you like frogs?" in page
+  assert (feed_dir / "mood.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # Secrets never reach the output.
+  for secret in ENV.values():
+    assert secret not in proc.stdout + proc.stderr
+  # A later live pass does the dry-run jobs for real.
+  store = Store(cfg.state)
+  assert store.count_jobs(("dry_run",)) == 3
+  store.close()
+
+
+def test_credential_errors_are_one_clear_line(server, tmp_path, monkeypatch):
+  cfg = make_config(server, tmp_path, "/nonexistent-model")
+  monkeypatch.delenv("TUMBLR_OAUTH_SECRET")
+  proc = run_bot_cli(cfg)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: missing Tumblr credential: environment variable "
+      "TUMBLR_OAUTH_SECRET is not set (or pass a credentials file)"]
+
+  monkeypatch.setenv("TUMBLR_OAUTH_SECRET", "a-wrong-secret")
+  proc = run_bot_cli(cfg)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "401" in lines[0] and "rejected" in lines[0]
+  assert "a-wrong-secret" not in proc.stderr + proc.stdout
+
+  path = tmp_path / "creds.json"
+  path.write_text(json.dumps({
+      "consumer_key": CREDS.consumer_key,
+      "consumer_secret": CREDS.consumer_secret,
+      "oauth_token": CREDS.oauth_token, "oauth_secret": CREDS.oauth_secret}))
+  path.chmod(0o644)
+  cfg.credentials = str(path)
+  proc = run_bot_cli(cfg)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      f"error: credentials file {path} is readable by others (mode 644); "
+      f"run: chmod 600 {path}"]
+  for secret in ENV.values():
+    assert secret not in proc.stderr + proc.stdout
+
+
+# ---- the model over HTTP ---------------------------------------------------------------
+
+
+def test_model_server_batches_and_serves_the_loop(server, tmp_path, model):
+  model_server = ml.ModelServer(model).start()
+  try:
+    remote = ml.RemoteModel(model_server.url)
+    # Two clients at once: their prompts share one sampler call.
+    n = bot_configs.get_config("tiny").sampling.n
+    results = {}
+    barrier = threading.Barrier(2)
+
+    def ask(name, prompt):
+      barrier.wait()
+      results[name] = remote.generate([prompt], n, seed=1)
+
+    prompts = [text_format.ask_prompt(
+        Thread((Turn(who, ASKED, question),), BOT), BOT, 1_800_000_000)
+               for question, who in (("hi?", "alice"), ("yo?", "bob"))]
+    threads = [threading.Thread(target=ask, args=(n, p)) for n, p in
+               zip("ab", prompts)]
+    model_server.window_s = 0.5
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    model_server.window_s = 0.02
+    assert 2 in model_server.batches
+    assert all(len(r[0]) == n and r[0][0].selector is not None
+               for r in results.values())
+
+    ask_ids = seed_asks(server)
+    cfg = make_config(server, tmp_path)
+    report = loop.run_pass(cfg, model_server=model_server.url)
+    assert len(report.published) == 3
+    assert set(answered(server, ask_ids)) == set(ask_ids)
+  finally:
+    model_server.stop()
+
+
+# ---- mood in the loop ----------------------------------------------------------------
+
+
+def test_the_pass_keeps_mood_history(server, tmp_path, model):
+  seed_asks(server, [("i hate everything, this is awful and sad", "alice")])
+  cfg = make_config(server, tmp_path)
+  clock = {"t": 1_800_000_000.0}
+  loop.run_pass(cfg, model=model, clock=lambda: clock["t"])
+  clock["t"] += 3 * 3600
+  loop.run_pass(cfg, model=model, clock=lambda: clock["t"])
+  store = Store(cfg.state)
+  history = store.mood_history(0)
+  events = store.mood_events(0)
+  store.close()
+  assert [h["t"] for h in history] == [1_800_000_000.0, 1_800_010_800.0]
+  sources = sorted(e["source"] for e in events)
+  assert sources == ["bot", "user"]
+  user = next(e for e in events if e["source"] == "user")
+  assert user["sentiment"] < 0.3 and user["u"] < 0
+  # The stored state moved as the exact solution says.
+  from bot import mood  # pylint: disable=import-outside-toplevel
+  params = mood.MoodParams.from_config(cfg.mood)
+  want = mood.advance(mood.MoodState(t=history[0]["t"], x1=history[0]["x1"],
+                                     x2=history[0]["x2"]), history[1]["t"],
+                      [mood.ForcingEvent(e["t"], e["u"], e["hours"])
+                       for e in events], params)
+  assert history[1]["x1"] == pytest.approx(want.x1)
+  assert history[1]["x1"] != pytest.approx(history[0]["x1"])
+  assert np.isfinite(history[1]["mood"])
+
+
+# ---- scoring with the heads ----------------------------------------------------------
+
+
+def test_heads_score_the_candidates_and_greedy_takes_the_best(
+    server, tmp_path, model_dir):
+  heads_dir = str(tmp_path / "heads")
+  helpers.make_random_heads(heads_dir, model_dir)
+  cfg = make_config(server, tmp_path, model_dir)
+  cfg.heads = heads_dir
+  cfg.choice.epsilon.ask = 0.0
+  scored = ml.LocalModel.load(model_dir, heads_dir,
+                              ml.SamplingSettings.from_config(cfg.sampling))
+  ask_ids = seed_asks(server)
+  loop.run_pass(cfg, model=scored)
+  assert set(answered(server, ask_ids)) == set(ask_ids)
+  for entry in Trace(cfg.state + ".trace.jsonl").read():
+    cands = entry["candidates"]
+    selectors = [c["selector"] for c in cands]
+    assert len(set(selectors)) > 1  # the head tells candidates apart
+    assert all(0 <= c["sentiment"] <= 1 for c in cands)
+    kept = [c["selector"] for c in cands if c["verdict"] == "kept"]
+    assert cands[entry["winner"]]["selector"] == max(kept)
