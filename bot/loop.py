@@ -102,8 +102,7 @@ def _content_text(content, layout=None) -> str:
 # Where a continuation runs on past the bot's own post: a turn line
 # (`#3 alice asked:`, the pattern bot.text_format cuts continuations at) or
 # a post's tags line (`Written ... | NAME's tags:`).
-# pylint: disable-next=protected-access
-TURN_DELIMITERS = (text_format._TURN_DELIMITER,
+TURN_DELIMITERS = (text_format.TURN_DELIMITER,
                    re.compile(r"(?m)^(?:Written \d+ [AP]M [^\n|]*\| )?"
                               r"\S+'s tags:"))
 

@@ -203,7 +203,7 @@ def text_post_prompt(bot_name: str, when: When,
 
 # A turn line the generator wrote on its own: everything from there is not
 # the bot's post.
-_TURN_DELIMITER = re.compile(
+TURN_DELIMITER = re.compile(
     r"(?:^|\n)(?:#\d+ [^\n]*? (?:%s):[ \t]*(?:\n|$)| Conversation between )"
     % "|".join((ASKED, RESPONDED, POSTED, COMMENTED)))
 
@@ -218,7 +218,7 @@ class Generated:
 def split_continuation(continuation: str) -> Generated:
   """Reads ` #a, #b\\n\\nthe post<|endoftext|>...` after a prompt."""
   text = continuation.split(EOT, 1)[0]
-  delimiter = _TURN_DELIMITER.search(text)
+  delimiter = TURN_DELIMITER.search(text)
   if delimiter:
     text = text[:delimiter.start()]
   tag_line, _, body = text.partition("\n")

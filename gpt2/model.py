@@ -17,6 +17,13 @@ for every row; `kv_mask` (B, S) says which slots hold real tokens (False for
 left padding and for slots not written yet), and `positions` (B, T) gives each
 new token's position id. Causality is by slot: a query at slot q sees key
 slots <= q that `kv_mask` allows.
+
+For decoding, `unstack_layers(params)` gives the same parameters with `h` as a
+tuple of per-layer trees; `forward` then runs the blocks unrolled, and its
+cache is `init_layer_caches(...)`: {"k": L arrays (B, H, S, D), "v": ...},
+one buffer per layer, heads before slots, with the same slot semantics. The
+results are the same; on XLA:CPU this form decodes several times faster,
+because nothing is sliced out of a stacked array or transposed per step.
 """
 
 import dataclasses
@@ -133,6 +140,10 @@ def _layer_norm(config, name):
 
 class Attention(nn.Module):
   config: GPT2Config
+  # The layer cache's layout: (B, S, H, D) as documented above, or (B, H, S, D)
+  # for the unrolled decoding path (see `unstack_layers`), where attention
+  # reads each slot in place instead of transposing the cache every step.
+  heads_major: bool = False
 
   @nn.compact
   def __call__(self, x, bias, layer_cache, cache_index, deterministic):
@@ -144,22 +155,28 @@ class Attention(nn.Module):
     qkv = _dense(3 * C, ("embed", "heads"), cfg, "c_attn")(x)  # (B, T, 3C)
     q, k, v = jnp.split(qkv, 3, axis=-1)
     q, k, v = (t.reshape(B, T, H, D) for t in (q, k, v))
+    # "s" is the slot axis of k and v: (B, S, H, D), or (B, H, S, D).
+    kv_axes = "bhsd" if self.heads_major else "bshd"
+    if self.heads_major:
+      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
     if layer_cache is not None:
       zero = jnp.zeros((), jnp.int32)
-      idx = (zero, jnp.asarray(cache_index, jnp.int32), zero, zero)
+      slot = jnp.asarray(cache_index, jnp.int32)
+      idx = (zero, zero, slot, zero) if self.heads_major else (
+          zero, slot, zero, zero)
       k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
-          layer_cache["k"].dtype), idx)  # (B, S, H, D)
+          layer_cache["k"].dtype), idx)
       v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
           layer_cache["v"].dtype), idx)
       layer_cache = {"k": k, "v": v}
     dt = cfg.compute_dtype
-    scores = jnp.einsum("bthd,bshd->bhts", q.astype(dt), k.astype(dt),
+    scores = jnp.einsum(f"bthd,{kv_axes}->bhts", q.astype(dt), k.astype(dt),
                         preferred_element_type=jnp.float32) / jnp.sqrt(
                             jnp.float32(D))
     scores = scores + bias  # (B, 1, T, S) additive mask
     probs = jax.nn.softmax(scores, axis=-1)
     probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
-    out = jnp.einsum("bhts,bshd->bthd", probs.astype(dt), v.astype(dt))
+    out = jnp.einsum(f"bhts,{kv_axes}->bthd", probs.astype(dt), v.astype(dt))
     out = out.reshape(B, T, C)
     out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
     return out, layer_cache
@@ -184,12 +201,13 @@ class Block(nn.Module):
   # Emit each block's output as a scan output (only when a layer is tapped,
   # since it keeps (L, B, T, C) alive).
   emit_hidden: bool = False
+  heads_major: bool = False  # the layer cache's layout, as in `Attention`
 
   @nn.compact
   def __call__(self, x, layer_cache, bias, cache_index):
     cfg = self.config
     drop = nn.Dropout(cfg.resid_pdrop)
-    a, layer_cache = Attention(cfg, name="attn")(
+    a, layer_cache = Attention(cfg, self.heads_major, name="attn")(
         _layer_norm(cfg, "ln_1")(x).astype(cfg.compute_dtype), bias,
         layer_cache, cache_index, self.deterministic)
     x = x + drop(a, deterministic=self.deterministic)
@@ -267,18 +285,24 @@ class GPT2(nn.Module):
     x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
     x = x.astype(jnp.float32)  # the residual stream stays in float32
 
-    block = Block
-    if cfg.remat:
-      block = nn.remat(Block, prevent_cse=False,
-                       policy=jax.checkpoint_policies.nothing_saveable)
-    blocks = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={
-            "params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.n_layer,
-        metadata_params={nn.PARTITION_NAME: "layers"})(
-            cfg, deterministic, bool(capture), name="h")
     x_in = x
-    x, (cache, layer_out) = blocks(x, cache, bias, cache_index)
+    layers = (None if self.is_initializing() else
+              self.variables.get("params", {}).get("h"))
+    if isinstance(layers, (list, tuple)):
+      x, cache, layer_out = _unrolled_blocks(cfg, layers, x, cache, bias,
+                                             cache_index, deterministic)
+    else:
+      block = Block
+      if cfg.remat:
+        block = nn.remat(Block, prevent_cse=False,
+                         policy=jax.checkpoint_policies.nothing_saveable)
+      blocks = nn.scan(
+          block, variable_axes={"params": 0}, split_rngs={
+              "params": True, "dropout": True},
+          in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.n_layer,
+          metadata_params={nn.PARTITION_NAME: "layers"})(
+              cfg, deterministic, bool(capture), name="h")
+      x, (cache, layer_out) = blocks(x, cache, bias, cache_index)
 
     hidden = None
     if capture:
@@ -292,6 +316,58 @@ class GPT2(nn.Module):
       x = _layer_norm(cfg, "ln_f")(x)
       logits = wte.attend(x.astype(cfg.compute_dtype)).astype(jnp.float32)
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
+
+
+def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
+                     deterministic):
+  """The blocks one after another, each on its own parameters and cache.
+
+  Returns (x, cache, [each block's output]). Used when `params["h"]` comes
+  from `unstack_layers`: XLA then reads every weight and cache slot where it
+  lies, where the scan copies each layer's slice out of the stacked arrays
+  on every call (on CPU that copying costs more than the decoding itself).
+  """
+  if not deterministic:
+    raise ValueError("unstacked layers are for inference; train with the "
+                     "stacked parameters")
+  if cache is not None and not isinstance(cache["k"], (list, tuple)):
+    raise ValueError("unstacked layers need the per-layer cache of "
+                     "init_layer_caches")
+  outputs, keys, values = [], [], []
+  for i, layer_params in enumerate(layers):
+    layer_cache = None if cache is None else {"k": cache["k"][i],
+                                              "v": cache["v"][i]}
+    block = Block(cfg, heads_major=True, parent=None)
+    x, (layer_cache, _) = block.apply({"params": layer_params}, x,
+                                      layer_cache, bias, cache_index)
+    outputs.append(x)
+    if layer_cache is not None:
+      keys.append(layer_cache["k"])
+      values.append(layer_cache["v"])
+  if cache is not None:
+    cache = {"k": tuple(keys), "v": tuple(values)}
+  return x, cache, outputs
+
+
+def unstack_layers(params) -> dict:
+  """`params` with `h` as a tuple of per-layer trees (a copy of the blocks).
+
+  `forward` then runs the blocks unrolled, for decoding (see the module
+  docstring); it needs the cache of `init_layer_caches`.
+  """
+  n_layer = jax.tree.leaves(params["h"])[0].shape[0]
+  layers = tuple(jax.tree.map(lambda p, i=i: p[i], params["h"])
+                 for i in range(n_layer))
+  return {**params, "h": layers}
+
+
+def init_layer_caches(config: GPT2Config, batch: int, length: int,
+                      dtype=None) -> dict:
+  """The cache for unstacked layers: {"k", "v": L arrays (B, H, S, D)}."""
+  dtype = dtype or config.compute_dtype
+  shape = (batch, config.n_head, length, config.head_dim)
+  return {"k": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
+          "v": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))}
 
 
 def init_cache(config: GPT2Config, batch: int, length: int,
