@@ -1,0 +1,319 @@
+"""Trained heads on disk, and scoring candidates with them.
+
+A head directory holds `head.json` (kind, architecture, the generator's
+fingerprint, calibration, held-out metrics) and `params.safetensors`. A
+training workdir holds one under `head/`, and `Head.load` takes either.
+The bot loads both heads from one directory:
+
+  heads_dir/selector/    a head directory or a selector training workdir
+  heads_dir/sentiment/   the same for the sentiment head
+
+`Heads.score_hidden` takes the hidden states the sampler already returned
+for each candidate's generated tokens, so no candidate runs through the
+generator twice; `Heads.score_texts` runs the frozen generator itself.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+from typing import Optional, Sequence
+
+import fsspec
+import jax
+import numpy as np
+
+import safetensors
+from safetensors import numpy as safetensors_np
+
+from gpt2.errors import UserError
+from gpt2.model import GPT2Config
+from selector import data as data_lib
+from selector.metrics import apply_platt
+from selector.model import HeadConfig, apply_head
+
+FORMAT = "selector-head"
+N_OUT = {"selector": 2, "sentiment": 1}
+HEAD_SUBDIR = "head"
+# What must match between a head and the generator it reads.
+_SHAPE_KEYS = ("n_layer", "n_embd", "vocab_size")
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_head(config: HeadConfig):
+  """Jitted (params, hidden tuple, mask) -> (B, n_out), deterministic."""
+  return jax.jit(functools.partial(apply_head, config))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}/{key}" if prefix else str(key)
+    if isinstance(value, dict):
+      out.update(_flatten(value, name))
+    else:
+      out[name] = np.asarray(jax.device_get(value), np.float32)
+  return out
+
+
+def _unflatten(flat: dict) -> dict:
+  tree = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+@dataclasses.dataclass
+class Head:
+  """One trained head: its architecture, parameters and what it needs.
+
+  calibration: selector only, Platt's {"a", "b"} on the logit difference.
+  target: sentiment only, {"mean", "std"} the targets were standardised by.
+  """
+  kind: str  # "selector" or "sentiment"
+  config: HeadConfig
+  params: dict
+  generator: dict  # the generator's fingerprint (data.generator_fingerprint)
+  max_len: int
+  calibration: Optional[dict] = None
+  target: Optional[dict] = None
+  model: str = ""  # the generator directory the head was trained on
+  metrics: dict = dataclasses.field(default_factory=dict)
+  source: str = ""  # where it was loaded from, for messages
+
+  # ---- files ---------------------------------------------------------------
+
+  def save(self, directory: str) -> None:
+    fs, root = fsspec.core.url_to_fs(directory)
+    root = root.rstrip("/")
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/params.safetensors", "wb") as f:
+      f.write(safetensors_np.save(_flatten(self.params)))
+    spec = {
+        "format": FORMAT, "kind": self.kind, "head": self.config.to_dict(),
+        "generator": self.generator, "max_len": self.max_len,
+        "calibration": self.calibration, "target": self.target,
+        "model": self.model, "metrics": self.metrics,
+    }
+    with fs.open(f"{root}/head.json", "w") as f:
+      json.dump(spec, f, indent=2)
+
+  @classmethod
+  def load(cls, path: str) -> "Head":
+    """Loads a head directory, or the head a training workdir produced."""
+    fs, root = fsspec.core.url_to_fs(path)
+    root = root.rstrip("/")
+    if not fs.exists(f"{root}/head.json") and fs.exists(
+        f"{root}/{HEAD_SUBDIR}/head.json"):
+      root = f"{root}/{HEAD_SUBDIR}"
+    if not fs.exists(f"{root}/head.json"):
+      raise UserError(f"no head in {path}: expected head.json (a head "
+                      f"directory) or {HEAD_SUBDIR}/head.json (a finished "
+                      "training workdir)")
+    try:
+      spec = json.loads(fs.cat_file(f"{root}/head.json"))
+      if spec.get("format") != FORMAT or spec.get("kind") not in N_OUT:
+        raise ValueError("not a head description")
+      config = HeadConfig.from_dict(spec["head"])
+      data = fs.cat_file(f"{root}/params.safetensors")
+      return cls(kind=spec["kind"], config=config,
+                 params=_unflatten(safetensors_np.load(data)),
+                 generator=dict(spec["generator"]),
+                 max_len=int(spec["max_len"]),
+                 calibration=spec.get("calibration"),
+                 target=spec.get("target"), model=spec.get("model", ""),
+                 metrics=spec.get("metrics", {}), source=path)
+    except FileNotFoundError as e:
+      raise UserError(f"head {path} has head.json but no "
+                      "params.safetensors") from e
+    except (ValueError, KeyError, TypeError, safetensors.SafetensorError) as e:
+      raise UserError(f"head {path} is unreadable: {str(e).splitlines()[0]}"
+                      ) from e
+
+  # ---- the generator it reads ------------------------------------------------
+
+  def check_generator(self, config: GPT2Config, fingerprint: dict = None,
+                      model_name: str = "the generator") -> None:
+    """A one-line UserError when the head was trained on another shape."""
+    have = {"n_layer": config.n_layer, "n_embd": config.n_embd,
+            "vocab_size": config.vocab_size}
+    want = {k: self.generator.get(k) for k in _SHAPE_KEYS}
+    if have != want:
+      fmt = lambda d: ", ".join(f"{k}={v}" for k, v in d.items())
+      raise UserError(
+          f"{self.kind} head {self.source or ''} was trained on a generator "
+          f"with {fmt(want)}, but {model_name} has {fmt(have)}; retrain the "
+          "head on this generator")
+    if fingerprint and fingerprint.get("params_digest") != self.generator.get(
+        "params_digest"):
+      logging.warning(
+          "%s head %s was trained on a generator with the same shape but "
+          "other weights (%s); its scores may be off", self.kind, self.source,
+          self.model or "unknown")
+
+  # ---- scoring -------------------------------------------------------------
+
+  def raw_outputs(self, hidden: Sequence, mask) -> np.ndarray:
+    """(B, n_out) float32 outputs for hidden states in `config.layers` order."""
+    fn = compiled_head(self.config)
+    return np.asarray(fn(self.params, tuple(hidden), mask))
+
+  def values(self, outputs: np.ndarray) -> np.ndarray:
+    """Calibrated P(does well) for a selector, the sentiment value otherwise."""
+    if self.kind == "selector":
+      return apply_platt(outputs[:, 1] - outputs[:, 0], self.calibration)
+    return (np.asarray(outputs[:, 0], np.float64) * self.target["std"] +
+            self.target["mean"])
+
+
+@dataclasses.dataclass
+class Scores:
+  """Per candidate: calibrated selector probability and sentiment value.
+
+  Each is a (B,) float64 array, or None when that head is not loaded.
+  """
+  selector: Optional[np.ndarray]
+  sentiment: Optional[np.ndarray]
+
+
+class Heads:
+  """The selector and sentiment heads over one frozen generator."""
+
+  def __init__(self, model, selector: Optional[Head] = None,
+               sentiment: Optional[Head] = None, batch_size: int = 16):
+    """`model`: a `gpt2.weights.LoadedModel` (config, params, tokenizer)."""
+    if selector is None and sentiment is None:
+      raise ValueError("Heads needs at least one head")
+    self.model = model
+    self.selector = selector
+    self.sentiment = sentiment
+    self.batch_size = batch_size
+    for head in self.heads:  # shapes first: a mismatch never reads params
+      head.check_generator(model.config)
+    fingerprint = data_lib.generator_fingerprint(model.config, model.params)
+    for head in self.heads:
+      head.check_generator(model.config, fingerprint)
+    self.layers = tuple(sorted({l for h in self.heads
+                                for l in h.config.layers}))
+    self.max_len = min([h.max_len for h in self.heads] +
+                       [model.config.n_positions])
+
+  @property
+  def heads(self) -> list:
+    return [h for h in (self.selector, self.sentiment) if h is not None]
+
+  @classmethod
+  def load(cls, heads_dir: str, model=None, batch_size: int = 16) -> "Heads":
+    """Loads `heads_dir/selector` and `heads_dir/sentiment` (either may be
+    missing, not both) and, unless `model` is given, the generator the
+    heads name."""
+    fs, root = fsspec.core.url_to_fs(heads_dir)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+      raise UserError(f"heads directory {heads_dir} does not exist")
+    found = {}
+    for kind in N_OUT:
+      if fs.isdir(f"{root}/{kind}"):
+        head = Head.load(f"{heads_dir.rstrip('/')}/{kind}")
+        if head.kind != kind:
+          raise UserError(f"{heads_dir}/{kind} holds a {head.kind} head")
+        found[kind] = head
+    if not found:
+      raise UserError(f"heads directory {heads_dir} has neither selector/ "
+                      "nor sentiment/")
+    if model is None:
+      from gpt2 import weights  # pylint: disable=import-outside-toplevel
+      named = next(h.model for h in found.values())
+      if not named:
+        raise UserError(f"the heads in {heads_dir} do not name their "
+                        "generator; pass the model directory")
+      model = weights.load_model(named)
+    return cls(model, batch_size=batch_size, **found)
+
+  def score_hidden(self, hidden: dict, mask) -> Scores:
+    """Scores from hidden states already computed.
+
+    hidden: {layer: (B, T, C)} covering at least `self.layers`; mask: (B, T)
+    bool, True at each candidate's judged (generated) positions.
+    """
+    missing = [l for l in self.layers if l not in hidden]
+    if missing:
+      raise UserError(f"the heads read generator layers {self.layers}, but "
+                      f"the hidden states hold only {tuple(sorted(hidden))}")
+    mask = np.asarray(mask, bool)
+    B, T = mask.shape
+    real = np.flatnonzero(mask.any(axis=0))
+    T_used = int(real[-1]) + 1 if len(real) else 1
+    length = -(-T_used // data_lib.LENGTH_BUCKET) * data_lib.LENGTH_BUCKET
+    out = {h.kind: [] for h in self.heads}
+    for begin in range(0, B, self.batch_size):
+      rows = slice(begin, min(B, begin + self.batch_size))
+      n = rows.stop - rows.start
+      chunk_mask = np.zeros((self.batch_size, length), bool)
+      chunk_mask[:n, :T_used] = mask[rows, :T_used]
+      chunk = {}
+      for l in self.layers:
+        h = np.asarray(hidden[l][rows, :T_used], np.float32)
+        if h.shape[-1] != self.model.config.n_embd:
+          raise UserError(f"hidden states of layer {l} have width "
+                          f"{h.shape[-1]}; the heads need "
+                          f"{self.model.config.n_embd}")
+        padded = np.zeros((self.batch_size, length, h.shape[-1]), np.float32)
+        padded[:n, :T_used] = h
+        chunk[l] = padded
+      for head in self.heads:
+        raw = head.raw_outputs([chunk[l] for l in head.config.layers],
+                               chunk_mask)
+        out[head.kind].append(head.values(raw[:n]))
+    joined = {k: np.concatenate(v) if v else np.zeros((0,))
+              for k, v in out.items()}
+    return Scores(selector=joined.get("selector"),
+                  sentiment=joined.get("sentiment"))
+
+  def score_candidates(self, candidates: Sequence[dict]) -> Scores:
+    """Scores for the sampler's per-candidate `{layer: (n_generated, C)}`."""
+    hidden, mask = pad_candidates(candidates, self.layers)
+    return self.score_hidden(hidden, mask)
+
+  def score_texts(self, texts: Sequence[str],
+                  prompts: Optional[Sequence[str]] = None) -> Scores:
+    """Runs the frozen generator on prompt + text and scores each text."""
+    if not len(texts):
+      return Scores(selector=np.zeros((0,)) if self.selector else None,
+                    sentiment=np.zeros((0,)) if self.sentiment else None)
+    cfg = self.model.config
+    encoded = data_lib.encode_examples(self.model.tokenizer, texts, prompts,
+                                       max_len=self.max_len)
+    rows = [None] * len(texts)
+    for i, states in data_lib.iter_hidden(cfg, self.model.params, encoded,
+                                          self.layers, self.batch_size):
+      rows[i] = dict(zip(self.layers, states))
+    return self.score_candidates(rows)
+
+
+def pad_candidates(candidates: Sequence[dict], layers: Sequence[int]):
+  """[{layer: (n_i, C)}] -> ({layer: (B, T, C)}, mask (B, T)), right-padded."""
+  if not candidates:
+    raise ValueError("no candidates to score")
+  for c in candidates:
+    missing = [l for l in layers if l not in c]
+    if missing:
+      raise UserError(f"the heads read generator layers {tuple(layers)}, but "
+                      "a candidate's hidden states hold only "
+                      f"{tuple(sorted(c))}")
+  lengths = [len(c[layers[0]]) for c in candidates]
+  T = max(1, max(lengths))
+  mask = np.zeros((len(candidates), T), bool)
+  hidden = {}
+  for l in layers:
+    width = np.shape(candidates[0][l])[-1]
+    hidden[l] = np.zeros((len(candidates), T, width), np.float32)
+    for row, c in enumerate(candidates):
+      hidden[l][row, :lengths[row]] = np.asarray(c[l], np.float32)
+  for row, n in enumerate(lengths):
+    mask[row, :n] = True
+  return hidden, mask

@@ -1,0 +1,315 @@
+"""Training a head on the frozen generator's cached activations.
+
+Reads top to bottom: tokens -> activation cache -> stratified held-out split
+-> AdamW with warmup and cosine decay -> training loop with orbax
+checkpoints (a reused workdir resumes, and sees exactly the batches it would
+have) -> held-out predictions -> calibration and metrics -> the head and
+`metrics.json` in the workdir.
+
+Workdir layout:
+  run.json           what this run trains on; a resume must match it
+  activations/       the activation cache (see selector/data.py)
+  checkpoints/       orbax: params, optimizer state, step
+  head/              the trained head (selector/score.py reads it)
+  metrics.json       held-out metrics
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Callable, Optional, Sequence
+
+import fsspec
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gpt2.errors import UserError
+from selector import data as data_lib
+from selector import metrics as metrics_lib
+from selector.model import (HeadConfig, apply_head, init_head_params,
+                            resolve_layers)
+from selector.score import HEAD_SUBDIR, N_OUT, Head, compiled_head
+
+
+@dataclasses.dataclass
+class Examples:
+  """Texts and their targets: 0/1 (selector) or real values (sentiment)."""
+  texts: Sequence[str]
+  targets: np.ndarray  # (N,) float32
+  prompts: Optional[Sequence[str]] = None  # read before each text, not judged
+
+
+def stratified_split(strata: np.ndarray, fraction: float, seed: int):
+  """(train indices, held-out indices): `fraction` of each stratum held out."""
+  rng = np.random.default_rng(seed)
+  train, held = [], []
+  for value in np.unique(strata):
+    idx = rng.permutation(np.flatnonzero(strata == value))
+    n_held = int(round(fraction * len(idx)))
+    if len(idx) >= 2:
+      n_held = min(max(n_held, 1), len(idx) - 1)
+    held.extend(idx[:n_held])
+    train.extend(idx[n_held:])
+  return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(held,
+                                                                  np.int64))
+
+
+def strata_of(kind: str, targets: np.ndarray, n_bins: int = 10) -> np.ndarray:
+  """The label for a selector; a quantile bin of the target for sentiment."""
+  if kind == "selector":
+    return targets.astype(np.int64)
+  edges = np.quantile(targets, np.linspace(0, 1, n_bins + 1)[1:-1])
+  return np.searchsorted(edges, targets, side="right")
+
+
+def weight_decay_mask(params):
+  """Decay matrices only: not norms' scales or any bias."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(tcfg, total_steps: int):
+  """AdamW (no decay on norms and biases), linear warmup then cosine."""
+  warmup = int(tcfg.warmup_steps) if tcfg.warmup_steps >= 0 else int(
+      round(tcfg.warmup_fraction * total_steps))
+  warmup = min(warmup, max(total_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=tcfg.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, 1), end_value=tcfg.lr * tcfg.min_lr_ratio)
+  tx = optax.chain(
+      optax.clip_by_global_norm(tcfg.grad_clip),
+      optax.adamw(schedule, b1=tcfg.b1, b2=tcfg.b2,
+                  weight_decay=tcfg.weight_decay, mask=weight_decay_mask))
+  return tx, schedule
+
+
+def loss_fn(head_cfg: HeadConfig, kind: str, params, hidden, mask, targets,
+            weights, dropout_rng):
+  """Weighted mean cross-entropy (selector) or squared error (sentiment)."""
+  out = apply_head(head_cfg, params, hidden, mask, deterministic=False,
+                   dropout_rng=dropout_rng)  # (B, n_out)
+  if kind == "selector":
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        out, targets.astype(jnp.int32))
+  else:
+    per_example = (out[:, 0] - targets) ** 2
+  return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def make_train_step(head_cfg: HeadConfig, kind: str, tx):
+  """A jitted (state, batch, rng) -> (state, loss)."""
+
+  def step(state, hidden, mask, targets, weights, rng):
+    dropout_rng = jax.random.fold_in(rng, state["step"])
+    loss, grads = jax.value_and_grad(loss_fn, argnums=2)(
+        head_cfg, kind, state["params"], hidden, mask, targets, weights,
+        dropout_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {"params": params, "opt_state": opt_state,
+            "step": state["step"] + 1}, loss
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def predict(head_cfg: HeadConfig, params, cache: data_lib.ActivationCache,
+            indices: np.ndarray, length: int, batch_size: int) -> np.ndarray:
+  """(len(indices), n_out) head outputs, deterministic, in batches."""
+  fn = compiled_head(head_cfg)  # the scorer's compiled head
+  out = []
+  for begin in range(0, len(indices), batch_size):
+    chunk = list(indices[begin:begin + batch_size])
+    n = len(chunk)
+    hidden, mask = cache.batch(chunk + [-1] * (batch_size - n), length)
+    out.append(np.asarray(fn(params, tuple(hidden), mask))[:n])
+  return np.concatenate(out) if out else np.zeros((0, head_cfg.n_out))
+
+
+# Settings a resumed run may change: they do not alter what is learned.
+_NOT_RUN_IDENTITY = ("log_every", "checkpoint_every", "extract_batch_size",
+                     "eval_batch_size")
+
+
+def _is_local(path: str) -> bool:
+  return "://" not in path or path.startswith("file://")
+
+
+def _absolute(path: str) -> str:
+  """A local path made absolute, so a head finds its generator from anywhere."""
+  return os.path.abspath(path) if path and _is_local(path) and os.path.exists(
+      path) else path
+
+
+def _write_json(path: str, obj) -> None:
+  with fsspec.open(path, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def _check_run(workdir: str, run: dict) -> None:
+  """Writes run.json, or checks that a resumed run trains the same thing."""
+  path = f"{workdir}/run.json"
+  fs, _ = fsspec.core.url_to_fs(path)
+  if fs.exists(path):
+    with fsspec.open(path, "r") as f:
+      before = json.load(f)
+    changed = sorted(k for k in set(before) | set(run)
+                     if before.get(k) != run.get(k))
+    if changed:
+      raise UserError(
+          f"workdir {workdir} holds a run with other {', '.join(changed)}; "
+          "resume with the same config and data, or pick a new --workdir")
+  else:
+    _write_json(path, run)
+
+
+def train_head(config, model, examples: Examples, workdir: str,
+               log: Callable = logging.info,
+               stop_after_steps: Optional[int] = None) -> dict:
+  """Trains, calibrates and saves a head; returns its held-out metrics.
+
+  config: the ml_collections config (configs/selector.py).
+  model: a `gpt2.weights.LoadedModel`; its params are only read.
+  stop_after_steps: end this call after that many steps (the run stays
+    resumable); None trains to the end.
+  """
+  kind, tcfg = config.kind, config.train
+  if kind not in N_OUT:
+    raise UserError(f"config.kind={kind!r} is not one of {', '.join(N_OUT)}")
+  workdir = workdir.rstrip("/")
+  if _is_local(workdir):
+    workdir = os.path.abspath(workdir.removeprefix("file://"))
+  fsspec.core.url_to_fs(workdir)[0].makedirs(workdir, exist_ok=True)
+  gen = model.config
+  targets = np.asarray(examples.targets, np.float32)
+
+  # Activations of the frozen generator, once.
+  layers = resolve_layers(config.layers, gen.n_layer)
+  max_len = min(int(config.max_len), gen.n_positions)
+  encoded = data_lib.encode_examples(model.tokenizer, examples.texts,
+                                     examples.prompts, max_len=max_len)
+  fingerprint = data_lib.generator_fingerprint(gen, model.params)
+  cache_dir = config.activation_cache or (
+      f"{workdir}/activations" if _is_local(workdir) else os.path.join(
+          tempfile.gettempdir(), "selector-activations",
+          os.path.basename(workdir)))
+  start = time.time()
+  cache = data_lib.build_cache(
+      cache_dir, gen, model.params, encoded, layers, fingerprint=fingerprint,
+      dtype=config.cache_dtype, batch_size=tcfg.extract_batch_size, log=log)
+  log(f"activations of {len(cache)} examples at layers {layers} ready in "
+      f"{time.time() - start:.1f}s ({cache_dir})")
+
+  # Held-out split, stratified by label (or by target quantile).
+  strata = strata_of(kind, targets)
+  if kind == "selector":
+    counts = np.bincount(strata, minlength=2)
+    if counts.min() < 2:
+      raise UserError(f"the selector needs at least 2 examples of each label; "
+                      f"the data has {counts[0]} zeros and {counts[1]} ones")
+  train_idx, held_idx = stratified_split(strata, tcfg.holdout_fraction,
+                                         tcfg.seed)
+  if len(held_idx) < 2 or len(train_idx) < 2:
+    raise UserError(f"{len(targets)} examples are too few to hold out "
+                    f"{tcfg.holdout_fraction:.0%} for evaluation")
+  target = None
+  train_targets = targets
+  if kind == "sentiment":
+    mean = float(targets[train_idx].mean())
+    std = float(max(targets[train_idx].std(), 1e-6))
+    target = {"mean": mean, "std": std}
+    train_targets = (targets - mean) / std
+
+  head_cfg = HeadConfig(
+      layers=layers, n_embd=gen.n_embd, n_out=N_OUT[kind],
+      n_head=config.head.n_head, pool_width=config.head.pool_width,
+      mlp_ratio=config.head.mlp_ratio, dropout=config.head.dropout)
+  B = int(tcfg.batch_size)
+  steps_per_epoch = max(1, math.ceil(len(train_idx) / B))
+  total_steps = int(tcfg.steps) if tcfg.steps > 0 else int(
+      tcfg.epochs * steps_per_epoch)
+  tx, schedule = make_optimizer(tcfg, total_steps)
+  _check_run(workdir, {
+      "kind": kind, "data": data_lib.cache_key(fingerprint, layers, encoded,
+                                               config.cache_dtype),
+      "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
+      "head": head_cfg.to_dict(),
+      "train": {k: v for k, v in tcfg.to_dict().items()
+                if k not in _NOT_RUN_IDENTITY},
+      "total_steps": total_steps})
+
+  rng = jax.random.PRNGKey(tcfg.seed)
+  params = init_head_params(head_cfg, jax.random.fold_in(rng, 0))
+  state = {"params": params, "opt_state": tx.init(params),
+           "step": jnp.zeros((), jnp.int32)}
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  manager = ocp.CheckpointManager(
+      f"{workdir}/checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  if manager.latest_step() is not None:
+    state = manager.restore(manager.latest_step(),
+                            args=ocp.args.StandardRestore(state))
+    log(f"resumed from step {int(state['step'])} in {workdir}")
+
+  # One padded length for every batch: one compile.
+  length = data_lib.bucket_length(int(cache.lengths.max()), max_len)
+  train_step = make_train_step(head_cfg, kind, tx)
+  step = int(state["step"])
+  last_step = total_steps if stop_after_steps is None else min(
+      total_steps, step + stop_after_steps)
+  first_step, start, running = step, time.time(), []
+  while step < last_step:
+    epoch, within = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([tcfg.seed, epoch]).permutation(train_idx)
+    idx = list(order[within * B:(within + 1) * B])
+    weights = np.zeros(B, np.float32)
+    weights[:len(idx)] = 1.0
+    idx += [-1] * (B - len(idx))
+    hidden, mask = cache.batch(idx, length)
+    y = np.where(np.asarray(idx) >= 0, train_targets[idx], 0.0).astype(
+        np.float32)
+    state, loss = train_step(state, hidden, mask, y, weights, rng)
+    step += 1
+    running.append(loss)
+    if step % tcfg.log_every == 0 or step == last_step:
+      mean_loss = float(np.mean(jax.device_get(running)))
+      running = []
+      log(f"step {step}/{total_steps} epoch {epoch} loss {mean_loss:.4f} "
+          f"lr {float(schedule(step)):.2e} "
+          f"{(time.time() - start) / (step - first_step):.3f}s/step")
+    if step % tcfg.checkpoint_every == 0 or step == last_step:
+      manager.save(step, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  manager.close()
+  if step < total_steps:
+    return {"step": step, "total_steps": total_steps}
+
+  # Held-out predictions, calibration, metrics.
+  params = state["params"]
+  outputs = predict(head_cfg, params, cache, held_idx, length,
+                    tcfg.eval_batch_size)
+  result = {"n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
+            "steps": total_steps, "layers": list(layers)}
+  calibration = None
+  if kind == "selector":
+    diff = outputs[:, 1] - outputs[:, 0]
+    calibration = metrics_lib.fit_platt(diff, targets[held_idx])
+    result.update(metrics_lib.selector_metrics(
+        targets[held_idx], diff, calibration, n_bins=config.ece_bins))
+    result["calibration"] = calibration
+  else:
+    values = outputs[:, 0] * target["std"] + target["mean"]
+    result.update(metrics_lib.regression_metrics(targets[held_idx], values))
+  head = Head(kind=kind, config=head_cfg, params=params, generator=fingerprint,
+              max_len=max_len, calibration=calibration, target=target,
+              model=_absolute(config.model), metrics=result)
+  head.save(f"{workdir}/{HEAD_SUBDIR}")
+  _write_json(f"{workdir}/metrics.json", result)
+  log("held-out: " + ", ".join(
+      f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+  return result
