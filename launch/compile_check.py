@@ -1,0 +1,104 @@
+"""Compile the train step ahead of time for a TPU-shaped mesh; print its memory.
+
+    python -m launch.compile_check --config=configs/gpt2_1558m_tpuv3.py
+    python -m launch.compile_check --config=configs/gpt2_1558m_tpuv3.py --json
+
+Shows without a TPU that a config fits: the train step (gradient
+accumulation, Adam, sharding) is lowered with abstract inputs
+(`jax.ShapeDtypeStruct`s carrying their shardings, so no parameter is ever
+allocated) for a mesh of `--devices` simulated CPU devices (8: a TPU v3-8),
+compiled, and `compiled.memory_analysis()` gives the bytes one device needs:
+arguments + outputs - donated aliases + temporaries + code. The CPU compiler
+is not the TPU's; its numbers are close, not identical (it keeps some bf16
+temporaries in float32, so it errs high).
+"""
+
+import os
+import sys
+
+# Before JAX is imported: N host devices on the CPU backend.
+_DEVICES = 8
+for _i, _arg in enumerate(sys.argv):
+  if _arg.startswith("--devices="):
+    _DEVICES = int(_arg.split("=", 1)[1])
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split()
+     if not f.startswith("--xla_force_host_platform_device_count")] +
+    [f"--xla_force_host_platform_device_count={_DEVICES}"])
+
+import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from gpt2.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
+# The same --config flag (and its one-line errors) as launch.finetune.
+from launch.finetune import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch.finetune import run_with_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+flags.DEFINE_integer("devices", 8, "Simulated devices (8 = a TPU v3-8).")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object only.")
+_LIMIT = flags.DEFINE_float("device_gib", 16.0,
+                            "Memory of one device, for the verdict (GiB).")
+
+GIB = 1 << 30
+
+
+def compile_train_step(config, devices=None) -> dict:
+  """Lowers and compiles the config's train step; returns its memory use."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from gpt2 import sharding, train  # pylint: disable=import-outside-toplevel
+  train.check_config(config)
+  model_config = train.model_config_for(config,
+                                        train.default_vocab_size(config))
+  mesh = sharding.make_mesh(dict(config.mesh), devices)
+  train.check_batch_fits_mesh(config, mesh)
+  steps = train.build_steps(model_config, config, mesh)
+  batch = jax.ShapeDtypeStruct(
+      (config.accumulate, config.batch_size, config.seq_len), jnp.int32,
+      sharding=steps.batch_sharding)
+  start = time.perf_counter()
+  compiled = steps.train.lower(steps.abstract_state, batch).compile()
+  seconds = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes -
+                mem.alias_size_in_bytes + mem.temp_size_in_bytes +
+                mem.generated_code_size_in_bytes)
+  return {
+      "per_device_bytes": int(per_device),
+      "devices": int(mesh.size),
+      "argument_bytes": int(mem.argument_size_in_bytes),
+      "output_bytes": int(mem.output_size_in_bytes),
+      "alias_bytes": int(mem.alias_size_in_bytes),
+      "temp_bytes": int(mem.temp_size_in_bytes),
+      "mesh": dict(mesh.shape),
+      "params": model_config.num_params(),
+      "compile_seconds": round(seconds, 1),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = load_config()
+  report = compile_train_step(config)
+  if _JSON.value:
+    print(json.dumps({"per_device_bytes": report["per_device_bytes"],
+                      "devices": report["devices"]}))
+    return
+  c = config
+  fits = report["per_device_bytes"] <= _LIMIT.value * GIB
+  print(f"model: {c.model.size} ({report['params'] / 1e6:.0f}M params), "
+        f"batch {c.batch_size} x {c.seq_len} tokens x {c.accumulate} "
+        f"accumulated, mesh {report['mesh']}")
+  for name in ("argument", "output", "alias", "temp"):
+    print(f"  {name:>9}: {report[name + '_bytes'] / GIB:7.2f} GiB")
+  print(f"per device: {report['per_device_bytes'] / GIB:.2f} GiB of "
+        f"{_LIMIT.value:g} GiB -> {'fits' if fits else 'DOES NOT FIT'} "
+        f"(compiled in {report['compile_seconds']} s)")
+
+
+if __name__ == "__main__":
+  run_with_config(main)

@@ -1,0 +1,230 @@
+"""The train step, schedule, optimizer and loop (gpt2/train.py), in-process."""
+
+import functools
+import glob
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import gpt2_tiny
+from gpt2 import data, sharding, train, weights
+from gpt2.errors import UserError
+from gpt2.model import GPT2Config, init_params
+from gpt2.tokenizer import Tokenizer
+
+
+def formula(s, lr, warmup, period, lr_min, m_mul):
+  """The issue's schedule, written independently in float64."""
+  if s < warmup:
+    value = lr * s / warmup
+  else:
+    value = 0.5 * lr * m_mul ** math.floor(s / period) * (
+        1 + math.cos(math.pi * (s / period - math.floor(s / period))))
+  return max(value, lr_min)
+
+
+@pytest.mark.parametrize("args", [
+    (4.76e-5, 100, 5425, 1.5e-6, 0.1),   # the original run
+    (1e-3, 7, 5, 1e-5, 0.5),             # warmup longer than a period
+    (3e-3, 0, 10, 0.0, 1.0),             # no warmup, no decay across periods
+])
+def test_schedule_matches_formula(args):
+  schedule = jax.jit(train.make_schedule(*args))
+  period = args[2]
+  steps = np.arange(0, 3 * period + 3)
+  got = np.asarray(jax.vmap(schedule)(steps))
+  want = np.array([formula(int(s), *args) for s in steps])
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12)
+
+
+def _small_corpus(root):
+  """Four plays from the default corpus (fast to tokenize)."""
+  plays = sorted(glob.glob(os.path.join(data.default_corpus(), "**", "*.md"),
+                           recursive=True))[:4]
+  os.makedirs(root, exist_ok=True)
+  for play in plays:
+    with open(play, "rb") as src, open(os.path.join(root, os.path.basename(
+        play)), "wb") as dst:
+      dst.write(src.read())
+  return root
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  root = tmp_path_factory.mktemp("train_data")
+  corpus = _small_corpus(str(root / "corpus"))
+  out = str(root / "tokens")
+  data.prepare(corpus, out, vocab_size=320, val_fraction=0.25, progress=False)
+  return out
+
+
+# One schedule for every in-process run here, so they share compiled steps.
+SCHEDULE = dict(lr=2e-3, warmup=3, period=4, lr_min=1e-5, m_mul=0.5,
+                only_train_transformer_layers=True)
+
+
+def _config(data_dir, **overrides):
+  c = gpt2_tiny.get_config()
+  c.data = data_dir
+  c.seq_len = 32
+  c.batch_size = 4
+  c.accumulate = 2
+  c.val_batch_size = 4
+  c.val_max_windows = 8
+  c.val_every = 4
+  c.eval_at_start = False
+  c.progress = False
+  c.async_checkpoints = True
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def test_accumulation_equals_one_big_batch_and_frozen_params(prepared):
+  """k micro-batches of B give the update of one batch of k*B; the
+  embeddings and ln_f stay bit-identical and get no Adam state; the noise
+  scale fields match the micro-batch gradients computed here directly."""
+  model_config = GPT2Config.preset("tiny", vocab_size=320)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1},
+                            jax.devices()[:1])
+  config = _config(prepared, **SCHEDULE)
+  steps = train.build_steps(model_config, config, mesh)
+  params = jax.device_get(steps.init_params(jax.random.PRNGKey(0)))
+  tokens = np.random.default_rng(0).integers(0, 320, (8, 32)).astype(np.int32)
+
+  def one_step(batch):
+    state = steps.init(jax.device_put(params, steps.param_shardings))
+    state, metrics = steps.train(state, jnp.asarray(batch))
+    return jax.device_get(state), jax.device_get(metrics)
+
+  acc_state, acc = one_step(tokens.reshape(2, 4, 32))
+  big_state, big = one_step(tokens.reshape(1, 8, 32))
+  np.testing.assert_allclose(acc["loss"], big["loss"], rtol=1e-5)
+  np.testing.assert_allclose(acc["grad_norm"], big["grad_norm"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(acc_state["params"]),
+                  jax.tree.leaves(big_state["params"])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+  # Frozen: bit-identical, and no Adam moments of their shapes anywhere.
+  for name in ("wte", "wpe", "ln_f"):
+    for a, b in zip(jax.tree.leaves(acc_state["params"][name]),
+                    jax.tree.leaves(params[name])):
+      assert np.array_equal(a, b)
+  changed = [not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(acc_state["params"]["h"]), jax.tree.leaves(params["h"]))]
+  assert all(changed)
+  opt_shapes = {tuple(x.shape) for x in jax.tree.leaves(acc_state["opt_state"])}
+  assert params["wte"]["embedding"].shape not in opt_shapes
+  assert params["wpe"]["embedding"].shape not in opt_shapes
+  assert params["h"]["mlp"]["c_fc"]["kernel"].shape in opt_shapes
+
+  # The noise scale, from the two micro-batch gradients computed directly.
+  @jax.jit
+  def grads_of(batch):
+    def loss(h):
+      return train.token_losses(model_config, {**params, "h": h},
+                                batch).mean()
+    return jax.grad(loss)(params["h"])
+
+  g1, g2 = grads_of(tokens[:4]), grads_of(tokens[4:])
+  sq = lambda t: float(sum(np.sum(np.asarray(x, np.float64) ** 2)
+                           for x in jax.tree.leaves(t)))
+  g_small = (sq(g1) + sq(g2)) / 2
+  g_big = sq(jax.tree.map(lambda a, b: (a + b) / 2, g1, g2))
+  np.testing.assert_allclose(acc["g_small_sq"], g_small, rtol=1e-4)
+  np.testing.assert_allclose(acc["g_big_sq"], g_big, rtol=1e-4)
+  b_small, b_big = 4, 8
+  g2_est = (b_big * g_big - b_small * g_small) / (b_big - b_small)
+  s_est = (g_small - g_big) / (1 / b_small - 1 / b_big)
+  np.testing.assert_allclose(acc["b_simple"], s_est / g2_est, rtol=1e-3)
+  assert "b_simple" not in big  # one micro-batch: no noise scale
+
+
+def test_restarts_follow_the_schedule(prepared, tmp_path):
+  """A run stopped and resumed twice: one line per step, lr = formula(step),
+  frozen params bit-identical to the init, the workdir a loadable model."""
+  workdir = str(tmp_path / "run")
+  sched = SCHEDULE
+  for total in (5, 10, 14):
+    summary = train.train_and_evaluate(
+        _config(prepared, total_steps=total, save_every=3, **sched), workdir)
+    assert summary["steps"] == total
+  records = train.read_metrics(workdir)
+  assert [r["step"] for r in records] == list(range(1, 15))
+  for r in records:
+    want = formula(r["step"], sched["lr"], sched["warmup"], sched["period"],
+                   sched["lr_min"], sched["m_mul"])
+    np.testing.assert_allclose(r["lr"], want, rtol=2e-6)
+    assert {"loss", "loss_ema", "grad_norm", "tokens_per_sec"} <= set(r)
+  assert [r["step"] for r in records if "val_loss" in r] == [4, 5, 8, 10, 12,
+                                                             14]
+  assert summary["last_val_loss"] == records[-1]["val_loss"]
+
+  loaded = weights.load_model(workdir)
+  assert loaded.kind == "workdir"
+  assert loaded.tokenizer.vocab_size == 320
+  # The run's init: GPT-2's random init from the config's seed, jitted.
+  init = jax.device_get(jax.jit(functools.partial(init_params, loaded.config))(
+      jax.random.PRNGKey(5)))
+  for name in ("wte", "wpe", "ln_f"):
+    for a, b in zip(jax.tree.leaves(loaded.params[name]),
+                    jax.tree.leaves(init[name])):
+      assert np.array_equal(a, b)
+  assert not np.array_equal(loaded.params["h"]["mlp"]["c_fc"]["kernel"],
+                            init["h"]["mlp"]["c_fc"]["kernel"])
+
+  # A workdir of a different model size says so.
+  with pytest.raises(UserError, match="holds a checkpoint of a different "
+                     "model .*n_layer=2.*n_layer=4"):
+    config = _config(prepared, total_steps=20)
+    config.model.size = "small"
+    train.train_and_evaluate(config, workdir)
+
+  # Two-stage fine-tune: another run starts from this workdir, and exports
+  # a Hugging Face directory at the end.
+  second = str(tmp_path / "second")
+  summary = train.train_and_evaluate(
+      _config(prepared, total_steps=2, init=workdir, val_every=0,
+              export_hf=str(tmp_path / "hf"), **sched), second)
+  assert summary["steps"] == 2
+  hf = weights.load_model(str(tmp_path / "hf"))
+  assert hf.kind == "hf" and hf.config.n_layer == 2
+  # ln_f was frozen in the second stage too: the init's values, exactly.
+  np.testing.assert_array_equal(hf.params["ln_f"]["scale"],
+                                loaded.params["ln_f"]["scale"])
+  run = json.load(open(os.path.join(second, "run.json"), encoding="utf-8"))
+  assert run["init"] == workdir
+
+
+def test_bad_inputs(prepared, tmp_path):
+  config = _config(prepared)
+  config.unknown_setting = 1
+  with pytest.raises(UserError, match="unknown config key 'unknown_setting'"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(UserError, match=f"cannot write to the workdir "
+                     f"{blocker}/run: Not a directory"):
+    train.train_and_evaluate(_config(prepared), str(blocker / "run"))
+
+  with pytest.raises(UserError, match="mesh data=1, fsdp=3, model=1 needs 3 "
+                     "devices but there are 1"):
+    sharding.make_mesh({"fsdp": 3}, jax.devices()[:1])
+
+  other = Tokenizer.train(["some other text entirely"] * 20, 300)
+  model_dir = str(tmp_path / "model")
+  model_config = GPT2Config.preset("tiny", vocab_size=300)
+  params = jax.eval_shape(functools.partial(init_params, model_config),
+                          jax.random.PRNGKey(0))
+  weights.save_model(model_dir, model_config,
+                     jax.tree.map(lambda p: np.zeros(p.shape, p.dtype), params),
+                     other)
+  with pytest.raises(UserError, match="different tokenizer"):
+    train.train_and_evaluate(_config(prepared, init=model_dir),
+                             str(tmp_path / "w2"))
