@@ -33,9 +33,9 @@ import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gpt2.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
-# The same --config flag (and its one-line errors) as launch.finetune.
-from launch.finetune import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch.finetune import run_with_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+# The same --config flag as launch.finetune.
+from launch.finetune import CONFIG  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_integer("devices", 8, "Simulated devices (8 = a TPU v3-8).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object only.")
@@ -82,7 +82,7 @@ def compile_train_step(config, devices=None) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = load_config()
+  config = common.load_config(CONFIG)
   report = compile_train_step(config)
   if _JSON.value:
     print(json.dumps({"per_device_bytes": report["per_device_bytes"],
@@ -101,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  run_with_config(main)
+  common.run(main)
