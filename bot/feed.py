@@ -12,7 +12,7 @@ import datetime
 import html
 import json
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -88,11 +88,13 @@ class Feed:
 
   def write_mood_plot(self, times: Sequence[float], moods: Sequence[float],
                       ranges: Sequence[tuple] = (),
-                      events: Sequence[tuple] = ()) -> str:
+                      events: Sequence[tuple] = (),
+                      now: Optional[float] = None) -> str:
     """Plots mood (and the allowed sentiment band) against time.
 
     `events` are (time, sentiment, source) for what users sent and the bot
-    wrote, drawn as dots.
+    wrote, drawn as dots; `now`, if given, is marked, and the curve after it
+    is a projection.
     """
     path = os.path.join(self.directory, MOOD_PNG)
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
@@ -108,6 +110,9 @@ class Feed:
       if pts:
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10,
                    color=color, label=f"{source} sentiment", zorder=3)
+    if now is not None:
+      ax.axvline(datetime.datetime.fromtimestamp(now, datetime.timezone.utc),
+                 color="gray", linestyle="--", linewidth=1, label="now")
     ax.set_ylim(0, 1)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
     ax.set_ylabel("P(positive)")

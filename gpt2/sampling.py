@@ -1,0 +1,918 @@
+"""The sampler: N candidates per prompt from one jitted call with a KV cache.
+
+A call left-pads its prompts to a length bucket (a power of two, so prompts of
+nearby lengths share one compiled program), fills a cache with all but each
+prompt's last token, which the prompt's `num_samples` rows share as a prefix
+of their own caches (read once per step for all of them), and then decodes
+inside one `lax.while_loop`: each step feeds one token per row, samples the
+next one under the rules, and records its log-prob and the hidden states of
+the captured layers. A row stops at `<|endoftext|>`, at a
+stop string (matched on bytes, so a stop that straddles tokens still stops),
+or after `max_new_tokens`; the loop ends when every row has stopped.
+
+The decoding runs the model's unrolled form (`gpt2.model.unstack_layers`),
+which reads every weight and cache slot in place; on XLA:CPU the scanned form
+would copy each layer's weights and transpose its cache on every step.
+
+Rules are pure functions on logits (B, V) that return logits with the
+excluded tokens at -inf, applied in this order: temperature (raised by
+breakruns), top-k, top-p, typical-p, Mirostat v2. `SamplingParams` holds them.
+
+Randomness: candidate r of a call (prompt-major) draws from
+`PRNGKey(seed + r)`, folded with the step, so the same seed gives the same
+output and a candidate does not depend on the other rows of its batch.
+
+Log-probs are the model's own (temperature 1, no rule applied): what the
+model thinks of the text, whatever rules chose it.
+"""
+
+import codecs
+import dataclasses
+import functools
+import logging
+from typing import Iterator, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gpt2 import model as model_lib
+from gpt2.errors import UserError
+from gpt2.model import GPT2Config
+from gpt2.tokenizer import Tokenizer
+
+log = logging.getLogger("gpt2.sampling")
+
+NEG_INF = -jnp.inf
+# Shortest prompt bucket: shorter prompts are left-padded to it.
+MIN_BUCKET = 16
+# Draws a row may reject (fast top-p / typical-p) before the exact filter.
+MAX_REJECTIONS = 16
+_BLOCK = 256  # vocabulary block for the two-stage inverse-CDF draw
+
+# How many times each jitted program was traced (for the recompile tests).
+trace_counts = {"generate": 0, "prefill": 0, "step": 0}
+
+
+# ---- rules --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """Sampling rules. A value that switches a rule off: top_k 0, top_p 1,
+  typical_p 1, mirostat_tau 0, breakruns_tau 0. `top_k` 1 or `temperature` 0
+  is greedy decoding."""
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  typical_p: float = 1.0
+  mirostat_tau: float = 0.0  # target surprise in bits
+  mirostat_eta: float = 0.1  # its learning rate
+  # Breakruns: the temperature is `temperature + breakruns_tau * n`, n the
+  # count of consecutive sampled tokens that were their step's argmax.
+  breakruns_tau: float = 0.0
+
+  @classmethod
+  def bot_defaults(cls) -> "SamplingParams":
+    """The bot's rules: breakruns from T 0.9 by 0.02 a run step, top-p 0.95."""
+    return cls(temperature=0.9, top_p=0.95, breakruns_tau=0.02)
+
+  def validate(self, vocab_size: Optional[int] = None) -> "SamplingParams":
+    """Raises a one-line UserError naming the bad value; returns self."""
+    if not self.temperature >= 0:
+      raise UserError(f"temperature must be >= 0, got {self.temperature}")
+    if not (isinstance(self.top_k, (int, np.integer)) and self.top_k >= 0):
+      raise UserError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+    if vocab_size is not None and self.top_k > vocab_size:
+      raise UserError(f"top_k={self.top_k} is beyond the vocabulary of "
+                      f"{vocab_size} tokens")
+    for name in ("top_p", "typical_p"):
+      value = getattr(self, name)
+      if not 0 < value <= 1:
+        raise UserError(f"{name} must be in (0, 1], got {value}")
+    if not self.mirostat_tau >= 0:
+      raise UserError(f"mirostat_tau must be >= 0, got {self.mirostat_tau}")
+    if not self.mirostat_eta > 0:
+      raise UserError(f"mirostat_eta must be > 0, got {self.mirostat_eta}")
+    if not self.breakruns_tau >= 0:
+      raise UserError(f"breakruns_tau must be >= 0, got {self.breakruns_tau}")
+    return self
+
+  @property
+  def greedy(self) -> bool:
+    return self.top_k == 1 or self.temperature == 0
+
+  def structure(self) -> tuple:
+    """Which rules run (static: one compiled program per structure)."""
+    if self.greedy:
+      return (True, 0, False, False, False, False)
+    return (False, int(self.top_k), self.top_p < 1, self.typical_p < 1,
+            self.mirostat_tau > 0, self.breakruns_tau > 0)
+
+  def values(self) -> dict:
+    """The numbers the compiled program takes as arguments."""
+    names = ("temperature", "top_p", "typical_p", "mirostat_tau",
+             "mirostat_eta", "breakruns_tau")
+    return {n: np.float32(getattr(self, n)) for n in names}
+
+
+def _first_argmax(logits):
+  """argmax over the last axis, lowest index on ties (cheaper than jnp's)."""
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  ids = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where(logits == top, ids, logits.shape[-1]), axis=-1)
+
+
+def apply_temperature(logits, temperature):
+  """logits / temperature; `temperature` is a scalar or one per row (B,)."""
+  temperature = jnp.asarray(temperature, jnp.float32)
+  if temperature.ndim == 1:
+    temperature = temperature[:, None]
+  return logits / temperature
+
+
+def top_k_filter(logits, k: int):
+  """Keeps the k highest logits of each row (exactly k; ties by index)."""
+  _, ids = jax.lax.top_k(logits, k)
+  keep = jnp.zeros(logits.shape, bool).at[
+      jnp.arange(logits.shape[0])[:, None], ids].set(True)
+  return jnp.where(keep, logits, NEG_INF)
+
+
+def _largest_key_with_mass(keys, weights, target):
+  """Per row, the largest k with sum(weights[keys >= k]) >= target.
+
+  keys: (B, V) int32 >= 0; weights (B, V) >= 0; target (B,) at most the row's
+  total. Bisection over the 31-bit keys: exact, no sort (sorting 50k floats
+  per row is far slower on CPU than 31 masked sums).
+  """
+  rows = keys.shape[0]
+
+  def body(_, bounds):
+    lo, hi = bounds  # mass(keys >= lo) >= target > mass(keys >= hi)
+    mid = lo + (hi - lo) // 2
+    mass = jnp.sum(jnp.where(keys >= mid[:, None], weights, 0.0), axis=-1)
+    ok = mass >= target
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo = jnp.zeros((rows,), jnp.int32)
+  hi = jnp.full((rows,), 0x7F800001, jnp.int32)  # above +inf's bits
+  lo, _ = jax.lax.fori_loop(0, 31, body, (lo, hi))
+  return lo
+
+
+def _float_key(x):
+  """An int32 key ordered like the float x >= 0 (its bit pattern)."""
+  return jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+
+
+def top_p_filter(logits, top_p):
+  """Keeps the smallest set of most likely tokens whose mass reaches top_p.
+
+  Tokens tied with the last one needed are all kept.
+  """
+  probs = jax.nn.softmax(logits, axis=-1)
+  target = jnp.minimum(jnp.asarray(top_p, jnp.float32),
+                       jnp.sum(probs, axis=-1))
+  key = _float_key(probs)
+  cut = _largest_key_with_mass(key, probs, target)
+  keep = (key >= cut[:, None]) & (logits > NEG_INF)
+  return jnp.where(keep, logits, NEG_INF)
+
+
+def _typical_shift(logits):
+  """|-log p - H| per token (inf where p is 0) and the probabilities."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  probs = jnp.exp(logp)
+  entropy = -jnp.sum(jnp.where(probs > 0, probs * logp, 0.0), axis=-1)
+  return jnp.abs(-logp - entropy[:, None]), probs
+
+
+def typical_filter(logits, typical_p):
+  """Locally typical sampling: keeps the tokens whose surprise is closest to
+  the entropy, fewest first, until their mass reaches typical_p."""
+  shift, probs = _typical_shift(logits)
+  target = jnp.minimum(jnp.asarray(typical_p, jnp.float32),
+                       jnp.sum(probs, axis=-1))
+  # Smallest shifts first: order by the complement of the shift's key.
+  key = 0x7F800000 - _float_key(jnp.minimum(shift, jnp.inf))
+  cut = _largest_key_with_mass(key, probs, target)
+  keep = (key >= cut[:, None]) & (logits > NEG_INF)
+  return jnp.where(keep, logits, NEG_INF)
+
+
+def mirostat_filter(logits, mu):
+  """Mirostat v2: keeps tokens whose surprise -log2 p is at most mu (B,), and
+  always the most likely one."""
+  log2p = jax.nn.log_softmax(logits, axis=-1) / jnp.log(2.0)
+  keep = (-log2p <= jnp.asarray(mu)[:, None]) | (
+      jnp.arange(logits.shape[-1]) == _first_argmax(logits)[:, None])
+  return jnp.where(keep, logits, NEG_INF)
+
+
+def mirostat_update(mu, filtered_logits, token, tau, eta):
+  """mu - eta * (surprise - tau), the surprise of `token` in bits under the
+  filtered, renormalised distribution."""
+  logp = jax.nn.log_softmax(filtered_logits, axis=-1)
+  surprise = -jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0] / (
+      jnp.log(2.0))
+  return mu - eta * (surprise - tau)
+
+
+def breakruns_temperature(temperature, tau, run):
+  """The breakruns temperature for a run of `run` (B,) argmax picks."""
+  return temperature + tau * run.astype(jnp.float32)
+
+
+def breakruns_update(run, token, argmax):
+  """One more in the run when the sampled token was the argmax, else 0."""
+  return jnp.where(token == argmax, run + 1, 0)
+
+
+# ---- drawing a token -------------------------------------------------------------
+
+
+def _pick(weights, u):
+  """Index i with probability weights[i] / sum (B, n), from uniforms u (B,)."""
+  cum = jnp.cumsum(weights, axis=-1)
+  target = u * cum[:, -1]
+  idx = jnp.sum(cum <= target[:, None], axis=-1)
+  # Rounding may put target past the last sum: take the last nonzero weight.
+  n = weights.shape[-1]
+  last = n - 1 - _first_argmax((weights[:, ::-1] > 0).astype(jnp.float32))
+  return jnp.minimum(idx, last).astype(jnp.int32)
+
+
+def _blocks(weights):
+  """(B, V) -> (B, V/256, 256) zero-padded, and the block sums (B, V/256)."""
+  rows, n = weights.shape
+  padded = -(-n // _BLOCK) * _BLOCK
+  blocks = jnp.pad(weights, ((0, 0), (0, padded - n))).reshape(
+      rows, padded // _BLOCK, _BLOCK)
+  return blocks, jnp.sum(blocks, axis=-1)
+
+
+def _draw_from_blocks(blocks, block_sums, u):
+  """Inverse-CDF draw in two stages (a block, then a token in it): two small
+  cumulative sums instead of one over the vocabulary. u: (B, 2)."""
+  b = _pick(block_sums, u[:, 0])
+  inner = jnp.take_along_axis(blocks, b[:, None, None], axis=1)[:, 0]
+  return b * _BLOCK + _pick(inner, u[:, 1])
+
+
+def draw(logits, u):
+  """A token per row from softmax(logits) (-inf excluded); u (B, 2) uniform."""
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  weights = jnp.exp(logits - top)
+  return _draw_from_blocks(*_blocks(weights), u)
+
+
+def _draw_rejecting(scaled, rule: str, value, uniforms):
+  """A draw from softmax(scaled) restricted by top-p or typical-p, by
+  rejection: draw from the whole distribution, keep the draw if the rule
+  keeps it. The same distribution as filtering first, without the 31 passes
+  over the vocabulary that finding the cut takes; a kept draw costs one pass.
+
+  A token x is in the top-p set iff the mass of tokens strictly more likely
+  than x is below p; in the typical set iff the mass of tokens with a
+  strictly smaller shift is below p. Rows still rejecting after
+  MAX_REJECTIONS draws fall back to the exact filter.
+  """
+  top = jnp.max(scaled, axis=-1, keepdims=True)
+  weights = jnp.exp(scaled - top)  # (B, V)
+  blocks, block_sums = _blocks(weights)
+  total = jnp.sum(block_sums, axis=-1)
+  if rule == "top_p":
+    order = weights
+    filter_fn = top_p_filter
+  else:
+    order = -_typical_shift(scaled)[0]
+    filter_fn = typical_filter
+  limit = value * total
+
+  def attempt(state):
+    n, token, accepted = state
+    x = _draw_from_blocks(blocks, block_sums, uniforms(n))
+    x_order = jnp.take_along_axis(order, x[:, None], axis=-1)
+    ahead = jnp.sum(jnp.where(order > x_order, weights, 0.0), axis=-1)
+    token = jnp.where(accepted, token, x)
+    return n + 1, token, accepted | (ahead < limit)
+
+  def undecided(state):
+    n, _, accepted = state
+    return (n < MAX_REJECTIONS) & ~jnp.all(accepted)
+
+  rows = scaled.shape[0]
+  _, token, accepted = jax.lax.while_loop(
+      undecided, attempt, (jnp.int32(0), jnp.zeros((rows,), jnp.int32),
+                           jnp.zeros((rows,), bool)))
+
+  def exact(token):
+    x = draw(filter_fn(scaled, value), uniforms(MAX_REJECTIONS))
+    return jnp.where(accepted, token, x)
+
+  return jax.lax.cond(jnp.all(accepted), lambda t: t, exact, token)
+
+
+def choose(logits, structure: tuple, values: dict, run, mu, uniforms):
+  """One sampling step on raw logits (B, V).
+
+  `uniforms(n)` gives (B, 2) uniforms for the n-th draw of this step; `run`
+  (B,) is breakruns' counter and `mu` (B,) Mirostat's state.
+  Returns (token (B,), run, mu).
+  """
+  greedy, top_k, use_top_p, use_typical, use_mirostat, use_breakruns = (
+      structure)
+  if greedy:
+    return _first_argmax(logits), run, mu
+  temperature = values["temperature"]
+  if use_breakruns:
+    temperature = breakruns_temperature(temperature, values["breakruns_tau"],
+                                        run)
+  scaled = apply_temperature(logits, temperature)
+  ids = None
+  if top_k:  # the other rules then run on the k candidates only
+    scaled, ids = jax.lax.top_k(scaled, top_k)
+  if not top_k and not use_mirostat and use_top_p != use_typical:
+    if use_top_p:
+      token = _draw_rejecting(scaled, "top_p", values["top_p"], uniforms)
+    else:
+      token = _draw_rejecting(scaled, "typical", values["typical_p"],
+                              uniforms)
+  else:
+    if use_top_p:
+      scaled = top_p_filter(scaled, values["top_p"])
+    if use_typical:
+      scaled = typical_filter(scaled, values["typical_p"])
+    if use_mirostat:
+      scaled = mirostat_filter(scaled, mu)
+    token = draw(scaled, uniforms(0))
+    if use_mirostat:
+      mu = mirostat_update(mu, scaled, token, values["mirostat_tau"],
+                           values["mirostat_eta"])
+  if ids is not None:
+    token = jnp.take_along_axis(ids, token[:, None], axis=-1)[:, 0]
+  if use_breakruns:
+    run = breakruns_update(run, token, _first_argmax(logits))
+  return token.astype(jnp.int32), run, mu
+
+
+# ---- stop strings -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _token_bytes(tokenizer: Tokenizer) -> tuple:
+  """(bytes (V, maxlen) uint8, lengths (V,)) of every token; eot is empty."""
+  pieces = [b"" if i == tokenizer.eot_id else tokenizer.decode_bytes([i])
+            for i in range(tokenizer.vocab_size)]
+  lengths = np.array([len(p) for p in pieces], np.int64)
+  table = np.zeros((len(pieces), max(1, lengths.max())), np.uint8)
+  for i, p in enumerate(pieces):
+    table[i, :len(p)] = np.frombuffer(p, np.uint8)
+  return table, lengths
+
+
+def _byte_automaton(stops: Sequence[bytes]):
+  """Aho-Corasick over bytes: (delta (n, 256), matched (n,)) for the stops."""
+  goto, matched = [{}], [False]
+  for stop in stops:
+    state = 0
+    for byte in stop:
+      if byte not in goto[state]:
+        goto.append({})
+        matched.append(False)
+        goto[state][byte] = len(goto) - 1
+      state = goto[state][byte]
+    matched[state] = True
+  delta = np.zeros((len(goto), 256), np.int32)
+  fail = [0] * len(goto)
+  queue = []
+  for byte, nxt in goto[0].items():
+    delta[0, byte] = nxt
+    queue.append(nxt)
+  while queue:
+    state = queue.pop(0)
+    matched[state] = matched[state] or matched[fail[state]]
+    delta[state] = delta[fail[state]]
+    for byte, nxt in goto[state].items():
+      delta[state, byte] = nxt
+      fail[nxt] = delta[fail[state], byte] if state else 0
+      queue.append(nxt)
+  return delta, np.array(matched)
+
+
+@functools.lru_cache(maxsize=16)
+def stop_tables(tokenizer: Tokenizer, stops: tuple, vocab_size: int):
+  """Per (automaton state, token): the state after the token's bytes, and
+  whether a stop string completed inside them. (n_states, vocab) each."""
+  delta, matched = _byte_automaton([s.encode("utf-8") for s in stops])
+  table, lengths = _token_bytes(tokenizer)
+  n_states, n_tok = len(delta), len(lengths)
+  order = np.argsort(-lengths, kind="stable")  # longest first
+  state = np.broadcast_to(np.arange(n_states)[:, None], (n_states, n_tok)).copy()
+  hit = np.zeros((n_states, n_tok), bool)
+  for j in range(table.shape[1]):
+    active = order[:int(np.sum(lengths > j))]
+    if not len(active):
+      break
+    nxt = delta[state[:, active], table[active, j][None, :]]
+    state[:, active] = nxt
+    hit[:, active] |= matched[nxt]
+  # Padding ids the tokenizer lacks keep the state and never stop.
+  next_state = np.tile(np.arange(n_states, dtype=np.int32)[:, None],
+                       (1, vocab_size))
+  stops_here = np.zeros((n_states, vocab_size), bool)
+  next_state[:, :n_tok] = state
+  stops_here[:, :n_tok] = hit
+  return next_state, stops_here
+
+
+# ---- the jitted programs ------------------------------------------------------------
+
+
+def decode_params(config: GPT2Config, params) -> dict:
+  """The parameters as decoding reads them: per layer (`unstack_layers`),
+  and the matmul weights already in the compute dtype, so a bfloat16 model
+  with float32 parameters does not convert every weight on every step (the
+  layers would cast them to the same values). Layer norms stay as they are.
+  """
+  if not isinstance(params["h"], (list, tuple)):
+    params = model_lib.unstack_layers(params)
+  dtype = config.compute_dtype
+
+  def cast(path, leaf):
+    names = [getattr(k, "key", None) for k in path]
+    if any(str(n).startswith("ln_") for n in names):
+      return leaf
+    return leaf.astype(dtype)
+
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
+             max_new_tokens: int, capture: tuple):
+  """Fills a prompt cache with all but the last prompt token; the decoding
+  state.
+
+  ids, mask: (P, T) left-padded prompts; keys (P * num_samples, 2). The
+  prompt cache is a shared prefix of the rows' own caches: a prompt's
+  candidates read its keys and values once per step, not once each. The last
+  prompt token is fed by the first decoding step, whose logits give the
+  first new token, so the prefill needs no logits at all.
+  """
+  trace_counts["prefill"] += 1
+  n_prompts, bucket = ids.shape
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  prefix = None
+  if bucket > 1:
+    prefix = model_lib.forward(
+        config, params, ids[:, :-1], positions=positions[:, :-1],
+        cache=model_lib.init_layer_caches(config, n_prompts, bucket - 1),
+        cache_index=0, kv_mask=mask[:, :-1].astype(bool),
+        return_logits=False).cache
+  # Slots: the prompt's bucket - 1, then each row's own: the last prompt
+  # token and the new ones.
+  cache = model_lib.init_layer_caches(config, n_prompts * num_samples,
+                                      max_new_tokens + 1, prefix=prefix)
+  prompt_slots = jnp.pad(mask.astype(bool), ((0, 0), (0, max_new_tokens)))
+  rows = n_prompts * num_samples
+  repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+  steps = max_new_tokens + 1  # one more to feed (and tap) the last token
+  return {
+      "cache": cache,
+      "prompt_slots": repeat(prompt_slots),
+      "next_position": repeat(positions[:, -1]),
+      "keys": keys,
+      "t": jnp.int32(0),
+      "feed": repeat(ids[:, -1]),
+      "tokens": jnp.zeros((rows, steps), jnp.int32),
+      "logprobs": jnp.zeros((rows, steps), jnp.float32),
+      "hidden": {layer: jnp.zeros((rows, steps, config.n_embd), jnp.float32)
+                 for layer in capture},
+      "done": jnp.zeros((rows,), bool),
+      "last": jnp.full((rows,), max_new_tokens, jnp.int32),
+      "run": jnp.zeros((rows,), jnp.int32),
+      "mu": jnp.zeros((rows,), jnp.float32),
+      "stop_state": jnp.zeros((rows,), jnp.int32),
+  }
+
+
+def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
+          max_new_tokens: int, capture: tuple, eot_id: int):
+  """Feeds one token per row and samples the next; returns the new state.
+
+  Step t feeds token t-1 (the last prompt token at t = 0) at slot
+  bucket - 1 + t, taps its hidden states (position t-1) and samples token t.
+  """
+  t = state["t"]
+  rows, slots = state["prompt_slots"].shape
+  bucket = slots - max_new_tokens
+  slot = bucket - 1 + t
+  ids = jnp.arange(slots)
+  kv_mask = state["prompt_slots"] | ((ids >= bucket) & (ids <= slot))[None]
+  out = model_lib.forward(
+      config, params, state["feed"][:, None],
+      positions=(state["next_position"] + t)[:, None], cache=state["cache"],
+      cache_index=slot, kv_mask=kv_mask, capture=capture)
+  logits = out.logits[:, 0]  # (B, V)
+  hidden = {
+      layer: jax.lax.dynamic_update_slice(
+          state["hidden"][layer], out.hidden[layer].astype(jnp.float32),
+          (0, jnp.maximum(t - 1, 0), 0))
+      for layer in capture}
+
+  def uniforms(n):
+    fold = lambda key: jax.random.fold_in(jax.random.fold_in(key, t), n)
+    return jax.vmap(lambda key: jax.random.uniform(fold(key), (2,)))(
+        state["keys"])
+
+  token, run, mu = choose(logits, structure, values, state["run"],
+                          state["mu"], uniforms)
+  logprob = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - (
+      jax.nn.logsumexp(logits, axis=-1))
+  ends = (token == eot_id) | (t >= max_new_tokens - 1)
+  stop_state = state["stop_state"]
+  if stop is not None:
+    ends |= stop["hit"][stop_state, token]
+    stop_state = stop["next"][stop_state, token]
+  newly = ends & ~state["done"]
+  return {
+      **state,
+      "cache": out.cache,
+      "t": t + 1,
+      "feed": token,
+      "tokens": jax.lax.dynamic_update_slice(state["tokens"], token[:, None],
+                                             (0, t)),
+      "logprobs": jax.lax.dynamic_update_slice(state["logprobs"],
+                                               logprob[:, None], (0, t)),
+      "hidden": hidden,
+      "done": state["done"] | ends,
+      "last": jnp.where(newly, t, state["last"]),
+      "run": run,
+      "mu": mu,
+      "stop_state": stop_state,
+  }
+
+
+def _running(state, capture: tuple):
+  """Whether another step is needed: a row still sampling, or (when tapping)
+  a row whose last token is not fed yet."""
+  fed = state["t"] > state["last"] + (1 if capture else 0)
+  return ~jnp.all(state["done"] & fed)
+
+
+def _outputs(state):
+  return {k: state[k] for k in ("tokens", "logprobs", "hidden", "last")}
+
+
+def _generate(params, ids, mask, keys, values, mu0, stop, *, config, structure,
+              num_samples, max_new_tokens, capture, eot_id):
+  """Prefill and the whole decoding loop in one program."""
+  trace_counts["generate"] += 1
+  params = decode_params(config, params)
+  state = _prefill(params, ids, mask, keys, config=config,
+                   num_samples=num_samples, max_new_tokens=max_new_tokens,
+                   capture=capture)
+  state["mu"] = jnp.full_like(state["mu"], mu0)
+  step = functools.partial(_step, config=config, structure=structure,
+                           max_new_tokens=max_new_tokens, capture=capture,
+                           eot_id=eot_id)
+  state = jax.lax.while_loop(lambda s: _running(s, capture),
+                             lambda s: step(params, s, values, stop), state)
+  return _outputs(state)
+
+
+_STATIC = ("config", "structure", "num_samples", "max_new_tokens", "capture",
+           "eot_id")
+_generate_jit = jax.jit(_generate, static_argnames=_STATIC)
+
+
+def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, num_samples,
+                        max_new_tokens, capture):
+  state = _prefill(params, ids, mask, keys, config=config,
+                   num_samples=num_samples, max_new_tokens=max_new_tokens,
+                   capture=capture)
+  state["mu"] = jnp.full_like(state["mu"], mu0)
+  return state
+
+
+_prefill_jit = jax.jit(_prefill_for_stream, static_argnames=(
+    "config", "num_samples", "max_new_tokens", "capture"))
+
+
+def _stream_step(params, state, values, stop, **static):
+  trace_counts["step"] += 1
+  return _step(params, state, values, stop, **static)
+
+
+# The state (with the cache) is donated: the step updates it in place.
+_step_jit = jax.jit(_stream_step, donate_argnums=(1,), static_argnames=(
+    "config", "structure", "max_new_tokens", "capture", "eot_id"))
+_decode_params_jit = jax.jit(decode_params, static_argnums=(0,))
+
+
+# ---- host side ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SampleResult:
+  """One candidate.
+
+  text: the continuation, cut before `<|endoftext|>` or the first stop string.
+  tokens: the generated ids behind `text` (a token in which a stop string
+    begins is kept, its text cut); `<|endoftext|>` is never included.
+  logprobs: (n,) the model's log-prob of each of `tokens`.
+  finish_reason: "eot", "stop" or "length".
+  hidden: {layer: (n, C) float32} for the captured layers, row i the hidden
+    state at `tokens[i]` (what `forward` on prompt + tokens gives there).
+  end_logprob: the log-prob of `<|endoftext|>` when the row ended with it.
+  """
+  text: str
+  tokens: list
+  logprobs: np.ndarray
+  finish_reason: str
+  prompt_index: int = 0
+  prompt_tokens: int = 0  # prompt length after any left truncation
+  hidden: Optional[dict] = None
+  end_logprob: Optional[float] = None
+
+  @property
+  def finished(self) -> bool:
+    """Ended by itself (end-of-text or a stop string), not by the budget."""
+    return self.finish_reason != "length"
+
+  @property
+  def mean_logprob(self) -> float:
+    """Mean log-prob of the tokens, and of the end-of-text when it ended so
+    (an empty candidate is then judged by that); NaN when there is none."""
+    values = list(self.logprobs)
+    if self.end_logprob is not None:
+      values.append(self.end_logprob)
+    return float(np.mean(values)) if values else float("nan")
+
+  def to_json(self) -> dict:
+    mean = self.mean_logprob
+    return {"text": self.text, "tokens": [int(t) for t in self.tokens],
+            "mean_logprob": None if np.isnan(mean) else mean,
+            "finish_reason": self.finish_reason,
+            "prompt_index": self.prompt_index}
+
+
+@dataclasses.dataclass
+class TextPiece:
+  """Streaming: `text` was appended to candidate `row`'s continuation."""
+  row: int
+  text: str
+
+
+def bucket_length(n: int, limit: int) -> int:
+  """The padded prompt length for n tokens: a power of two >= MIN_BUCKET,
+  at most `limit`."""
+  size = MIN_BUCKET
+  while size < n:
+    size *= 2
+  return min(size, limit)
+
+
+def _rules(rules: Optional[SamplingParams], overrides: dict,
+           config: GPT2Config) -> SamplingParams:
+  rules = rules or SamplingParams()
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(rules)}
+  if unknown:
+    raise TypeError(f"unknown sampling rules: {', '.join(sorted(unknown))}")
+  return dataclasses.replace(rules, **overrides).validate(config.vocab_size)
+
+
+@dataclasses.dataclass
+class _Request:
+  """Checked, encoded and padded inputs of one sampler call."""
+  ids: np.ndarray  # (P, bucket) left-padded
+  mask: np.ndarray  # (P, bucket)
+  lengths: list  # prompt tokens used, per prompt
+  keys: np.ndarray  # (P * n, 2) uint32
+  stops: tuple
+  stop: Optional[dict]
+  rules: SamplingParams
+  num_samples: int
+  max_new_tokens: int
+  capture: tuple
+
+
+def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
+             max_new_tokens, stop, seed, rules, capture) -> _Request:
+  if isinstance(prompts, str) or (
+      prompts and isinstance(prompts[0], (int, np.integer))):
+    prompts = [prompts]
+  if not len(prompts):
+    raise UserError("no prompts given")
+  if not isinstance(max_new_tokens, (int, np.integer)) or not (
+      1 <= max_new_tokens < config.n_positions):
+    raise UserError(f"max_new_tokens must be between 1 and "
+                    f"{config.n_positions - 1} (the context is "
+                    f"{config.n_positions}), got {max_new_tokens}")
+  if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+    raise UserError(f"num_samples must be >= 1, got {num_samples}")
+  stops = tuple(stop or ())
+  if any(not isinstance(s, str) or not s for s in stops):
+    raise UserError(f"stop strings must be non-empty strings, got {stops!r}")
+  capture = tuple(int(layer) for layer in capture or ())
+  for layer in capture:
+    if not 0 <= layer <= config.n_layer:
+      raise UserError(f"capture layer {layer} is outside 0..{config.n_layer}")
+  texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+  encoded = list(prompts)
+  if texts:
+    for i, ids in zip(texts, tokenizer.encode_batch(
+        [prompts[i] for i in texts])):
+      encoded[i] = ids
+  room = config.n_positions - max_new_tokens
+  lengths = []
+  for i, ids in enumerate(encoded):
+    if not len(ids):
+      raise UserError(f"prompt {i} is empty; give at least one token of text "
+                      "(for instance <|endoftext|>)")
+    if max(ids) >= config.vocab_size or min(ids) < 0:
+      raise UserError(f"prompt {i} has token ids outside the vocabulary of "
+                      f"{config.vocab_size}")
+    if len(ids) > room:
+      log.warning("prompt %d has %d tokens; keeping its last %d so that %d "
+                  "new tokens fit the context of %d", i, len(ids), room,
+                  max_new_tokens, config.n_positions)
+      encoded[i] = ids[-room:]
+    lengths.append(len(encoded[i]))
+  bucket = bucket_length(max(lengths), room)
+  ids = np.zeros((len(encoded), bucket), np.int32)
+  mask = np.zeros((len(encoded), bucket), np.int32)
+  for i, row in enumerate(encoded):
+    ids[i, bucket - len(row):] = row
+    mask[i, bucket - len(row):] = 1
+  rows = len(encoded) * num_samples
+  if isinstance(seed, (int, np.integer)):
+    seeds = [int(seed) + r for r in range(rows)]
+  else:
+    seeds = [int(s) for s in seed]
+    if len(seeds) != rows:
+      raise UserError(f"{len(seeds)} seeds for {rows} candidates")
+  if any(not 0 <= s < 2**63 for s in seeds):
+    raise UserError(f"seeds must be in [0, 2**63), got {seed}")
+  keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in seeds])
+  table = None
+  if stops:
+    next_state, hit = stop_tables(tokenizer, stops, config.vocab_size)
+    table = {"next": jnp.asarray(next_state), "hit": jnp.asarray(hit)}
+  return _Request(ids=ids, mask=mask, lengths=lengths, keys=keys,
+                  stops=stops, stop=table,
+                  rules=rules, num_samples=int(num_samples),
+                  max_new_tokens=int(max_new_tokens), capture=capture)
+
+
+def _cut(tokens: Sequence[int], tokenizer: Tokenizer, stops: tuple):
+  """(tokens kept, text bytes, finish reason) for one row's sampled tokens."""
+  reason = "length"
+  tokens = list(tokens)
+  if tokenizer.eot_id in tokens:
+    tokens = tokens[:tokens.index(tokenizer.eot_id)]
+    reason = "eot"
+  data = tokenizer.decode_bytes(tokens)
+  found = [data.find(s.encode("utf-8")) for s in stops]
+  found = [f for f in found if f >= 0]
+  if found:
+    end = min(found)
+    offset, kept = 0, 0
+    for token in tokens:  # keep the tokens that add bytes before `end`
+      if offset >= end:
+        break
+      offset += len(tokenizer.decode_bytes([token]))
+      kept += 1
+    return tokens[:kept], data[:end], "stop"
+  return tokens, data, reason
+
+
+def _results(request: _Request, tokenizer: Tokenizer, out: dict) -> list:
+  out = jax.device_get(out)
+  results = []
+  for row in range(out["tokens"].shape[0]):
+    n = int(out["last"][row]) + 1
+    sampled = out["tokens"][row, :n].tolist()
+    tokens, data, reason = _cut(sampled, tokenizer, request.stops)
+    kept = len(tokens)
+    end_logprob = (float(out["logprobs"][row, kept]) if reason == "eot"
+                   else None)
+    hidden = None
+    if request.capture:
+      hidden = {layer: np.asarray(out["hidden"][layer][row, :kept])
+                for layer in request.capture}
+    prompt = row // request.num_samples
+    results.append(SampleResult(
+        text=data.decode("utf-8", errors="replace"), tokens=tokens,
+        logprobs=np.asarray(out["logprobs"][row, :kept]),
+        finish_reason=reason, prompt_index=prompt,
+        prompt_tokens=request.lengths[prompt], hidden=hidden,
+        end_logprob=end_logprob))
+  return results
+
+
+def sample(config: GPT2Config, params, tokenizer: Tokenizer,
+           prompts: Union[str, Sequence[Union[str, Sequence[int]]]], *,
+           num_samples: int = 1, max_new_tokens: int = 200,
+           stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
+           rules: Optional[SamplingParams] = None,
+           capture: Sequence[int] = (), **rule_overrides) -> list:
+  """`num_samples` continuations of each prompt, in one jitted call.
+
+  prompts: texts or token-id lists (a prompt longer than the context minus
+    `max_new_tokens` keeps its last tokens, with a warning).
+  stop: strings that end a candidate (the text is cut before them).
+  seed: candidate r (prompt-major) uses seed + r; or a list, one per row.
+  rules: a SamplingParams; keyword arguments (temperature=..., top_p=...)
+    override its fields.
+  capture: layers whose hidden states to return (0 = embeddings, i = block i).
+  Returns a flat, prompt-major list of SampleResult.
+  """
+  rules = _rules(rules, rule_overrides, config)
+  request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
+                     stop, seed, rules, capture)
+  out = _generate_jit(
+      params, request.ids, request.mask, request.keys, rules.values(),
+      np.float32(2 * rules.mirostat_tau), request.stop, config=config,
+      structure=rules.structure(), num_samples=request.num_samples,
+      max_new_tokens=request.max_new_tokens, capture=request.capture,
+      eot_id=tokenizer.eot_id)
+  return _results(request, tokenizer, out)
+
+
+class _RowText:
+  """Streams one row's text: holds back bytes that may begin a stop string
+  or an unfinished UTF-8 character, so nothing is taken back later."""
+
+  def __init__(self, tokenizer: Tokenizer, stops: tuple):
+    self.tokenizer = tokenizer
+    self.stops = [s.encode("utf-8") for s in stops]
+    self.tokens = []
+    self.sent = 0  # bytes already decoded
+    self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    self.closed = False
+
+  def add(self, token: int, final: bool) -> str:
+    if self.closed:
+      return ""
+    self.tokens.append(int(token))
+    if final:
+      self.closed = True
+      _, data, _ = _cut(self.tokens, self.tokenizer, tuple(
+          s.decode() for s in self.stops))
+      return self.decoder.decode(data[self.sent:], final=True)
+    data = self.tokenizer.decode_bytes(self.tokens)
+    safe = len(data)
+    for stop in self.stops:
+      for k in range(min(len(stop) - 1, len(data)), 0, -1):
+        if data.endswith(stop[:k]):
+          safe = min(safe, len(data) - k)
+          break
+    text = self.decoder.decode(data[self.sent:safe])
+    self.sent = max(self.sent, safe)
+    return text
+
+
+def stream(config: GPT2Config, params, tokenizer: Tokenizer,
+           prompts: Union[str, Sequence[Union[str, Sequence[int]]]], *,
+           num_samples: int = 1, max_new_tokens: int = 200,
+           stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
+           rules: Optional[SamplingParams] = None,
+           capture: Sequence[int] = (),
+           **rule_overrides) -> Iterator[TextPiece]:
+  """Like `sample`, but yields TextPiece(row, text) as the text is written.
+
+  Each step is one call of a jitted step function whose state (the cache
+  with it) is donated. The pieces of a row join to its final text, and with
+  the same arguments the results equal `sample`'s; the generator returns
+  them (`results = yield from stream(...)`).
+  """
+  rules = _rules(rules, rule_overrides, config)
+  request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
+                     stop, seed, rules, capture)
+  params = _decode_params_jit(config, params)
+  state = _prefill_jit(params, request.ids, request.mask, request.keys,
+                       np.float32(2 * rules.mirostat_tau), config=config,
+                       num_samples=request.num_samples,
+                       max_new_tokens=request.max_new_tokens,
+                       capture=request.capture)
+  values = rules.values()
+  rows = request.keys.shape[0]
+  texts = [_RowText(tokenizer, request.stops) for _ in range(rows)]
+  while True:
+    t = int(state["t"])
+    state = _step_jit(params, state, values, request.stop, config=config,
+                      structure=rules.structure(),
+                      max_new_tokens=request.max_new_tokens,
+                      capture=request.capture, eot_id=tokenizer.eot_id)
+    if t < request.max_new_tokens:
+      tokens, last = jax.device_get((state["tokens"][:, t], state["last"]))
+      for row in range(rows):
+        if t <= last[row]:
+          piece = texts[row].add(tokens[row], final=t == last[row])
+          if piece:
+            yield TextPiece(row, piece)
+    if not bool(_running(state, request.capture)):
+      break
+  return _results(request, tokenizer, _outputs(state))
