@@ -63,6 +63,8 @@ def _parse_file(path: str, text: str) -> dict:
 
 
 def _read_file(path: str) -> dict:
+  # The shell leaves the ~ of `--credentials=~/keys.json` as it is.
+  path = os.path.expanduser(path)
   try:
     mode = os.stat(path).st_mode
   except OSError as e:
