@@ -31,6 +31,7 @@ import fsspec
 import numpy as np
 from absl import logging
 
+from gpt2 import paths
 from gpt2.errors import UserError
 from gpt2.tokenizer import EOT, Tokenizer
 
@@ -252,13 +253,7 @@ def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
     tokenizer = Tokenizer.train(train_docs, vocab_size)
   dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
 
-  fs, root = fsspec.core.url_to_fs(out)
-  root = root.rstrip("/")
-  try:
-    fs.makedirs(root, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create the data directory {out}: "
-                    f"{e.strerror or e}") from e
+  fs, root = paths.output_dir(out, "data directory")
   for old in fs.glob(f"{root}/*.bin"):
     fs.rm(old)
   writers = {split: _ShardWriter(fs, root, split, dtype, shard_tokens)

@@ -26,6 +26,7 @@ import fsspec
 import jax
 import numpy as np
 
+from gpt2 import paths
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, param_shapes
 from gpt2.tokenizer import Tokenizer
@@ -235,7 +236,7 @@ def export_hf(path: str, config: GPT2Config, params: dict,
               tokenizer: Optional[Tokenizer]) -> None:
   """Writes a directory `GPT2LMHeadModel.from_pretrained` loads unchanged."""
   from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
-  fs, root = _writable_dir(path)
+  fs, root = paths.output_dir(path)
   eot = tokenizer.eot_id if tokenizer else config.vocab_size - 1
   with fs.open(f"{root}/config.json", "w") as f:
     json.dump(hf_config_dict(config, eot), f, indent=2)
@@ -298,22 +299,11 @@ def _load_openai(fs, root, path) -> tuple:
 # ---- our own format ----------------------------------------------------------
 
 
-def _writable_dir(path: str):
-  fs, root = fsspec.core.url_to_fs(path)
-  root = root.rstrip("/")
-  try:
-    fs.makedirs(root, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create the output directory {path}: "
-                    f"{e.strerror or e}") from e
-  return fs, root
-
-
 def save_model(path: str, config: GPT2Config, params: dict,
                tokenizer: Optional[Tokenizer]) -> None:
   """Writes our format: `model.json`, `params/` (orbax), tokenizer files."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  fs, root = _writable_dir(path)
+  fs, root = paths.output_dir(path)
   target = os.path.abspath(f"{path.rstrip('/')}/params") if "://" not in path \
       else f"{path.rstrip('/')}/params"
   if fs.exists(f"{root}/params"):
