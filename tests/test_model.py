@@ -23,13 +23,18 @@ def _max_diff_on_real_tokens(ours, ref, mask):
   return float(np.abs(np.asarray(ours) - ref)[mask.astype(bool)].max())
 
 
+def _parity_with_hf(hf, loaded, ids, mask) -> float:
+  """Largest |logit difference| from HF over the real (unpadded) tokens."""
+  ours = M.forward(loaded.config, loaded.params, jnp.asarray(ids),
+                   attention_mask=jnp.asarray(mask)).logits
+  return _max_diff_on_real_tokens(ours, hf_helpers.hf_logits(hf, ids, mask),
+                                  mask)
+
+
 def test_small_logits_match_hf_on_padded_batch(small):
   hf, loaded = small
   ids, mask = hf_helpers.padded_batch(SMALL["vocab_size"])
-  ours = M.forward(loaded.config, loaded.params, jnp.asarray(ids),
-                   attention_mask=jnp.asarray(mask)).logits
-  diff = _max_diff_on_real_tokens(ours, hf_helpers.hf_logits(hf, ids, mask),
-                                  mask)
+  diff = _parity_with_hf(hf, loaded, ids, mask)
   print(f"small parity max |diff| = {diff:.3g}")
   assert diff < 1e-4
 
@@ -41,10 +46,7 @@ def test_124m_logits_match_hf_on_padded_batch(tmp_path):
   loaded = W.load_model(str(tmp_path), with_tokenizer=False)
   assert loaded.config == M.GPT2Config.preset("124M")
   ids, mask = hf_helpers.padded_batch(shape["vocab_size"], batch=2, length=16)
-  ours = M.forward(loaded.config, loaded.params, jnp.asarray(ids),
-                   attention_mask=jnp.asarray(mask)).logits
-  diff = _max_diff_on_real_tokens(ours, hf_helpers.hf_logits(hf, ids, mask),
-                                  mask)
+  diff = _parity_with_hf(hf, loaded, ids, mask)
   print(f"124M parity max |diff| = {diff:.3g}")
   assert diff < 1e-4
 
