@@ -37,6 +37,9 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Matmul dtype (parameters stay float32).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
+_SCAN = flags.DEFINE_boolean("scan_layers", False, "Run our blocks under "
+                             "lax.scan (the model's default) instead of "
+                             "unrolled.")
 _IMPL = flags.DEFINE_list("impl", ["ours", "pytorch"], "What to run.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0,
                            "Peak TFLOP/s of the device (0: look it up or "
@@ -154,7 +157,8 @@ def main(argv):
   from gpt2.model import GPT2Config  # pylint: disable=import-outside-toplevel
   config = GPT2Config.preset(_SIZE.value, vocab_size=_VOCAB.value,
                              n_positions=max(_SEQ.value, 1024),
-                             dtype=_DTYPE.value)
+                             dtype=_DTYPE.value,
+                             scan_layers=_SCAN.value)
   batch, seq_len = _BATCH.value, _SEQ.value
   tokens = np.random.default_rng(0).integers(
       0, config.vocab_size, (batch, seq_len)).astype(np.int32)

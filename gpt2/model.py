@@ -78,6 +78,11 @@ class GPT2Config:
   param_dtype: str = "float32"
   # Recompute each block's activations in the backward pass.
   remat: bool = False
+  # Run the blocks of a full-sequence forward under `lax.scan` (compile time
+  # flat in depth: TPUs, big models) or one after another on slices of the
+  # same stacked parameters (faster on CPU, where the scan stacks every
+  # layer's activations for the backward pass). The parameters are the same.
+  scan_layers: bool = True
 
   @classmethod
   def preset(cls, name: str, **overrides) -> "GPT2Config":
@@ -129,12 +134,24 @@ class GPT2Config:
 
 
 def _dense(features, axes, config, name, init_std=0.02):
-  return nn.Dense(
+  """A `nn.Dense` (parameters `name/kernel`, `name/bias`) applied to x (..., C).
+
+  The leading axes are flattened into one before the matmul: XLA:CPU computes
+  the kernel's gradient, a contraction over batch and time together, about
+  3x slower when they are two axes than when they are one.
+  """
+  layer = nn.Dense(
       features, dtype=config.compute_dtype, param_dtype=config.params_dtype,
       kernel_init=nn.with_logical_partitioning(
           nn.initializers.normal(init_std), axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
       name=name)
+
+  def apply(x):
+    y = layer(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*x.shape[:-1], features)
+
+  return apply
 
 
 def _layer_norm(config, name):
@@ -183,6 +200,11 @@ class Attention(nn.Module):
       layer_cache = {**layer_cache, "k": k, "v": v}
     dt = cfg.compute_dtype
     q = q.astype(dt)
+    if layer_cache is None and (deterministic or not cfg.attn_pdrop):
+      out = _causal_attention(q, k.astype(dt), v.astype(dt), bias)
+      out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(
+          out.reshape(B, T, C))
+      return out, layer_cache
     scores = jnp.einsum(f"bthd,{kv_axes}->bhts", q, k.astype(dt),
                         preferred_element_type=jnp.float32)
     if prefix is not None:
@@ -210,6 +232,47 @@ class Attention(nn.Module):
     out = out.reshape(B, T, C)
     out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
     return out, layer_cache
+
+
+@jax.custom_vjp
+def _causal_attention(q, k, v, bias):
+  """softmax(q k^T / sqrt(D) + bias) v for q, k, v (B, T, H, D); (B, T, H, D).
+
+  The same function as the einsums in `Attention`, with a hand-written
+  backward pass in the (B, H, T, D) layout: XLA:CPU differentiates the
+  einsums into transposes and a slower chain of ops, about twice the time.
+  """
+  return _causal_attention_fwd(q, k, v, bias)[0]
+
+
+def _causal_attention_fwd(q, k, v, bias):
+  qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  scores = jnp.einsum("bhtd,bhsd->bhts", qh, kh,
+                      preferred_element_type=jnp.float32) * scale + bias
+  probs = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum("bhts,bhsd->bhtd", probs.astype(v.dtype), vh)
+  return out.transpose(0, 2, 1, 3), (qh, kh, vh, probs, out, bias)
+
+
+def _causal_attention_bwd(residuals, g):
+  qh, kh, vh, probs, out, bias = residuals
+  dt = qh.dtype
+  scale = 1.0 / jnp.sqrt(jnp.float32(qh.shape[-1]))
+  g = g.transpose(0, 2, 1, 3)  # (B, H, T, D)
+  dv = jnp.einsum("bhts,bhtd->bhsd", probs.astype(dt), g)
+  dprobs = jnp.einsum("bhtd,bhsd->bhts", g, vh,
+                      preferred_element_type=jnp.float32)
+  # Softmax's backward: p * (dp - sum_s p dp), and sum_s p dp = sum_d g o.
+  row = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  dscores = (probs * (dprobs - row[..., None]) * scale).astype(dt)
+  dq = jnp.einsum("bhts,bhsd->bhtd", dscores, kh)
+  dk = jnp.einsum("bhts,bhtd->bhsd", dscores, qh)
+  return (*(t.transpose(0, 2, 1, 3) for t in (dq, dk, dv)),
+          jnp.zeros_like(bias))
+
+
+_causal_attention.defvjp(_causal_attention_fwd, _causal_attention_bwd)
 
 
 class MLP(nn.Module):
@@ -321,6 +384,9 @@ class GPT2(nn.Module):
     if isinstance(layers, (list, tuple)):
       x, cache, layer_out = _unrolled_blocks(cfg, layers, x, cache, bias,
                                              cache_index, deterministic)
+    elif layers is not None and cache is None and not cfg.scan_layers:
+      rng = None if deterministic else self.make_rng("dropout")
+      x, layer_out = _sliced_blocks(cfg, layers, x, bias, deterministic, rng)
     else:
       block = Block
       if cfg.remat:
@@ -344,7 +410,9 @@ class GPT2(nn.Module):
     logits = None
     if return_logits:
       x = _layer_norm(cfg, "ln_f")(x)
-      logits = wte.attend(x.astype(cfg.compute_dtype)).astype(jnp.float32)
+      # Flattened to (B T, C) for the same reason as in `_dense`.
+      logits = wte.attend(x.reshape(B * T, -1).astype(
+          cfg.compute_dtype)).astype(jnp.float32).reshape(B, T, -1)
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
 
 
@@ -377,6 +445,29 @@ def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
   if cache is not None:
     cache = {**cache, "k": tuple(keys), "v": tuple(values)}
   return x, cache, outputs
+
+
+def _sliced_blocks(cfg, stacked, x, bias, deterministic, rng):
+  """The blocks one after another on slices of the stacked parameters.
+
+  Same parameters, same results as the scan (up to float rounding); the
+  full-sequence path when `scan_layers` is off. Returns (x, [outputs]).
+  """
+  def block(layer_params, x, key):
+    rngs = None if key is None else {"dropout": key}
+    return Block(cfg, deterministic, parent=None).apply(
+        {"params": layer_params}, x, None, bias, 0, rngs=rngs)[0]
+
+  if cfg.remat:
+    block = jax.checkpoint(block, prevent_cse=False,
+                           policy=jax.checkpoint_policies.nothing_saveable)
+  outputs = []
+  for i in range(cfg.n_layer):
+    layer_params = jax.tree.map(lambda p, i=i: p[i], stacked)
+    x = block(layer_params, x, None if rng is None else
+              jax.random.fold_in(rng, i))
+    outputs.append(x)
+  return x, outputs
 
 
 def unstack_layers(params) -> dict:

@@ -76,6 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
       dtype="float32",    # matmul dtype ("bfloat16" on TPU)
       param_dtype="float32",
       remat=False,
+      scan_layers=True,   # False: blocks unrolled (faster on CPU)
       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
   # `accumulate` micro-batches per update.
@@ -230,8 +231,13 @@ def token_losses(model_config: GPT2Config, params, tokens, rng=None):
   deterministic = _deterministic(model_config) or rng is None
   out = forward(model_config, params, tokens, deterministic=deterministic,
                 rngs=None if deterministic else {"dropout": rng})
-  return optax.softmax_cross_entropy_with_integer_labels(
-      out.logits[:, :-1], tokens[:, 1:])
+  # Every position is scored against the next token (the last against the
+  # first, then dropped): slicing the (B, T, V) logits instead would copy
+  # them, and its gradient pad them back, each a pass over the largest
+  # array of the step.
+  targets = jnp.roll(tokens, -1, axis=1)
+  losses = optax.softmax_cross_entropy_with_integer_labels(out.logits, targets)
+  return losses[:, :-1]
 
 
 def train_step(state, batch, *, model_config: GPT2Config, optimizer, labels,
@@ -440,8 +446,8 @@ def check_batch_fits_mesh(config, mesh) -> None:
 
 # ---- the model a run trains --------------------------------------------------
 
-_NUMERICS = ("dtype", "param_dtype", "remat", "embd_pdrop", "attn_pdrop",
-             "resid_pdrop")
+_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "embd_pdrop",
+             "attn_pdrop", "resid_pdrop")
 
 
 def _numerics(config) -> dict:

@@ -117,6 +117,70 @@ def test_dropout_and_remat_train_forward():
   assert float(jnp.abs(grads["h"]["mlp"]["c_fc"]["kernel"]).sum()) > 0
 
 
+def test_unrolled_layers_match_scan(small):
+  """scan_layers=False: the same parameters and results, loss gradients too."""
+  _, loaded = small
+  cfg, params = loaded.config, loaded.params
+  ids, mask = hf_helpers.padded_batch(cfg.vocab_size, batch=2, length=12)
+  ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+
+  def loss(p, c):
+    out = M.forward(c, p, ids, attention_mask=mask, capture=(2,))
+    return (out.logits * mask[..., None]).mean() + out.hidden[2].mean(), out
+
+  for remat in (False, True):
+    scan_cfg = cfg.replace(remat=remat)
+    flat_cfg = scan_cfg.replace(scan_layers=False)
+    (l_scan, out_scan), g_scan = jax.value_and_grad(loss, has_aux=True)(
+        params, scan_cfg)
+    (l_flat, out_flat), g_flat = jax.value_and_grad(loss, has_aux=True)(
+        params, flat_cfg)
+    np.testing.assert_allclose(out_flat.logits, out_scan.logits, atol=1e-5)
+    np.testing.assert_allclose(out_flat.hidden[2], out_scan.hidden[2],
+                               atol=1e-5)
+    assert abs(float(l_flat - l_scan)) < 1e-6
+    for a, b in zip(jax.tree.leaves(g_flat), jax.tree.leaves(g_scan)):
+      np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert float(jnp.abs(g_flat["h"]["attn"]["c_attn"]["kernel"]).max()) > 0
+  # Dropout reaches the unrolled blocks.
+  drop = cfg.replace(scan_layers=False, resid_pdrop=0.5)
+  a, b = (M.forward(drop, params, ids, deterministic=False,
+                    rngs={"dropout": jax.random.PRNGKey(r)}).logits
+          for r in (1, 2))
+  assert not np.allclose(a, b)
+
+
+def _reference_attention(q, k, v, bias):
+  scores = jnp.einsum("bthd,bshd->bhts", q, k,
+                      preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(scores / jnp.sqrt(jnp.float32(q.shape[-1])) + bias)
+  return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5),
+                                       (jnp.bfloat16, 5e-2)])
+def test_attention_backward_matches_autodiff(dtype, tol):
+  """The hand-written attention backward against JAX's own derivative."""
+  B, T, H, D = 2, 7, 3, 8
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  q, k, v, g = (jax.random.normal(key, (B, T, H, D)).astype(dtype)
+                for key in keys)
+  mask = jnp.array([[1] * T, [0, 0] + [1] * (T - 2)], bool)  # left padding
+  allowed = jnp.tril(jnp.ones((T, T), bool))[None] & mask[:, None, :]
+  bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None]
+
+  def vjp(fn):
+    out, pull = jax.vjp(lambda q, k, v: fn(q, k, v, bias), q, k, v)
+    return (out, *pull(g))
+
+  ours, ref = vjp(M._causal_attention), vjp(_reference_attention)
+  for a, b in zip(ours, ref):
+    assert a.dtype == b.dtype == dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32),
+                               np.asarray(b, np.float32), atol=tol, rtol=tol)
+  assert float(jnp.abs(ours[1].astype(jnp.float32)).max()) > 0.01
+
+
 def test_bf16_compute_keeps_fp32_params():
   cfg = M.GPT2Config.preset("tiny", vocab_size=100, dtype="bfloat16")
   params = M.init_params(cfg, jax.random.PRNGKey(0))

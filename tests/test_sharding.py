@@ -36,12 +36,16 @@ SHARDED_VS_SINGLE = textwrap.dedent("""
     assert len(devices) == 8
     params = None
     out = {}
-    for name, shape, devs in [
-        ("single", dict(data=1, fsdp=1, model=1), devices[:1]),
-        ("fsdp8", dict(data=1, fsdp=-1, model=1), devices),
-        ("data2_fsdp2_model2", dict(data=2, fsdp=2, model=2), devices)]:
+    for name, shape, devs, scan in [
+        ("single", dict(data=1, fsdp=1, model=1), devices[:1], True),
+        ("fsdp8", dict(data=1, fsdp=-1, model=1), devices, True),
+        ("data2_fsdp2_model2", dict(data=2, fsdp=2, model=2), devices, True),
+        # The same step with the blocks unrolled (scan_layers=False).
+        ("unrolled_data2_fsdp2_model2", dict(data=2, fsdp=2, model=2),
+         devices, False)]:
       mesh = sharding.make_mesh(shape, devs)
-      steps = train.build_steps(model_config, config, mesh)
+      steps = train.build_steps(model_config.replace(scan_layers=scan),
+                                config, mesh)
       if params is None:
         params = jax.device_get(steps.init_params(jax.random.PRNGKey(0)))
       state = steps.init(jax.device_put(params, steps.param_shardings))
@@ -89,6 +93,8 @@ def test_sharded_step_equals_single_device_step():
   expected_specs = {"fsdp8": (["None", "fsdp", "model"], [2, 8, 256]),
                     "data2_fsdp2_model2": (["None", "fsdp", "model"],
                                            [2, 32, 128])}
+  expected_specs["unrolled_data2_fsdp2_model2"] = expected_specs[
+      "data2_fsdp2_model2"]
   for name, result in out.items():
     spec, shard = expected_specs[name]
     # FSDP: parameters and Adam moments split the same way.
