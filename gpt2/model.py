@@ -2,9 +2,11 @@
 
 Parameter names follow OpenAI's / Hugging Face's (`wte`, `wpe`, `h`, `ln_1`,
 `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`) so a
-checkpoint maps one to one. The blocks run under `nn.scan`: their parameters
-are stacked along a leading `layers` axis (shape `(L, ...)`) and compile time
-does not grow with depth. Every parameter carries logical axis names
+checkpoint maps one to one. The blocks' parameters are stacked along a
+leading `layers` axis (shape `(L, ...)`); a full-sequence forward runs them
+under `nn.scan`, so compile time does not grow with depth, or with
+`scan_layers=False` one after another on slices of the same arrays (faster
+on CPU). Every parameter carries logical axis names
 (`embed`, `heads`, `mlp`, `vocab`, `layers`, ...) that sharding rules in a
 config map onto the mesh (see `gpt2/sharding.py`).
 
@@ -133,25 +135,46 @@ class GPT2Config:
     return self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c
 
 
-def _dense(features, axes, config, name, init_std=0.02):
-  """A `nn.Dense` (parameters `name/kernel`, `name/bias`) applied to x (..., C).
+class Dense(nn.Module):
+  """`nn.Dense` with the same parameters (`kernel` (in, out), `bias`) and
+  numerics, applied to x (..., in) flattened to (N, in).
 
-  The leading axes are flattened into one before the matmul: XLA:CPU computes
-  the kernel's gradient, a contraction over batch and time together, about
-  3x slower when they are two axes than when they are one.
+  Flattening: XLA:CPU computes the kernel's gradient, a contraction over
+  batch and time together, about 3x slower when they are two axes than one.
+  A kernel stored transposed as `kernel_t` (out, in) is used as it is: the
+  decoding parameters (`gpt2.sampling.decode_params`) are laid out so, since
+  XLA:CPU multiplies a few rows by an (out, in) matrix faster.
   """
-  layer = nn.Dense(
-      features, dtype=config.compute_dtype, param_dtype=config.params_dtype,
-      kernel_init=nn.with_logical_partitioning(
-          nn.initializers.normal(init_std), axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
-      name=name)
+  features: int
+  axes: tuple
+  config: "GPT2Config"
+  init_std: float = 0.02
 
-  def apply(x):
-    y = layer(x.reshape(-1, x.shape[-1]))
-    return y.reshape(*x.shape[:-1], features)
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    dt = cfg.compute_dtype
+    rows = x.reshape(-1, x.shape[-1]).astype(dt)
+    if self.has_variable("params", "kernel_t"):
+      kernel_t = self.get_variable("params", "kernel_t").astype(dt)
+      y = jax.lax.dot_general(rows, kernel_t, (((1,), (1,)), ((), ())))
+    else:
+      kernel = self.param(
+          "kernel", nn.with_logical_partitioning(
+              nn.initializers.normal(self.init_std), self.axes),
+          (x.shape[-1], self.features), cfg.params_dtype)
+      y = jax.lax.dot_general(rows, kernel.astype(dt),
+                              (((1,), (0,)), ((), ())))
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                             self.axes[-1:]),
+        (self.features,), cfg.params_dtype)
+    y = y + bias.astype(dt)
+    return y.reshape(*x.shape[:-1], self.features)
 
-  return apply
+
+def _dense(features, axes, config, name, init_std=0.02):
+  return Dense(features, axes, config, init_std, name=name)
 
 
 def _layer_norm(config, name):
@@ -224,11 +247,11 @@ class Attention(nn.Module):
                        v.astype(dt))
     else:
       prefix_probs = probs[..., :n_prefix].reshape(P, B // P, H, T, n_prefix)
+      own = jnp.einsum("bhts,bhsd->bthd", probs[..., n_prefix:].astype(dt),
+                       v.astype(dt))
       out = jnp.einsum("pghts,phsd->pgthd", prefix_probs.astype(dt),
                        layer_cache["prefix_v"].astype(dt)).reshape(
-                           B, T, H, D) + jnp.einsum(
-                               "bhts,bhsd->bthd",
-                               probs[..., n_prefix:].astype(dt), v.astype(dt))
+                           B, T, H, D) + own
     out = out.reshape(B, T, C)
     out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
     return out, layer_cache

@@ -30,6 +30,7 @@ import codecs
 import dataclasses
 import functools
 import logging
+import weakref
 from typing import Iterator, Optional, Sequence, Union
 
 import jax
@@ -432,9 +433,12 @@ def stop_tables(tokenizer: Tokenizer, stops: tuple, vocab_size: int):
 
 def decode_params(config: GPT2Config, params) -> dict:
   """The parameters as decoding reads them: per layer (`unstack_layers`),
-  and the matmul weights already in the compute dtype, so a bfloat16 model
-  with float32 parameters does not convert every weight on every step (the
-  layers would cast them to the same values). Layer norms stay as they are.
+  the matmul weights already in the compute dtype, so a bfloat16 model with
+  float32 parameters does not convert every weight on every step (the layers
+  would cast them to the same values), and each block's kernels transposed
+  to (out, in) (`kernel_t`, see `gpt2.model.Dense`). Layer norms stay as
+  they are. Run it outside the decoding program (`_decode_params_jit`):
+  inside one, XLA folds the transposes back into the matmuls.
   """
   if not isinstance(params["h"], (list, tuple)):
     params = model_lib.unstack_layers(params)
@@ -446,7 +450,18 @@ def decode_params(config: GPT2Config, params) -> dict:
       return leaf
     return leaf.astype(dtype)
 
-  return jax.tree_util.tree_map_with_path(cast, params)
+  params = jax.tree_util.tree_map_with_path(cast, params)
+
+  def transpose_kernels(tree):
+    if not isinstance(tree, dict):
+      return tree
+    tree = {k: transpose_kernels(v) for k, v in tree.items()}
+    if "kernel" in tree:
+      tree["kernel_t"] = tree.pop("kernel").T
+    return tree
+
+  return {**params, "h": tuple(transpose_kernels(layer)
+                               for layer in params["h"])}
 
 
 def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
@@ -567,9 +582,9 @@ def _outputs(state):
 
 def _generate(params, ids, mask, keys, values, mu0, stop, *, config, structure,
               num_samples, max_new_tokens, capture, eot_id):
-  """Prefill and the whole decoding loop in one program."""
+  """Prefill and the whole decoding loop in one program, on `params` from
+  `decode_params`."""
   trace_counts["generate"] += 1
-  params = decode_params(config, params)
   state = _prefill(params, ids, mask, keys, config=config,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture)
@@ -609,6 +624,33 @@ def _stream_step(params, state, values, stop, **static):
 _step_jit = jax.jit(_stream_step, donate_argnums=(1,), static_argnames=(
     "config", "structure", "max_new_tokens", "capture", "eot_id"))
 _decode_params_jit = jax.jit(decode_params, static_argnums=(0,))
+# The last model's decoding parameters: (config, tree structure, weak
+# references to its leaves, decode_params' output).
+_last_decoded: list = []
+
+
+def prepared_params(config: GPT2Config, params) -> dict:
+  """`decode_params(config, params)`, kept for the last model seen.
+
+  The bot and the benchmarks sample many times from one model; preparing
+  its decoding parameters again each time would copy every weight per call.
+  Kept only for JAX arrays (numpy ones may change in place), and dropped
+  when the model's arrays are.
+  """
+  leaves = jax.tree.leaves(params)
+  key = (config, jax.tree.structure(params))
+  if _last_decoded and _last_decoded[0] == key and all(
+      ref() is leaf for ref, leaf in zip(_last_decoded[1], leaves)):
+    return _last_decoded[2]
+  decoded = _decode_params_jit(config, params)
+  _last_decoded.clear()
+  # Only immutable arrays are kept track of: a numpy array changed in place
+  # would be the same object with other weights.
+  if all(isinstance(leaf, jax.Array) for leaf in leaves):
+    refs = [weakref.ref(leaf, lambda _: _last_decoded.clear())
+            for leaf in leaves]
+    _last_decoded.extend([key, refs, decoded])
+  return decoded
 
 
 # ---- host side ----------------------------------------------------------------------
@@ -833,7 +875,7 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture)
   out = _generate_jit(
-      params, request.ids, request.mask, request.keys, rules.values(),
+      prepared_params(config, params), request.ids, request.mask, request.keys, rules.values(),
       np.float32(2 * rules.mirostat_tau), request.stop, config=config,
       structure=rules.structure(), num_samples=request.num_samples,
       max_new_tokens=request.max_new_tokens, capture=request.capture,
@@ -891,7 +933,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture)
-  params = _decode_params_jit(config, params)
+  params = prepared_params(config, params)
   state = _prefill_jit(params, request.ids, request.mask, request.keys,
                        np.float32(2 * rules.mirostat_tau), config=config,
                        num_samples=request.num_samples,

