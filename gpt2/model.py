@@ -22,13 +22,13 @@ slots <= q that `kv_mask` allows.
 
 For decoding, `unstack_layers(params)` gives the same parameters with `h` as a
 tuple of per-layer trees; `forward` then runs the blocks unrolled, and its
-cache is `init_layer_caches(...)`: {"k": L arrays (B, H, S, D), "v": ...},
-one buffer per layer, heads before slots, with the same slot semantics. The
+cache is `init_layer_caches(...)`: {"k", "v": L arrays (B H, S, D)}, one
+buffer per layer, rows and heads merged, with the same slot semantics. The
 results are the same; on XLA:CPU this form decodes several times faster,
-because nothing is sliced out of a stacked array or transposed per step.
-That cache may also carry a shared prefix ("prefix_k", "prefix_v": L arrays
-(P, H, Sp, D), P dividing B): rows b with the same b // (B / P) share prefix
-row b // (B / P), read once for all of them (N candidates of one prompt
+because nothing is sliced out of a stacked array, transposed or copied per
+step. That cache may also carry a shared prefix ("prefix_k", "prefix_v":
+such arrays of P rows and Sp slots, P dividing B): rows b with the same
+b // (B / P) share prefix row b // (B / P), read once for all of them (N candidates of one prompt
 share its keys and values). Slots are then numbered prefix first: `kv_mask`
 is (B, Sp + S), `cache_index` counts from the prefix's start, and writes go
 to the row's own slots.
@@ -188,9 +188,12 @@ def _layer_norm(config, name):
 
 class Attention(nn.Module):
   config: GPT2Config
-  # The layer cache's layout: (B, S, H, D) as documented above, or (B, H, S, D)
-  # for the unrolled decoding path (see `unstack_layers`), where attention
-  # reads each slot in place instead of transposing the cache every step.
+  # The layer cache's layout: k and v (B, S, H, D) as documented above, or
+  # for the unrolled decoding path (see `init_layer_caches`) (B H, S, D),
+  # rows and heads merged into one leading axis. Each head's keys and values
+  # are then matmul operands just as they lie, and no axis has length 1 when
+  # B is 1: XLA:CPU then transposes no part of the cache and updates it in
+  # place (with a batch axis of 1 it copied the whole cache on every step).
   heads_major: bool = False
 
   @nn.compact
@@ -198,63 +201,82 @@ class Attention(nn.Module):
     cfg = self.config
     B, T, C = x.shape
     H, D = cfg.n_head, cfg.head_dim
+    dt = cfg.compute_dtype
     # GPT-2 scales residual projections by 1/sqrt(2 L) at init.
     proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
     qkv = _dense(3 * C, ("embed", "heads"), cfg, "c_attn")(x)  # (B, T, 3C)
     q, k, v = jnp.split(qkv, 3, axis=-1)
-    q, k, v = (t.reshape(B, T, H, D) for t in (q, k, v))
-    # "s" is the slot axis of k and v: (B, S, H, D), or (B, H, S, D).
-    kv_axes = "bhsd" if self.heads_major else "bshd"
-    if self.heads_major:
-      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, H, T, D)
-    prefix = None
-    if layer_cache is not None:
-      prefix = layer_cache.get("prefix_k")
-      # Slots are numbered over a shared prefix first, then the row's own.
-      n_prefix = 0 if prefix is None else prefix.shape[2]
-      zero = jnp.zeros((), jnp.int32)
-      slot = jnp.asarray(cache_index, jnp.int32) - n_prefix
-      idx = (zero, zero, slot, zero) if self.heads_major else (
-          zero, slot, zero, zero)
-      k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
-          layer_cache["k"].dtype), idx)
-      v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
-          layer_cache["v"].dtype), idx)
-      layer_cache = {**layer_cache, "k": k, "v": v}
-    dt = cfg.compute_dtype
-    q = q.astype(dt)
+    q, k, v = (t.reshape(B, T, H, D).astype(dt) for t in (q, k, v))
     if layer_cache is None and (deterministic or not cfg.attn_pdrop):
-      out = _causal_attention(q, k.astype(dt), v.astype(dt), bias)
-      out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(
-          out.reshape(B, T, C))
-      return out, layer_cache
-    scores = jnp.einsum(f"bthd,{kv_axes}->bhts", q, k.astype(dt),
-                        preferred_element_type=jnp.float32)
-    if prefix is not None:
-      # Each group of B / P rows shares one prefix row: its keys and values
-      # are read once for the group, not once per row.
-      P = prefix.shape[0]
-      grouped = q.reshape(P, B // P, T, H, D)
-      prefix_scores = jnp.einsum(
-          "pgthd,phsd->pghts", grouped, prefix.astype(dt),
-          preferred_element_type=jnp.float32).reshape(B, H, T, n_prefix)
-      scores = jnp.concatenate([prefix_scores, scores], axis=-1)
-    scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
-    if prefix is None:
-      out = jnp.einsum(f"bhts,{kv_axes}->bthd", probs.astype(dt),
-                       v.astype(dt))
+      out = _causal_attention(q, k, v, bias)
+    elif self.heads_major:
+      out, layer_cache = _merged_heads_attention(q, k, v, bias, layer_cache,
+                                                 cache_index)
     else:
-      prefix_probs = probs[..., :n_prefix].reshape(P, B // P, H, T, n_prefix)
-      own = jnp.einsum("bhts,bhsd->bthd", probs[..., n_prefix:].astype(dt),
-                       v.astype(dt))
-      out = jnp.einsum("pghts,phsd->pgthd", prefix_probs.astype(dt),
-                       layer_cache["prefix_v"].astype(dt)).reshape(
-                           B, T, H, D) + own
+      if layer_cache is not None:
+        zero = jnp.zeros((), jnp.int32)
+        idx = (zero, jnp.asarray(cache_index, jnp.int32), zero, zero)
+        k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
+            layer_cache["k"].dtype), idx)
+        v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
+            layer_cache["v"].dtype), idx)
+        layer_cache = {**layer_cache, "k": k, "v": v}
+      scores = jnp.einsum("bthd,bshd->bhts", q, k.astype(dt),
+                          preferred_element_type=jnp.float32)
+      scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
+      probs = jax.nn.softmax(scores, axis=-1)
+      probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
+      out = jnp.einsum("bhts,bshd->bthd", probs.astype(dt), v.astype(dt))
     out = out.reshape(B, T, C)
     out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
     return out, layer_cache
+
+
+def _merged_heads_attention(q, k, v, bias, cache, cache_index):
+  """Attention of q, k, v (B, T, H, D) over a merged-heads layer cache (see
+  `Attention`, `init_layer_caches`), after writing k, v at `cache_index`;
+  (output (B, T, H, D), the updated cache)."""
+  B, T, H, D = q.shape
+  dt = q.dtype
+  merge = lambda t: t.transpose(0, 2, 1, 3).reshape(B * H, T, D)
+  prefix = cache.get("prefix_k")
+  n_prefix = 0 if prefix is None else prefix.shape[1]
+  zero = jnp.zeros((), jnp.int32)
+  slot = jnp.asarray(cache_index, jnp.int32) - n_prefix
+  keys = jax.lax.dynamic_update_slice(
+      cache["k"], merge(k).astype(cache["k"].dtype), (zero, slot, zero))
+  values = jax.lax.dynamic_update_slice(
+      cache["v"], merge(v).astype(cache["v"].dtype), (zero, slot, zero))
+  cache = {**cache, "k": keys, "v": values}
+  q_rows = merge(q)  # (B H, T, D)
+  scores = jnp.einsum("ntd,nsd->nts", q_rows, keys.astype(dt),
+                      preferred_element_type=jnp.float32).reshape(B, H, T, -1)
+  if prefix is not None:
+    # Each group of G = B / P rows shares one prefix row: its keys and
+    # values are read once for the group, not once per row.
+    P = prefix.shape[0] // H
+    G = B // P
+    # (B, T, H, D) -> (P H, G T, D): a group's queries against its prefix.
+    grouped = q.reshape(P, G, T, H, D).transpose(0, 3, 1, 2, 4).reshape(
+        P * H, G * T, D)
+    prefix_scores = jnp.einsum(
+        "nmd,nsd->nms", grouped, prefix.astype(dt),
+        preferred_element_type=jnp.float32).reshape(
+            P, H, G, T, n_prefix).transpose(0, 2, 1, 3, 4).reshape(
+                B, H, T, n_prefix)
+    scores = jnp.concatenate([prefix_scores, scores], axis=-1)
+  scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
+  probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+  own = probs[..., n_prefix:].reshape(B * H, T, -1)
+  out = jnp.einsum("nts,nsd->ntd", own, values.astype(dt)).reshape(
+      B, H, T, D).transpose(0, 2, 1, 3)
+  if prefix is not None:
+    shared = probs[..., :n_prefix].reshape(P, G, H, T, n_prefix).transpose(
+        0, 2, 1, 3, 4).reshape(P * H, G * T, n_prefix)
+    out = out + jnp.einsum(
+        "nms,nsd->nmd", shared, cache["prefix_v"].astype(dt)).reshape(
+            P, H, G, T, D).transpose(0, 2, 3, 1, 4).reshape(B, T, H, D)
+  return out, cache
 
 
 @jax.custom_vjp
@@ -507,19 +529,23 @@ def unstack_layers(params) -> dict:
 
 def init_layer_caches(config: GPT2Config, batch: int, length: int,
                       dtype=None, prefix: Optional[dict] = None) -> dict:
-  """The cache for unstacked layers: {"k", "v": L arrays (B, H, S, D)}.
+  """The cache for unstacked layers: {"k", "v": L arrays (B H, S, D)}, rows
+  and heads merged (row-major: row b, head h at b H + h).
 
   `prefix`, another such cache with P rows (P dividing B), becomes a shared
   prefix: row b sees prefix row b // (B / P) before its own slots.
   """
   dtype = dtype or config.compute_dtype
-  shape = (batch, config.n_head, length, config.head_dim)
-  cache = {"k": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
-           "v": tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer))}
+  H, D = config.n_head, config.head_dim
+  cache = {"k": tuple(jnp.zeros((batch * H, length, D), dtype)
+                      for _ in range(config.n_layer)),
+           "v": tuple(jnp.zeros((batch * H, length, D), dtype)
+                      for _ in range(config.n_layer))}
   if prefix is not None:
-    if batch % prefix["k"][0].shape[0]:
-      raise ValueError(f"a prefix of {prefix['k'][0].shape[0]} rows cannot "
-                       f"be shared by {batch} rows")
+    rows = prefix["k"][0].shape[0] // H
+    if batch % rows:
+      raise ValueError(f"a prefix of {rows} rows cannot be shared by "
+                       f"{batch} rows")
     cache.update(prefix_k=prefix["k"], prefix_v=prefix["v"])
   return cache
 

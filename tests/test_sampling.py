@@ -449,3 +449,30 @@ def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
   as_numpy = jax.tree.map(np.asarray, params)
   assert S.prepared_params(config, as_numpy) is not S.prepared_params(
       config, as_numpy)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_decoding_loop_updates_the_cache_in_place(model, tok, num_samples):
+  """The compiled sampler copies no layer cache inside its loop (a copy per
+  step would read and write the whole cache on every token): regression
+  for batch 1, where XLA copied it when the cache had an axis of length 1."""
+  config, params = model
+  rules = S.SamplingParams(top_p=0.9)
+  request = S._prepare(config, tok, [tok.encode("the woods")], num_samples,
+                       16, (), 0, rules, ())
+  hlo = S._generate_jit.lower(
+      S.prepared_params(config, params), request.ids, request.mask,
+      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
+      request.stop, config=config, structure=rules.structure(),
+      num_samples=request.num_samples,
+      max_new_tokens=request.max_new_tokens, capture=(),
+      eot_id=tok.eot_id).compile().as_text()
+  rows = request.keys.shape[0]
+  cache = M.init_layer_caches(config, rows, request.max_new_tokens + 1)
+  dims = ",".join(map(str, cache["k"][0].shape))
+  assert f"f32[{dims}]" in hlo  # the cache's shape, as XLA writes it
+  copies = [line for line in hlo.splitlines()
+            if f"f32[{dims}]" in line and ("copy(" in line or
+                                           "copy_" in line.split("=")[0])]
+  # Outside the loop, XLA may copy each layer's zero-initialised buffers.
+  assert len(copies) <= 2 * config.n_layer, copies
