@@ -2,7 +2,7 @@
 
 Four layers, 128 wide, 256-token context, a 2048-token byte-level BPE trained
 on the corpus; the original's optimizer and schedule with a from-scratch
-learning rate. About 5 minutes for 1200 steps on a 2-core CPU.
+learning rate. About 3 minutes for 1200 steps on a 2-core CPU.
 
   python -m launch.demo --workdir=runs/demo
   python -m launch.finetune --config=configs/demo.py --workdir=runs/demo-gen

