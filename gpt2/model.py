@@ -28,8 +28,8 @@ results are the same; on XLA:CPU this form decodes several times faster,
 because nothing is sliced out of a stacked array, transposed or copied per
 step. That cache may also carry a shared prefix ("prefix_k", "prefix_v":
 such arrays of P rows and Sp slots, P dividing B): rows b with the same
-b // (B / P) share prefix row b // (B / P), read once for all of them (N candidates of one prompt
-share its keys and values). Slots are then numbered prefix first: `kv_mask`
+b // (B / P) share prefix row b // (B / P), read once for all of them (N
+candidates of one prompt share its keys and values). Slots are then numbered prefix first: `kv_mask`
 is (B, Sp + S), `cache_index` counts from the prefix's start, and writes go
 to the row's own slots.
 """
@@ -147,7 +147,7 @@ class Dense(nn.Module):
   """
   features: int
   axes: tuple
-  config: "GPT2Config"
+  config: GPT2Config
   init_std: float = 0.02
 
   @nn.compact
@@ -209,7 +209,7 @@ class Attention(nn.Module):
     q, k, v = (t.reshape(B, T, H, D).astype(dt) for t in (q, k, v))
     if layer_cache is None and (deterministic or not cfg.attn_pdrop):
       out = _causal_attention(q, k, v, bias)
-    elif self.heads_major:
+    elif layer_cache is not None and self.heads_major:
       out, layer_cache = _merged_heads_attention(q, k, v, bias, layer_cache,
                                                  cache_index)
     else:
@@ -427,11 +427,17 @@ class GPT2(nn.Module):
     layers = (None if self.is_initializing() else
               self.variables.get("params", {}).get("h"))
     if isinstance(layers, (list, tuple)):
-      x, cache, layer_out = _unrolled_blocks(cfg, layers, x, cache, bias,
-                                             cache_index, deterministic)
+      if not deterministic:
+        raise ValueError("unstacked layers are for inference; train with the "
+                         "stacked parameters")
+      x, cache, layer_out = _blocks_in_turn(cfg, layers, x, cache, bias,
+                                            cache_index, deterministic)
     elif layers is not None and cache is None and not cfg.scan_layers:
-      rng = None if deterministic else self.make_rng("dropout")
-      x, layer_out = _sliced_blocks(cfg, layers, x, bias, deterministic, rng)
+      slices = [jax.tree.map(lambda p, i=i: p[i], layers)
+                for i in range(cfg.n_layer)]
+      x, _, layer_out = _blocks_in_turn(
+          cfg, slices, x, None, bias, 0, deterministic,
+          None if deterministic else self.make_rng("dropout"))
     else:
       block = Block
       if cfg.remat:
@@ -461,28 +467,39 @@ class GPT2(nn.Module):
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
 
 
-def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
-                     deterministic):
-  """The blocks one after another, each on its own parameters and cache.
+def _blocks_in_turn(cfg, layers, x, cache, bias, cache_index, deterministic,
+                    rng=None):
+  """The blocks one after another, block i on `layers[i]` (its parameters)
+  and, with a cache, on its buffers of `init_layer_caches`.
 
-  Returns (x, cache, [each block's output]). Used when `params["h"]` comes
-  from `unstack_layers`: XLA then reads every weight and cache slot where it
-  lies, where the scan copies each layer's slice out of the stacked arrays
-  on every call (on CPU that copying costs more than the decoding itself).
+  Returns (x, cache, [each block's output]). Used for decoding, on the
+  parameters of `unstack_layers`, and with `scan_layers=False`, on slices of
+  the stacked ones. XLA then reads every weight and cache slot where it lies,
+  where the scan copies each layer's slice out of the stacked arrays on every
+  call and stacks every layer's activations for the backward pass (on CPU
+  that costs more than it saves). `rng` gives the blocks' dropout keys.
   """
-  if not deterministic:
-    raise ValueError("unstacked layers are for inference; train with the "
-                     "stacked parameters")
   if cache is not None and not isinstance(cache["k"], (list, tuple)):
     raise ValueError("unstacked layers need the per-layer cache of "
                      "init_layer_caches")
+
+  def block(layer_params, x, layer_cache, key):
+    rngs = None if key is None else {"dropout": key}
+    x, (layer_cache, _) = Block(
+        cfg, deterministic, heads_major=True, parent=None).apply(
+            {"params": layer_params}, x, layer_cache, bias, cache_index,
+            rngs=rngs)
+    return x, layer_cache
+
+  if cfg.remat and cache is None:
+    block = jax.checkpoint(block, prevent_cse=False,
+                           policy=jax.checkpoint_policies.nothing_saveable)
   outputs, keys, values = [], [], []
   for i, layer_params in enumerate(layers):
     layer_cache = None if cache is None else {
         name: cache[name][i] for name in cache}
-    block = Block(cfg, heads_major=True, parent=None)
-    x, (layer_cache, _) = block.apply({"params": layer_params}, x,
-                                      layer_cache, bias, cache_index)
+    x, layer_cache = block(layer_params, x, layer_cache, None if rng is None
+                           else jax.random.fold_in(rng, i))
     outputs.append(x)
     if layer_cache is not None:
       keys.append(layer_cache["k"])
@@ -490,29 +507,6 @@ def _unrolled_blocks(cfg, layers, x, cache, bias, cache_index,
   if cache is not None:
     cache = {**cache, "k": tuple(keys), "v": tuple(values)}
   return x, cache, outputs
-
-
-def _sliced_blocks(cfg, stacked, x, bias, deterministic, rng):
-  """The blocks one after another on slices of the stacked parameters.
-
-  Same parameters, same results as the scan (up to float rounding); the
-  full-sequence path when `scan_layers` is off. Returns (x, [outputs]).
-  """
-  def block(layer_params, x, key):
-    rngs = None if key is None else {"dropout": key}
-    return Block(cfg, deterministic, parent=None).apply(
-        {"params": layer_params}, x, None, bias, 0, rngs=rngs)[0]
-
-  if cfg.remat:
-    block = jax.checkpoint(block, prevent_cse=False,
-                           policy=jax.checkpoint_policies.nothing_saveable)
-  outputs = []
-  for i in range(cfg.n_layer):
-    layer_params = jax.tree.map(lambda p, i=i: p[i], stacked)
-    x = block(layer_params, x, None if rng is None else
-              jax.random.fold_in(rng, i))
-    outputs.append(x)
-  return x, outputs
 
 
 def unstack_layers(params) -> dict:
