@@ -392,14 +392,9 @@ class Bot:
     jobs = self._take(report)
     if not jobs:
       return
-    if not self.dry_run:
-      try:
-        self.budget.check()
-      except PostCapDeferred as e:
-        report.deferred += [j.key for j in jobs]
-        report.stopped = str(e)
-        log.info("not posting now: %s", e)
-        return
+    if not self.dry_run and self._capped([j.key for j in jobs], report):
+      log.info("not posting now: %s", report.stopped)
+      return
     contexts = [self._context(job) for job in jobs]
     # What users sent moves the mood before the bot answers.
     said = [(c, c["user_text"]) for c in contexts if c["from_user"]]
@@ -419,11 +414,7 @@ class Bot:
         continue
       self.store.save_plan(job.key, plan)
       self._crash_point("after_plan")
-      try:
-        self.budget.check()
-      except PostCapDeferred as e:
-        report.deferred.append(job.key)
-        report.stopped = str(e)
+      if self._capped([job.key], report):
         continue
       self._send(self.store.job(job.key), plan, report)
 
@@ -613,18 +604,24 @@ class Bot:
 
   # ---- sending and reconciling -------------------------------------------------------
 
+  def _capped(self, keys: list, report: PassReport) -> bool:
+    """Whether the day's post cap stops posting now; if so the jobs `keys`
+    are reported deferred, with the reason."""
+    try:
+      self.budget.check()
+    except PostCapDeferred as e:
+      report.deferred += keys
+      report.stopped = str(e)
+      return True
+    return False
+
   def _send(self, job, plan: dict, report: PassReport) -> None:
     if job.attempts >= MAX_ATTEMPTS:
       self.store.skip(job.key, f"gave up after {job.attempts} attempts")
       report.failed.append(job.key)
       return
-    if plan["state"] != "draft":
-      try:
-        self.budget.check()
-      except PostCapDeferred as e:
-        report.deferred.append(job.key)
-        report.stopped = str(e)
-        return
+    if plan["state"] != "draft" and self._capped([job.key], report):
+      return
     self.store.mark_sending(job.key)
     try:
       post_id = self._execute(plan)
