@@ -29,9 +29,9 @@ because nothing is sliced out of a stacked array, transposed or copied per
 step. That cache may also carry a shared prefix ("prefix_k", "prefix_v":
 such arrays of P rows and Sp slots, P dividing B): rows b with the same
 b // (B / P) share prefix row b // (B / P), read once for all of them (N
-candidates of one prompt share its keys and values). Slots are then numbered prefix first: `kv_mask`
-is (B, Sp + S), `cache_index` counts from the prefix's start, and writes go
-to the row's own slots.
+candidates of one prompt share its keys and values). Slots are then
+numbered prefix first: `kv_mask` is (B, Sp + S), `cache_index` counts from
+the prefix's start, and writes go to the row's own slots.
 """
 
 import dataclasses

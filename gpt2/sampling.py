@@ -875,8 +875,9 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture)
   out = _generate_jit(
-      prepared_params(config, params), request.ids, request.mask, request.keys, rules.values(),
-      np.float32(2 * rules.mirostat_tau), request.stop, config=config,
+      prepared_params(config, params), request.ids, request.mask,
+      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
+      request.stop, config=config,
       structure=rules.structure(), num_samples=request.num_samples,
       max_new_tokens=request.max_new_tokens, capture=request.capture,
       eot_id=tokenizer.eot_id)
