@@ -12,7 +12,9 @@ or after `max_new_tokens`; the loop ends when every row has stopped.
 
 The decoding runs the model's unrolled form (`gpt2.model.unstack_layers`),
 which reads every weight and cache slot in place; on XLA:CPU the scanned form
-would copy each layer's weights and transpose its cache on every step.
+would copy each layer's weights and transpose its cache on every step. Each
+step is `gpt2.model.decode_step`, which carries the rows as columns so that
+every matmul is weights (out, in) @ activations (in, rows).
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
@@ -525,7 +527,7 @@ def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
   slot = bucket - 1 + t
   ids = jnp.arange(slots)
   kv_mask = state["prompt_slots"] | ((ids >= bucket) & (ids <= slot))[None]
-  out = model_lib.forward(
+  out = model_lib.decode_step(
       config, params, state["feed"][:, None],
       positions=(state["next_position"] + t)[:, None], cache=state["cache"],
       cache_index=slot, kv_mask=kv_mask, capture=capture)

@@ -425,6 +425,53 @@ def test_shared_prefix_cache_equals_full_forward(model):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_decode_step_equals_forward(model, dtype):
+  """The column-layout decoding step (`decode_step`, on `decode_params`)
+  gives what `forward` on the unstacked layers gives: logits, captured
+  hidden states and the written cache, over a shared prefix."""
+  config, params = model
+  config = config.replace(dtype=dtype)
+  # Every parameter moved off its init (biases 0, norms 1) and the
+  # activations made large enough for every term to show.
+  leaves, treedef = jax.tree.flatten(params)
+  noise = np.random.RandomState(0)
+  params = jax.tree.unflatten(treedef, [
+      leaf + 0.3 * noise.standard_normal(leaf.shape).astype(np.float32)
+      for leaf in leaves])
+  layers = M.unstack_layers(params)
+  decoding = S.decode_params(config, params)
+  assert "kernel_t" in decoding["h"][0]["attn"]["c_attn"]
+  rng = np.random.RandomState(1)
+  prefix_ids = rng.randint(0, config.vocab_size, (1, 4))
+  own_ids = rng.randint(0, config.vocab_size, (3, 3))
+  prefix = M.forward(config, layers, jnp.asarray(prefix_ids),
+                     positions=jnp.arange(4)[None],
+                     cache=M.init_layer_caches(config, 1, 4), cache_index=0,
+                     kv_mask=jnp.ones((1, 4), bool)).cache
+  by_forward = by_step = M.init_layer_caches(config, 3, 3, prefix=prefix)
+  kv_mask = np.zeros((3, 7), bool)
+  kv_mask[:, :4] = True
+  kv_mask[0, 1] = False  # a padded prompt slot
+  tol = 2e-4 if dtype == "float32" else 5e-2
+  for t in range(3):
+    kv_mask[:, 4 + t] = True
+    kw = dict(positions=jnp.full((3, 1), 4 + t), cache_index=4 + t,
+              kv_mask=jnp.asarray(kv_mask), capture=(0, config.n_layer))
+    ids = jnp.asarray(own_ids[:, t:t + 1])
+    want = M.forward(config, layers, ids, cache=by_forward, **kw)
+    got = M.decode_step(config, decoding, ids, cache=by_step, **kw)
+    by_forward, by_step = want.cache, got.cache
+    assert got.logits.shape == want.logits.shape
+    np.testing.assert_allclose(got.logits, want.logits, atol=tol, rtol=tol)
+    for layer in (0, config.n_layer):
+      np.testing.assert_allclose(got.hidden[layer], want.hidden[layer],
+                                 atol=tol, rtol=tol)
+    for a, b in zip(jax.tree.leaves(got.cache), jax.tree.leaves(want.cache)):
+      np.testing.assert_allclose(np.asarray(a, np.float32),
+                                 np.asarray(b, np.float32), atol=tol)
+
+
 def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
   """The transposed decoding copy is made once per model: the same params
   reuse it, other params (or the same values as numpy) get their own."""
