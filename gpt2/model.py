@@ -232,25 +232,40 @@ class Attention(nn.Module):
     return out, layer_cache
 
 
-def _merged_heads_attention(q, k, v, bias, cache, cache_index):
+def _merged_heads_attention(q, k, v, bias, cache, cache_index, visible=None):
   """Attention of q, k, v (B, T, H, D) over a merged-heads layer cache (see
   `Attention`, `init_layer_caches`), after writing k, v at `cache_index`;
-  (output (B, T, H, D), the updated cache)."""
+  (output (B, T, H, D), the updated cache).
+
+  The row's own slots may be segments (a tuple of equal arrays, in slot
+  order); then only the first `visible` (static) are read, and the write
+  must fall in the last of them. `bias` covers the prefix and the visible
+  slots.
+  """
   B, T, H, D = q.shape
   dt = q.dtype
   merge = lambda t: t.transpose(0, 2, 1, 3).reshape(B * H, T, D)
   prefix = cache.get("prefix_k")
   n_prefix = 0 if prefix is None else prefix.shape[1]
+  segmented = isinstance(cache["k"], (tuple, list))
+  own_k = list(cache["k"]) if segmented else [cache["k"]]
+  own_v = list(cache["v"]) if segmented else [cache["v"]]
+  visible = len(own_k) if visible is None else visible
+  last = visible - 1
+  seg_len = own_k[0].shape[1]
   zero = jnp.zeros((), jnp.int32)
-  slot = jnp.asarray(cache_index, jnp.int32) - n_prefix
-  keys = jax.lax.dynamic_update_slice(
-      cache["k"], merge(k).astype(cache["k"].dtype), (zero, slot, zero))
-  values = jax.lax.dynamic_update_slice(
-      cache["v"], merge(v).astype(cache["v"].dtype), (zero, slot, zero))
-  cache = {**cache, "k": keys, "v": values}
+  idx = (zero, jnp.asarray(cache_index, jnp.int32) - n_prefix - last * seg_len,
+         zero)
+  own_k[last] = jax.lax.dynamic_update_slice(
+      own_k[last], merge(k).astype(own_k[last].dtype), idx)
+  own_v[last] = jax.lax.dynamic_update_slice(
+      own_v[last], merge(v).astype(own_v[last].dtype), idx)
+  cache = {**cache, "k": tuple(own_k) if segmented else own_k[0],
+           "v": tuple(own_v) if segmented else own_v[0]}
   q_rows = merge(q)  # (B H, T, D)
-  scores = jnp.einsum("ntd,nsd->nts", q_rows, keys.astype(dt),
-                      preferred_element_type=jnp.float32).reshape(B, H, T, -1)
+  scores = [jnp.einsum("ntd,nsd->nts", q_rows, keys.astype(dt),
+                       preferred_element_type=jnp.float32).reshape(
+                           B, H, T, -1) for keys in own_k[:visible]]
   if prefix is not None:
     # Each group of G = B / P rows shares one prefix row: its keys and
     # values are read once for the group, not once per row.
@@ -259,17 +274,20 @@ def _merged_heads_attention(q, k, v, bias, cache, cache_index):
     # (B, T, H, D) -> (P H, G T, D): a group's queries against its prefix.
     grouped = q.reshape(P, G, T, H, D).transpose(0, 3, 1, 2, 4).reshape(
         P * H, G * T, D)
-    prefix_scores = jnp.einsum(
+    scores.insert(0, jnp.einsum(
         "nmd,nsd->nms", grouped, prefix.astype(dt),
         preferred_element_type=jnp.float32).reshape(
             P, H, G, T, n_prefix).transpose(0, 2, 1, 3, 4).reshape(
-                B, H, T, n_prefix)
-    scores = jnp.concatenate([prefix_scores, scores], axis=-1)
+                B, H, T, n_prefix))
+  scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
   scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
   probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-  own = probs[..., n_prefix:].reshape(B * H, T, -1)
-  out = jnp.einsum("nts,nsd->ntd", own, values.astype(dt)).reshape(
-      B, H, T, D).transpose(0, 2, 1, 3)
+  out = 0
+  for i, values in enumerate(own_v[:visible]):
+    start = n_prefix + i * seg_len
+    own = probs[..., start:start + seg_len].reshape(B * H, T, -1)
+    out = out + jnp.einsum("nts,nsd->ntd", own, values.astype(dt))
+  out = out.reshape(B, H, T, D).transpose(0, 2, 1, 3)
   if prefix is not None:
     shared = probs[..., :n_prefix].reshape(P, G, H, T, n_prefix).transpose(
         0, 2, 1, 3, 4).reshape(P * H, G * T, n_prefix)
@@ -510,7 +528,8 @@ def _blocks_in_turn(cfg, layers, x, cache, bias, cache_index, deterministic,
 
 
 def decode_step(config: GPT2Config, params, token_ids, *, positions, cache,
-                cache_index, kv_mask, capture: Sequence[int] = ()):
+                cache_index, kv_mask, capture: Sequence[int] = (),
+                segment: Optional[int] = None):
   """`forward` for one new token per row, on decoding parameters
   (`gpt2.sampling.decode_params`: per-layer kernels stored (out, in) as
   `kernel_t`) and the cache of `init_layer_caches`; the same arguments
@@ -520,12 +539,26 @@ def decode_step(config: GPT2Config, params, token_ids, *, positions, cache,
   (out, in) @ (in, B): with a few rows XLA:CPU runs that form about 1.4x
   faster than rows @ (in, out) (one row: the same), and decoding with a few
   candidates is mostly these matmuls.
+
+  With a cache whose own slots are segments (`init_layer_caches(...,
+  segments=n)`), `segment` (static) names the one that `cache_index` falls
+  in; the step reads no later segment (they hold nothing yet), so a loop
+  over the segments in turn reads on average about half of the slots.
   """
   cfg = config
   dt = cfg.compute_dtype
   B = token_ids.shape[0]
   H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
   eps = cfg.layer_norm_epsilon
+  visible = None
+  if isinstance(cache["k"][0], (tuple, list)):
+    if segment is None:
+      raise ValueError("a segmented cache needs the segment being written")
+    visible = segment + 1
+    n_prefix = cache["prefix_k"][0].shape[1] if "prefix_k" in cache else 0
+    seen = n_prefix + visible * cache["k"][0][0].shape[1]
+    kv_mask = jnp.pad(kv_mask, ((0, 0), (0, max(0, seen - kv_mask.shape[1]))))
+    kv_mask = kv_mask[:, :seen]
   S = kv_mask.shape[1]
   slot = jnp.asarray(cache_index, jnp.int32)
   allowed = (jnp.arange(S) <= slot)[None] & kv_mask.astype(bool)
@@ -553,7 +586,7 @@ def decode_step(config: GPT2Config, params, token_ids, *, positions, cache,
     q, k, v = (t.T.reshape(B, 1, H, D) for t in jnp.split(qkv, 3, axis=0))
     layer_cache = {name: cache[name][i] for name in cache}
     out, layer_cache = _merged_heads_attention(q, k, v, bias, layer_cache,
-                                               slot)
+                                               slot, visible)
     x = x + dense(attn["c_proj"], out.reshape(B, C).T)
     h = jax.nn.gelu(dense(mlp["c_fc"], norm(layer["ln_2"], x)),
                     approximate=True)
@@ -590,19 +623,26 @@ def unstack_layers(params) -> dict:
 
 
 def init_layer_caches(config: GPT2Config, batch: int, length: int,
-                      dtype=None, prefix: Optional[dict] = None) -> dict:
+                      dtype=None, prefix: Optional[dict] = None,
+                      segments: int = 1) -> dict:
   """The cache for unstacked layers: {"k", "v": L arrays (B H, S, D)}, rows
   and heads merged (row-major: row b, head h at b H + h).
 
   `prefix`, another such cache with P rows (P dividing B), becomes a shared
   prefix: row b sees prefix row b // (B / P) before its own slots.
+  With `segments` > 1 each layer's own slots are that many arrays of
+  ceil(length / segments) slots, in slot order (for `decode_step`).
   """
   dtype = dtype or config.compute_dtype
   H, D = config.n_head, config.head_dim
-  cache = {"k": tuple(jnp.zeros((batch * H, length, D), dtype)
-                      for _ in range(config.n_layer)),
-           "v": tuple(jnp.zeros((batch * H, length, D), dtype)
-                      for _ in range(config.n_layer))}
+  if segments > 1:
+    size = -(-length // segments)
+    new = lambda: tuple(jnp.zeros((batch * H, size, D), dtype)
+                        for _ in range(segments))
+  else:
+    new = lambda: jnp.zeros((batch * H, length, D), dtype)
+  cache = {"k": tuple(new() for _ in range(config.n_layer)),
+           "v": tuple(new() for _ in range(config.n_layer))}
   if prefix is not None:
     rows = prefix["k"][0].shape[0] // H
     if batch % rows:

@@ -52,6 +52,10 @@ MIN_BUCKET = 16
 # Draws a row may reject (fast top-p / typical-p) before the exact filter.
 MAX_REJECTIONS = 16
 _BLOCK = 256  # vocabulary block for the two-stage inverse-CDF draw
+# The one-call sampler's own cache slots come in up to MAX_SEGMENTS segments
+# of at least SEGMENT_SLOTS (`cache_segments`).
+MAX_SEGMENTS = 2
+SEGMENT_SLOTS = 64
 
 # How many times each jitted program was traced (for the recompile tests).
 trace_counts = {"generate": 0, "prefill": 0, "step": 0}
@@ -467,7 +471,7 @@ def decode_params(config: GPT2Config, params) -> dict:
 
 
 def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
-             max_new_tokens: int, capture: tuple):
+             max_new_tokens: int, capture: tuple, segments: int = 1):
   """Fills a prompt cache with all but the last prompt token; the decoding
   state.
 
@@ -490,7 +494,8 @@ def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
   # Slots: the prompt's bucket - 1, then each row's own: the last prompt
   # token and the new ones.
   cache = model_lib.init_layer_caches(config, n_prompts * num_samples,
-                                      max_new_tokens + 1, prefix=prefix)
+                                      max_new_tokens + 1, prefix=prefix,
+                                      segments=segments)
   prompt_slots = jnp.pad(mask.astype(bool), ((0, 0), (0, max_new_tokens)))
   rows = n_prompts * num_samples
   repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
@@ -515,11 +520,13 @@ def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
 
 
 def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
-          max_new_tokens: int, capture: tuple, eot_id: int):
+          max_new_tokens: int, capture: tuple, eot_id: int,
+          segment: Optional[int] = None):
   """Feeds one token per row and samples the next; returns the new state.
 
   Step t feeds token t-1 (the last prompt token at t = 0) at slot
   bucket - 1 + t, taps its hidden states (position t-1) and samples token t.
+  With a segmented cache, t falls in own-slot segment `segment`.
   """
   t = state["t"]
   rows, slots = state["prompt_slots"].shape
@@ -530,7 +537,7 @@ def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
   out = model_lib.decode_step(
       config, params, state["feed"][:, None],
       positions=(state["next_position"] + t)[:, None], cache=state["cache"],
-      cache_index=slot, kv_mask=kv_mask, capture=capture)
+      cache_index=slot, kv_mask=kv_mask, capture=capture, segment=segment)
   logits = out.logits[:, 0]  # (B, V)
   hidden = {
       layer: jax.lax.dynamic_update_slice(
@@ -587,21 +594,37 @@ def _generate(params, ids, mask, keys, values, mu0, stop, *, config, structure,
   """Prefill and the whole decoding loop in one program, on `params` from
   `decode_params`."""
   trace_counts["generate"] += 1
+  segments = cache_segments(max_new_tokens + 1)
   state = _prefill(params, ids, mask, keys, config=config,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
-                   capture=capture)
+                   capture=capture, segments=segments)
   state["mu"] = jnp.full_like(state["mu"], mu0)
-  step = functools.partial(_step, config=config, structure=structure,
-                           max_new_tokens=max_new_tokens, capture=capture,
-                           eot_id=eot_id)
-  state = jax.lax.while_loop(lambda s: _running(s, capture),
-                             lambda s: step(params, s, values, stop), state)
+  size = -(-(max_new_tokens + 1) // segments)
+  # One loop per segment of the rows' own cache slots: a step then reads
+  # the segments written so far and none after (see `decode_step`).
+  for segment in range(segments):
+    step = functools.partial(
+        _step, config=config, structure=structure,
+        max_new_tokens=max_new_tokens, capture=capture, eot_id=eot_id,
+        segment=segment if segments > 1 else None)
+    end = (segment + 1) * size
+    state = jax.lax.while_loop(
+        lambda s, end=end: _running(s, capture) & (s["t"] < end),
+        lambda s, step=step: step(params, s, values, stop), state)
   return _outputs(state)
 
 
 _STATIC = ("config", "structure", "num_samples", "max_new_tokens", "capture",
            "eot_id")
 _generate_jit = jax.jit(_generate, static_argnames=_STATIC)
+
+
+def cache_segments(slots: int) -> int:
+  """How many segments the one-call sampler splits a row's `slots` own cache
+  slots into: at most MAX_SEGMENTS, none shorter than SEGMENT_SLOTS. Each
+  segment is one more compiled copy of the step, so short budgets keep
+  one."""
+  return max(1, min(MAX_SEGMENTS, slots // SEGMENT_SLOTS))
 
 
 def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, num_samples,

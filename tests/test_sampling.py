@@ -472,6 +472,44 @@ def test_decode_step_equals_forward(model, dtype):
                                  np.asarray(b, np.float32), atol=tol)
 
 
+def test_segmented_cache_decodes_like_the_full_forward(tok):
+  """A long budget splits each row's cache into segments, one decoding loop
+  each (`cache_segments`): greedy tokens, log-probs and hidden states still
+  equal the full forward's, and sampled candidates equal the streaming
+  path's (one segment), seed for seed."""
+  config = M.GPT2Config.preset("tiny", vocab_size=tok.vocab_size,
+                               n_positions=256)
+  params = M.init_params(config, jax.random.PRNGKey(3))
+  new = 2 * S.SEGMENT_SLOTS - 1
+  assert S.cache_segments(new + 1) == 2
+  prompts = [tok.encode("the woods"), tok.encode("and miles to go before I")]
+  results = S.sample(config, params, tok, prompts, max_new_tokens=new,
+                     seed=0, top_k=1, capture=(1,))
+  assert max(len(r.tokens) for r in results) > S.SEGMENT_SLOTS
+  for prompt, result in zip(prompts, results):
+    ids = list(prompt) + result.tokens
+    out = M.forward(config, params, jnp.asarray([ids]), capture=(1,))
+    logp = np.asarray(jax.nn.log_softmax(out.logits[0], axis=-1))
+    first = len(prompt) - 1
+    want = np.argmax(logp[first:first + len(result.tokens)], axis=-1)
+    assert result.tokens == [int(t) for t in want]
+    np.testing.assert_allclose(
+        result.logprobs, logp[first + np.arange(len(ids) - len(prompt)),
+                              result.tokens], atol=1e-4)
+    np.testing.assert_allclose(result.hidden[1],
+                               out.hidden[1][0, len(prompt):], atol=1e-4)
+  kw = dict(num_samples=2, max_new_tokens=new, seed=[5, 6], top_p=0.9)
+  sampled = S.sample(config, params, tok, "I hold with", **kw)
+  streamed = S.stream(config, params, tok, "I hold with", **kw)
+  while True:
+    try:
+      next(streamed)
+    except StopIteration as done:
+      streamed = done.value
+      break
+  assert [r.tokens for r in sampled] == [r.tokens for r in streamed]
+
+
 def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
   """The transposed decoding copy is made once per model: the same params
   reuse it, other params (or the same values as numpy) get their own."""
