@@ -396,6 +396,15 @@ def test_long_prompt_is_left_truncated_with_a_warning(model, tok, caplog):
   assert short.tokens == result.tokens
 
 
+def _prefix_cache(config, layers, prefix_ids):
+  """The unstacked-layer cache of one prompt row `prefix_ids` (1, n)."""
+  n = prefix_ids.shape[1]
+  return M.forward(config, layers, jnp.asarray(prefix_ids),
+                   positions=jnp.arange(n)[None],
+                   cache=M.init_layer_caches(config, 1, n), cache_index=0,
+                   kv_mask=jnp.ones((1, n), bool)).cache
+
+
 def test_shared_prefix_cache_equals_full_forward(model):
   """Two rows share one prefix row; each then decodes its own tokens."""
   config, params = model
@@ -403,10 +412,7 @@ def test_shared_prefix_cache_equals_full_forward(model):
   rng = np.random.RandomState(0)
   prefix_ids = rng.randint(0, config.vocab_size, (1, 5))
   own_ids = rng.randint(0, config.vocab_size, (2, 3))
-  prefix = M.forward(config, layers, jnp.asarray(prefix_ids),
-                     positions=jnp.arange(5)[None],
-                     cache=M.init_layer_caches(config, 1, 5), cache_index=0,
-                     kv_mask=jnp.ones((1, 5), bool)).cache
+  prefix = _prefix_cache(config, layers, prefix_ids)
   cache = M.init_layer_caches(config, 2, 3, prefix=prefix)
   kv_mask = np.zeros((2, 8), bool)
   kv_mask[:, :5] = True
@@ -445,10 +451,7 @@ def test_decode_step_equals_forward(model, dtype):
   rng = np.random.RandomState(1)
   prefix_ids = rng.randint(0, config.vocab_size, (1, 4))
   own_ids = rng.randint(0, config.vocab_size, (3, 3))
-  prefix = M.forward(config, layers, jnp.asarray(prefix_ids),
-                     positions=jnp.arange(4)[None],
-                     cache=M.init_layer_caches(config, 1, 4), cache_index=0,
-                     kv_mask=jnp.ones((1, 4), bool)).cache
+  prefix = _prefix_cache(config, layers, prefix_ids)
   by_forward = by_step = M.init_layer_caches(config, 3, 3, prefix=prefix)
   kv_mask = np.zeros((3, 7), bool)
   kv_mask[:, :4] = True
