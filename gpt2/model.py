@@ -471,11 +471,9 @@ class GPT2(nn.Module):
 
     hidden = None
     if capture:
-      hidden = {}
-      for layer in capture:
-        if not 0 <= layer <= cfg.n_layer:
-          raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
-        hidden[layer] = x_in if layer == 0 else layer_out[layer - 1]
+      _check_capture(cfg, capture)
+      hidden = {layer: x_in if layer == 0 else layer_out[layer - 1]
+                for layer in capture}
     logits = None
     if return_logits:
       x = _layer_norm(cfg, "ln_f")(x)
@@ -483,6 +481,13 @@ class GPT2(nn.Module):
       logits = wte.attend(x.reshape(B * T, -1).astype(
           cfg.compute_dtype)).astype(jnp.float32).reshape(B, T, -1)
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
+
+
+def _check_capture(cfg: GPT2Config, capture: Sequence[int]) -> None:
+  """Layers to tap are 0 (the embedding) to n_layer (the last block)."""
+  for layer in capture:
+    if not 0 <= layer <= cfg.n_layer:
+      raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
 
 
 def _blocks_in_turn(cfg, layers, x, cache, bias, cache_index, deterministic,
@@ -596,9 +601,7 @@ def decode_step(config: GPT2Config, params, token_ids, *, positions, cache,
     values.append(layer_cache["v"])
   hidden = None
   if capture:
-    for layer in capture:
-      if not 0 <= layer <= cfg.n_layer:
-        raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
+    _check_capture(cfg, capture)
     hidden = {layer: taps[layer].T[:, None] for layer in capture}
   # The head reads rows: (B, C) x (V, C) -> (B, V), the form XLA:CPU runs
   # fastest for the (V, C) embedding. The barrier keeps XLA from folding the
