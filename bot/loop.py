@@ -33,14 +33,15 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from bot import choice, mood as mood_lib, npf, text_format
+from bot import choice, mood as mood_lib, text_format
+from bot.tumblr import npf
 from bot.choice import Candidate
-from bot.client import (PostBudget, PostCapDeferred, RateLimited, TumblrClient,
+from bot.tumblr.client import (PostBudget, PostCapDeferred, RateLimited, TumblrClient,
                         TumblrError, post_limits)
 from bot.feed import Feed
 from bot.filters import WordFilter
 from bot.state import Store, Trace
-from bot.thread import ANONYMOUS
+from bot.tumblr.thread import ANONYMOUS
 from gpt2.errors import UserError
 
 log = logging.getLogger("bot.loop")
@@ -754,7 +755,7 @@ def _credentials_check(e: TumblrError, config) -> None:
 def make_client(config, check: bool = True) -> TumblrClient:
   """The Tumblr client for `config`; with `check`, one authenticated call
   first, so wrong keys fail in one line before a model is loaded."""
-  from bot.credentials import load_credentials  # pylint: disable=import-outside-toplevel
+  from bot.tumblr.credentials import load_credentials  # pylint: disable=import-outside-toplevel
   if not config.blog:
     raise UserError("config key `blog` is empty: name the bot's blog")
   creds = load_credentials(config.credentials or None)

@@ -7,7 +7,7 @@ The format (close to nostalgebraist-autoresponder's) writes a thread as:
   left out when the thread has a single turn;
 - each turn as `#i NAME KIND:` (KIND is asked, responded, posted or
   commented), a blank line, and the turn's text in the HTML subset of
-  `bot.html_subset`; turns are separated by a blank line;
+  `bot.tumblr.html_subset`; turns are separated by a blank line;
 - in the last turn only, between the blank line and the text, the line
   `Written 11 PM January 2021 | NAME's tags: #a, #b` and another blank line.
   With no tags the line ends at `tags:`; with no known time it is just
@@ -52,8 +52,8 @@ import datetime
 import re
 from typing import Iterable, List, Mapping, Optional, Sequence, Union
 
-from bot import fields, html_subset, legacy, npf
-from bot.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn,
+from bot.tumblr import fields, html_subset, legacy, npf
+from bot.tumblr.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn,
                         UNKNOWN_AUTHOR)
 from gpt2.tokenizer import EOT
 

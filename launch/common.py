@@ -1,6 +1,7 @@
 """What every launch script shares: one clear line for a user's mistake.
 
-`run(main)` is `absl.app.run(main)`, except that a `UserError` prints
+`run(main)` is `absl.app.run(main)`, except that a `UserError` (the model's,
+`gpt2.errors`, or the Tumblr layer's, `bot.tumblr.errors`) prints
 `error: ...` and exits with status 2, and so do the config-flag mistakes that
 ml_collections raises while absl parses flags, before `main` runs (a
 `--config.key` the config lacks, a config file that cannot be loaded).
@@ -11,6 +12,7 @@ import sys
 
 from absl import app
 
+from bot.tumblr.errors import UserError as TumblrUserError
 from gpt2.errors import UserError
 
 
@@ -22,7 +24,7 @@ def run(main):
     started.append(True)
     try:
       return main(argv)
-    except UserError as e:
+    except (UserError, TumblrUserError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 

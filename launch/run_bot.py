@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bot import loop
-from bot.client import TumblrError
+from bot.tumblr.client import TumblrError
 from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bot.py",

@@ -11,7 +11,7 @@ TUMBLR_OAUTH_TOKEN / TUMBLR_OAUTH_SECRET) environment variables.
 
 from absl import flags
 
-from bot import credentials, scrape
+from bot.tumblr import credentials, scrape
 from gpt2.errors import UserError
 from launch import common
 

@@ -16,7 +16,7 @@ import json
 from absl import flags, logging
 from ml_collections import config_flags
 
-from bot.head_examples import train_from_config
+from bot.corpus.head_examples import train_from_config
 from gpt2.errors import UserError
 from launch import common
 

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from bot import text_format
-from bot.thread import ASKED, RESPONDED, Thread, Turn
+from bot.tumblr.thread import ASKED, RESPONDED, Thread, Turn
 from gpt2 import model as model_lib
 from gpt2.tokenizer import Tokenizer
 from gpt2.weights import save_model

@@ -4,10 +4,10 @@ import logging
 
 import pytest
 
-from bot.client import (PostBudget, PostCapDeferred, TumblrClient, TumblrError,
+from bot.tumblr.client import (PostBudget, PostCapDeferred, TumblrClient, TumblrError,
                         post_limits, reset_wait)
-from bot.credentials import Credentials
-from bot.tumblr_server import RateLimit, TumblrServer
+from bot.tumblr.credentials import Credentials
+from bot.tumblr.server import RateLimit, TumblrServer
 
 CREDS = Credentials("ck-public-key", "cs-secret-value", "ot-token-value",
                     "os-secret-value")

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from bot.credentials import Credentials, load_credentials
-from gpt2.errors import UserError
+from bot.tumblr.credentials import Credentials, load_credentials
+from bot.tumblr.errors import UserError
 
 VALUES = {"consumer_key": "ck-123", "consumer_secret": "cs-secret",
           "oauth_token": "ot-123", "oauth_secret": "os-secret"}

@@ -1,6 +1,6 @@
 """The bot end to end: a tiny real GPT-2 against the local Tumblr API server.
 
-Everything goes over real HTTP to `bot.tumblr_server` on 127.0.0.1; the model
+Everything goes over real HTTP to `bot.tumblr.server` on 127.0.0.1; the model
 is a tiny GPT-2 trained for a few seconds on the bot's text format (see
 bot_loop_helpers.py), sampled by gpt2.sampling. Crashes are real: a
 `launch.run_bot` subprocess is SIGKILLed at a crash point and restarted.
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from bot import loop, ml, text_format
-from bot.client import TumblrClient
-from bot.credentials import Credentials
+from bot.tumblr.client import TumblrClient
+from bot.tumblr.credentials import Credentials
 from bot.state import Store, Trace
-from bot.thread import ASKED, Thread, Turn
-from bot.tumblr_server import RateLimit, TumblrServer
+from bot.tumblr.thread import ASKED, Thread, Turn
+from bot.tumblr.server import RateLimit, TumblrServer
 from configs import bot as bot_configs
 from tests import bot_loop_helpers as helpers
 

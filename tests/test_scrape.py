@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from bot import scrape
-from bot.credentials import Credentials
-from bot.tumblr_server import RateLimit, TumblrServer
-from gpt2.errors import UserError
+from bot.tumblr import scrape
+from bot.tumblr.credentials import Credentials
+from bot.tumblr.server import RateLimit, TumblrServer
+from bot.tumblr.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CREDENTIALS = Credentials("consumer-key-0123456789", "consumer-secret-abc",

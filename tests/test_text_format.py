@@ -2,16 +2,19 @@
 
 import html
 import json
+import os
 import re
 import time
 
 import pytest
 
-from bot import html_subset, npf, text_format
-from bot.thread import Thread, Turn
+from bot import text_format
+from bot.tumblr import html_subset, npf
+from bot.tumblr.thread import Thread, Turn
 from gpt2.tokenizer import EOT
 
-REFERENCE = "/work/shared/reference"
+# Tumblr's docs (Apache-2.0), copied with their licence: see NOTICE.md there.
+REFERENCE = os.path.join(os.path.dirname(__file__), "data", "tumblr-docs")
 JAN_7_2021_11PM = 1610061300  # 2021-01-07 23:15 UTC
 
 # ---- the golden string ------------------------------------------------------

@@ -8,9 +8,10 @@ import pytumblr2
 import requests
 from requests_oauthlib import OAuth1
 
-from bot import npf, text_format
-from bot.credentials import Credentials
-from bot.tumblr_server import RateLimit, TumblrServer
+from bot import text_format
+from bot.tumblr import npf
+from bot.tumblr.credentials import Credentials
+from bot.tumblr.server import RateLimit, TumblrServer
 from gpt2.tokenizer import EOT
 
 CREDENTIALS = Credentials("consumer-key-0123456789", "consumer-secret-abc",

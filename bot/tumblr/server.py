@@ -60,9 +60,9 @@ from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 
-from bot import fields, html_subset, npf
-from bot.credentials import Credentials
-from bot.thread import ANONYMOUS
+from bot.tumblr import fields, html_subset, npf
+from bot.tumblr.credentials import Credentials
+from bot.tumblr.thread import ANONYMOUS
 
 # Authentication levels of routes.
 API_KEY = "api_key"  # OAuth1 or an api_key parameter

@@ -27,8 +27,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Set
 import requests
 import tqdm
 
-from bot import fields
-from gpt2.errors import UserError
+from bot.tumblr import fields
+from bot.tumblr.errors import UserError
 
 PAGE_SIZE = 20  # the API's largest page
 _SERVER_ERROR_RETRIES = 5

@@ -18,7 +18,7 @@ import os
 import stat
 from typing import Mapping, Optional
 
-from gpt2.errors import UserError
+from bot.tumblr.errors import UserError
 
 FIELDS = ("consumer_key", "consumer_secret", "oauth_token", "oauth_secret")
 ENV_VARS = {f: "TUMBLR_" + f.upper() for f in FIELDS}

@@ -49,7 +49,7 @@ def post_example(post: dict) -> dict:
   """
   # pylint: disable=import-outside-toplevel
   from bot import text_format
-  from bot.thread import ASKED, COMMENTED, POSTED, RESPONDED
+  from bot.tumblr.thread import ASKED, COMMENTED, POSTED, RESPONDED
   thread = text_format.post_to_thread(post)
   document = text_format.format_thread(thread)
   last = thread.turns[-1]

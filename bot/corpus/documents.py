@@ -18,7 +18,7 @@ import re
 from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
 
 from bot import text_format
-from bot.thread import Thread
+from bot.tumblr.thread import Thread
 
 _TAG = re.compile(r"<[^>]+>")
 

@@ -26,7 +26,7 @@ UNKNOWN_AUTHOR = "unknown"
 class Turn:
   """One author's contribution to a thread.
 
-  `text` is in the HTML subset of `bot.html_subset` (its canonical form).
+  `text` is in the HTML subset of `bot.tumblr.html_subset` (its canonical form).
   `tags` and `timestamp` are those of the post the turn was written in, when
   known: the API gives tags only for the post itself, not for trail items.
   """

@@ -17,8 +17,8 @@ import random
 import re
 from typing import Iterator, List, Optional, Tuple
 
-from bot import html_subset
-from bot.thread import ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn
+from bot.tumblr import html_subset
+from bot.tumblr.thread import ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn
 from gpt2 import data
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")

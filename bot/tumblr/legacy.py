@@ -14,10 +14,10 @@ import html
 import html.parser
 from typing import List, Optional, Tuple, Union
 
-from bot import fields, html_subset
-from bot.html_subset import Block
-from bot.npf import blog_name
-from bot.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
+from bot.tumblr import fields, html_subset
+from bot.tumblr.html_subset import Block
+from bot.tumblr.npf import blog_name
+from bot.tumblr.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
                         UNKNOWN_AUTHOR, Turn)
 
 

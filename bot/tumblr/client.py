@@ -37,7 +37,7 @@ DEFAULT_HOST = "https://api.tumblr.com"
 USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
 DAILY_POST_CAP = 250
 
-log = logging.getLogger("bot.client")
+log = logging.getLogger("bot.tumblr.client")
 # These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
 _CHATTY_LOGGERS = ("oauthlib", "requests_oauthlib", "urllib3")
 

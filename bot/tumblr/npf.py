@@ -10,9 +10,9 @@ keeps within NPF's limits: at most 4096 code points a text block.
 import urllib.parse
 from typing import Any, List, Optional, Sequence, Tuple
 
-from bot import fields, html_subset
-from bot.html_subset import Block, Format
-from bot.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
+from bot.tumblr import fields, html_subset
+from bot.tumblr.html_subset import Block, Format
+from bot.tumblr.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
                         UNKNOWN_AUTHOR, Turn)
 
 TEXT_BLOCK_LIMIT = 4096  # code points
