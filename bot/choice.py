@@ -10,7 +10,9 @@ In order, as the original did:
      the current mood allows;
   3. epsilon-greedy over the calibrated selector probabilities: with
      probability epsilon (per job type) a uniformly random survivor, else
-     the most likely to be liked.
+     the most likely to be liked. Without a selector head (candidates with
+     no selector score) the best is the one the generator found most
+     likely: the highest mean log-probability per token.
 Every candidate gets a verdict ("kept" or why it was dropped) so the trace and
 the feed can say why the winner won. All functions here are pure; the random
 draw comes from the `rng` passed in.
@@ -29,7 +31,7 @@ _WORDS = re.compile(r"[^\w]+")
 class Candidate:
   """One sampled post and what the models said about it."""
   text: str
-  selector: float = 0.5     # P(liked), calibrated
+  selector: Optional[float] = None  # P(liked), calibrated; None: no head
   sentiment: float = 0.5    # P(positive)
   mean_logprob: Optional[float] = None
   verdict: str = "kept"
@@ -122,22 +124,30 @@ def mood_rejections(candidates: Sequence[Candidate]) -> int:
   return sum(c.verdict.startswith("mood:") for c in candidates)
 
 
+def _ranking(candidates: Sequence[Candidate], kept: list) -> tuple:
+  """How kept candidates are ranked: (name, score of candidate i)."""
+  if all(candidates[i].selector is not None for i in kept):
+    return "selector probability", lambda i: candidates[i].selector
+  return "mean log-probability", lambda i: (
+      -float("inf") if candidates[i].mean_logprob is None
+      else candidates[i].mean_logprob)
+
+
 def epsilon_greedy(candidates: Sequence[Candidate], epsilon: float,
                    rng: random.Random) -> Decision:
   """Picks among the kept candidates: explore with prob. epsilon, else best."""
   kept = [i for i, c in enumerate(candidates) if c.verdict == "kept"]
   if not kept:
     return Decision(None, "no candidate survived the screens", 0)
-  best = max(kept, key=lambda i: candidates[i].selector)
+  name, score = _ranking(candidates, kept)
+  best = max(kept, key=score)
   if len(kept) > 1 and rng.random() < epsilon:
     pick = rng.choice(kept)
     return Decision(pick, f"explore (epsilon={epsilon:g}): random among "
-                    f"{len(kept)} survivors; selector "
-                    f"{candidates[pick].selector:.3f} vs best "
-                    f"{candidates[best].selector:.3f}", len(kept))
-  runner_up = max((candidates[i].selector for i in kept if i != best),
-                  default=None)
-  why = f"highest selector probability {candidates[best].selector:.3f}"
+                    f"{len(kept)} survivors; {name} {score(pick):.3f} vs "
+                    f"best {score(best):.3f}", len(kept))
+  runner_up = max((score(i) for i in kept if i != best), default=None)
+  why = f"highest {name} {score(best):.3f}"
   if runner_up is not None:
     why += f" (next {runner_up:.3f}) among {len(kept)} survivors"
   return Decision(best, why, len(kept))
@@ -147,13 +157,15 @@ def reblog_gate(winner: Candidate, *, min_selector: float, gate_prob: float,
                 rng: random.Random) -> tuple:
   """Dashboard reblogs need the selector and the config's coin to agree.
 
-  Returns (reblog?, reason).
+  Returns (reblog?, reason). Without a selector head only the coin counts.
   """
-  if winner.selector < min_selector:
+  if winner.selector is not None and winner.selector < min_selector:
     return False, (f"selector {winner.selector:.3f} below the reblog "
                    f"threshold {min_selector:.3f}")
   draw = rng.random()
   if draw >= gate_prob:
     return False, f"probability gate said no ({draw:.3f} >= {gate_prob:g})"
+  if winner.selector is None:
+    return True, f"no selector head; gate {draw:.3f} < {gate_prob:g}"
   return True, (f"selector {winner.selector:.3f} >= {min_selector:.3f} and "
                 f"gate {draw:.3f} < {gate_prob:g}")

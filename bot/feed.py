@@ -124,6 +124,10 @@ class Feed:
     return path
 
 
+def _score(value) -> str:
+  return "–" if value is None else f"{value:.3f}"
+
+
 def _entry_html(entry: dict) -> str:
   esc = html.escape
   state = entry.get("state") or "none"
@@ -133,8 +137,8 @@ def _entry_html(entry: dict) -> str:
     cls = " class='winner'" if i == winner else ""
     rows.append(
         f"<tr{cls}><td>{i}</td><td class='text'>{esc(c.get('text', ''))}</td>"
-        f"<td>{c.get('selector', 0):.3f}</td>"
-        f"<td>{c.get('sentiment', 0):.3f}</td>"
+        f"<td>{_score(c.get('selector'))}</td>"
+        f"<td>{_score(c.get('sentiment'))}</td>"
         f"<td>{esc(c.get('verdict', ''))}</td></tr>")
   answer = ""
   if winner is not None and entry.get("candidates"):

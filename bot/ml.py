@@ -2,10 +2,12 @@
 
 The loop talks to two small interfaces:
   - `Generator.generate(prompts, n, seed)`: n continuations per prompt, in
-    one sampler call;
-  - `Scorer.score(samples)`: the calibrated selector probability and the
-    sentiment (as P(positive)) of each sample; `Scorer.sentiment(texts)`:
-    the sentiment of what users send.
+    one sampler call; `seed` is an int or one per prompt, and a prompt's
+    candidate r is sampled with its seed + r, whatever else is in the
+    batch;
+  - `Scorer.score(samples)`: the calibrated selector probability (None
+    without a selector head) and the sentiment (as P(positive)) of each
+    sample; `Scorer.sentiment(texts)`: the sentiment of what users send.
 `LocalModel` implements both in this process (gpt2.sampling + selector
 heads, scoring from the hidden states the sampler already computed).
 `RemoteModel` implements both over HTTP against `ModelServer`
@@ -22,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence, Union
 
 import numpy as np
 import requests
@@ -48,14 +50,14 @@ class Sample:
 class Generator(Protocol):
 
   def generate(self, prompts: Sequence[str], n: int, *,
-               seed: int) -> list:
+               seed: Union[int, Sequence[int]]) -> list:
     """[[Sample] * n for each prompt]."""
 
 
 class Scorer(Protocol):
 
   def score(self, samples: Sequence[Sample]) -> list:
-    """[(selector P(liked), sentiment P(positive))] per sample."""
+    """[(selector P(liked) or None, sentiment P(positive))] per sample."""
 
   def sentiment(self, texts: Sequence[str]) -> list:
     """P(positive) per text."""
@@ -141,21 +143,25 @@ class LocalModel:
   def capture(self) -> tuple:
     return tuple(self.heads.layers) if self.heads is not None else ()
 
-  def generate(self, prompts: Sequence[str], n: int, *, seed: int) -> list:
+  def generate(self, prompts: Sequence[str], n: int, *,
+               seed: Union[int, Sequence[int]]) -> list:
     from gpt2 import sampling  # pylint: disable=import-outside-toplevel
     if not prompts:
       return []
     s = self.settings
+    seeds = prompt_seeds(seed, len(prompts), n)
     self.batches.append(len(prompts))
     padded = list(prompts)
     size = max(1, s.min_prompts)
     while size < len(padded):
       size *= 2
     padded += [padded[-1]] * (size - len(padded))
+    seeds += [seeds[-1]] * (size - len(seeds))
     results = sampling.sample(
         self.model.config, self.model.params, self.model.tokenizer,
         padded, num_samples=n, max_new_tokens=s.max_new_tokens,
-        seed=seed, rules=s.rules(), capture=self.capture)
+        seed=[p + r for p in seeds for r in range(n)], rules=s.rules(),
+        capture=self.capture)
     out = []
     for i, prompt in enumerate(prompts):
       out.append([Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
@@ -168,7 +174,7 @@ class LocalModel:
     samples = list(samples)
     if not samples:
       return []
-    selector = [0.5] * len(samples)
+    selector = [None] * len(samples)
     sentiment = None
     if self.heads is not None:
       if all(s.hidden for s in samples):
@@ -202,6 +208,18 @@ class LocalModel:
             "heads": [h.kind for h in self.heads.heads] if self.heads else []}
 
 
+def prompt_seeds(seed: Union[int, Sequence[int]], prompts: int,
+                 n: int) -> list:
+  """One seed per prompt: a list as given, or from an int, prompt i's is
+  seed + i n (so its candidates' seeds follow on from the last prompt's)."""
+  if isinstance(seed, (int, np.integer)):
+    return [int(seed) + i * n for i in range(prompts)]
+  seeds = [int(s) for s in seed]
+  if len(seeds) != prompts:
+    raise ValueError(f"{len(seeds)} seeds for {prompts} prompts")
+  return seeds
+
+
 def _finite(x) -> Optional[float]:
   """A float for JSON: None for NaN (an empty candidate has no log-prob)."""
   x = float(x)
@@ -231,17 +249,21 @@ class RemoteModel:
                          f"{resp.status_code} {resp.text[:200]}")
     return resp.json()
 
-  def generate(self, prompts: Sequence[str], n: int, *, seed: int) -> list:
+  def generate(self, prompts: Sequence[str], n: int, *,
+               seed: Union[int, Sequence[int]]) -> list:
     if not prompts:
       return []
+    seeds = prompt_seeds(seed, len(prompts), n)
     data = self._post("/generate", {"prompts": list(prompts), "n": n,
-                                    "seed": seed})
+                                    "seeds": seeds})
     return [[Sample(prompt=p, **c) for c in per_prompt]
             for p, per_prompt in zip(prompts, data["candidates"])]
 
   def score(self, samples: Sequence[Sample]) -> list:
     samples = list(samples)
-    missing = [s for s in samples if s.selector is None or s.sentiment is None]
+    # The server scores what it samples (a sentiment always; a selector
+    # probability when it has the head).
+    missing = [s for s in samples if s.sentiment is None]
     if missing:
       data = self._post("/score", {"texts": [s.raw for s in missing],
                                    "prompts": [s.prompt for s in missing]})
@@ -267,7 +289,7 @@ class RemoteModel:
 class _Request:
   prompts: list
   n: int
-  seed: int
+  seed: list  # one per prompt
   done: threading.Event = dataclasses.field(default_factory=threading.Event)
   result: Optional[list] = None
   error: Optional[BaseException] = None
@@ -277,7 +299,10 @@ class ModelServer:
   """Serves a LocalModel over HTTP; generation requests are batched.
 
   Requests that arrive while the sampler is busy (or within `window_s` of
-  each other) and ask for the same n are merged into one sampler call.
+  each other) and ask for the same n are merged into one sampler call; each
+  request keeps its own seeds, so it gets the candidates it gets alone
+  (where the merged call has the same shapes; a different batch or prompt
+  bucket can change the float rounding, and so, rarely, a token).
   """
 
   def __init__(self, model: LocalModel, host: str = "127.0.0.1",
@@ -332,9 +357,11 @@ class ModelServer:
       for r in held:
         self._queue.put(r)
       prompts = [p for r in batch for p in r.prompts]
+      seeds = [s for r in batch
+               for s in prompt_seeds(r.seed, len(r.prompts), r.n)]
       try:
         with self._model_lock:
-          samples = self.model.generate(prompts, first.n, seed=first.seed)
+          samples = self.model.generate(prompts, first.n, seed=seeds)
           flat = [s for per_prompt in samples for s in per_prompt]
           scores = self.model.score(flat)
         for s, (sel, sen) in zip(flat, scores):
@@ -352,8 +379,10 @@ class ModelServer:
         r.done.set()
 
   def _generate(self, body: dict) -> dict:
-    req = _Request(prompts=[str(p) for p in body["prompts"]],
-                   n=int(body["n"]), seed=int(body.get("seed", 0)))
+    prompts = [str(p) for p in body["prompts"]]
+    n = int(body["n"])
+    req = _Request(prompts=prompts, n=n, seed=prompt_seeds(
+        body.get("seeds", body.get("seed", 0)), len(prompts), n))
     self._queue.put(req)
     req.done.wait()
     if req.error is not None:

@@ -9,16 +9,25 @@ posts, a dashboard post, an original post for the queue. Its life:
       ├──> skipped (nothing worth posting, or it failed too often)
       └──> dry_run (a dry run planned it; a live pass redoes it)
 
+    drafted ──> chosen   the operator accepted the draft (the plan publishes it)
+    drafted ──> review   the operator asked for new candidates (review is
+                         work like seen; the draft is edited in place)
+    drafted ──> done     the operator published the draft on Tumblr
+    drafted ──> skipped  the operator deleted the draft
+
 `record_job` writes the job before any work starts; `save_plan` stores what
 the bot decided to post before it calls the API; `mark_sending` is committed
 right before the write request; `finish` only after the API confirmed it. A
-crash leaves a job in `seen`, `chosen` or `sending`; the loop redoes the
-first two and reconciles the third with the API (did the post land?), so no
-ask is answered twice or lost. Drafted jobs come back through review
-(`review` status) when an operator tags the draft.
+crash leaves a job in `seen`, `review`, `chosen` or `sending`; the loop
+redoes the first three and reconciles the last with the API (did the post
+land?), so no job is posted twice or lost. Every transition is one
+transaction that names the statuses it may start from, and fails loudly if
+the job is elsewhere.
 
-Every transition is one transaction; `Trace` appends a JSON line per decision
-(all candidates, their scores, the mood and why the winner won).
+Mood events of dry runs are kept apart (`dry_run` = 1): a live pass neither
+counts them nor is blocked by them, and only live passes save mood states.
+`Trace` appends a JSON line per decision (all candidates, their scores, the
+mood and why the winner won).
 """
 
 import contextlib
@@ -27,10 +36,12 @@ import json
 import os
 import sqlite3
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
+from bot.records import Job, Plan
 from gpt2.errors import UserError
 
+# Statuses with work left for a pass.
 PENDING = ("seen", "chosen", "sending", "review")
 
 _SCHEMA = """
@@ -75,11 +86,16 @@ CREATE TABLE IF NOT EXISTS meta (
   value TEXT NOT NULL
 );
 """
-
-
-class Job(dict):
-  """A row of `jobs` with payload and plan decoded (a dict with attributes)."""
-  __getattr__ = dict.__getitem__
+# Columns added since the first schema: (table, column, declaration). A
+# state file written by an older version gains them when it is opened.
+_ADDED_COLUMNS = (
+    ("jobs", "rejected", "TEXT"),
+    ("jobs", "retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("mood_events", "dry_run", "INTEGER NOT NULL DEFAULT 0"),
+)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_post_id ON jobs (post_id);
+"""
 
 
 class Store:
@@ -97,10 +113,34 @@ class Store:
       self._db.execute("PRAGMA journal_mode=WAL")
       self._db.execute("PRAGMA synchronous=FULL")
       self._db.executescript(_SCHEMA)
+      self._migrate()
+      self._db.executescript(_INDEXES)
     except sqlite3.DatabaseError as e:
       raise UserError(f"state: {path} is not a usable SQLite file ({e})")
     self._db.row_factory = sqlite3.Row
     self._lock_file = None
+
+  def _migrate(self) -> None:
+    """Brings a state file of an older version up to this schema."""
+    with self._tx() as db:
+      for table, column, declaration in _ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+          db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+      # Older versions kept review decisions in the payload, and left an
+      # accepted draft in `review` if they crashed before planning it: back
+      # to `drafted`, where the next pass reads the operator's tag again.
+      rows = db.execute("SELECT key, status, payload FROM jobs WHERE "
+                        "payload LIKE '%\"review\"%'").fetchall()
+      for key, status, payload in rows:
+        payload = json.loads(payload)
+        review = payload.pop("review", None)
+        rejected = [payload.pop("rejected")] if payload.get("rejected") else []
+        if status == "review" and review == "accept":
+          status = "drafted"
+        db.execute("UPDATE jobs SET status = ?, payload = ?, rejected = ? "
+                   "WHERE key = ?", (status, json.dumps(payload),
+                                     json.dumps(rejected), key))
 
   def close(self):
     self.unlock()
@@ -153,7 +193,8 @@ class Store:
                            (key,)).fetchone()
     return _job(row) if row else None
 
-  def jobs(self, statuses=PENDING, kind: Optional[str] = None) -> list:
+  def jobs(self, statuses: Sequence[str] = PENDING,
+           kind: Optional[str] = None) -> list:
     """Jobs in the given statuses, oldest first."""
     marks = ",".join("?" * len(statuses))
     sql = f"SELECT * FROM jobs WHERE status IN ({marks})"
@@ -174,14 +215,25 @@ class Store:
       args.append(kind)
     return self._db.execute(sql, args).fetchone()[0]
 
-  def _set(self, key: str, expect: tuple, **fields) -> None:
+  def post_owner(self, post_id: str) -> Optional[str]:
+    """The job whose post `post_id` is, if the bot recorded it as its own."""
+    row = self._db.execute("SELECT key FROM jobs WHERE post_id = ?",
+                           (str(post_id),)).fetchone()
+    return row[0] if row else None
+
+  def _set(self, key: str, expect: tuple, sets: str = "", args=(),
+           **fields) -> None:
+    """Moves one job from one of the `expect` statuses, setting `fields`
+    (and the SQL assignments `sets` with their `args`); raises if the job is
+    not in one of them, so a transition never silently does nothing."""
     fields["updated"] = self._clock()
-    sets = ", ".join(f"{k} = ?" for k in fields)
+    assignments = [f"{k} = ?" for k in fields] + ([sets] if sets else [])
     marks = ",".join("?" * len(expect))
     with self._tx() as db:
       cur = db.execute(
-          f"UPDATE jobs SET {sets} WHERE key = ? AND status IN ({marks})",
-          [*fields.values(), key, *expect])
+          f"UPDATE jobs SET {', '.join(assignments)} WHERE key = ? AND "
+          f"status IN ({marks})",
+          [*fields.values(), *args, key, *expect])
       if cur.rowcount != 1:
         row = db.execute("SELECT status FROM jobs WHERE key = ?",
                          (key,)).fetchone()
@@ -189,10 +241,10 @@ class Store:
                            f"{row[0] if row else 'nowhere'} (wanted one of "
                            f"{expect})")
 
-  def save_plan(self, key: str, plan: dict) -> None:
+  def save_plan(self, key: str, plan: Plan) -> None:
     """Stores what the bot will post; from here a restart reuses the plan."""
     self._set(key, ("seen", "chosen", "review", "dry_run"), status="chosen",
-              plan=json.dumps(plan))
+              plan=json.dumps(plan.to_dict()))
 
   def mark_dry_run(self, key: str) -> None:
     """A dry run planned this job; a live pass will do it for real."""
@@ -200,23 +252,23 @@ class Store:
 
   def mark_sending(self, key: str) -> None:
     """Committed right before the write request: a crash now means 'reconcile'."""
-    with self._tx() as db:
-      db.execute("UPDATE jobs SET status = 'sending', attempts = attempts + 1,"
-                 " updated = ? WHERE key = ? AND status IN ('chosen',"
-                 " 'sending')", (self._clock(), key))
+    self._set(key, ("chosen", "sending"), "attempts = attempts + 1",
+              status="sending")
 
   def finish(self, key: str, post_id: Optional[str], status: str = "done",
              counts_as_post: bool = True, post_state: str = "published",
-             note: Optional[str] = None) -> None:
+             note: Optional[str] = None, expect: tuple = ("sending",)
+             ) -> None:
     """After the API confirmed: done (or drafted), and counted for the cap."""
     if status not in ("done", "drafted"):
       raise ValueError(status)
     now = self._clock()
     with self._tx() as db:
+      marks = ",".join("?" * len(expect))
       cur = db.execute(
           "UPDATE jobs SET status = ?, post_id = ?, note = ?, updated = ? "
-          "WHERE key = ? AND status = 'sending'",
-          (status, post_id, note, now, key))
+          f"WHERE key = ? AND status IN ({marks})",
+          (status, post_id, note, now, key, *expect))
       if cur.rowcount != 1:
         raise RuntimeError(f"job {key}: finish without sending")
       if counts_as_post:
@@ -224,16 +276,39 @@ class Store:
                    "VALUES (?, ?, ?, ?)", (now, key, post_state, post_id))
 
   def skip(self, key: str, note: str) -> None:
-    """Nothing will be posted for this job (and it is not retried)."""
-    self._set(key, ("seen", "chosen", "review", "dry_run"), status="skipped",
-              note=note)
+    """Nothing will be posted for this job (and it is not retried).
 
-  def reopen_for_review(self, key: str, payload_update: dict) -> None:
-    """A drafted job the operator tagged: back to work, keeping its draft id."""
+    A `sending` job is skipped only after reconciliation found that its post
+    did not land (it failed too often).
+    """
+    self._set(key, ("seen", "chosen", "sending", "review", "dry_run"),
+              status="skipped", note=note)
+
+  # -- the operator's review of drafts ---------------------------------------
+
+  def accept_review(self, key: str, plan: Plan) -> None:
+    """The operator accepted a draft: planned in the same transaction, so a
+    crash leaves the job either drafted (the tag is read again) or chosen."""
+    self._set(key, ("drafted",), status="chosen",
+              plan=json.dumps(plan.to_dict()))
+
+  def retry_review(self, key: str, rejected_text: str) -> None:
+    """The operator asked for new candidates: back to work (`review`),
+    keeping the draft's id so the new answer replaces it in place."""
     job = self.job(key)
-    payload = {**job.payload, **payload_update}
-    self._set(key, ("drafted",), status="review", plan=None,
-              payload=json.dumps(payload))
+    rejected = list(job.rejected) + ([rejected_text] if rejected_text else [])
+    self._set(key, ("drafted",), "retries = retries + 1", status="review",
+              plan=None, rejected=json.dumps(rejected))
+
+  def draft_deleted(self, key: str) -> None:
+    """The operator deleted the draft: nothing will be posted."""
+    self._set(key, ("drafted",), status="skipped",
+              note="the operator deleted the draft")
+
+  def draft_published(self, key: str, post_id: str) -> None:
+    """The operator published the draft on Tumblr themselves."""
+    self.finish(key, post_id, note="published by the operator",
+                expect=("drafted",))
 
   # -- posts made (the daily cap) ----------------------------------------------
 
@@ -249,6 +324,7 @@ class Store:
   # -- mood --------------------------------------------------------------------
 
   def save_mood(self, t: float, x1: float, x2: float, mood: float) -> None:
+    """Saves a live pass's mood state (dry runs save none)."""
     with self._tx() as db:
       db.execute("INSERT OR REPLACE INTO mood_states (t, x1, x2, mood) "
                  "VALUES (?, ?, ?, ?)", (t, x1, x2, mood))
@@ -263,23 +339,27 @@ class Store:
         (since,)).fetchall()
 
   def add_mood_event(self, t: float, u: float, hours: float, source: str,
-                     sentiment: Optional[float], job_key: Optional[str]):
-    """Records a forcing event; a job forces the mood once per source (a job
-    redone after a crash does not count twice)."""
+                     sentiment: Optional[float], job_key: Optional[str],
+                     dry_run: bool = False) -> None:
+    """Records a forcing event; a job forces the mood once per source and
+    mode (a job redone after a crash does not count twice, and a dry run's
+    event does not stand in for the live pass's)."""
     with self._tx() as db:
       if job_key is not None and db.execute(
-          "SELECT 1 FROM mood_events WHERE job_key = ? AND source = ?",
-          (job_key, source)).fetchone():
+          "SELECT 1 FROM mood_events WHERE job_key = ? AND source = ? AND "
+          "dry_run = ?", (job_key, source, int(dry_run))).fetchone():
         return
       db.execute("INSERT INTO mood_events (t, u, hours, source, sentiment, "
-                 "job_key) VALUES (?, ?, ?, ?, ?, ?)",
-                 (t, u, hours, source, sentiment, job_key))
+                 "job_key, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (t, u, hours, source, sentiment, job_key, int(dry_run)))
 
-  def mood_events(self, since: float) -> list:
-    """Events still forcing at or after `since`."""
-    return self._db.execute(
-        "SELECT * FROM mood_events WHERE t + hours * 3600 > ? ORDER BY t, id",
-        (since,)).fetchall()
+  def mood_events(self, since: float, dry_run: bool = False) -> list:
+    """Events still forcing at or after `since`: the live ones, and with
+    `dry_run` also those of dry runs."""
+    sql = "SELECT * FROM mood_events WHERE t + hours * 3600 > ?"
+    if not dry_run:
+      sql += " AND dry_run = 0"
+    return self._db.execute(sql + " ORDER BY t, id", (since,)).fetchall()
 
   # -- cursors and small values --------------------------------------------------
 
@@ -295,10 +375,14 @@ class Store:
 
 
 def _job(row: sqlite3.Row) -> Job:
-  job = Job(dict(row))
-  job["payload"] = json.loads(job["payload"])
-  job["plan"] = json.loads(job["plan"]) if job["plan"] else None
-  return job
+  d = dict(row)
+  return Job(key=d["key"], kind=d["kind"], status=d["status"],
+             user=d["user"], payload=json.loads(d["payload"]),
+             plan=Plan.from_dict(json.loads(d["plan"])) if d["plan"] else None,
+             post_id=d["post_id"], attempts=d["attempts"], note=d["note"],
+             created=d["created"], updated=d["updated"],
+             rejected=tuple(json.loads(d["rejected"] or "[]")),
+             retries=d["retries"])
 
 
 class Trace:

@@ -53,8 +53,8 @@ import re
 from typing import Iterable, List, Mapping, Optional, Sequence, Union
 
 from bot.tumblr import fields, html_subset, legacy, npf
-from bot.tumblr.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread, Turn,
-                        UNKNOWN_AUTHOR)
+from bot.tumblr.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread,
+                               Turn, UNKNOWN_AUTHOR)
 from gpt2.tokenizer import EOT
 
 When = Union[int, float, datetime.datetime, None]
@@ -206,6 +206,12 @@ def text_post_prompt(bot_name: str, when: When,
 TURN_DELIMITER = re.compile(
     r"(?:^|\n)(?:#\d+ [^\n]*? (?:%s):[ \t]*(?:\n|$)| Conversation between )"
     % "|".join((ASKED, RESPONDED, POSTED, COMMENTED)))
+# Where a continuation runs on past the bot's own post: a turn line or a
+# post's tags line (`Written ... | NAME's tags:`). The candidate screens
+# (bot.choice) drop a candidate whose raw continuation has one.
+TURN_DELIMITERS = (TURN_DELIMITER,
+                   re.compile(r"(?m)^(?:Written \d+ [AP]M [^\n|]*\| )?"
+                              r"\S+'s tags:"))
 
 
 @dataclasses.dataclass(frozen=True)

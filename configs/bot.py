@@ -97,8 +97,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.client.daily_cap = 250
   c.client.slowdown_below = 25  # posts left today at which posting spaces out
 
-  # Testing the crash recovery: "after_plan" or "after_send" kills the
-  # process (SIGKILL) at that point of the first job that reaches it.
+  # Testing the crash recovery: a point of bot.jobs.base.CRASH_POINTS
+  # ("after_plan", "before_send", "after_send", "after_accept"), or
+  # "POINT:KIND" (e.g. "after_send:reply"), kills the process (SIGKILL) at
+  # that point of the first job (of that kind) that reaches it.
   c.crash_at = ""
 
   if arg == "tiny":

@@ -6,19 +6,19 @@ r"""Runs the tumblr bot: one pass (`--once`, for cron) or passes forever.
 
 `--dry_run` sends no write request to Tumblr: what the bot would have posted
 goes to the feed (FEED_DIR/feed.jsonl, feed.html, mood.png). Without
-`--once` the bot runs a pass every `--interval_s` seconds until stopped.
+`--once` the bot runs a pass every `--interval_s` seconds until stopped; a
+pass that fails (an API outage, anything unexpected) is logged and the next
+one follows. With `--once` a failure ends the run with a non-zero status.
 `--model_server URL` uses a model served by `python -m launch.serve_model`
 instead of loading one here.
 """
 
 import logging
-import time
 
 from absl import flags
 from ml_collections import config_flags
 
 from bot import loop
-from bot.tumblr.client import TumblrError
 from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bot.py",
@@ -40,19 +40,13 @@ def main(argv):
   config = _CONFIG.value
   client = loop.make_client(config)
   model = loop.make_model(config, _MODEL_SERVER.value)
-  while True:
-    try:
-      report = loop.run_pass(config, dry_run=_DRY_RUN.value, model=model,
-                             client=client)
-      print(report.summary(), flush=True)
-    except TumblrError as e:
-      if _ONCE.value:
-        raise
-      # Running unattended: an API outage ends this pass, not the bot.
-      logging.error("pass failed: %s; next pass in %.0fs", e, _INTERVAL.value)
-    if _ONCE.value:
-      return
-    time.sleep(_INTERVAL.value)
+  if _ONCE.value:
+    report = loop.run_pass(config, dry_run=_DRY_RUN.value, model=model,
+                           client=client)
+    print(report.summary(), flush=True)
+    return
+  loop.run_passes(config, model=model, client=client, dry_run=_DRY_RUN.value,
+                  interval_s=_INTERVAL.value)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,39 @@ the words of its answers are jumbled, which is all the loop needs. Nothing
 is canned: every candidate is sampled from the model.
 """
 
+import atexit
+import os
 import random
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from bot import text_format
+from bot.tumblr.credentials import Credentials
+from bot.tumblr.server import TumblrServer
+from configs import bot as bot_configs
 from bot.tumblr.thread import ASKED, RESPONDED, Thread, Turn
 from gpt2 import model as model_lib
 from gpt2.tokenizer import Tokenizer
 from gpt2.weights import save_model
 
 BOT = "frank"
+CREDS = Credentials("loop-consumer-key", "loop-consumer-secret",
+                    "loop-oauth-token", "loop-oauth-secret")
+ENV = {"TUMBLR_CONSUMER_KEY": CREDS.consumer_key,
+       "TUMBLR_CONSUMER_SECRET": CREDS.consumer_secret,
+       "TUMBLR_OAUTH_TOKEN": CREDS.oauth_token,
+       "TUMBLR_OAUTH_SECRET": CREDS.oauth_secret}
+ASKS = [("do you like frogs?", "alice"), ("what is the sea like?", "bob"),
+        ("how was your day?", None)]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASKERS = ["alice", "bob", "carol", "dave", "erin", "mallory", "trent"]
 QUESTIONS = ["what is your favourite colour?", "do you like frogs?",
              "how was your day?", "what are you reading?",
@@ -108,3 +127,98 @@ def make_random_heads(heads_dir: str, model_dir: str, seed: int = 0):
                 target={"mean": 0.0, "std": 2.0} if kind == "sentiment"
                 else None, model=model_dir)
     head.save(f"{heads_dir}/{kind}")
+
+
+# ---- the bot against the local Tumblr server ------------------------------------
+
+
+def start_server(**kw):
+  """A local Tumblr server that also notes every request as it arrives
+  (`request_log` is written after the answer, so it may lag a moment)."""
+  s = TumblrServer(CREDS, **kw).start()
+  s.add_blog(BOT, owned=True)
+  s.arrived = []
+  s.before_request = lambda method, path: s.arrived.append((method, path))
+  return s
+
+
+@pytest.fixture
+def server():
+  with start_server() as s:
+    yield s
+
+
+@pytest.fixture(autouse=True)
+def credentials_env(monkeypatch):
+  for k, v in ENV.items():
+    monkeypatch.setenv(k, v)
+
+
+def make_config(server, tmp_path, model_dir="", **jobs):
+  cfg = bot_configs.get_config("tiny")
+  cfg.blog = BOT
+  cfg.model = model_dir
+  cfg.state = str(tmp_path / "bot.db")
+  cfg.tumblr_host = server.url
+  cfg.feed_dir = str(tmp_path / "feed")
+  cfg.tags = ("frank bot",)
+  cfg.client.backoff_s = 0.05
+  for kind in ("asks", "notifications", "dashboard", "queue"):
+    cfg.jobs[kind] = jobs.get(kind, kind == "asks")
+  return cfg
+
+
+def seed_asks(server, asks=ASKS):
+  return [server.add_ask(BOT, q, who) for q, who in asks]
+
+
+def answered(server, ask_ids, state="published"):
+  """{ask id: answer blocks} for the asks in `state`."""
+  posts = {p["id"]: p for p in server.posts(BOT, state)}
+  out = {}
+  for ask_id in ask_ids:
+    if ask_id in posts:
+      p = posts[ask_id]
+      ask_blocks = p["layout"][0]["blocks"]
+      out[ask_id] = [b["text"] for i, b in enumerate(p["content"])
+                     if i not in ask_blocks]
+  return out
+
+
+def writes_to(server, path_part):
+  return [r for r in server.arrived if r[0] != "GET" and path_part in r[1]]
+
+
+_JAX_CACHE = []
+
+
+def _jax_cache_env() -> dict:
+  """JAX's persistent compilation cache, one folder for the test session:
+  every `run_bot_cli` after the first reuses the compiled sampler."""
+  if not _JAX_CACHE:
+    _JAX_CACHE.append(tempfile.mkdtemp(prefix="jax-cache-"))
+    atexit.register(shutil.rmtree, _JAX_CACHE[0], ignore_errors=True)
+  return {"JAX_COMPILATION_CACHE_DIR": _JAX_CACHE[0],
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+
+
+def run_bot_cli(cfg, *flags, timeout=240, jobs=("asks",), env=None):
+  """`launch.run_bot --once` in a new process, with the config's keys."""
+  args = [sys.executable, "-m", "launch.run_bot",
+          f"--config={REPO}/configs/bot.py:tiny",
+          f"--config.blog={cfg.blog}", f"--config.model={cfg.model}",
+          f"--config.state={cfg.state}",
+          f"--config.tumblr_host={cfg.tumblr_host}",
+          f"--config.feed_dir={cfg.feed_dir}",
+          f"--config.credentials={cfg.credentials}",
+          f"--config.crash_at={cfg.crash_at}",
+          f"--config.queue_target={cfg.queue_target}",
+          f"--config.choice.min_chars={cfg.choice.min_chars}", "--once",
+          *flags]
+  for kind in ("asks", "notifications", "dashboard", "queue"):
+    args.append(f"--config.jobs.{kind}={kind in jobs}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **_jax_cache_env(),
+             **(env or {}))
+  return subprocess.run(args, cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)

@@ -4,3 +4,26 @@ import os
 # their own subprocess with XLA_FLAGS set before JAX is imported.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def bot_model_dir(tmp_path_factory):
+  """A tiny GPT-2 that has learned the bot's text format (trained once for
+  the session; see bot_loop_helpers.train_tiny_model)."""
+  from tests import bot_loop_helpers  # pylint: disable=import-outside-toplevel
+  directory = str(tmp_path_factory.mktemp("tiny_bot_model"))
+  bot_loop_helpers.train_tiny_model(directory)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def bot_model(bot_model_dir):
+  """That model loaded once, so the sampler compiles once per shape."""
+  # pylint: disable=import-outside-toplevel
+  from bot import ml
+  from configs import bot as bot_configs
+  cfg = bot_configs.get_config("tiny")
+  return ml.LocalModel.load(bot_model_dir, "",
+                            ml.SamplingSettings.from_config(cfg.sampling))

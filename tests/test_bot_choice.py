@@ -6,7 +6,7 @@ import pytest
 
 from bot import choice
 from bot.choice import Candidate
-from bot.loop import TURN_DELIMITERS
+from bot.text_format import TURN_DELIMITERS
 
 SCREEN = dict(prompt_text="do you like frogs?", allowed_names=["asker", "bot"],
               turn_delimiters=TURN_DELIMITERS, min_chars=5,
@@ -85,3 +85,15 @@ def test_reblog_gate_needs_selector_and_coin():
   ok, why = choice.reblog_gate(Candidate("a", selector=0.7), min_selector=0.5,
                                gate_prob=0.0, rng=rng)
   assert not ok and "gate" in why
+
+
+def test_without_a_selector_the_best_mean_logprob_wins():
+  cands = [Candidate("a", mean_logprob=-2.5), Candidate("b", mean_logprob=-0.7),
+           Candidate("c", mean_logprob=-0.1, verdict="empty"),
+           Candidate("d", mean_logprob=None)]
+  d = choice.epsilon_greedy(cands, 0.0, random.Random(0))
+  assert d.index == 1 and d.survivors == 3
+  assert "highest mean log-probability -0.700" in d.reason
+  ok, why = choice.reblog_gate(cands[1], min_selector=0.9, gate_prob=1.0,
+                               rng=random.Random(0))
+  assert ok and "no selector head" in why

@@ -2,112 +2,44 @@
 
 Everything goes over real HTTP to `bot.tumblr.server` on 127.0.0.1; the model
 is a tiny GPT-2 trained for a few seconds on the bot's text format (see
-bot_loop_helpers.py), sampled by gpt2.sampling. Crashes are real: a
-`launch.run_bot` subprocess is SIGKILLed at a crash point and restarted.
+bot_loop_helpers.py), sampled by gpt2.sampling. Crashes: test_bot_crashes.py.
 """
 
 import html
 import json
+import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
 from bot import loop, ml, text_format
-from bot.tumblr.client import TumblrClient
-from bot.tumblr.credentials import Credentials
 from bot.state import Store, Trace
+from bot.tumblr.client import TumblrClient
+from bot.tumblr.server import RateLimit
 from bot.tumblr.thread import ASKED, Thread, Turn
-from bot.tumblr.server import RateLimit, TumblrServer
 from configs import bot as bot_configs
 from tests import bot_loop_helpers as helpers
+# pylint: disable-next=unused-import
+from tests.bot_loop_helpers import credentials_env, server  # fixtures
+from tests.bot_loop_helpers import (answered, make_config, run_bot_cli,
+                                    seed_asks, start_server, writes_to)
 
 BOT = helpers.BOT
-CREDS = Credentials("loop-consumer-key", "loop-consumer-secret",
-                    "loop-oauth-token", "loop-oauth-secret")
-ENV = {"TUMBLR_CONSUMER_KEY": CREDS.consumer_key,
-       "TUMBLR_CONSUMER_SECRET": CREDS.consumer_secret,
-       "TUMBLR_OAUTH_TOKEN": CREDS.oauth_token,
-       "TUMBLR_OAUTH_SECRET": CREDS.oauth_secret}
-ASKS = [("do you like frogs?", "alice"), ("what is the sea like?", "bob"),
-        ("how was your day?", None)]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("tiny_model"))
-  helpers.train_tiny_model(directory)
-  return directory
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-  """One loaded model for the module, so the sampler compiles once."""
-  cfg = bot_configs.get_config("tiny")
-  return ml.LocalModel.load(model_dir, "",
-                            ml.SamplingSettings.from_config(cfg.sampling))
-
-
-def start_server(**kw):
-  """A local Tumblr server that also notes every request as it arrives
-  (`request_log` is written after the answer, so it may lag a moment)."""
-  s = TumblrServer(CREDS, **kw).start()
-  s.add_blog(BOT, owned=True)
-  s.arrived = []
-  s.before_request = lambda method, path: s.arrived.append((method, path))
-  return s
+ASKS = helpers.ASKS
+CREDS = helpers.CREDS
+ENV = helpers.ENV
 
 
 @pytest.fixture
-def server():
-  with start_server() as s:
-    yield s
+def model_dir(bot_model_dir):
+  return bot_model_dir
 
 
-@pytest.fixture(autouse=True)
-def credentials_env(monkeypatch):
-  for k, v in ENV.items():
-    monkeypatch.setenv(k, v)
-
-
-def make_config(server, tmp_path, model_dir="", **jobs):
-  cfg = bot_configs.get_config("tiny")
-  cfg.blog = BOT
-  cfg.model = model_dir
-  cfg.state = str(tmp_path / "bot.db")
-  cfg.tumblr_host = server.url
-  cfg.feed_dir = str(tmp_path / "feed")
-  cfg.tags = ("frank bot",)
-  cfg.client.backoff_s = 0.05
-  for kind in ("asks", "notifications", "dashboard", "queue"):
-    cfg.jobs[kind] = jobs.get(kind, kind == "asks")
-  return cfg
-
-
-def seed_asks(server, asks=ASKS):
-  return [server.add_ask(BOT, q, who) for q, who in asks]
-
-
-def answered(server, ask_ids, state="published"):
-  """{ask id: answer blocks} for the asks in `state`."""
-  posts = {p["id"]: p for p in server.posts(BOT, state)}
-  out = {}
-  for ask_id in ask_ids:
-    if ask_id in posts:
-      p = posts[ask_id]
-      ask_blocks = p["layout"][0]["blocks"]
-      out[ask_id] = [b["text"] for i, b in enumerate(p["content"])
-                     if i not in ask_blocks]
-  return out
-
-
-def writes_to(server, path_part):
-  return [r for r in server.arrived if r[0] != "GET" and path_part in r[1]]
+@pytest.fixture
+def model(bot_model):
+  return bot_model
 
 
 # ---- one pass, exactly once --------------------------------------------------
@@ -169,57 +101,6 @@ def test_one_answer_per_user_per_pass(server, tmp_path, model):
   report = loop.run_pass(cfg, model=model)
   assert len(report.published) == 1
   assert set(answered(server, [first, second])) == {first, second}
-
-
-# ---- crashes ----------------------------------------------------------------------
-
-
-def run_bot_cli(cfg, *flags, timeout=240):
-  args = [sys.executable, "-m", "launch.run_bot",
-          f"--config={REPO}/configs/bot.py:tiny",
-          f"--config.blog={cfg.blog}", f"--config.model={cfg.model}",
-          f"--config.state={cfg.state}", f"--config.tumblr_host={cfg.tumblr_host}",
-          f"--config.feed_dir={cfg.feed_dir}",
-          f"--config.credentials={cfg.credentials}",
-          "--config.jobs.dashboard=False", "--config.jobs.queue=False",
-          "--config.jobs.notifications=False", f"--config.crash_at={cfg.crash_at}",
-          "--once", *flags]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(args, cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
-@pytest.mark.parametrize("crash_at", ["after_plan", "after_send"])
-def test_killed_bot_answers_every_ask_exactly_once(server, tmp_path, model,
-                                                   model_dir, crash_at):
-  ask_ids = seed_asks(server)
-  cfg = make_config(server, tmp_path, model_dir)
-  cfg.crash_at = crash_at
-  proc = run_bot_cli(cfg)
-  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-  store = Store(cfg.state)
-  statuses = sorted(j.status for j in store.jobs(("seen", "chosen",
-                                                  "sending")))
-  store.close()
-  if crash_at == "after_plan":
-    # Killed after the plans were saved, before any write request.
-    assert server.write_requests == 0
-    assert "chosen" in statuses
-  else:
-    # Killed after the first post landed, before it was recorded.
-    assert server.write_requests == 1
-    assert "sending" in statuses
-
-  cfg.crash_at = ""
-  report = loop.run_pass(cfg, model=model)
-  if crash_at == "after_send":
-    assert len(report.reconciled) == 1
-  assert set(answered(server, ask_ids)) == set(ask_ids)
-  # One write per ask, in all: nothing was answered twice.
-  assert server.write_requests == 3
-  for ask_id in ask_ids:
-    assert len(writes_to(server, f"/posts/{ask_id}")) == 1
-  assert loop.run_pass(cfg, model=model).writes == 0
 
 
 # ---- limits ----------------------------------------------------------------------
@@ -418,19 +299,21 @@ def test_model_server_batches_and_serves_the_loop(server, tmp_path, model):
   model_server = ml.ModelServer(model).start()
   try:
     remote = ml.RemoteModel(model_server.url)
-    # Two clients at once: their prompts share one sampler call.
+    # Two clients at once, with their own seeds: their prompts share one
+    # sampler call, and each gets what it gets alone.
     n = bot_configs.get_config("tiny").sampling.n
+    seeds = {"a": 11, "b": 29}
     results = {}
     barrier = threading.Barrier(2)
 
     def ask(name, prompt):
       barrier.wait()
-      results[name] = remote.generate([prompt], n, seed=1)
+      results[name] = remote.generate([prompt], n, seed=seeds[name])
 
     prompts = [text_format.ask_prompt(
         Thread((Turn(who, ASKED, question),), BOT), BOT, 1_800_000_000)
                for question, who in (("hi?", "alice"), ("yo?", "bob"))]
-    threads = [threading.Thread(target=ask, args=(n, p)) for n, p in
+    threads = [threading.Thread(target=ask, args=(name, p)) for name, p in
                zip("ab", prompts)]
     model_server.window_s = 0.5
     for t in threads:
@@ -438,9 +321,16 @@ def test_model_server_batches_and_serves_the_loop(server, tmp_path, model):
     for t in threads:
       t.join()
     model_server.window_s = 0.02
-    assert 2 in model_server.batches
-    assert all(len(r[0]) == n and r[0][0].selector is not None
-               for r in results.values())
+    assert model_server.batches == [2]
+    # Scored on the server's side (no selector head here: None).
+    assert all(len(r[0]) == n and r[0][0].sentiment is not None
+               and r[0][0].selector is None for r in results.values())
+    for name, prompt in zip("ab", prompts):
+      alone = remote.generate([prompt], n, seed=seeds[name])
+      assert [(s.raw, s.mean_logprob) for s in alone[0]] == [
+          (s.raw, s.mean_logprob) for s in results[name][0]]
+    assert model_server.batches == [2, 1, 1]
+    assert len({s.raw for r in results.values() for s in r[0]}) > n
 
     ask_ids = seed_asks(server)
     cfg = make_config(server, tmp_path)
@@ -504,3 +394,118 @@ def test_heads_score_the_candidates_and_greedy_takes_the_best(
     assert all(0 <= c["sentiment"] <= 1 for c in cands)
     kept = [c["selector"] for c in cands if c["verdict"] == "kept"]
     assert cands[entry["winner"]]["selector"] == max(kept)
+
+
+# ---- the house rules: dry runs, the daemon, long listings, no heads ----------------
+
+
+def test_a_dry_run_does_not_block_the_live_pass_mood_events(server, tmp_path,
+                                                            model):
+  seed_asks(server, [("what a lovely happy day, thank you!", "alice")])
+  cfg = make_config(server, tmp_path)
+  clock = {"t": 1_800_000_000.0}
+  dry = loop.run_pass(cfg, model=model, dry_run=True,
+                      clock=lambda: clock["t"])
+  assert len(dry.would_post) == 1
+  store = Store(cfg.state)
+  assert store.mood_events(0) == [] and store.last_mood() is None
+  assert sorted(e["source"] for e in store.mood_events(0, dry_run=True)) == [
+      "bot", "user"]
+  store.close()
+  clock["t"] += 60
+  live = loop.run_pass(cfg, model=model, clock=lambda: clock["t"])
+  assert live.published == dry.would_post
+  store = Store(cfg.state)
+  events = store.mood_events(0)
+  assert sorted(e["source"] for e in events) == ["bot", "user"]
+  assert {e["job_key"] for e in events} == set(live.published)
+  assert all(e["t"] == clock["t"] for e in events)
+  store.close()
+
+
+class FailsOnce:
+  """A real model whose first sampler call fails (a device that fell over)."""
+
+  def __init__(self, model):
+    self.model = model
+    self.failures = 0
+
+  def generate(self, *args, **kw):
+    if not self.failures:
+      self.failures += 1
+      raise RuntimeError("the accelerator fell over")
+    return self.model.generate(*args, **kw)
+
+  def __getattr__(self, name):
+    return getattr(self.model, name)
+
+
+def test_the_daemon_keeps_running_after_an_unexpected_error(server, tmp_path,
+                                                            model, caplog):
+  ask_ids = seed_asks(server)
+  cfg = make_config(server, tmp_path)
+  waits = []
+  caplog.set_level(logging.INFO, logger="bot.loop")
+  reports = loop.run_passes(cfg, model=FailsOnce(model),
+                            client=loop.make_client(cfg), interval_s=300,
+                            passes=2, sleep=waits.append)
+  assert reports[0] is None and waits == [300]
+  failure = next(r for r in caplog.records if r.levelno == logging.ERROR)
+  assert "unexpected error" in failure.getMessage()
+  assert failure.exc_info[0] is RuntimeError  # logged with its traceback
+  assert "Traceback" in caplog.text and "the accelerator fell over" in (
+      caplog.text)
+  # The next pass did the work the failed one had recorded.
+  assert sorted(reports[1].published) == sorted(f"ask:{i}" for i in ask_ids)
+  assert set(answered(server, ask_ids)) == set(ask_ids)
+
+
+def test_notifications_and_drafts_are_read_past_their_first_page(
+    server, tmp_path, model):
+  server.add_blog("alice")
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  server.add_note(own, "reply", "alice", text="is it really blue?")
+  for i in range(25):  # newer notifications push the reply to page 2
+    server.add_note(own, "like", f"fan-{i}")
+  ask_ids = seed_asks(server, ASKS[:1])
+  words = tmp_path / "words.txt"
+  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
+  cfg = make_config(server, tmp_path, notifications=True)
+  cfg.word_list = str(words)
+  cfg.choice.min_chars = 1
+  first = loop.run_pass(cfg, model=model)
+  assert any(k.startswith("reply:") for k in first.new_jobs)
+  assert first.drafted == [f"ask:{ask_ids[0]}"]
+  # 25 newer drafts push the bot's draft to the second page of the drafts.
+  for i in range(25):
+    server.add_post(BOT, text=f"someone else's draft {i}", state="draft")
+  draft = next(p for p in server.posts(BOT, "draft")
+               if p["id"] == ask_ids[0])
+  TumblrClient(CREDS, host=server.url).edit_post(
+      BOT, ask_ids[0], content=draft["content"], layout=draft["layout"],
+      state="draft", tags=draft["tags"] + [cfg.review.accept_tag])
+  cfg.word_list = ""
+  second = loop.run_pass(cfg, model=model)
+  assert second.reviewed == [f"ask:{ask_ids[0]}"]
+  assert ask_ids[0] in answered(server, ask_ids)
+
+
+def test_without_heads_the_bot_says_so_and_chooses_by_log_probability(
+    server, tmp_path, model_dir, caplog):
+  ask_ids = seed_asks(server)
+  cfg = make_config(server, tmp_path, model_dir)
+  cfg.choice.epsilon.ask = 0.0
+  with caplog.at_level(logging.WARNING, logger="bot.loop"):
+    chooser = loop.make_model(cfg)
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING]
+  assert len(warnings) == 1 and "no selector head" in warnings[0]
+  loop.run_pass(cfg, model=chooser)
+  assert set(answered(server, ask_ids)) == set(ask_ids)
+  for entry in Trace(cfg.state + ".trace.jsonl").read():
+    cands = entry["candidates"]
+    assert all(c["selector"] is None for c in cands)
+    kept = [c["mean_logprob"] for c in cands if c["verdict"] == "kept"]
+    assert len(kept) > 1 and len(set(kept)) > 1
+    assert cands[entry["winner"]]["mean_logprob"] == max(kept)
+    assert entry["reason"].startswith("highest mean log-probability")

@@ -1,11 +1,19 @@
 """The state store: job life cycle, durability across reopen, WAL, the lock."""
 
+import json
 import sqlite3
 
 import pytest
 
+from bot.records import Parent, Plan
 from bot.state import Store, Trace
 from gpt2.errors import UserError
+
+
+def plan(text="hello", **kw):
+  return Plan(**{"action": "create", "state": "published", "text": text,
+                 "tags": [], "content": [{"type": "text", "text": text}],
+                 "layout": [], **kw})
 
 
 def test_job_life_cycle_survives_reopening(tmp_path):
@@ -14,7 +22,7 @@ def test_job_life_cycle_survives_reopening(tmp_path):
   assert store.record_job("ask:1", "ask", {"question": "hi?"}, user="alice")
   assert not store.record_job("ask:1", "ask", {"question": "again"})
   assert store.record_job("ask:2", "ask", {"question": "yo"}, user="bob")
-  store.save_plan("ask:1", {"text": "hello"})
+  store.save_plan("ask:1", plan("hello"))
   store.mark_sending("ask:1")
   store.close()
 
@@ -22,7 +30,7 @@ def test_job_life_cycle_survives_reopening(tmp_path):
   store = Store(path)
   pending = {j.key: j for j in store.jobs()}
   assert pending["ask:1"].status == "sending"
-  assert pending["ask:1"].plan == {"text": "hello"}
+  assert pending["ask:1"].plan == plan("hello")
   assert pending["ask:1"].attempts == 1
   assert pending["ask:2"].status == "seen"
   assert pending["ask:2"].payload == {"question": "yo"}
@@ -34,24 +42,110 @@ def test_job_life_cycle_survives_reopening(tmp_path):
   assert store.posts_since(0) == 1
   # done is final: it cannot be planned or finished again.
   with pytest.raises(RuntimeError):
-    store.save_plan("ask:1", {"text": "twice"})
+    store.save_plan("ask:1", plan("twice"))
   with pytest.raises(RuntimeError):
     store.finish("ask:1", "1")
+  # Sending is only ever marked from chosen (or sending, for a retry).
+  with pytest.raises(RuntimeError, match="cannot move from done"):
+    store.mark_sending("ask:1")
+  with pytest.raises(RuntimeError, match="cannot move from nowhere"):
+    store.mark_sending("ask:404")
 
 
-def test_drafts_do_not_count_and_review_reopens(tmp_path):
+def drafted(store, key="ask:9", text="a"):
+  store.record_job(key, "ask", {"question": "q"})
+  store.save_plan(key, plan(text))
+  store.mark_sending(key)
+  store.finish(key, "9", status="drafted", post_state="draft")
+
+
+def test_drafts_do_not_count_and_review_moves_them_in_one_step(tmp_path):
   store = Store(str(tmp_path / "bot.db"))
-  store.record_job("ask:9", "ask", {"question": "q"})
-  store.save_plan("ask:9", {"text": "a"})
-  store.mark_sending("ask:9")
-  store.finish("ask:9", "9", status="drafted", post_state="draft")
+  drafted(store)
   assert store.posts_since(0) == 0
   assert store.jobs() == []
-  store.reopen_for_review("ask:9", {"review": "retry"})
+  store.retry_review("ask:9", "a")
   job = store.job("ask:9")
   assert job.status == "review" and job.plan is None
-  assert job.payload == {"question": "q", "review": "retry"}
+  assert job.payload == {"question": "q"}
+  assert job.rejected == ("a",) and job.retries == 1
   assert job.post_id == "9"
+  assert [j.key for j in store.jobs()] == ["ask:9"]  # work for the next pass
+  # An accepted draft leaves `drafted` already planned: nothing in between.
+  drafted(store, "ask:10")
+  accept = plan("as the operator left it", action="edit", post_id="9")
+  store.accept_review("ask:10", accept)
+  job = store.job("ask:10")
+  assert job.status == "chosen" and job.plan == accept
+  with pytest.raises(RuntimeError):
+    store.accept_review("ask:10", accept)  # not drafted any more
+  # Gone from the drafts: deleted (skipped) or published by the operator.
+  drafted(store, "ask:11")
+  drafted(store, "ask:12")
+  store.draft_deleted("ask:11")
+  store.draft_published("ask:12", "12")
+  assert store.job("ask:11").status == "skipped"
+  assert store.job("ask:12").status == "done"
+  assert store.posts_since(0) == 1
+  assert store.post_owner("12") == "ask:12"
+  assert store.post_owner("13") is None
+
+
+def test_plans_round_trip_with_their_parent(tmp_path):
+  store = Store(str(tmp_path / "bot.db"))
+  store.record_job("reblog:5", "reblog", {})
+  reblog = plan("ok", action="reblog", slug="ok-1234abcd",
+                parent=Parent(id="5", uuid="t:bob", reblog_key="k", blog="bob"))
+  store.save_plan("reblog:5", reblog)
+  assert store.job("reblog:5").plan == reblog
+  with pytest.raises(ValueError, match="needs its parent"):
+    plan("no parent", action="reblog")
+
+
+def test_dry_run_mood_events_are_kept_apart(tmp_path):
+  store = Store(str(tmp_path / "bot.db"))
+  store.add_mood_event(10.0, 0.5, 1.0, "user", 0.9, "ask:1", dry_run=True)
+  store.add_mood_event(10.0, 0.5, 1.0, "user", 0.9, "ask:1", dry_run=True)
+  assert len(store.mood_events(0, dry_run=True)) == 1
+  assert store.mood_events(0) == []  # a live pass does not see it ...
+  store.add_mood_event(20.0, 0.4, 1.0, "user", 0.8, "ask:1")  # ... nor is
+  assert [e["t"] for e in store.mood_events(0)] == [20.0]  # blocked by it
+  assert len(store.mood_events(0, dry_run=True)) == 2
+
+
+def test_an_older_state_file_is_brought_up_to_date(tmp_path):
+  """A state file of the previous version: its columns are added and a
+  review decision kept in the payload moves to its place, without losing a
+  job (an accepted draft stranded in `review` goes back to `drafted`)."""
+  path = str(tmp_path / "old.db")
+  db = sqlite3.connect(path)
+  db.executescript("""
+    CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT NOT NULL,
+      status TEXT NOT NULL, user TEXT, payload TEXT NOT NULL, plan TEXT,
+      post_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, note TEXT,
+      created REAL NOT NULL, updated REAL NOT NULL);
+    CREATE TABLE mood_events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+      t REAL NOT NULL, u REAL NOT NULL, hours REAL NOT NULL,
+      source TEXT NOT NULL, sentiment REAL, job_key TEXT);""")
+  rows = [("ask:1", "review", {"post": {}, "review": "accept"}),
+          ("ask:2", "review", {"post": {}, "review": "retry",
+                               "rejected": "no thanks"}),
+          ("ask:3", "seen", {"post": {"id": 3}})]
+  for key, status, payload in rows:
+    db.execute("INSERT INTO jobs (key, kind, status, payload, post_id, "
+               "created, updated) VALUES (?, 'ask', ?, ?, '7', 1, 1)",
+               (key, status, json.dumps(payload)))
+  db.execute("INSERT INTO mood_events (t, u, hours, source) VALUES "
+             "(1, 0.1, 1, 'user')")
+  db.commit()
+  db.close()
+  store = Store(path)
+  one, two, three = (store.job(k) for k in ("ask:1", "ask:2", "ask:3"))
+  assert (one.status, one.payload) == ("drafted", {"post": {}})
+  assert (two.status, two.payload, two.rejected) == (
+      "review", {"post": {}}, ("no thanks",))
+  assert (three.status, three.payload) == ("seen", {"post": {"id": 3}})
+  assert len(store.mood_events(0)) == 1
 
 
 def test_wal_mode_and_meta(tmp_path):

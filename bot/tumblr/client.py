@@ -36,6 +36,7 @@ from requests_oauthlib import OAuth1
 DEFAULT_HOST = "https://api.tumblr.com"
 USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
 DAILY_POST_CAP = 250
+PAGE_SIZE = 20  # posts a listing returns at most per request
 
 log = logging.getLogger("bot.tumblr.client")
 # These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
@@ -260,12 +261,48 @@ class TumblrClient:
 
   # -- reads ---------------------------------------------------------------
 
-  def submissions(self, blog: str) -> list:
-    """Asks (and other submissions) waiting for an answer."""
-    return self.api.submission(blog).get("posts", [])
+  # Listings are read page by page, up to `max_pages` pages.
 
-  def notifications(self, blog: str) -> list:
-    return self.api.notifications(blog).get("notifications", [])
+  def submissions(self, blog: str, max_pages: int = 5) -> list:
+    """Asks (and other submissions) waiting for an answer, newest first."""
+    posts = []
+    for _ in range(max_pages):
+      page = self.api.submission(blog, offset=len(posts), npf=True).get(
+          "posts", [])
+      posts += page
+      if len(page) < PAGE_SIZE:
+        break
+    return posts
+
+  def notifications(self, blog: str, since: Optional[float] = None,
+                    max_pages: int = 10) -> list:
+    """The blog's activity, newest first, back to timestamp `since` (items
+    at `since` included), following the listing's `before` cursor."""
+    items, params = [], {}
+    for _ in range(max_pages):
+      data = self.api.notifications(blog, **params)
+      page = data.get("notifications", [])
+      items += [n for n in page
+                if since is None or float(n.get("timestamp") or 0) >= since]
+      following = _next_query(data)
+      oldest = min((float(n.get("timestamp") or 0) for n in page),
+                   default=None)
+      if (following is None or oldest is None
+          or (since is not None and oldest < since)):
+        break
+      params = {"before": following.get("before", oldest)}
+    return items
+
+  def drafts(self, blog: str, max_pages: int = 50) -> list:
+    """The blog's drafts, newest first, following `before_id`."""
+    posts, params = [], {}
+    for _ in range(max_pages):
+      page = self.api.drafts(blog, npf=True, **params).get("posts", [])
+      posts += page
+      if len(page) < PAGE_SIZE:
+        break
+      params = {"before_id": min(int(p["id"]) for p in page)}
+    return posts
 
   def dashboard(self, since_id: Optional[str] = None, limit: int = 20) -> list:
     kw = {"limit": limit, "npf": True}
@@ -273,14 +310,22 @@ class TumblrClient:
       kw["since_id"] = since_id
     return self.api.dashboard(**kw).get("posts", [])
 
-  def drafts(self, blog: str) -> list:
-    return self.api.drafts(blog, npf=True).get("posts", [])
-
   def queue(self, blog: str, limit: int = 50) -> list:
     return self.api.queue(blog, npf=True, limit=limit).get("posts", [])
 
   def posts(self, blog: str, **kw) -> list:
     return self.api.posts(blog, **kw).get("posts", [])
+
+  def recent_posts(self, blog: str, count: int = 60) -> list:
+    """The blog's newest `count` published posts (NPF), a page at a time."""
+    posts = []
+    while len(posts) < count:
+      limit = min(PAGE_SIZE, count - len(posts))
+      page = self.posts(blog, offset=len(posts), npf=True, limit=limit)
+      posts += page
+      if len(page) < limit:
+        break
+    return posts
 
   def get_post(self, blog: str, post_id: str) -> Optional[dict]:
     """The post in NPF with its state, or None if it does not exist."""
@@ -306,10 +351,13 @@ class TumblrClient:
   # -- writes --------------------------------------------------------------
 
   def create_post(self, blog: str, *, content: list, tags=(),
-                  state: str = "published", layout=None, landed=None) -> str:
+                  state: str = "published", layout=None, slug: str = "",
+                  landed=None) -> str:
     body = {"content": content, "state": state, "tags": ",".join(tags)}
     if layout:
       body["layout"] = layout
+    if slug:
+      body["slug"] = slug
     resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
                      json_body=body, landed=landed)
     return str(resp.get("id") or resp.get("id_string"))
@@ -327,10 +375,12 @@ class TumblrClient:
 
   def reblog(self, blog: str, *, parent_uuid: str, parent_id: str,
              reblog_key: str, content: list, tags=(),
-             state: str = "published", landed=None) -> str:
+             state: str = "published", slug: str = "", landed=None) -> str:
     body = {"content": content, "state": state, "tags": ",".join(tags),
             "parent_tumblelog_uuid": parent_uuid,
             "parent_post_id": str(parent_id), "reblog_key": reblog_key}
+    if slug:
+      body["slug"] = slug
     resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
                      json_body=body, landed=landed)
     return str(resp.get("id") or resp.get("id_string"))
@@ -338,6 +388,13 @@ class TumblrClient:
   def delete_post(self, blog: str, post_id: str) -> None:
     self.send("POST", f"/v2/blog/{_blog_id(blog)}/post/delete",
               json_body={"id": str(post_id)})
+
+
+def _next_query(data: dict) -> Optional[dict]:
+  """The query of a listing's `_links.next`, or None on the last page."""
+  link = ((data.get("_links") or {}).get("next") or {})
+  query = link.get("query_params")
+  return dict(query) if isinstance(query, dict) else None
 
 
 def _blog_id(blog: str) -> str:

@@ -18,7 +18,7 @@ from bot.tumblr import fields, html_subset
 from bot.tumblr.html_subset import Block
 from bot.tumblr.npf import blog_name
 from bot.tumblr.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
-                        UNKNOWN_AUTHOR, Turn)
+                               UNKNOWN_AUTHOR, Turn)
 
 
 def _lead_blocks(post: dict) -> List[Block]:

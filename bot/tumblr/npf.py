@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from bot.tumblr import fields, html_subset
 from bot.tumblr.html_subset import Block, Format
 from bot.tumblr.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
-                        UNKNOWN_AUTHOR, Turn)
+                               UNKNOWN_AUTHOR, Turn)
 
 TEXT_BLOCK_LIMIT = 4096  # code points
 MAX_BLOCKS = 1000
@@ -283,3 +283,29 @@ def ask_layout(ask_block_count: int, asker: Optional[str]) -> List[dict]:
                              "url": f"https://{asker}.tumblr.com/",
                              "blog": {"name": asker}}
   return [layout]
+
+
+# ---- reading a post's identity ------------------------------------------------
+
+
+def post_id(post: dict) -> str:
+  """A post's id as a string (the API gives `id_string` and a number)."""
+  return str(post.get("id_string") or post.get("id"))
+
+
+def poster(post: dict) -> str:
+  """The name of the blog the post is on."""
+  return (blog_name(post.get("blog")) or fields.string(post.get("blog_name"))
+          ).strip()
+
+
+def poster_uuid(post: dict) -> str:
+  blog = post.get("blog") if isinstance(post.get("blog"), dict) else {}
+  return str(blog.get("uuid") or post.get("tumblelog_uuid") or
+             post.get("blog_uuid") or "")
+
+
+def is_ask(post: dict) -> bool:
+  """Whether a post is an ask (NPF ask layout, or a legacy answer post)."""
+  return (any(l.get("type") == "ask" for l in fields.dicts(post.get("layout")))
+          or post.get("type") == "answer")

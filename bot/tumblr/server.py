@@ -1,7 +1,9 @@
 """A local Tumblr API v2 server: real HTTP, real envelopes, an in-memory blog.
 
-Tests (and the demo) point pytumblr or pytumblr2 at it through the clients'
-`host` argument; nothing is mocked and nothing leaves 127.0.0.1:
+The tests, the demo (`launch.demo`) and anyone trying a dry run without a
+Tumblr account point pytumblr or pytumblr2 (or `launch.run_bot
+--config.tumblr_host=...`, `launch.scrape --api_host=...`) at it through the
+clients' `host` argument; nothing is mocked and nothing leaves 127.0.0.1:
 
     server = TumblrServer(credentials)
     server.add_blog("frank", owned=True)
@@ -25,7 +27,10 @@ What it does like the real API:
 - published posts (new posts, reblogs, answers) are capped per day (250 by
   default): past it, 403 with subcode 8023; a queue holds 1000 posts (8022);
 - NPF and legacy reading (`npf=true` or not) and writing (`/posts` and
-  `/post`, `/post/edit`, `/post/reblog`, `/post/delete`).
+  `/post`, `/post/edit`, `/post/reblog`, `/post/delete`); a new post keeps
+  the `slug` it was given, or gets one from its first words;
+- listings page as the API's do: `offset` (posts, queue, submissions),
+  `before_id` (drafts), `before` with a `_links.next` (notifications).
 
 Routes: blog info, posts (by id, type, tag, before/after, offset, sort),
 single post fetch, queue, drafts, submissions (asks), notifications, notes,
@@ -194,6 +199,7 @@ class _Post:
   reblog_key: str
   parent: Optional[Tuple[str, int]] = None  # (blog, id) reblogged from
   notes: List[dict] = dataclasses.field(default_factory=list)
+  slug: str = ""
   extra_note_count: int = 0
 
   @property
@@ -203,6 +209,12 @@ class _Post:
   @property
   def note_count(self) -> int:
     return len(self.notes) + self.extra_note_count
+
+
+def _slug(text: Any) -> str:
+  """A permalink slug as Tumblr writes one: lowercase words joined by '-'."""
+  words = re.findall(r"[a-z0-9]+", fields.string(text).lower())
+  return "-".join(words)[:200].strip("-")
 
 
 def _legacy_type(post: _Post) -> str:
@@ -465,7 +477,8 @@ class TumblrServer:
         "object_type": "post", "blog_name": blog.name,
         "blog": blog.short_info(), "id": post.id, "id_string": str(post.id),
         "post_url": f"https://{blog.name}.tumblr.com/post/{post.id}",
-        "slug": "", "date": _gmt(post.timestamp), "timestamp": post.timestamp,
+        "slug": post.slug, "date": _gmt(post.timestamp),
+        "timestamp": post.timestamp,
         "state": {"queue": "queued"}.get(post.state, post.state),
         "format": "html", "reblog_key": post.reblog_key,
         "tags": list(post.tags), "note_count": post.note_count,
@@ -901,6 +914,8 @@ class TumblrServer:
     timestamp = _parse_date(params.get("date")) or int(self.clock())
     post = self._new_post(blog, content, layout, trail,
                           _tags_param(params.get("tags")), "new", timestamp)
+    post.slug = _slug(params.get("slug")) or _slug(
+        html_subset.blocks_to_text(npf.split_ask(content, layout)[1]))
     try:
       self._publish(post, state)
     except ApiError:

@@ -1,0 +1,218 @@
+"""Killed at every point of a job's life, for every job kind, the bot posts
+each job exactly once.
+
+`launch.run_bot --once` runs in a new process against the local Tumblr
+server and is SIGKILLed (`crash_at=POINT:KIND`) when a job of that kind
+reaches the point; the next run picks up where it died. The points are
+`bot.jobs.base.CRASH_POINTS`: after the plan is stored, after the job is
+marked sending but before the request, after the API confirmed the post
+(before the store knows), and after an operator's accepted draft is planned.
+"""
+
+import signal
+
+import pytest
+
+from bot import loop
+from bot.jobs.base import slug_for
+from bot.records import Parent, Plan
+from bot.state import Store
+from bot.tumblr.client import TumblrClient
+from tests import bot_loop_helpers as helpers
+# pylint: disable-next=unused-import
+from tests.bot_loop_helpers import credentials_env, server  # fixtures
+from tests.bot_loop_helpers import make_config, run_bot_cli, writes_to
+
+BOT = helpers.BOT
+KINDS = ("ask", "reply", "reblog", "original")
+JOBS = ("asks", "notifications", "queue")
+
+
+def seed_every_kind(server):
+  """An ask, a reply to the bot's post, a reblog of it with a comment, and
+  room in the queue for one original post: four jobs, four users."""
+  for name in ("alice", "bob", "carol"):
+    server.add_blog(name)
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  server.add_note(own, "reply", "alice", text="is it really blue?")
+  bobs = server.reblog("bob", own, text="i think the sea is green")
+  ask = server.add_ask(BOT, "do you like frogs?", "carol")
+  return {"ask": ask, "own": own, "bobs": bobs}
+
+
+def bot_posts(server, state="published"):
+  return server.posts(BOT, state)
+
+
+def assert_each_job_posted_once(server, ids, cfg):
+  published = bot_posts(server)
+  by_parent = {}
+  for p in published:
+    by_parent.setdefault(p.get("parent_post_id"), []).append(p)
+  answers = [p for p in published if p["id"] == ids["ask"]]
+  assert len(answers) == 1
+  assert len(writes_to(server, f"/posts/{ids['ask']}")) == 1
+  replies = by_parent.get(str(ids["own"]), [])
+  assert len(replies) == 1
+  assert "@alice: is it really blue?" in replies[0]["content"][0]["text"]
+  assert len(by_parent.get(str(ids["bobs"]), [])) == 1
+  queued = bot_posts(server, "queue")
+  assert len(queued) == 1 and not queued[0].get("parent_post_id")
+  assert server.write_requests == 4
+  store = Store(cfg.state)
+  done = {j.kind: j.status for j in store.jobs(("done", "skipped", "seen",
+                                                "chosen", "sending"))}
+  store.close()
+  assert done == {k: "done" for k in KINDS}
+
+
+@pytest.mark.parametrize("point", ["after_plan", "before_send", "after_send"])
+def test_every_kind_killed_at_every_point_posts_once(server, tmp_path,
+                                                     bot_model_dir,
+                                                     bot_model, point):
+  ids = seed_every_kind(server)
+  cfg = make_config(server, tmp_path, bot_model_dir)
+  cfg.queue_target = 1
+  cfg.choice.min_chars = 1
+  for kind in KINDS:
+    cfg.crash_at = f"{point}:{kind}"
+    proc = run_bot_cli(cfg, jobs=JOBS)
+    assert proc.returncode == -signal.SIGKILL, (kind, proc.stderr[-3000:])
+    store = Store(cfg.state)
+    job = store.jobs(("seen", "chosen", "sending", "done"), kind=kind)[0]
+    store.close()
+    assert job.status == {"after_plan": "chosen", "before_send": "sending",
+                          "after_send": "sending"}[point], kind
+  cfg.crash_at = ""
+  for name in JOBS:
+    cfg.jobs[name] = True
+  report = loop.run_pass(cfg, model=bot_model)
+  # The last one killed, the original post, is finished now: found on the
+  # server if it had been sent, else sent.
+  (original,) = [k for k in report.queued]
+  assert report.reconciled == ([original] if point == "after_send" else [])
+  assert_each_job_posted_once(server, ids, cfg)
+  assert loop.run_pass(cfg, model=bot_model).writes == 0
+
+
+def test_accepted_draft_killed_before_it_is_sent_is_published_once(
+    server, tmp_path, bot_model_dir, bot_model):
+  (ask,) = helpers.seed_asks(server, helpers.ASKS[:1])
+  words = tmp_path / "words.txt"
+  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
+  cfg = make_config(server, tmp_path, bot_model_dir)
+  cfg.word_list = str(words)
+  cfg.choice.min_chars = 1
+  assert loop.run_pass(cfg, model=bot_model).drafted == [f"ask:{ask}"]
+  draft = next(p for p in server.posts(BOT, "draft") if p["id"] == ask)
+  TumblrClient(helpers.CREDS, host=server.url).edit_post(
+      BOT, ask, content=draft["content"], layout=draft["layout"],
+      state="draft", tags=draft["tags"] + [cfg.review.accept_tag])
+  writes = server.write_requests
+  cfg.word_list = ""
+  cfg.crash_at = "after_accept"
+  proc = run_bot_cli(cfg)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  store = Store(cfg.state)
+  job = store.job(f"ask:{ask}")
+  store.close()
+  assert job.status == "chosen" and job.plan.state == "published"
+  assert server.write_requests == writes  # nothing sent before the kill
+  cfg.crash_at = ""
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.published == [f"ask:{ask}"]
+  assert server.write_requests == writes + 1
+  (post,) = [p for p in server.posts(BOT) if p["id"] == ask]
+  assert post["content"] == draft["content"]  # as the operator left it
+  assert cfg.review.needs_tag not in post["tags"]
+  assert loop.run_pass(cfg, model=bot_model).writes == 0
+
+
+# ---- finding a new post again after a crash ------------------------------------------
+
+
+def lol_setup(server, tmp_path):
+  """A reply job that was posted, and a second reply job ("lol" again, by
+  the same user on the same post) whose plan is the same text."""
+  server.add_blog("alice")
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  cfg = make_config(server, tmp_path)
+  store = Store(cfg.state)
+  client = TumblrClient(helpers.CREDS, host=server.url)
+  post = server.posts(BOT)[0]
+  parent = Parent(id=str(own), uuid=post["blog"]["uuid"],
+                  reblog_key=post["reblog_key"], blog=BOT)
+  content = [{"type": "text", "text": "@alice: lol", "subtype": "indented"},
+             {"type": "text", "text": "lol"}]
+  plans = {}
+  for key in ("reply:n1", "reply:n2"):
+    store.record_job(key, "reply", {"post": post, "replier": "alice",
+                                    "reply_text": "lol"}, "alice")
+    plans[key] = Plan(action="reblog", state="published", text="lol",
+                      tags=[], content=content, layout=[], parent=parent,
+                      slug=slug_for(key, "lol"))
+    store.save_plan(key, plans[key])
+  # The first was posted and recorded.
+  store.mark_sending("reply:n1")
+  first = client.reblog(BOT, parent_uuid=parent.uuid, parent_id=parent.id,
+                        reblog_key=parent.reblog_key, content=content,
+                        slug=plans["reply:n1"].slug)
+  store.finish("reply:n1", first)
+  store.mark_sending("reply:n2")
+  return cfg, store, client, plans, first
+
+
+def lol_posts(server, own_id):
+  return [p for p in server.posts(BOT)
+          if p.get("parent_post_id") == str(own_id)]
+
+
+def test_a_short_reply_like_an_earlier_one_is_still_posted_once(server,
+                                                                tmp_path,
+                                                                bot_model):
+  # Killed before the request left: the earlier "lol" is not this job's.
+  cfg, store, _, _, first = lol_setup(server, tmp_path)
+  store.close()
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.reconciled == [] and report.published == ["reply:n2"]
+  own = next(p for p in server.posts(BOT) if not p.get("parent_post_id"))
+  assert len(lol_posts(server, own["id"])) == 2
+  store = Store(cfg.state)
+  assert store.job("reply:n2").post_id not in (None, first)
+  store.close()
+  assert loop.run_pass(cfg, model=bot_model).writes == 0
+
+
+def test_a_short_reply_that_had_landed_is_found_by_its_slug(server, tmp_path,
+                                                            bot_model):
+  # Killed after the request landed: found by its slug, not sent again.
+  cfg, store, client, plans, first = lol_setup(server, tmp_path)
+  p = plans["reply:n2"]
+  second = client.reblog(BOT, parent_uuid=p.parent.uuid,
+                         parent_id=p.parent.id, reblog_key=p.parent.reblog_key,
+                         content=p.content, slug=p.slug)
+  store.close()
+  writes = server.write_requests
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.reconciled == ["reply:n2"]
+  assert server.write_requests == writes
+  store = Store(cfg.state)
+  assert store.job("reply:n2").post_id == second != first
+  store.close()
+
+
+def test_without_its_slug_a_post_is_found_by_parent_and_text(server, tmp_path,
+                                                             bot_model):
+  # A server that ignored the slug: the post with the planned parent and
+  # text that no other job made is this job's.
+  cfg, store, client, plans, first = lol_setup(server, tmp_path)
+  p = plans["reply:n2"]
+  second = client.reblog(BOT, parent_uuid=p.parent.uuid,
+                         parent_id=p.parent.id, reblog_key=p.parent.reblog_key,
+                         content=p.content)  # no slug: one from its words
+  store.close()
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.reconciled == ["reply:n2"]
+  store = Store(cfg.state)
+  assert store.job("reply:n2").post_id == second != first
+  store.close()
