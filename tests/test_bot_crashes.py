@@ -185,12 +185,15 @@ def test_a_short_reply_like_an_earlier_one_is_still_posted_once(server,
 
 def test_a_short_reply_that_had_landed_is_found_by_its_slug(server, tmp_path,
                                                             bot_model):
-  # Killed after the request landed: found by its slug, not sent again.
+  # Killed after the request landed: found by its slug, not sent again, and
+  # not mistaken for the same words the operator then posted by hand.
   cfg, store, client, plans, first = lol_setup(server, tmp_path)
   p = plans["reply:n2"]
   second = client.reblog(BOT, parent_uuid=p.parent.uuid,
                          parent_id=p.parent.id, reblog_key=p.parent.reblog_key,
                          content=p.content, slug=p.slug)
+  client.reblog(BOT, parent_uuid=p.parent.uuid, parent_id=p.parent.id,
+                reblog_key=p.parent.reblog_key, content=p.content)
   store.close()
   writes = server.write_requests
   report = loop.run_pass(cfg, model=bot_model)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -464,9 +465,14 @@ def test_notifications_and_drafts_are_read_past_their_first_page(
     server, tmp_path, model):
   server.add_blog("alice")
   own = server.add_post(BOT, text="the sea is blue tonight")
-  server.add_note(own, "reply", "alice", text="is it really blue?")
-  for i in range(25):  # newer notifications push the reply to page 2
-    server.add_note(own, "like", f"fan-{i}")
+  start = time.time() - 100
+  for i in range(26):  # newer notifications push the reply to page 2
+    server.clock = lambda t=start + i: t
+    if i == 0:
+      server.add_note(own, "reply", "alice", text="is it really blue?")
+    else:
+      server.add_note(own, "like", f"fan-{i}")
+  server.clock = time.time
   ask_ids = seed_asks(server, ASKS[:1])
   words = tmp_path / "words.txt"
   words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
