@@ -9,12 +9,14 @@ marked sending but before the request, after the API confirmed the post
 (before the store knows), and after an operator's accepted draft is planned.
 """
 
+import dataclasses
 import signal
 
 import pytest
 
 from bot import loop
 from bot.jobs.base import slug_for
+from bot.posting import Poster
 from bot.records import Parent, Plan
 from bot.state import Store
 from bot.tumblr.client import TumblrClient
@@ -138,7 +140,7 @@ def lol_setup(server, tmp_path):
   own = server.add_post(BOT, text="the sea is blue tonight")
   cfg = make_config(server, tmp_path)
   store = Store(cfg.state)
-  client = TumblrClient(helpers.CREDS, host=server.url)
+  poster = Poster(TumblrClient(helpers.CREDS, host=server.url), store, BOT)
   post = server.posts(BOT)[0]
   parent = Parent(id=str(own), uuid=post["blog"]["uuid"],
                   reblog_key=post["reblog_key"], blog=BOT)
@@ -152,14 +154,12 @@ def lol_setup(server, tmp_path):
                       tags=[], content=content, layout=[], parent=parent,
                       slug=slug_for(key, "lol"))
     store.save_plan(key, plans[key])
-  # The first was posted and recorded.
+  # The first was posted and recorded; the second is about to be sent.
   store.mark_sending("reply:n1")
-  first = client.reblog(BOT, parent_uuid=parent.uuid, parent_id=parent.id,
-                        reblog_key=parent.reblog_key, content=content,
-                        slug=plans["reply:n1"].slug)
+  first = poster.send(plans["reply:n1"], "reply:n1")
   store.finish("reply:n1", first)
   store.mark_sending("reply:n2")
-  return cfg, store, client, plans, first
+  return cfg, store, poster, plans, first
 
 
 def lol_posts(server, own_id):
@@ -187,13 +187,10 @@ def test_a_short_reply_that_had_landed_is_found_by_its_slug(server, tmp_path,
                                                             bot_model):
   # Killed after the request landed: found by its slug, not sent again, and
   # not mistaken for the same words the operator then posted by hand.
-  cfg, store, client, plans, first = lol_setup(server, tmp_path)
+  cfg, store, poster, plans, first = lol_setup(server, tmp_path)
   p = plans["reply:n2"]
-  second = client.reblog(BOT, parent_uuid=p.parent.uuid,
-                         parent_id=p.parent.id, reblog_key=p.parent.reblog_key,
-                         content=p.content, slug=p.slug)
-  client.reblog(BOT, parent_uuid=p.parent.uuid, parent_id=p.parent.id,
-                reblog_key=p.parent.reblog_key, content=p.content)
+  second = poster.send(p, "reply:n2")
+  poster.send(dataclasses.replace(p, slug=""), "by hand")
   store.close()
   writes = server.write_requests
   report = loop.run_pass(cfg, model=bot_model)
@@ -208,11 +205,10 @@ def test_without_its_slug_a_post_is_found_by_parent_and_text(server, tmp_path,
                                                              bot_model):
   # A server that ignored the slug: the post with the planned parent and
   # text that no other job made is this job's.
-  cfg, store, client, plans, first = lol_setup(server, tmp_path)
-  p = plans["reply:n2"]
-  second = client.reblog(BOT, parent_uuid=p.parent.uuid,
-                         parent_id=p.parent.id, reblog_key=p.parent.reblog_key,
-                         content=p.content)  # no slug: one from its words
+  cfg, store, poster, plans, first = lol_setup(server, tmp_path)
+  # No slug: the server makes one from its words.
+  second = poster.send(dataclasses.replace(plans["reply:n2"], slug=""),
+                       "reply:n2")
   store.close()
   report = loop.run_pass(cfg, model=bot_model)
   assert report.reconciled == ["reply:n2"]
