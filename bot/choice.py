@@ -21,7 +21,7 @@ draw comes from the `rng` passed in.
 import dataclasses
 import random
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 _MENTION = re.compile(r"(?<![\w/])@([A-Za-z0-9][A-Za-z0-9-]*)")
 _WORDS = re.compile(r"[^\w]+")
@@ -70,12 +70,14 @@ def mentions(text: str) -> list:
 
 def screen(candidate: Candidate, *, prompt_text: str, allowed_names,
            min_chars: int, turn_delimiters: Sequence[re.Pattern] = (),
-           rejected: Sequence[str] = ()) -> str:
+           rejected: Sequence[str] = (),
+           names_avoided: Callable[[str], str] = lambda text: "") -> str:
   """The first reason to drop a candidate, or "kept".
 
   `turn_delimiters` are searched in the raw continuation (a match means the
   generator ran on into another turn); `rejected` are texts an operator
-  turned down before.
+  turned down before; `names_avoided(text)` is an avoided user the text
+  names, or "".
   """
   text = candidate.text.strip()
   if not text:
@@ -94,6 +96,9 @@ def screen(candidate: Candidate, *, prompt_text: str, allowed_names,
   others = [m for m in mentions(text) if m not in allowed]
   if others:
     return f"mentions @{others[0]}"
+  avoided = names_avoided(text)
+  if avoided:
+    return f"names {avoided}, who is on the avoid list"
   if _normalized(text) in {_normalized(r) for r in rejected if r}:
     return "the operator rejected this text"
   return "kept"

@@ -4,7 +4,8 @@ In a dry run this is where the posts go instead of Tumblr; in a live run it
 is a log a person can read. Each entry is one decision: the prompt, every
 candidate with its selector and sentiment scores and verdict, the winner and
 why it won, the mood, and where the post went (published, queue, draft, or
-nothing). `feed.jsonl` is appended to; `feed.html` is rewritten from it
+nothing); or, in a line, a job not taken (and why) or a command carried
+out. `feed.jsonl` is appended to; `feed.html` is rewritten from it
 (newest first) and `mood.png` plots the mood of the last days.
 """
 
@@ -40,6 +41,7 @@ td.text { white-space: pre-wrap; }
 tr.winner { background: #efe; }
 .why { font-style: italic; }
 .state-draft { color: #a60; } .state-none { color: #a00; }
+.skip { padding: .3em 1.4em; box-shadow: none; background: #eee; }
 """
 
 
@@ -86,42 +88,46 @@ class Feed:
     os.replace(tmp, path)
     return path
 
-  def write_mood_plot(self, times: Sequence[float], moods: Sequence[float],
-                      ranges: Sequence[tuple] = (),
-                      events: Sequence[tuple] = (),
-                      now: Optional[float] = None) -> str:
-    """Plots mood (and the allowed sentiment band) against time.
+  @property
+  def mood_path(self) -> str:
+    return os.path.join(self.directory, MOOD_PNG)
 
-    `events` are (time, sentiment, source) for what users sent and the bot
-    wrote, drawn as dots; `now`, if given, is marked, and the curve after it
-    is a projection.
-    """
-    path = os.path.join(self.directory, MOOD_PNG)
-    fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
-    dates = [datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-             for t in times]
-    if ranges:
-      ax.fill_between(dates, [r[0] for r in ranges], [r[1] for r in ranges],
-                      color="tab:blue", alpha=0.12, label="allowed sentiment")
-    ax.plot(dates, moods, color="tab:blue", label="mood")
-    for source, color in (("user", "tab:orange"), ("bot", "tab:green")):
-      pts = [(datetime.datetime.fromtimestamp(t, datetime.timezone.utc), s)
-             for t, s, src in events if src == source and s is not None]
-      if pts:
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10,
-                   color=color, label=f"{source} sentiment", zorder=3)
-    if now is not None:
-      ax.axvline(datetime.datetime.fromtimestamp(now, datetime.timezone.utc),
-                 color="gray", linestyle="--", linewidth=1, label="now")
-    ax.set_ylim(0, 1)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    ax.set_ylabel("P(positive)")
-    ax.legend(loc="upper left", fontsize=7)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+
+def write_mood_plot(path: str, times: Sequence[float], moods: Sequence[float],
+                    ranges: Sequence[tuple] = (),
+                    events: Sequence[tuple] = (),
+                    now: Optional[float] = None) -> str:
+  """Plots mood (and the allowed sentiment band) against time into `path`.
+
+  `events` are (time, sentiment, source) for what users sent and the bot
+  wrote, drawn as dots; `now`, if given, is marked, and the curve after it
+  is a projection.
+  """
+  fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
+  dates = [datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+           for t in times]
+  if ranges:
+    ax.fill_between(dates, [r[0] for r in ranges], [r[1] for r in ranges],
+                    color="tab:blue", alpha=0.12, label="allowed sentiment")
+  ax.plot(dates, moods, color="tab:blue", label="mood")
+  for source, color in (("user", "tab:orange"), ("bot", "tab:green")):
+    pts = [(datetime.datetime.fromtimestamp(t, datetime.timezone.utc), s)
+           for t, s, src in events if src == source and s is not None]
+    if pts:
+      ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10,
+                 color=color, label=f"{source} sentiment", zorder=3)
+  if now is not None:
+    ax.axvline(datetime.datetime.fromtimestamp(now, datetime.timezone.utc),
+               color="gray", linestyle="--", linewidth=1, label="now")
+  ax.set_ylim(0, 1)
+  ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+  ax.set_ylabel("P(positive)")
+  ax.legend(loc="upper left", fontsize=7)
+  fig.autofmt_xdate()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
 
 
 def _score(value) -> str:
@@ -130,6 +136,13 @@ def _score(value) -> str:
 
 def _entry_html(entry: dict) -> str:
   esc = html.escape
+  if "skipped" in entry or "command" in entry:
+    what = (f"skipped: {entry['skipped']}" if "skipped" in entry
+            else f"command {entry['command']}")
+    return (f"<div class='post skip'><div class='meta'>"
+            f"{esc(_when(entry['t']))} · {esc(entry.get('kind', ''))} · "
+            f"{esc(entry.get('job') or entry.get('stage', ''))}</div>"
+            f"<p class='why'>{esc(what)}</p></div>")
   state = entry.get("state") or "none"
   winner = entry.get("winner")
   rows = []

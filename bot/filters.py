@@ -13,6 +13,7 @@ text does not end in the drafts.
 """
 
 import dataclasses
+import os
 import re
 from typing import Optional, Sequence
 
@@ -35,6 +36,20 @@ def _letter(ch: str) -> str:
 def _entry_pattern(entry: str) -> str:
   letters = [c for c in entry.lower() if not c.isspace()]
   return _GAP.join(_letter(c) for c in letters)
+
+
+def read_list(path: Optional[str], what: str) -> list:
+  """The entries of a list file: one a line, `#` starts a comment, blank
+  lines skipped. An empty path is an empty list; an unreadable file is a
+  UserError naming `what` (the config key) and the path."""
+  if not path:
+    return []
+  try:
+    with open(os.path.expanduser(path), encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise UserError(f"{what} {path}: cannot read it ({e.strerror})") from None
+  return [e for e in (line.split("#", 1)[0].strip() for line in lines) if e]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +76,7 @@ class WordFilter:
   @classmethod
   def from_file(cls, path: Optional[str]) -> "WordFilter":
     """Reads a word list; an empty path means no list (nothing is filtered)."""
-    if not path:
-      return cls.from_words([])
-    try:
-      with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    except OSError as e:
-      raise UserError(f"word list {path}: cannot read it ({e.strerror})")
-    words = [line.split("#", 1)[0] for line in lines]
-    return cls.from_words(words)
+    return cls.from_words(read_list(path, "word list"))
 
   def hits(self, text: str) -> list:
     """The list entries that occur in `text` (each at most once)."""

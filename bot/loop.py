@@ -7,14 +7,22 @@ passes):
      and "posted" are reconciled with the API (did the post land?, see
      bot.posting) before anything is sent again; planned jobs are sent;
   3. carries out the operator's tags on drafts (bot.review);
-  4. records every new job before working on it (each kind finds its own,
-     bot.jobs): asks, replies and reblogs with comments, dashboard posts,
-     original posts to keep the queue topped up;
-  5. takes the jobs of this pass (at most one per user), builds each prompt
-     (the job's kind), samples N candidates per prompt in one call for all
-     of them (bot.writing), scores, screens and chooses (bot.choice), runs
-     the word list (hits go to drafts), saves the plan, then posts and marks
-     the job done once the API confirmed.
+  4. records every new job before working on it (each kind finds its own
+     and applies its rules, bot.jobs): asks, replies and reblogs with
+     comments, dashboard posts, original posts to keep the queue topped up;
+     the optional ones (dashboard, queue) only while the hour's API budget
+     allows; jobs the rules rule out are skipped with the reason, spam asks
+     deleted;
+  5. takes the jobs of this pass (by kind, in each kind's order, at most
+     one per user, limited users at most once per `asks.limited_hours`,
+     fewer and only answers as the day's posts run low), carries out what
+     needs no model (commands), builds each prompt (the job's kind), lets
+     the kind veto a job before writing (the dashboard's author gate),
+     samples N candidates per prompt in one call for all of them
+     (bot.writing), scores, screens and chooses (bot.choice), sends to
+     review what must wait for a person (word-list hits, screened users,
+     long inputs), saves the plan, then posts and marks the job done once
+     the API confirmed.
 With `dry_run` no write request is sent: the plans go to the feed (JSONL,
 HTML, mood plot) and the jobs are marked `dry_run`, which a later live pass
 redoes. Every decision is traced (JSONL) with all candidates and scores.
@@ -24,6 +32,7 @@ pass is logged and the next pass follows.
 
 import hashlib
 import logging
+import math
 import random
 import time
 from typing import Callable, Optional
@@ -33,9 +42,10 @@ from bot.feed import Feed
 from bot.filters import WordFilter
 from bot.jobs import DISCOVERERS, KINDS
 from bot.jobs.base import Context, Desk
+from bot.lists import Lists
 from bot.mood_log import MoodLog
 from bot.posting import Poster
-from bot.records import Job, PassReport, Plan
+from bot.records import FOLLOW, POSTING, UNFOLLOW, Job, PassReport, Plan
 from bot.state import Store, Trace
 from bot.tumblr.client import (PostBudget, PostCapDeferred, RateLimited,
                                TumblrClient, TumblrError, post_limits)
@@ -67,6 +77,7 @@ class Bot:
     self.store = Store(config.state, clock=clock)
     self.trace = Trace(config.trace or config.state + ".trace.jsonl")
     self.words = WordFilter.from_file(config.word_list)
+    self.lists = Lists.from_config(config.lists)
     self.mood = MoodLog(self.store, mood_lib.MoodParams.from_config(
         config.mood), dry_run=dry_run)
     self.poster = Poster(client, self.store, self.blog)
@@ -75,7 +86,9 @@ class Bot:
     self.budget = PostBudget(
         used_since=self.store.posts_since, last_post=self.store.last_post_time,
         cap=int(config.client.daily_cap),
-        slowdown_below=int(config.client.slowdown_below), clock=clock)
+        slowdown_below=int(config.client.slowdown_below),
+        answers_only_below=int(config.client.answers_only_below),
+        clock=clock, tumblr_offset=lambda: client.budget.clock_offset)
     self.review_tags = review.review_tags(config)
 
   def close(self):
@@ -100,23 +113,28 @@ class Bot:
     self.desk = Desk(blog=self.blog, config=self.config, client=self.client,
                      store=self.store, report=report, now=now,
                      dry_run=self.dry_run,
-                     rng=random.Random(self._seed(now, "choice")))
+                     rng=random.Random(self._seed(now, "choice")),
+                     lists=self.lists, trace=self._trace,
+                     model=self.generator, mood=self.mood)
     self.posts_this_pass = 0
-    try:
-      if not self.dry_run:
-        self.budget.server = post_limits(self.client.user_limits())
-    except TumblrError as e:
-      _credentials_check(e, self.config)
-      raise
     self.mood.advance(now)
     report.mood = self.mood.value
     try:
       if not self.dry_run:
+        self.budget.server = post_limits(self.client.user_limits())
         self._resume(report)
         for job in review.read_operator_tags(self.desk):
           self._send(job, report)
-      for discover in DISCOVERERS:
+      for name, discover, calls in DISCOVERERS:
+        short = self._budget_short(calls)
+        if short:
+          self._trace({"t": now, "stage": name, "skipped": short,
+                       "dry_run": self.dry_run})
+          log.info("skipping the %s: %s", name, short)
+          continue
         discover(self.desk)
+      for job in self.store.jobs(("chosen",)):  # spam asks to delete
+        self._carry_out(job, report)
       self._work(report)
     except RateLimited as e:
       report.stopped = str(e)
@@ -126,10 +144,22 @@ class Bot:
       raise
     self.mood.save()
     if self.feed is not None:
-      self.mood.plot(self.feed, float(self.config.mood.plot_days),
+      self.mood.plot(self.feed.mood_path, float(self.config.mood.plot_days),
                      float(self.config.mood.tau1_hours))
       self.feed.write_html(f"{self.blog}: the bot's feed"
                            + (" (dry run)" if self.dry_run else ""))
+
+  def _budget_short(self, calls_key: Optional[str]) -> str:
+    """Why an optional stage is skipped for the API budget ("" if not)."""
+    if calls_key is None:
+      return ""
+    left = self.client.budget.left(self.clock())
+    b = self.config.budget
+    need = int(b[calls_key]) + int(b.reserve_calls)
+    if left is not None and left < need:
+      return (f"{left} API calls left this hour (it needs {b[calls_key]}, "
+              f"and {b.reserve_calls} stay for answers)")
+    return ""
 
   def _seed(self, now: float, what: str) -> int:
     digest = hashlib.sha256(f"{self.config.seed}:{now}:{what}".encode())
@@ -153,17 +183,37 @@ class Bot:
   # ---- the work -----------------------------------------------------------------
 
   def _take(self, report: PassReport) -> list:
-    """The jobs this pass works on: by kind, at most one per user."""
+    """The jobs this pass works on: by kind, in the kind's order, at most one
+    per user, within the day's tier; every job left is traced."""
     statuses = DRY_TAKEN if self.dry_run else LIVE_TAKEN
+    tier = None if self.dry_run else self.budget.tier()
+    limit = int(self.config.jobs.max_per_pass)
+    if tier is not None:
+      limit = max(1, math.ceil(limit * tier.share)) if tier.share else 0
     taken, users = [], set()
-    for kind in KINDS:
-      for job in self.store.jobs(statuses, kind=kind):
-        if len(taken) + self.posts_this_pass >= int(
-            self.config.jobs.max_per_pass):
+    hours = float(self.config.asks.limited_hours)
+    answer_kinds = [k.name for k in KINDS.values() if k.answers]
+    for name, kind in KINDS.items():
+      for job in sorted(self.store.jobs(statuses, kind=name),
+                        key=kind.priority):
+        why = ""
+        if len(taken) + self.posts_this_pass >= limit:
+          why = (f"{limit} jobs a pass"
+                 + (f" ({tier.name})" if tier and tier.share < 1 else ""))
+        elif tier is not None and tier.answers_only and not kind.answers:
+          why = tier.name
+        elif job.user and job.user in users:
+          why = f"one job per user a pass ({job.user})"
+        elif job.user and job.user.lower() in self.lists.limited_users:
+          last = self.store.last_answered(job.user, answer_kinds)
+          if last is not None and self.desk.now - last < hours * 3600:
+            why = (f"{job.user} is a limited user, answered "
+                   f"{(self.desk.now - last) / 3600:.1f} h ago")
+        if why:
           report.deferred.append(job.key)
-          continue
-        if job.user and job.user in users:
-          report.deferred.append(job.key)  # one answer per user per pass
+          self._trace({"t": self.desk.now, "job": job.key, "kind": name,
+                       "skipped": f"not this pass: {why}",
+                       "dry_run": self.dry_run})
           continue
         if job.user:
           users.add(job.user)
@@ -177,8 +227,28 @@ class Bot:
     if not self.dry_run and self._capped([j.key for j in jobs], report):
       log.info("not posting now: %s", report.stopped)
       return
-    contexts = [KINDS[j.kind].context(j, self.blog, self.desk.now)
-                for j in jobs]
+    writing_jobs = []
+    for job in jobs:
+      plan = KINDS[job.kind].immediate(job, self.desk)
+      if plan is None:
+        writing_jobs.append(job)
+        continue
+      self.store.save_plan(job.key, plan)
+      self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
+                   "command": plan.action, "text": plan.text,
+                   "dry_run": self.dry_run})
+      self._carry_out(self.store.job(job.key), report)
+    contexts = []
+    for job in writing_jobs:
+      kind = KINDS[job.kind]
+      ctx = kind.context(job, self.blog, self.desk.now)
+      veto = kind.prefilter(ctx, self.desk)
+      if veto:
+        self.desk.skip(job.key, kind.name, veto)
+      else:
+        contexts.append(ctx)
+    if not contexts:
+      return
     # What users sent moves the mood before the bot answers.
     said = [c for c in contexts if c.moves_mood]
     for ctx, p in zip(said, self.scorer.sentiment([c.user_text
@@ -190,7 +260,8 @@ class Bot:
         contexts, self.generator, self.scorer, n=int(s.n),
         more_rounds=int(s.more_rounds), min_survivors=int(s.min_survivors),
         sentiment_range=self.mood.sentiment_range,
-        screens=lambda c: writing.screen_args(c, self.blog, min_chars),
+        screens=lambda c: writing.screen_args(c, self.blog, min_chars,
+                                              self.lists),
         seed=lambda r: self._seed(self.desk.now, f"sampling:{r}"))
     for ctx in contexts:
       job = ctx.job
@@ -198,14 +269,18 @@ class Bot:
       if plan is None:
         continue
       self.store.save_plan(job.key, plan)
-      if self.dry_run:
-        self.store.mark_dry_run(job.key)
-        report.would_post.append(job.key)
-        continue
-      self.desk.crash_point("after_plan", job.kind)
-      if self._capped([job.key], report):
-        continue
-      self._send(self.store.job(job.key), report)
+      self._carry_out(self.store.job(job.key), report)
+
+  def _carry_out(self, job: Job, report: PassReport) -> None:
+    """A planned job: sent (live), or put in the feed (dry run)."""
+    if self.dry_run:
+      self.store.mark_dry_run(job.key)
+      report.would_post.append(job.key)
+      return
+    self.desk.crash_point("after_plan", job.kind)
+    if job.plan.state in POSTING and self._capped([job.key], report):
+      return
+    self._send(job, report)
 
   def _decide(self, ctx: Context, cands: list,
               report: PassReport) -> Optional[Plan]:
@@ -222,7 +297,7 @@ class Bot:
              "winner": decision.index, "reason": decision.reason,
              "dry_run": self.dry_run}
     veto = (decision.reason if decision.index is None
-            else kind.gate(cands[decision.index], self.desk))
+            else kind.gate(cands[decision.index], ctx, self.desk))
     if veto is not None:
       if decision.index is not None:
         entry["reason"] += f"; {veto}"
@@ -234,10 +309,13 @@ class Bot:
     tags = self._tags(winner.tags)
     hits = self.words.hits(winner.text + "\n" + " ".join(tags))
     state = kind.post_state
+    held = kind.review_reason(ctx, self.desk)
     if hits:
+      held = f"word list hit ({', '.join(hits)})"
+    if held:
       state = "draft"
       tags = tags + [self.config.review.needs_tag]
-      entry["reason"] += f"; word list hit ({', '.join(hits)}): drafted"
+      entry["reason"] += f"; {held}: drafted"
     plan = kind.plan(ctx, winner.text, tags, state)
     self._trace(dict(entry, state=state, tags=tags, filter_hits=hits))
     self.mood.event(winner.sentiment, "bot", job.key)
@@ -249,8 +327,10 @@ class Bot:
       self.feed.append({k: v for k, v in entry.items() if k != "prompt"})
 
   def _tags(self, generated) -> list:
+    """The generated tags (those the lists allow) and the config's own."""
+    allowed = [t for t in generated if self.lists.tag_allowed(t)]
     tags = []
-    for t in list(generated)[:int(self.config.max_generated_tags)] + list(
+    for t in allowed[:int(self.config.max_generated_tags)] + list(
         self.config.tags):
       if t and t not in tags and t not in self.review_tags:
         tags.append(t)
@@ -275,7 +355,7 @@ class Bot:
       self.store.skip(job.key, f"gave up after {job.attempts} attempts")
       report.failed.append(job.key)
       return
-    if job.plan.state != "draft" and self._capped([job.key], report):
+    if job.plan.state in POSTING and self._capped([job.key], report):
       return
     self.store.mark_sending(job.key)
     self.desk.crash_point("before_send", job.kind)
@@ -300,12 +380,14 @@ class Bot:
     state = job.plan.state
     self.store.finish(job.key, post_id,
                       status="drafted" if state == "draft" else "done",
-                      counts_as_post=state != "draft", post_state=state)
-    if state != "draft":
+                      counts_as_post=state in POSTING, post_state=state)
+    if state in POSTING:
       self.budget.spent()
       self.posts_this_pass += 1
-    {"draft": report.drafted, "queue": report.queued}.get(
-        state, report.published).append(job.key)
+    if job.plan.action in (FOLLOW, UNFOLLOW):
+      self.desk.forget_following()
+    {"draft": report.drafted, "queue": report.queued,
+     "deleted": report.deleted}.get(state, report.published).append(job.key)
     if reconciled:
       report.reconciled.append(job.key)
 
@@ -320,6 +402,13 @@ def _credentials_check(e: TumblrError, config) -> None:
 
 
 # ---- building a bot from a config ------------------------------------------------------
+
+
+def check_files(config) -> None:
+  """Reads the word list and the lists now, so a wrong path is one line
+  before anything slow (a model) is loaded."""
+  WordFilter.from_file(config.word_list)
+  Lists.from_config(config.lists)
 
 
 def make_client(config, check: bool = True) -> TumblrClient:

@@ -54,6 +54,11 @@ class Generator(Protocol):
     """[[Sample] * n for each prompt]."""
 
 
+  def logprob(self, prefixes: Sequence[str],
+              continuations: Sequence[str]) -> list:
+    """log P(continuation | prefix) under the generator, per pair."""
+
+
 class Scorer(Protocol):
 
   def score(self, samples: Sequence[Sample]) -> list:
@@ -123,6 +128,7 @@ class LocalModel:
     self.settings = settings
     self.sentiment_scale = tuple(sentiment_scale)
     self.batches = []  # prompts per sampler call, for tests and logs
+    self._forward = None  # jitted log-probabilities, for `logprob`
 
   @classmethod
   def load(cls, model_dir: str, heads_dir: str = "",
@@ -168,6 +174,37 @@ class LocalModel:
                          finished=r.finished, hidden=r.hidden or None,
                          prompt=prompt)
                   for r in results[i * n:(i + 1) * n]])
+    return out
+
+  def logprob(self, prefixes: Sequence[str],
+              continuations: Sequence[str]) -> list:
+    import jax  # pylint: disable=import-outside-toplevel
+    from gpt2 import model as model_lib  # pylint: disable=import-outside-toplevel
+    tok, config = self.model.tokenizer, self.model.config
+    pairs = [(tok.encode(p), tok.encode(c))
+             for p, c in zip(prefixes, continuations)]
+    if not pairs:
+      return []
+    longest = max(len(p) + len(c) for p, c in pairs)
+    if longest > config.n_positions:
+      raise ValueError(f"{longest} tokens do not fit the context of "
+                       f"{config.n_positions}")
+    size = 16
+    while size < longest:
+      size *= 2
+    size = min(size, config.n_positions)
+    ids = np.zeros((len(pairs), size), np.int32)  # right-padded: causal
+    for i, (p, c) in enumerate(pairs):
+      ids[i, :len(p) + len(c)] = p + c
+    if self._forward is None:
+      self._forward = jax.jit(
+          lambda params, x: jax.nn.log_softmax(
+              model_lib.forward(config, params, x).logits.astype(np.float32)))
+    logp = np.asarray(self._forward(self.model.params, ids))
+    out = []
+    for i, (p, c) in enumerate(pairs):
+      positions = np.arange(len(p) - 1, len(p) + len(c) - 1)
+      out.append(float(logp[i, positions, c].sum()))
     return out
 
   def score(self, samples: Sequence[Sample]) -> list:
@@ -275,6 +312,14 @@ class RemoteModel:
     if not texts:
       return []
     return self._post("/sentiment", {"texts": list(texts)})["sentiment"]
+
+  def logprob(self, prefixes: Sequence[str],
+              continuations: Sequence[str]) -> list:
+    if not prefixes:
+      return []
+    return self._post("/logprob", {"prefixes": list(prefixes),
+                                   "continuations": list(continuations)}
+                      )["logprob"]
 
   def describe(self) -> dict:
     try:
@@ -405,10 +450,15 @@ class ModelServer:
     with self._model_lock:
       return {"sentiment": self.model.sentiment(body["texts"])}
 
+  def _logprob(self, body: dict) -> dict:
+    with self._model_lock:
+      return {"logprob": self.model.logprob(body["prefixes"],
+                                            body["continuations"])}
+
   def _handler(self):
     server = self
     routes = {"/generate": self._generate, "/score": self._score,
-              "/sentiment": self._sentiment}
+              "/sentiment": self._sentiment, "/logprob": self._logprob}
 
     class Handler(http.server.BaseHTTPRequestHandler):
       protocol_version = "HTTP/1.1"

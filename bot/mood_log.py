@@ -9,6 +9,7 @@ and its own, saves no state, and its events never count for live passes.
 import dataclasses
 
 from bot import mood as mood_lib
+from bot.feed import write_mood_plot
 from bot.state import Store
 
 
@@ -52,8 +53,9 @@ class MoodLog:
       s = self.state
       self.store.save_mood(s.t, s.x1, s.x2, self.value)
 
-  def plot(self, feed, days: float, ahead_hours: float) -> None:
-    """The mood of the last `days` and where it heads if nobody writes."""
+  def plot(self, path: str, days: float, ahead_hours: float) -> str:
+    """Plots the mood of the last `days` and where it heads if nobody
+    writes (`ahead_hours`) into the PNG `path`."""
     since = self.now - days * 86400
     history = self.store.mood_history(since - 86400)
     if history:
@@ -70,4 +72,13 @@ class MoodLog:
     ranges = [mood_lib.sentiment_range(m, self.params) for m in moods]
     dots = [(e["t"], e["sentiment"], e["source"])
             for e in self.store.mood_events(since, dry_run=self.dry_run)]
-    feed.write_mood_plot(times, moods, ranges, dots, now=self.now)
+    return write_mood_plot(path, times, moods, ranges, dots, now=self.now)
+
+  def movers(self, since: float, n: int) -> tuple:
+    """What users sent since `since` that pushed the mood most up and most
+    down: (up to n events, strongest first) each way."""
+    events = [e for e in self.store.mood_events(since, dry_run=self.dry_run)
+              if e["source"] == "user"]
+    up = sorted((e for e in events if e["u"] > 0), key=lambda e: -e["u"])
+    down = sorted((e for e in events if e["u"] < 0), key=lambda e: e["u"])
+    return up[:n], down[:n]

@@ -1,9 +1,14 @@
 """Carrying out a plan through the API, and finding out whether it landed.
 
 `Poster.send` makes the write request a `Plan` describes (answer an ask,
-reblog, create, or edit a draft) with the client's retries; before a retry,
-and when a crashed pass left a job between "about to post" and "posted",
-`Poster.landed` asks the API whether the post is there:
+reblog, create, edit a draft, delete an ask, follow or unfollow the asker
+and delete the ask) with the client's retries, uploading the plan's media
+files with it; before a retry, and when a crashed pass left a job between
+"about to post" and "posted", `Poster.landed` asks the API whether the post
+is there:
+- a deletion (and a follow or unfollow, which ends by deleting the ask)
+  landed when the ask is gone; following twice is harmless, so a follow
+  whose ask is still there is simply sent again;
 
 - an answer or an edit changes a known post id: that post, in the planned
   state and with the planned text, is the one;
@@ -19,7 +24,8 @@ and when a crashed pass left a job between "about to post" and "posted",
 import re
 from typing import Callable, Optional
 
-from bot.records import ANSWER, EDIT, REBLOG, Plan
+from bot.records import (ANSWER, DELETE, EDIT, FOLLOW, REBLOG, UNFOLLOW,
+                         Plan)
 from bot.state import Store
 from bot.tumblr import npf
 from bot.tumblr.client import TumblrClient
@@ -29,6 +35,8 @@ _STATES = {"published": ("published",), "queue": ("queue", "queued"),
            "draft": ("draft",)}
 # Newest published posts searched for a new post after a crash.
 _RECENT_POSTS = 60
+_MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+                "gif": "image/gif"}
 
 
 def plain(text: str) -> str:
@@ -51,9 +59,23 @@ class Poster:
   def send(self, plan: Plan, job_key: str) -> str:
     """Makes the plan's write request; returns the post's id."""
     c, blog = self.client, self.blog
+    if plan.action in (DELETE, FOLLOW, UNFOLLOW):
+      if plan.action == FOLLOW:
+        c.follow(plan.blog)
+      elif plan.action == UNFOLLOW:
+        c.unfollow(plan.blog)
+      if c.get_post(blog, plan.post_id) is not None:
+        c.delete_post(blog, plan.post_id)
+      return plan.post_id
     landed = _landed_response(lambda: self.landed(plan, job_key))
+    media = {}
+    for ident, path in plan.media.items():
+      with open(path, "rb") as f:
+        media[ident] = (_MEDIA_TYPES.get(path.rsplit(".", 1)[-1].lower(),
+                                         "application/octet-stream"),
+                        f.read())
     args = dict(content=plan.content, tags=plan.tags, state=plan.state,
-                landed=landed)
+                landed=landed, media=media or None)
     if plan.action in (ANSWER, EDIT):
       extra = None
       if plan.parent:
@@ -71,6 +93,9 @@ class Poster:
 
   def landed(self, plan: Plan, job_key: str) -> Optional[str]:
     """The id of the post `plan` made for `job_key`, if the API shows it."""
+    if plan.action in (DELETE, FOLLOW, UNFOLLOW):
+      gone = self.client.get_post(self.blog, plan.post_id) is None
+      return plan.post_id if gone else None
     want = content_text(plan.content, plan.layout)
     if plan.action in (ANSWER, EDIT):
       post = self.client.get_post(self.blog, plan.post_id)

@@ -16,9 +16,13 @@ ANSWER = "answer"  # edit an ask in the inbox into its answer (same post id)
 REBLOG = "reblog"  # a new post reblogging `parent`, adding `content`
 CREATE = "create"  # a new original post
 EDIT = "edit"  # change a post the bot made before (a draft) in place
-ACTIONS = (ANSWER, REBLOG, CREATE, EDIT)
-# Where a plan puts the post.
-STATES = ("published", "queue", "draft")
+DELETE = "delete"  # delete an ask (spam, or a command carried out)
+FOLLOW = "follow"  # follow `blog`, then delete the ask that asked for it
+UNFOLLOW = "unfollow"  # unfollow `blog`, then delete the ask
+ACTIONS = (ANSWER, REBLOG, CREATE, EDIT, DELETE, FOLLOW, UNFOLLOW)
+# Where a plan puts the post ("deleted": the ask is gone, nothing posted).
+STATES = ("published", "queue", "draft", "deleted")
+POSTING = ("published", "queue")  # states that count against the daily cap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,17 +48,24 @@ class Plan:
   tags: list
   content: list  # NPF blocks sent
   layout: list
-  post_id: Optional[str] = None  # answer and edit: the post changed
+  post_id: Optional[str] = None  # answer, edit, delete: the post changed
   parent: Optional[Parent] = None  # reblogs (also an edited reblog draft)
   slug: str = ""
+  blog: str = ""  # follow, unfollow: whom
+  media: dict = dataclasses.field(default_factory=dict)  # identifier: file
 
   def __post_init__(self):
     if self.action not in ACTIONS:
       raise ValueError(f"plan action {self.action!r} is not one of {ACTIONS}")
     if self.state not in STATES:
       raise ValueError(f"plan state {self.state!r} is not one of {STATES}")
-    if self.action in (ANSWER, EDIT) and not self.post_id:
+    if self.action not in (REBLOG, CREATE) and not self.post_id:
       raise ValueError(f"a plan to {self.action} needs the post id")
+    if self.action in (FOLLOW, UNFOLLOW) and not self.blog:
+      raise ValueError(f"a plan to {self.action} needs the blog")
+    if (self.action in (DELETE, FOLLOW, UNFOLLOW)) != (
+        self.state == "deleted"):
+      raise ValueError(f"a plan to {self.action} cannot end {self.state}")
     if self.action == REBLOG and self.parent is None:
       raise ValueError("a reblog plan needs its parent post")
 
@@ -101,6 +112,7 @@ class PassReport:
   queued: list = dataclasses.field(default_factory=list)
   drafted: list = dataclasses.field(default_factory=list)
   would_post: list = dataclasses.field(default_factory=list)  # dry run
+  deleted: list = dataclasses.field(default_factory=list)  # asks deleted
   skipped: list = dataclasses.field(default_factory=list)
   deferred: list = dataclasses.field(default_factory=list)
   reconciled: list = dataclasses.field(default_factory=list)
@@ -112,8 +124,8 @@ class PassReport:
 
   def summary(self) -> str:
     parts = [f"{len(self.new_jobs)} new jobs"]
-    for name in ("published", "queued", "drafted", "would_post", "skipped",
-                 "deferred", "reconciled", "reviewed", "failed"):
+    for name in ("published", "queued", "drafted", "would_post", "deleted",
+                 "skipped", "deferred", "reconciled", "reviewed", "failed"):
       if getattr(self, name):
         parts.append(f"{len(getattr(self, name))} {name.replace('_', ' ')}")
     parts.append(f"{self.writes} write requests")

@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blocked_by (
+  blog TEXT PRIMARY KEY,
+  t REAL NOT NULL
+);
 """
 # Columns added since the first schema: (table, column, declaration). A
 # state file written by an older version gains them when it is opened.
@@ -309,6 +313,24 @@ class Store:
     """The operator published the draft on Tumblr themselves."""
     self.finish(key, post_id, note="published by the operator",
                 expect=("drafted",))
+
+  def last_answered(self, user: str, kinds: Sequence[str]) -> Optional[float]:
+    """When the bot last finished a job of `kinds` for `user`."""
+    marks = ",".join("?" * len(kinds))
+    return self._db.execute(
+        f"SELECT MAX(updated) FROM jobs WHERE user = ? AND status = 'done' "
+        f"AND kind IN ({marks})", (user, *kinds)).fetchone()[0]
+
+  # -- blogs that blocked the bot ------------------------------------------------
+
+  def mark_blocked(self, blog: str) -> None:
+    with self._tx() as db:
+      db.execute("INSERT OR IGNORE INTO blocked_by (blog, t) VALUES (?, ?)",
+                 (blog, self._clock()))
+
+  def is_blocked(self, blog: str) -> bool:
+    return self._db.execute("SELECT 1 FROM blocked_by WHERE blog = ?",
+                            (blog,)).fetchone() is not None
 
   # -- posts made (the daily cap) ----------------------------------------------
 

@@ -50,7 +50,7 @@ blog under the bot's name; times are written in UTC unless told otherwise.
 import dataclasses
 import datetime
 import re
-from typing import Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bot.tumblr import fields, html_subset, legacy, npf
 from bot.tumblr.thread import (ASKED, COMMENTED, POSTED, RESPONDED, Thread,
@@ -197,6 +197,28 @@ def text_post_prompt(bot_name: str, when: When,
                      tz: datetime.tzinfo = datetime.timezone.utc) -> str:
   """The prompt for an original text post."""
   return _prompt((), bot_name, POSTED, when, None, tz)
+
+
+def own_turn_split(thread: Thread) -> Tuple[str, str]:
+  """A formatted thread cut after its last turn's `tags:`: (the prompt the
+  bot would have written that turn from, the turn's tags and text as the
+  generator writes them). How the heads see a post."""
+  document = format_thread(thread)
+  last = thread.turns[-1]
+  own_turn = document.rfind(f"#{len(thread.turns)} {last.author} {last.kind}:")
+  cut = document.index("tags:", max(own_turn, 0)) + len("tags:")
+  return document[:cut], document[cut:]
+
+
+def next_author_split(prompt: str, blog: str) -> Tuple[str, str]:
+  """A reblog prompt cut before the commenter's name: (the thread up to
+  `#N`, ` BLOG commented:`), to ask the generator how likely it is that
+  `blog` writes next."""
+  m = list(re.finditer(rf"(?m)^#\d+ {re.escape(blog)} {COMMENTED}:", prompt))
+  if not m:
+    raise ValueError(f"no turn of {blog} to cut the prompt at")
+  cut = m[-1].start() + m[-1].group(0).index(" ")
+  return prompt[:cut], f" {blog} {COMMENTED}:"
 
 
 # ---- generated text back to posts -------------------------------------------

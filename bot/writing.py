@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 from bot import choice, text_format
 from bot.choice import Candidate
 from bot.jobs.base import Context
+from bot.lists import Lists
 
 
 def candidate(sample, selector, sentiment) -> Candidate:
@@ -20,12 +21,14 @@ def candidate(sample, selector, sentiment) -> Candidate:
                    finished=bool(sample.finished))
 
 
-def screen_args(ctx: Context, blog: str, min_chars: int) -> dict:
+def screen_args(ctx: Context, blog: str, min_chars: int,
+                lists: Lists = Lists()) -> dict:
   """`choice.screen`'s arguments for one job's candidates."""
   return dict(prompt_text=ctx.user_text, allowed_names=[ctx.author, blog],
               min_chars=min_chars,
               turn_delimiters=text_format.TURN_DELIMITERS,
-              rejected=list(ctx.job.rejected))
+              rejected=list(ctx.job.rejected),
+              names_avoided=lists.names_avoided_user)
 
 
 def write_candidates(contexts: Sequence[Context], generator, scorer, *,

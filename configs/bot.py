@@ -81,6 +81,48 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.mood.range_width = 0.45
   c.mood.plot_days = 3.0
 
+  # The operator's lists (bot/lists.py): a file each, one entry a line, `#`
+  # comments; "" = none.
+  c.lists = ml_collections.ConfigDict(dict(
+      avoid_users="", screened_users="", limited_users="", avoid_tags="",
+      no_reblog_ids="", auto_accept_repliers="", drop_tags_containing=""))
+
+  # Asks (bot/jobs/asks.py), as the original treated them.
+  c.asks = ml_collections.ConfigDict()
+  c.asks.max_read = 50  # asks read from the inbox per pass
+  c.asks.min_words = 2  # fewer: skipped (CJK and emoji count 2; "!..." never)
+  c.asks.max_images = 5  # more: skipped
+  c.asks.review_chars = 10000  # longer: to review
+  c.asks.max_pending_per_user = 2  # a user's waiting asks beyond: deleted
+  c.asks.limited_hours = 12.0  # limited users: one answer per this many hours
+
+  # Commands in asks: !follow, !unfollow, !mood.
+  c.commands = ml_collections.ConfigDict()
+  c.commands.enabled = True
+  c.commands.mood_interactions = 5  # !mood lists this many up and down
+
+  # Replies to the bot's posts and reblogs of them (bot/jobs/replies.py).
+  c.replies = ml_collections.ConfigDict()
+  # The original's cost: +1 a post in the thread, -0.1 a word (first 50),
+  # +6 under 4 words, +10 for one word or none; over this, skipped.
+  c.replies.max_cost = 20.0
+
+  # Dashboard reblogs (bot/jobs/dashboard.py).
+  c.dashboard = ml_collections.ConfigDict()
+  c.dashboard.max_images = 10  # more: never reblogged
+  c.dashboard.max_notes_without_comment = 1500  # this many, no comment: never
+  # The generator's P(the bot comments next on this post) over its P on a
+  # neutral post must reach this (the original's 0.75).
+  c.dashboard.author_gate = 0.75
+
+  # The API budget (the rate-limit headers): optional work is skipped when
+  # fewer calls than these are left this hour, beyond `reserve_calls` kept
+  # for answers.
+  c.budget = ml_collections.ConfigDict()
+  c.budget.reserve_calls = 10
+  c.budget.dashboard_calls = 10
+  c.budget.queue_calls = 5
+
   # Word list and review.
   c.word_list = ""  # one word or phrase a line; hits go to drafts
   c.review = ml_collections.ConfigDict()
@@ -96,6 +138,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.client.max_wait_s = 900.0  # longest 429 reset waited for in a pass
   c.client.daily_cap = 250
   c.client.slowdown_below = 25  # posts left today at which posting spaces out
+  c.client.answers_only_below = 5  # posts left today at which only answers go
 
   # Testing the crash recovery: a point of bot.jobs.base.CRASH_POINTS
   # ("after_plan", "before_send", "after_send", "after_accept"), or

@@ -38,6 +38,7 @@ def main(argv):
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(name)s %(levelname)s %(message)s")
   config = _CONFIG.value
+  loop.check_files(config)
   client = loop.make_client(config)
   model = loop.make_model(config, _MODEL_SERVER.value)
   if _ONCE.value:

@@ -97,3 +97,13 @@ def test_without_a_selector_the_best_mean_logprob_wins():
   ok, why = choice.reblog_gate(cands[1], min_selector=0.9, gate_prob=1.0,
                                rng=random.Random(0))
   assert ok and "no selector head" in why
+
+
+def test_a_candidate_naming_an_avoided_user_is_dropped():
+  names = {"mallory"}.intersection
+  avoided = lambda text: next(iter(names(text.lower().split())), "")
+  got = choice.screen(Candidate("i think mallory would agree"),
+                      **dict(SCREEN, names_avoided=avoided))
+  assert got == "names mallory, who is on the avoid list"
+  assert choice.screen(Candidate("i think frogs would agree"),
+                       **dict(SCREEN, names_avoided=avoided)) == "kept"

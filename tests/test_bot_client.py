@@ -1,6 +1,7 @@
 """The Tumblr client wrapper against the local Tumblr API server (real HTTP)."""
 
 import logging
+import time
 
 import pytest
 
@@ -37,14 +38,26 @@ def server():
 
 def test_429_is_waited_out_with_the_reset_header(server):
   sleep = RecordingSleep()
-  client = TumblrClient(CREDS, host=server.url, sleep=sleep, backoff_s=0.01)
   for i in range(9):
+    # A new client each time knows nothing of the budget, so it earns 429s.
+    client = TumblrClient(CREDS, host=server.url, sleep=sleep, backoff_s=0.01)
     client.create_post("frank", content=[{"type": "text", "text": f"p{i}"}])
   statuses = [status for _, _, status in server.request_log]
   assert statuses.count(429) >= 1
   # Each wait is what the server's reset header said (a 1 s window).
   assert sleep.waits and all(0 < w <= 1.0 for w in sleep.waits)
   assert len(server.posts("frank")) == 9
+
+
+def test_the_budget_in_the_headers_is_waited_for_without_a_429(server):
+  sleep = RecordingSleep()
+  client = TumblrClient(CREDS, host=server.url, sleep=sleep, backoff_s=0.01)
+  for i in range(9):
+    client.create_post("frank", content=[{"type": "text", "text": f"p{i}"}])
+  assert [st for _, _, st in server.request_log].count(429) == 0
+  assert sleep.waits and all(0 < w <= 1.0 for w in sleep.waits)
+  assert len(server.posts("frank")) == 9
+  assert client.budget.left(time.time()) is not None
 
 
 def test_a_reset_too_far_away_stops_instead_of_hanging():
@@ -57,6 +70,12 @@ def test_a_reset_too_far_away_stops_instead_of_hanging():
     with pytest.raises(TumblrError, match="rate limited") as e:
       client.posts("frank")
     assert e.value.status == 429
+    # The headers said the hour was spent: the third call was never sent.
+    assert [st for _, _, st in s.request_log] == [200, 200]
+    fresh = TumblrClient(CREDS, host=s.url, max_wait_s=5.0)
+    with pytest.raises(TumblrError, match="rate limited"):
+      fresh.posts("frank")  # knows no budget: sent, and answered 429
+    assert [st for _, _, st in s.request_log] == [200, 200, 429]
 
 
 def test_reset_wait_reads_the_headers():
@@ -202,3 +221,38 @@ def test_budget_spaces_posts_near_the_cap():
   used["n"] = 100
   last["t"] = now  # far from the cap: no spacing
   budget.check()
+
+
+def test_the_day_is_tumblrs_calendar_day():
+  with TumblrServer(CREDS) as s:
+    s.clock = lambda: time.time() + 120  # Tumblr's clock runs 2 min ahead
+    s.add_blog("frank", owned=True)
+    client = TumblrClient(CREDS, host=s.url)
+    client.posts("frank")
+    assert client.budget.clock_offset == pytest.approx(120, abs=2)
+  midnight = 1_800_000_000 // 86400 * 86400 + 86400  # a UTC midnight
+  posts = [midnight - 300]  # our clock: five minutes before midnight
+  budget = PostBudget(used_since=lambda t: sum(p >= t for p in posts),
+                      last_post=lambda: None, cap=10,
+                      clock=lambda: midnight - 60,
+                      tumblr_offset=lambda: 120.0)
+  # A minute before our midnight Tumblr's day has begun: that post was
+  # yesterday's.
+  assert budget.remaining() == 10
+  budget.tumblr_offset = lambda: 0.0
+  assert budget.remaining() == 9
+
+
+def test_post_tiers_follow_the_posts_left():
+  left = {"n": 250}
+  budget = PostBudget(used_since=lambda t: 250 - left["n"],
+                      last_post=lambda: None)
+  tiers = {}
+  for n in (250, 25, 24, 5, 4, 0):
+    left["n"] = n
+    tiers[n] = budget.tier()
+  assert tiers[250].share == tiers[25].share == 1.0
+  assert tiers[24].share == 0.62 and not tiers[24].answers_only
+  assert tiers[5].share == 0.62
+  assert tiers[4].answers_only and tiers[4].name.startswith("4 posts left")
+  assert tiers[0].share == 0.0

@@ -349,3 +349,38 @@ def test_server_accepts_what_text_to_content_makes(server):
   assert "id" in created, created
   stored = server.post(int(created["id"]))
   assert npf.content_to_text(stored["content"]) == npf.content_to_text(content)
+
+
+def test_follow_unfollow_blocks_uploads_and_tumblrs_clock(server):
+  from bot.tumblr.client import TumblrClient, TumblrError  # pylint: disable=import-outside-toplevel
+  c = client(server)
+  assert c.follow("alice.tumblr.com")["blog"]["name"] == "alice"
+  listed = signed_get(server, "/v2/user/following").json()["response"]
+  assert [b["name"] for b in listed["blogs"]] == ["alice"]
+  assert listed["total_blogs"] == 1
+  c.unfollow("alice.tumblr.com")
+  assert server.following() == []
+  # A blog that blocked the user answers 403 on every blog route.
+  server.block_user("alice")
+  blocked = c.posts("alice")
+  assert blocked["meta"]["status"] == 403
+  assert blocked["errors"][0]["detail"] == (
+      "You do not have permission to view this blog")
+  # An NPF post with an uploaded image (multipart: a `json` part and the
+  # file named by its identifier), then served from the media path.
+  ours = TumblrClient(CREDENTIALS, host=server.url)
+  png = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
+  post_id = ours.create_post("frank", content=[
+      {"type": "image", "media": [{"type": "image/png",
+                                   "identifier": "plot"}]},
+      {"type": "text", "text": "a plot"}], media={"plot": ("image/png", png)})
+  (image, text) = server.post(int(post_id))["content"]
+  assert text["text"] == "a plot"
+  assert requests.get(image["media"][0]["url"], timeout=10).content == png
+  with pytest.raises(TumblrError, match="no upload for media identifier"):
+    ours.create_post("frank", content=[{"type": "image", "media": [
+        {"type": "image/png", "identifier": "missing"}]}])
+  # The Date header is the server's clock, which its daily limits follow.
+  server.clock = lambda: time.time() + 90
+  ours.posts("frank")
+  assert ours.budget.clock_offset == pytest.approx(90, abs=2)

@@ -12,6 +12,10 @@ from bot.jobs import asks, dashboard, originals, replies
 # Job kinds by name, in the order a pass works on them.
 KINDS = {k.name: k for k in (asks.ASK, replies.REPLY, replies.REBLOG,
                              dashboard.DASHBOARD, originals.ORIGINAL)}
-# Where new jobs come from, in the order a pass looks.
-DISCOVERERS = (asks.discover, replies.discover, dashboard.discover,
-               originals.discover)
+# Where new jobs come from, in the order a pass looks: (name, discover, the
+# config key under `budget` of the API calls it needs, None if it is not
+# optional). Optional ones are skipped when the hour's budget runs low.
+DISCOVERERS = (("asks", asks.discover, None),
+               ("notifications", replies.discover, None),
+               ("dashboard", dashboard.discover, "dashboard_calls"),
+               ("queue", originals.discover, "queue_calls"))

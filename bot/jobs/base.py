@@ -2,10 +2,13 @@
 the plans that reblog or create a post.
 
 A job kind (`JobKind`) holds what is particular to one kind of job: how its
-jobs are found (`discover`, given a `Desk`: the pass's client, store and
-config), the prompt and what the user said (`context`), and the write
-request that posts the chosen text (`plan`). The loop (bot.loop) runs the
-same pass for every kind.
+jobs are found and which are eligible (its module's `discover`, given a
+`Desk`: the pass's client, store, lists and config), the order they are
+taken in (`priority`), what needs no model (`immediate`: commands, spam
+deletions), the prompt and what the user said (`context`), what must go to
+a person (`review_reason`), what the model may veto before and after
+writing (`prefilter`, `gate`), and the write request that posts the chosen
+text (`plan`). The loop (bot.loop) runs the same pass for every kind.
 """
 
 import dataclasses
@@ -15,12 +18,19 @@ import os
 import random
 import re
 import signal
-from typing import Optional
+import unicodedata
+from typing import Callable, Optional
 
+from bot.lists import Lists
 from bot.records import CREATE, EDIT, REBLOG, Job, Parent, PassReport, Plan
 from bot.state import Store
 from bot.tumblr import npf
-from bot.tumblr.client import TumblrClient
+from bot.tumblr.client import TumblrClient, TumblrError
+
+# How Tumblr answers a request about a blog that blocked the user.
+BLOCKED = "You do not have permission to view this blog"
+# The followed blogs are listed again after this long.
+_FOLLOWING_TTL_S = 6 * 3600
 
 log = logging.getLogger("bot.jobs")
 
@@ -46,12 +56,58 @@ class Desk:
   now: float
   dry_run: bool
   rng: random.Random
+  lists: Lists = Lists()
+  trace: Callable[[dict], None] = lambda entry: None
+  model: object = None  # the generator and scorer (bot.ml)
+  mood: object = None  # the pass's bot.mood_log.MoodLog
+  _following: Optional[set] = None
 
   def record(self, key: str, kind: str, payload: dict,
-             user: Optional[str] = None) -> None:
-    """Records a job (once: a known key is left alone)."""
+             user: Optional[str] = None) -> bool:
+    """Records a job (once: a known key is left alone); True if new."""
     if self.store.record_job(key, kind, payload, user=user):
       self.report.new_jobs.append(key)
+      return True
+    return False
+
+  def skip(self, key: str, kind: str, reason: str) -> None:
+    """A recorded job the bot will not do: skipped, traced, reported."""
+    log.info("%s: skipped: %s", key, reason)
+    self.store.skip(key, reason)
+    self.report.skipped.append(key)
+    self.trace({"t": self.now, "job": key, "kind": kind, "skipped": reason,
+                "dry_run": self.dry_run})
+
+  def following(self) -> set:
+    """The blogs the bot follows (listed again every few hours, or after
+    the bot followed or unfollowed someone)."""
+    if self._following is None:
+      cached = self.store.get_meta("following")
+      if cached and self.now - cached["t"] < _FOLLOWING_TTL_S:
+        self._following = set(cached["names"])
+      else:
+        self._following = set(self.client.following())
+        self.store.set_meta("following", {"t": self.now,
+                                          "names": sorted(self._following)})
+    return self._following
+
+  def forget_following(self) -> None:
+    self._following = None
+    self.store.set_meta("following", None)
+
+  def blog_posts(self, blog: str, **kw) -> Optional[list]:
+    """`client.posts(blog, ...)`, or None if `blog` blocked the bot: the
+    block is remembered and that blog is not queried again."""
+    if self.store.is_blocked(blog):
+      return None
+    try:
+      return self.client.posts(blog, **kw)
+    except TumblrError as e:
+      if e.status == 403 and BLOCKED.lower() in str(e).lower():
+        log.info("%s blocked the bot; not querying it again", blog)
+        self.store.mark_blocked(blog)
+        return None
+      raise
 
   def crash_point(self, point: str, kind: str) -> None:
     """Kills the process here if the config says so (crash tests)."""
@@ -76,20 +132,78 @@ class Context:
 
 class JobKind:
   """What is particular to one kind of job. Subclasses set `name` and
-  override `context` and `plan` (and `gate` to veto a winner)."""
+  override `context` and `plan`, and the other hooks where they differ."""
   name = ""
   post_state = "published"  # where its posts go when nothing holds them
+  answers = True  # an answer to someone (posted even when posts run low)
+
+  def priority(self, job: Job):
+    """Sort key: the jobs of a kind are taken in this order (oldest first)."""
+    return job.created
+
+  def immediate(self, job: Job, desk: Desk) -> Optional[Plan]:
+    """A plan that needs no model (a command, say), or None."""
+    del job, desk
+    return None
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     raise NotImplementedError
 
+  def review_reason(self, ctx: Context, desk: Desk) -> Optional[str]:
+    """Why this job's post must wait for a person (a draft), or None."""
+    if ctx.job.user and ctx.job.user.lower() in desk.lists.screened_users:
+      return f"{ctx.job.user} is a screened user"
+    limit = int(desk.config.asks.review_chars)
+    if len(ctx.user_text) > limit:
+      return f"the input is over {limit} characters"
+    return None
+
+  def prefilter(self, ctx: Context, desk: Desk) -> Optional[str]:
+    """A reason not to write for this job at all, or None."""
+    del ctx, desk
+    return None
+
   def plan(self, ctx: Context, text: str, tags: list, state: str) -> Plan:
     raise NotImplementedError
 
-  def gate(self, winner, desk: Desk) -> Optional[str]:
+  def gate(self, winner, ctx: Context, desk: Desk) -> Optional[str]:
     """A reason not to post the chosen candidate, or None (post it)."""
-    del winner, desk
+    del winner, ctx, desk
     return None
+
+
+_ZERO_WIDTH = {"Mn", "Me", "Cf"}  # joiners, variation selectors, marks
+
+
+def word_count(text: str) -> int:
+  """Words, counted width-aware: each wide character (CJK, emoji and other
+  symbols) counts 2, zero-width ones 0, and any other run between spaces 1."""
+  text = re.sub(r"<[^>]*>|\[[^\]]*\]", " ", text)  # markup and placeholders
+  count = 0
+  for token in text.split():
+    narrow = False
+    for ch in token:
+      if unicodedata.category(ch) in _ZERO_WIDTH:
+        continue
+      if (unicodedata.east_asian_width(ch) in ("W", "F")
+          or unicodedata.category(ch) == "So"):
+        count += 2
+      elif ch.isalnum():
+        narrow = True
+    count += narrow
+  return count
+
+
+def reply_cost(posts_in_thread: int, text: str) -> float:
+  """The original's cost of answering: +1 a post in the thread, -0.1 a word
+  (the first 50), +6 under 4 words and +10 more for one word or none."""
+  words = word_count(text)
+  cost = posts_in_thread - 0.1 * min(words, 50)
+  if words < 4:
+    cost += 6
+  if words <= 1:
+    cost += 10
+  return round(cost, 2)
 
 
 # ---- plans ---------------------------------------------------------------------

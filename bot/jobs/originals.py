@@ -16,6 +16,7 @@ from bot.tumblr import npf
 class Originals(JobKind):
   name = "original"
   post_state = "queue"
+  answers = False
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     return Context(job=job, prompt=text_format.text_post_prompt(blog, now),

@@ -3,20 +3,30 @@ are found in the blog's notifications.
 
 - A reply (`reply`, also a mention in a reply) is answered by reblogging the
   post it was left on, quoting the reply. Payload: {"post": that post,
-  "replier", "reply_text"}.
+  "replier", "reply_text", "cost"}.
 - A reblog with a comment (`reblog`, also a mention in a post) is answered
   by reblogging that reblog with a comment. Payload: {"post": the reblog,
-  "replier": its author}.
+  "replier": its author, "cost"}.
 One reblog job per post, however the bot heard of it. Notifications are
 read back to the newest one the last pass saw.
+
+The original's rules: a reply is answered only if the bot follows the
+replier, the replier is on `lists.auto_accept_repliers`, the bot wrote the
+post and nobody reblogged it before the reply, or the reply starts with
+@BOT; never a reply that tags someone else, never anything from an avoided
+user, and a reblog only if it adds a comment. Eligible ones are taken
+cheapest first by the original's cost (`base.reply_cost`: long threads and
+very short texts cost more) and skipped over `replies.max_cost`.
 """
 
 import logging
+from typing import Optional
 
-from bot import text_format
-from bot.jobs.base import Context, Desk, JobKind, new_post_plan, parent_of
+from bot import choice, text_format
+from bot.jobs.base import (Context, Desk, JobKind, new_post_plan, parent_of,
+                           reply_cost)
 from bot.records import Job, Plan
-from bot.tumblr import npf
+from bot.tumblr import fields, npf
 
 log = logging.getLogger("bot.jobs.replies")
 
@@ -30,6 +40,9 @@ _CURSOR = "notifications_since"
 
 class Replies(JobKind):
   name = "reply"
+
+  def priority(self, job: Job):
+    return (job.payload.get("cost", 0.0), job.created)
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     p = job.payload
@@ -53,6 +66,9 @@ class Reblogs(JobKind):
   """Reblogs of the bot's posts with a comment, and dashboard posts."""
   name = "reblog"
   moves_mood = True
+
+  def priority(self, job: Job):
+    return (job.payload.get("cost", 0.0), job.created)
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     post = job.payload["post"]
@@ -100,9 +116,65 @@ def _record(desk: Desk, note: dict) -> None:
     key = f"reblog:{post_id}"
   if not post_id or desk.store.job(key) is not None:
     return
-  posts = desk.client.posts(blog, id=str(post_id), npf=True)
+  payload = {"replier": sender, "reply_text": text,
+             "timestamp": fields.integer(note.get("timestamp")) or 0}
+  posts = desk.blog_posts(blog, id=str(post_id), npf=True)
+  if posts is None:
+    desk.record(key, kind, dict(payload, post={}), sender)
+    desk.skip(key, kind, f"{blog} blocked the bot")
+    return
   if not posts:
     log.info("%s: post %s/%s is gone", key, blog, post_id)
     return
-  desk.record(key, kind, {"post": posts[0], "replier": sender,
-                          "reply_text": text}, sender)
+  payload["post"] = posts[0]
+  thread = text_format.post_to_thread(posts[0])
+  if kind == REPLY.name:
+    payload["cost"] = reply_cost(len(thread.turns) + 1, text)
+  else:
+    comment = thread.turns[-1].text if thread.turns else ""
+    payload["cost"] = reply_cost(len(thread.turns), comment)
+  desk.record(key, kind, payload, sender)
+  reason = (_reply_reason(desk, payload) if kind == REPLY.name
+            else _reblog_reason(desk, payload))
+  max_cost = float(desk.config.replies.max_cost)
+  if reason is None and payload["cost"] > max_cost:
+    reason = f"cost {payload['cost']:g} is over replies.max_cost {max_cost:g}"
+  if reason is not None:
+    desk.skip(key, kind, reason)
+
+
+def _reply_reason(desk: Desk, p: dict) -> Optional[str]:
+  """Why a reply is not answered, or None."""
+  replier, text, bot = p["replier"], p["reply_text"], desk.blog
+  if desk.lists.avoided(replier):
+    return f"{replier} is on the avoid list"
+  others = [m for m in choice.mentions(text) if m != bot.lower()]
+  if others:
+    return f"the reply tags someone else (@{others[0]})"
+  if text.lstrip().lower().startswith(f"@{bot.lower()}"):
+    return None
+  if replier.lower() in desk.lists.auto_accept_repliers:
+    return None
+  if replier in desk.following():
+    return None
+  post = p["post"]
+  if npf.poster(post) == bot and not fields.dicts(post.get("trail")):
+    reblogs = desk.client.notes(bot, npf.post_id(post), "reblogs_with_tags")
+    if not any((fields.integer(n.get("timestamp")) or 0) < p["timestamp"]
+               for n in reblogs):
+      return None
+    return (f"not answered: the bot does not follow {replier}, and the post "
+            f"was reblogged before the reply")
+  return (f"not answered: the bot does not follow {replier}, and did not "
+          f"write the post")
+
+
+def _reblog_reason(desk: Desk, p: dict) -> Optional[str]:
+  """Why a reblog of the bot's post is not answered, or None."""
+  post = p["post"]
+  who = desk.lists.avoided(p["replier"], *npf.trail_blogs(post))
+  if who:
+    return f"{who} is on the avoid list"
+  if not npf.content_to_text(post.get("content"), post.get("layout")).strip():
+    return "a reblog without a comment"
+  return None

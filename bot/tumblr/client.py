@@ -15,15 +15,26 @@ keys (the consumer key travels as `api_key` in some query strings), and keeps
 oauthlib, requests-oauthlib and urllib3, which log keys and tokens at DEBUG,
 at INFO.
 
+`ApiBudget` keeps what the rate-limit headers of the last answer said is
+left of the consumer key's calls this hour and today
+(`X-Ratelimit-Perhour-*`, `X-Ratelimit-Perday-*`) and Tumblr's clock (the
+`Date` header): the client sends no request the budget does not have
+(`BudgetExhausted`, instead of earning a 429), and the bot skips optional
+work when the hour runs low.
+
 `PostBudget` tracks the 250 posts a day cap from the bot's own ledger (the
-state store) and the server's `/user/limits` when available: far from the
-cap it lets every post through, near it (`slowdown_below` left) it spaces
-posts evenly over what is left of the day, and at the cap it defers. A
-deferral is not a failure: the job stays pending for a later pass.
+state store) and the server's `/user/limits` when available, on Tumblr's
+calendar day. Its tiers follow the original's: normal with 25 or more posts
+left today; under 25 posts go out spaced evenly over what is left of the day
+and fewer per pass; under 5 only answers to people (asks, replies, reblogs
+of the bot's posts) are posted; at 0 it defers. A deferral is not a
+failure: the job stays pending for a later pass.
 """
 
 import dataclasses
 import datetime
+import email.utils
+import json
 import logging
 import time
 from typing import Callable, Optional
@@ -63,8 +74,56 @@ class RateLimited(TumblrError):
   """A 429 whose reset is further away than the client will wait."""
 
 
+class BudgetExhausted(RateLimited):
+  """The hour's (or day's) API calls are spent: the request was not sent."""
+
+
 class PostCapDeferred(Exception):
   """Posting now would break (or rush into) the daily cap; try later."""
+
+
+@dataclasses.dataclass
+class ApiBudget:
+  """API calls left, as the last answer's headers said, and Tumblr's clock.
+
+  `windows` maps a header's window name ("Perhour", "Perday") to (calls
+  left, unix time of its reset on our clock). `clock_offset` is Tumblr's
+  clock minus ours, from the `Date` header.
+  """
+  windows: dict = dataclasses.field(default_factory=dict)
+  clock_offset: float = 0.0
+
+  def update(self, headers, now: float) -> None:
+    for name, value in headers.items():
+      lower = name.lower()
+      if lower.startswith("x-ratelimit-") and lower.endswith("-remaining"):
+        window = name[len("x-ratelimit-"):-len("-remaining")]
+        reset = headers.get(name[:-len("remaining")] + "Reset",
+                            headers.get(lower[:-len("remaining")] + "reset"))
+        wait = reset_wait({"X-Ratelimit-W-Reset": reset}, now) or 0.0
+        try:
+          self.windows[window.lower()] = (int(value), now + wait)
+        except ValueError:
+          continue
+    date = headers.get("Date")
+    if date:
+      try:
+        tumblr = email.utils.parsedate_to_datetime(date).timestamp()
+      except (TypeError, ValueError):
+        return
+      # Whole seconds only: ignore the header's rounding.
+      if abs(tumblr - now - self.clock_offset) >= 2:
+        self.clock_offset = tumblr - now
+
+  def left(self, now: float) -> Optional[int]:
+    """Calls left before the tightest window resets (None: unknown)."""
+    counts = [n for n, reset_at in self.windows.values() if reset_at > now]
+    return min(counts) if counts else None
+
+  def reset_in(self, now: float) -> float:
+    """Seconds until every spent window has reset."""
+    return max((r - now for n, r in self.windows.values()
+                if n <= 0 and r > now), default=0.0)
 
 
 def _path_of(url: str) -> str:
@@ -148,12 +207,12 @@ class _Transport(TumblrRequest):
 
   def post(self, url, params={}, files=[]):  # pylint: disable=dangerous-default-value
     if files or params.get("media_sources"):
-      raise NotImplementedError("media uploads are not used by the bot")
+      raise NotImplementedError("media goes through TumblrClient's `media`")
     return self._client.send("POST", url, json_body=params)
 
   def put(self, url, params={}, files=[]):  # pylint: disable=dangerous-default-value
     if files or params.get("media_sources"):
-      raise NotImplementedError("media uploads are not used by the bot")
+      raise NotImplementedError("media goes through TumblrClient's `media`")
     return self._client.send("PUT", url, json_body=params)
 
 
@@ -188,6 +247,7 @@ class TumblrClient:
     self.api.request = _Transport(self)
     self.writes = 0            # write requests sent (POST/PUT/DELETE)
     self.waits = []            # seconds waited on 429s, for the report
+    self.budget = ApiBudget()  # calls left, from the rate-limit headers
 
   def __repr__(self):
     return f"TumblrClient(host={self.host!r})"
@@ -195,11 +255,16 @@ class TumblrClient:
   # -- transport -----------------------------------------------------------
 
   def send(self, method: str, path: str, *, params=None, json_body=None,
+           media: Optional[dict] = None,
            landed: Optional[Callable[[], Optional[dict]]] = None) -> dict:
     """One API call with retries; returns the envelope's `response`.
 
     For writes, `landed()` is asked before a retry whether the previous try
     took effect; if it returns a response, that is returned instead.
+    `media` ({identifier: (content type, bytes)}) makes the request the
+    API's multipart upload: the JSON body in a `json` part, each file in a
+    part named by the identifier its NPF block gives. A request the API
+    budget has no call left for is not sent (`BudgetExhausted`).
     """
     url = self.host + path
     write = method != "GET"
@@ -211,13 +276,35 @@ class TumblrClient:
           log.info("%s %s: an earlier try had landed", method,
                    _path_of(path))
           return found
+      now = self._clock()
+      left = self.budget.left(now)
+      if left is not None and left <= 0:
+        # Spent: wait for the reset as for a 429, without earning one.
+        wait = self.budget.reset_in(now)
+        if wait > self.max_wait_s:
+          raise BudgetExhausted(429, f"rate limited ahead of time: the API "
+                                f"budget is spent until its reset in "
+                                f"{wait:.0f}s; not sending {method} "
+                                f"{_path_of(path)}")
+        log.warning("%s %s: API budget spent, waiting %.1fs for the reset",
+                    method, _path_of(path), wait)
+        self.waits.append(wait)
+        self._sleep(wait)
+        self.budget.windows.clear()  # the next answer says afresh
+        continue
       if write:
         self.writes += 1
+      body = {"json": json_body}
+      if media:
+        body = {"files": [("json", (None, json.dumps(json_body),
+                                    "application/json"))] +
+                [(ident, (ident, data, kind))
+                 for ident, (kind, data) in media.items()]}
       try:
         resp = self._session.request(
-            method, url, params=params or None, json=json_body,
+            method, url, params=params or None,
             headers={"User-Agent": self.user_agent}, auth=self._auth,
-            timeout=self.timeout_s, allow_redirects=False)
+            timeout=self.timeout_s, allow_redirects=False, **body)
       except requests.RequestException as e:
         attempt += 1
         log.warning("%s %s: %s (try %d of %d)", method, _path_of(path),
@@ -228,6 +315,7 @@ class TumblrClient:
         self._sleep(self.backoff_s * 2 ** (attempt - 1))
         continue
       self.api.request.last_response_headers = resp.headers
+      self.budget.update(resp.headers, self._clock())
       status = resp.status_code
       log.debug("%s %s -> %d", method, _path_of(path), status)
       if status == 429:
@@ -304,6 +392,20 @@ class TumblrClient:
       params = {"before_id": min(int(p["id"]) for p in page)}
     return posts
 
+  def notes(self, blog: str, post_id: str, mode: str = "all",
+            max_pages: int = 5) -> list:
+    """A post's notes, newest first (see the API's `mode`s)."""
+    notes, params = [], {"id": str(post_id), "mode": mode}
+    for _ in range(max_pages):
+      data = self.send("GET", f"/v2/blog/{_blog_id(blog)}/notes",
+                       params=params)
+      notes += data.get("notes", [])
+      following = _next_query(data)
+      if following is None or not data.get("notes"):
+        break
+      params = following
+    return notes
+
   def dashboard(self, since_id: Optional[str] = None, limit: int = 20) -> list:
     kw = {"limit": limit, "npf": True}
     if since_id:
@@ -348,42 +450,64 @@ class TumblrClient:
   def user_info(self) -> dict:
     return self.send("GET", "/v2/user/info").get("user", {})
 
+  def following(self, max_pages: int = 250) -> list:
+    """The names of the blogs the user follows."""
+    names = []
+    for _ in range(max_pages):
+      page = self.send("GET", "/v2/user/following",
+                       params={"offset": len(names), "limit": PAGE_SIZE}
+                       ).get("blogs", [])
+      names += [str(b.get("name")) for b in page if isinstance(b, dict)]
+      if len(page) < PAGE_SIZE:
+        break
+    return names
+
   # -- writes --------------------------------------------------------------
 
   def create_post(self, blog: str, *, content: list, tags=(),
                   state: str = "published", layout=None, slug: str = "",
-                  landed=None) -> str:
+                  media: Optional[dict] = None, landed=None) -> str:
     body = {"content": content, "state": state, "tags": ",".join(tags)}
     if layout:
       body["layout"] = layout
     if slug:
       body["slug"] = slug
     resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
-                     json_body=body, landed=landed)
+                     json_body=body, media=media, landed=landed)
     return str(resp.get("id") or resp.get("id_string"))
 
   def edit_post(self, blog: str, post_id: str, *, content: list, tags=(),
                 state: str = "published", layout=None, landed=None,
+                media: Optional[dict] = None,
                 extra: Optional[dict] = None) -> str:
     body = {"content": content, "state": state, "tags": ",".join(tags),
             **(extra or {})}
     if layout is not None:
       body["layout"] = layout
     resp = self.send("PUT", f"/v2/blog/{_blog_id(blog)}/posts/{post_id}",
-                     json_body=body, landed=landed)
+                     json_body=body, media=media, landed=landed)
     return str(resp.get("id") or resp.get("id_string") or post_id)
 
   def reblog(self, blog: str, *, parent_uuid: str, parent_id: str,
              reblog_key: str, content: list, tags=(),
-             state: str = "published", slug: str = "", landed=None) -> str:
+             state: str = "published", slug: str = "",
+             media: Optional[dict] = None, landed=None) -> str:
     body = {"content": content, "state": state, "tags": ",".join(tags),
             "parent_tumblelog_uuid": parent_uuid,
             "parent_post_id": str(parent_id), "reblog_key": reblog_key}
     if slug:
       body["slug"] = slug
     resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/posts",
-                     json_body=body, landed=landed)
+                     json_body=body, media=media, landed=landed)
     return str(resp.get("id") or resp.get("id_string"))
+
+  def follow(self, blog: str) -> None:
+    self.send("POST", "/v2/user/follow",
+              json_body={"url": f"https://{blog}.tumblr.com/"})
+
+  def unfollow(self, blog: str) -> None:
+    self.send("POST", "/v2/user/unfollow",
+              json_body={"url": f"https://{blog}.tumblr.com/"})
 
   def delete_post(self, blog: str, post_id: str) -> None:
     self.send("POST", f"/v2/blog/{_blog_id(blog)}/post/delete",
@@ -402,31 +526,46 @@ def _blog_id(blog: str) -> str:
   return blog if "." in blog else blog + ".tumblr.com"
 
 
+@dataclasses.dataclass(frozen=True)
+class Tier:
+  """How freely the bot posts, by the posts left today."""
+  name: str
+  share: float  # of jobs.max_per_pass taken per pass
+  answers_only: bool  # only answers to people (no queue, no dashboard)
+
+
 @dataclasses.dataclass
 class PostBudget:
-  """The daily posting cap, spent evenly once it runs low.
+  """The daily posting cap, spent more carefully as it runs low.
 
-  `used_since(t)` counts the bot's posts since t (the state store's ledger);
-  `last_post()` is the time of its last one. `server` is what `/user/limits`
-  said about posts, if anything ({"remaining", "reset_at"}).
+  `used_since(t)` counts the bot's posts since t (the state store's ledger,
+  our clock); `last_post()` is the time of its last one. `server` is what
+  `/user/limits` said about posts, if anything ({"remaining", "reset_at"},
+  on Tumblr's clock); `tumblr_offset()` is Tumblr's clock minus ours. The
+  day is Tumblr's calendar day.
   """
   used_since: Callable[[float], int]
   last_post: Callable[[], Optional[float]]
   cap: int = DAILY_POST_CAP
   slowdown_below: int = 25
+  answers_only_below: int = 5
   clock: Callable[[], float] = time.time
   server: Optional[dict] = None
+  tumblr_offset: Callable[[], float] = lambda: 0.0
 
   def day_bounds(self, now: float) -> tuple:
-    """Start and end of the cap's day: the server's reset, else UTC midnight."""
+    """Start and end of the cap's day on our clock: the server's reset, else
+    midnight UTC on Tumblr's clock."""
+    offset = self.tumblr_offset()
     reset_at = (self.server or {}).get("reset_at")
-    if reset_at and float(reset_at) > now:
-      end = float(reset_at)
+    if reset_at and float(reset_at) - offset > now:
+      end = float(reset_at) - offset
       return end - 86400, end
-    day = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    day = datetime.datetime.fromtimestamp(now + offset,
+                                          datetime.timezone.utc).date()
     start = datetime.datetime.combine(day, datetime.time(),
                                       datetime.timezone.utc).timestamp()
-    return start, start + 86400
+    return start - offset, start - offset + 86400
 
   def remaining(self, now: Optional[float] = None) -> int:
     now = self.clock() if now is None else now
@@ -436,6 +575,16 @@ class PostBudget:
     if server_left is not None:
       left = min(left, int(server_left))
     return max(0, left)
+
+  def tier(self, now: Optional[float] = None) -> Tier:
+    left = self.remaining(now)
+    if left <= 0:
+      return Tier("stopped", 0.0, True)
+    if left < self.answers_only_below:
+      return Tier(f"{left} posts left today: answers only", 0.42, True)
+    if left < self.slowdown_below:
+      return Tier(f"{left} posts left today: slower", 0.62, False)
+    return Tier("normal", 1.0, False)
 
   def check(self) -> None:
     """Raises PostCapDeferred unless a post may go out now."""

@@ -309,3 +309,23 @@ def is_ask(post: dict) -> bool:
   """Whether a post is an ask (NPF ask layout, or a legacy answer post)."""
   return (any(l.get("type") == "ask" for l in fields.dicts(post.get("layout")))
           or post.get("type") == "answer")
+
+
+def trail_blogs(post: dict) -> List[str]:
+  """The blogs of a post's trail, oldest first (the original poster first)."""
+  return [blog_name(t.get("blog"), fields.string(t.get("broken_blog_name")))
+          for t in fields.dicts(post.get("trail"))]
+
+
+def root_poster(post: dict) -> str:
+  """Who wrote the post at the root of a reblog chain (the poster if none)."""
+  trail = trail_blogs(post)
+  return trail[0] if trail else poster(post)
+
+
+def all_blocks(post: dict) -> List[dict]:
+  """Every content block of a post: its trail's, then its own."""
+  out = []
+  for item in fields.dicts(post.get("trail")):
+    out += fields.dicts(item.get("content"))
+  return out + fields.dicts(post.get("content"))

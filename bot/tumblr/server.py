@@ -33,9 +33,14 @@ What it does like the real API:
   `before_id` (drafts), `before` with a `_links.next` (notifications).
 
 Routes: blog info, posts (by id, type, tag, before/after, offset, sort),
-single post fetch, queue, drafts, submissions (asks), notifications, notes,
-NPF create/reblog/edit, legacy create/edit/reblog/delete, user info, user
-limits and dashboard. Posts are stored in NPF; legacy responses are
+single post fetch, queue, drafts, submissions (asks), notifications, notes
+(`followed` says whether the user follows the noter), NPF create/reblog/edit
+(with media uploads: a multipart request whose `json` part names uploaded
+files by `identifier`; the files are then served at /media/NAME), legacy
+create/edit/reblog/delete, user info, limits, following, follow, unfollow,
+and dashboard. A blog that blocked the user (`block_user`) answers 403 "You
+do not have permission to view this blog". Responses carry a `Date` header
+from the server's clock, which its daily limits follow. Posts are stored in NPF; legacy responses are
 converted from it (text and answer posts; media as placeholders).
 
 For tests: `write_requests` counts the authenticated POST/PUT/DELETE
@@ -48,6 +53,9 @@ block there to simulate a slow or stuck API).
 import collections
 import dataclasses
 import datetime
+import email.parser
+import email.policy
+import email.utils
 import hashlib
 import hmac
 import http
@@ -267,6 +275,8 @@ class TumblrServer:
     self._blogs: Dict[str, _Blog] = {}
     self._posts: Dict[int, _Post] = {}
     self._following: List[str] = []
+    self._blocked_by: set = set()  # blogs that blocked the user
+    self.media: Dict[str, Tuple[str, bytes]] = {}  # name: (type, bytes)
     self._next_id = _FIRST_POST_ID
     self._nonces: Dict[Tuple[str, str], float] = {}
     self.write_requests = 0
@@ -325,6 +335,16 @@ class TumblrServer:
       self._blog(name)
       if name not in self._following:
         self._following.append(name)
+
+  def following(self) -> List[str]:
+    with self._lock:
+      return list(self._following)
+
+  def block_user(self, blog: str):
+    """`blog` blocks the user: reading it answers 403, as Tumblr does."""
+    with self._lock:
+      self._blog(blog)
+      self._blocked_by.add(blog)
 
   def add_post(self, blog: str, content: Optional[List[dict]] = None, *,
                text: Optional[str] = None, layout: Sequence[dict] = (),
@@ -559,7 +579,7 @@ class TumblrServer:
     try:
       with self._lock:
         route, groups = self._route(method, path)
-        params = self._params(query, headers, body)
+        params, files = self._params(query, headers, body)
         self._authenticate(method, path, query, headers, body, route.auth,
                            params)
         now = self.clock()
@@ -573,6 +593,12 @@ class TumblrServer:
         extra_headers = self._rate_limit_headers(now)
         if method != "GET":
           self.write_requests += 1
+        blog = groups.get("blog")
+        if blog is not None and self._blog(blog).name in self._blocked_by:
+          raise ApiError(403, "You do not have permission to view this blog",
+                         0)
+        if files:
+          params["_files"] = files
         response = getattr(self, "_api_" + route.handler)(params, **groups)
         status = 201 if route.handler in _CREATING else 200
         return status, _envelope(status, response), extra_headers
@@ -597,11 +623,27 @@ class TumblrServer:
     raise ApiError(404, f"no route {path}")
 
   @staticmethod
-  def _params(query: str, headers, body: bytes) -> dict:
-    """Query and body parameters; list parameters (`a[0]=`, `a[]=`) joined."""
+  def _params(query: str, headers, body: bytes) -> Tuple[dict, dict]:
+    """Query and body parameters (list parameters, `a[0]=` or `a[]=`,
+    joined) and the files of a multipart request: {name: (type, bytes)}.
+    A multipart body's `json` part holds the parameters (NPF uploads)."""
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
     content_type = (headers.get("Content-Type") or "").lower()
     params: Dict[str, Any] = {}
+    files: Dict[str, Tuple[str, bytes]] = {}
+    if body and content_type.startswith("multipart/form-data"):
+      message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+          b"Content-Type: " + headers.get("Content-Type").encode() +
+          b"\r\n\r\n" + body)
+      for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "json":
+          body, content_type = data, "application/json"
+        elif name:
+          files[name] = (part.get_content_type(), data)
+      if content_type != "application/json":
+        body = b""
     if body and "json" in content_type:
       try:
         decoded = json.loads(body)
@@ -622,7 +664,7 @@ class TumblrServer:
         params.setdefault(list_key.group(1), []).append(value)
       else:
         params[key] = value
-    return params
+    return params, files
 
   # ---- authentication and limits --------------------------------------------
 
@@ -815,7 +857,8 @@ class TumblrServer:
     before = fields.integer(params.get("before_timestamp"))
     if before is not None:
       selected = [n for n in selected if n["timestamp"] < before]
-    page = [dict(n) for n in selected[:NOTES_PAGE]]
+    page = [dict(n, followed=n["blog_name"] in self._following)
+            for n in selected[:NOTES_PAGE]]
     response = {"notes": page, "total_notes": len(selected),
                 "total_likes": sum(n["type"] == "like" for n in notes),
                 "total_reblogs": sum(n["type"] == "reblog" for n in notes)}
@@ -849,6 +892,34 @@ class TumblrServer:
                      "following": len(self._following),
                      "default_post_format": "html", "blogs": blogs}}
 
+  def _api_user_following(self, params):
+    offset = max(0, fields.integer(params.get("offset")) or 0)
+    limit = min(max(fields.integer(params.get("limit")) or 20, 1), 20)
+    names = self._following[offset:offset + limit]
+    return {"total_blogs": len(self._following),
+            "blogs": [self._blogs[n].short_info() for n in names]}
+
+  def _followed_blog(self, params) -> _Blog:
+    url = fields.string(params.get("url"))
+    name = npf.blog_name_from_url(url) or url
+    if not name:
+      raise ApiError(400, "'url' is required", 0)
+    return self._blog(name)
+
+  def _api_user_follow(self, params):
+    blog = self._followed_blog(params)
+    if blog.name in self._blocked_by:
+      raise ApiError(403, "You do not have permission to view this blog", 0)
+    if blog.name not in self._following:
+      self._following.append(blog.name)
+    return {"blog": blog.short_info()}
+
+  def _api_user_unfollow(self, params):
+    blog = self._followed_blog(params)
+    if blog.name in self._following:
+      self._following.remove(blog.name)
+    return {}
+
   def _api_user_limits(self, params):
     now = self.clock()
     posts = self._post_window
@@ -881,7 +952,31 @@ class TumblrServer:
                                       or len(text) > npf.TEXT_BLOCK_LIMIT):
         raise ApiError(400, "a text block is longer than "
                        f"{npf.TEXT_BLOCK_LIMIT} characters", 8001)
-    return content, layout
+    return [self._uploaded(b, params.get("_files") or {})
+            for b in content], layout
+
+  def _uploaded(self, block: dict, files: dict) -> dict:
+    """A media block whose media name an uploaded file (`identifier`) gets
+    the file's URL on this server, as Tumblr's media hosts serve them."""
+    if block.get("type") not in ("image", "video", "audio"):
+      return block
+    media = block.get("media")
+    items = media if isinstance(media, list) else [media]
+    out = []
+    for item in items:
+      if isinstance(item, dict) and item.get("identifier"):
+        upload = files.get(item["identifier"])
+        if upload is None:
+          raise ApiError(400, f"no upload for media identifier "
+                         f"{item['identifier']!r}", 8001)
+        kind, data = upload
+        name = (f"{hashlib.sha1(data).hexdigest()[:16]}."
+                f"{kind.split('/')[-1]}")
+        self.media[name] = (kind, data)
+        item = {k: v for k, v in item.items() if k != "identifier"}
+        item.update(url=f"{self.url}/media/{name}", type=kind)
+      out.append(item)
+    return dict(block, media=out if isinstance(media, list) else out[0])
 
   @staticmethod
   def _state(params, default="published") -> str:
@@ -1074,6 +1169,9 @@ _ROUTES = _routes(
     ("GET", "/v2/blog/{blog}/notes/?", "notes", API_KEY),
     ("GET", "/v2/user/info/?", "user_info", OAUTH),
     ("GET", "/v2/user/limits/?", "user_limits", OAUTH),
+    ("GET", "/v2/user/following/?", "user_following", OAUTH),
+    ("POST", "/v2/user/follow/?", "user_follow", OAUTH),
+    ("POST", "/v2/user/unfollow/?", "user_unfollow", OAUTH),
     ("GET", "/v2/user/dashboard/?", "dashboard", OAUTH),
 )
 _CREATING = ("create_post", "legacy_create", "legacy_reblog")
@@ -1093,8 +1191,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   app: TumblrServer
   server_version = "LocalTumblr/1"
 
+  def date_time_string(self, timestamp=None):
+    # Tumblr's clock, which its daily limits follow, is the app's clock.
+    return email.utils.formatdate(
+        self.app.clock() if timestamp is None else timestamp, usegmt=True)
+
+  def _serve_media(self, name: str) -> None:
+    """An uploaded file, as a media host serves it (no authentication)."""
+    with self.app._lock:  # pylint: disable=protected-access
+      kind, data = self.app.media.get(name, ("", None))
+    if data is None:
+      self.send_error(404)
+      return
+    self.send_response(200)
+    self.send_header("Content-Type", kind)
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
   def _serve(self):
     path, _, query = self.path.partition("?")
+    if self.command == "GET" and path.startswith("/media/"):
+      self._serve_media(path[len("/media/"):])
+      return
     length = int(self.headers.get("Content-Length") or 0)
     body = self.rfile.read(length) if length else b""
     status, payload, headers = self.app.handle(self.command, path, query,
