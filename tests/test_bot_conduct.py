@@ -372,3 +372,33 @@ def test_generated_tags_with_listed_words_are_dropped(server, tmp_path,
   posts = {p["id"]: p for p in server.posts(BOT)}
   assert set(ids) <= set(posts)
   assert all(posts[i]["tags"] == ["frank bot"] for i in ids)
+
+
+def test_a_dashboard_comment_must_beat_the_post_alone(server, tmp_path,
+                                                      bot_model_dir):
+  # pylint: disable=import-outside-toplevel
+  import random
+  from bot import ml
+  from bot.choice import Candidate
+  from bot.jobs.base import Desk
+  from bot.jobs.dashboard import DASHBOARD
+  from bot.records import PassReport
+  heads = str(tmp_path / "heads")
+  helpers.make_random_heads(heads, bot_model_dir)
+  cfg = conduct_config(server, tmp_path)
+  cfg.choice.reblog_min_selector = 0.0
+  cfg.choice.reblog_gate_prob = 1.0
+  scored = ml.LocalModel.load(bot_model_dir, heads,
+                              ml.SamplingSettings.from_config(cfg.sampling))
+  server.add_blog("bob")
+  post = server.post(server.add_post("bob", text="frogs sing all night"))
+  store = Store(cfg.state)
+  store.record_job("dash:1", "dashboard", {"post": post}, "bob")
+  desk = Desk(blog=BOT, config=cfg, client=None, store=store,
+              report=PassReport(dry_run=True), now=T0,
+              dry_run=True, rng=random.Random(0), model=scored)
+  ctx = DASHBOARD.context(store.job("dash:1"), BOT, T0)
+  low = DASHBOARD.gate(Candidate("ok", selector=0.0), ctx, desk)
+  assert low.startswith("the comment's selector 0.000 does not beat the post")
+  assert DASHBOARD.gate(Candidate("ok", selector=1.01), ctx, desk) is None
+  store.close()
