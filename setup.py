@@ -41,8 +41,12 @@ setup(
         # torch is pinned: this exact version installs a CPU build from a
         # local file on our machines; anything else pulls CUDA wheels.
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.40",
-                 "gcp-storage-emulator>=2024.1"],
+                 "gcp-storage-emulator>=2024.1", "gradio>=5",
+                 # drives Debian's Chromium (.ci/run installs it)
+                 "playwright>=1.40"],
         "demo": [],
+        # The operator's console (launch.console).
+        "console": ["gradio>=5"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

@@ -96,19 +96,22 @@ class Bot:
 
   # ---- a pass ----------------------------------------------------------------
 
-  def run_pass(self) -> PassReport:
+  def run_pass(self, review_only: bool = False) -> PassReport:
+    """One pass. With `review_only` (the console, carrying out an
+    operator's decisions at once) it finds no new work: it resumes, carries
+    out the decisions and writes new candidates for the retried jobs."""
     report = PassReport(dry_run=self.dry_run)
     self.store.lock()
     writes_before = self.client.writes
     try:
-      self._pass(report)
+      self._pass(report, review_only)
     finally:
       self.store.unlock()
       report.writes = self.client.writes - writes_before
     log.info("pass done: %s", report.summary())
     return report
 
-  def _pass(self, report: PassReport) -> None:
+  def _pass(self, report: PassReport, review_only: bool = False) -> None:
     now = self.clock()
     self.desk = Desk(blog=self.blog, config=self.config, client=self.client,
                      store=self.store, report=report, now=now,
@@ -123,9 +126,9 @@ class Bot:
       if not self.dry_run:
         self.budget.server = post_limits(self.client.user_limits())
         self._resume(report)
-        for job in review.read_operator_tags(self.desk):
+        for job in review.carry_out(self.desk):
           self._send(job, report)
-      for name, discover, calls in DISCOVERERS:
+      for name, discover, calls in () if review_only else DISCOVERERS:
         short = self._budget_short(calls)
         if short:
           self._trace({"t": now, "stage": name, "skipped": short,
@@ -135,7 +138,7 @@ class Bot:
         discover(self.desk)
       for job in self.store.jobs(("chosen",)):  # spam asks to delete
         self._carry_out(job, report)
-      self._work(report)
+      self._work(report, ("review",) if review_only else None)
     except RateLimited as e:
       report.stopped = str(e)
       log.warning("stopping the pass: %s", e)
@@ -182,10 +185,10 @@ class Bot:
 
   # ---- the work -----------------------------------------------------------------
 
-  def _take(self, report: PassReport) -> list:
+  def _take(self, report: PassReport, statuses=None) -> list:
     """The jobs this pass works on: by kind, in the kind's order, at most one
     per user, within the day's tier; every job left is traced."""
-    statuses = DRY_TAKEN if self.dry_run else LIVE_TAKEN
+    statuses = statuses or (DRY_TAKEN if self.dry_run else LIVE_TAKEN)
     tier = None if self.dry_run else self.budget.tier()
     limit = int(self.config.jobs.max_per_pass)
     if tier is not None:
@@ -220,8 +223,8 @@ class Bot:
         taken.append(job)
     return taken
 
-  def _work(self, report: PassReport) -> None:
-    jobs = self._take(report)
+  def _work(self, report: PassReport, statuses=None) -> None:
+    jobs = self._take(report, statuses)
     if not jobs:
       return
     if not self.dry_run and self._capped([j.key for j in jobs], report):
@@ -310,6 +313,8 @@ class Bot:
     hits = self.words.hits(winner.text + "\n" + " ".join(tags))
     state = kind.post_state
     held = kind.review_reason(ctx, self.desk)
+    if self.config.review.all:
+      held = "review.all: every post waits for the operator"
     if hits:
       held = f"word list hit ({', '.join(hits)})"
     if held:
@@ -323,6 +328,8 @@ class Bot:
 
   def _trace(self, entry: dict) -> None:
     self.trace.write(entry)
+    if "candidates" in entry:
+      self.store.record_written(entry["job"], entry)
     if self.feed is not None:
       self.feed.append({k: v for k, v in entry.items() if k != "prompt"})
 

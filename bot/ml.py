@@ -176,6 +176,21 @@ class LocalModel:
                   for r in results[i * n:(i + 1) * n]])
     return out
 
+  def stream(self, prompt: str, n: int, *, seed: int, rules=None,
+             max_new_tokens: Optional[int] = None):
+    """`n` continuations of one prompt in one sampler call, as they are
+    written: yields gpt2.sampling.TextPiece(row, text); returns [Sample]
+    (with hidden states for the heads) when done."""
+    from gpt2 import sampling  # pylint: disable=import-outside-toplevel
+    s = self.settings
+    results = yield from sampling.stream(
+        self.model.config, self.model.params, self.model.tokenizer, [prompt],
+        num_samples=n, max_new_tokens=max_new_tokens or s.max_new_tokens,
+        seed=seed, rules=rules or s.rules(), capture=self.capture)
+    return [Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
+                   finished=r.finished, hidden=r.hidden or None,
+                   prompt=prompt) for r in results]
+
   def logprob(self, prefixes: Sequence[str],
               continuations: Sequence[str]) -> list:
     import jax  # pylint: disable=import-outside-toplevel

@@ -89,7 +89,38 @@ CREATE TABLE IF NOT EXISTS blocked_by (
   blog TEXT PRIMARY KEY,
   t REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS written (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_key TEXT NOT NULL,
+  t REAL NOT NULL,
+  entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS written_job ON written (job_key);
+CREATE TABLE IF NOT EXISTS decisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_key TEXT NOT NULL,
+  action TEXT NOT NULL,
+  text TEXT,
+  t REAL NOT NULL,
+  source TEXT NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS review_examples (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_key TEXT NOT NULL,
+  prompt TEXT NOT NULL,
+  text TEXT NOT NULL,
+  label INTEGER NOT NULL,
+  decision TEXT NOT NULL,
+  source TEXT NOT NULL,
+  t REAL NOT NULL
+);
 """
+# What an operator's decision teaches the autoreviewer: 1 = the bot's text
+# was not good enough to post (retried, rejected, deleted), 0 = it was
+# (accepted, edited or not).
+DECISION_LABELS = {"accept": 0, "accept_edited": 0, "published": 0,
+                   "retry": 1, "reject": 1, "deleted": 1}
 # Columns added since the first schema: (table, column, declaration). A
 # state file written by an older version gains them when it is opened.
 _ADDED_COLUMNS = (
@@ -164,14 +195,20 @@ class Store:
 
   def lock(self) -> None:
     """Takes an exclusive lock so two bots never work the same state."""
+    if not self.try_lock():
+      raise UserError(f"state: another bot is running on {self.path} "
+                      f"(lock {self.path}.lock is held)")
+
+  def try_lock(self) -> bool:
+    """The lock if it is free now (True), else False."""
     f = open(self.path + ".lock", "w")
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       f.close()
-      raise UserError(f"state: another bot is running on {self.path} "
-                      f"(lock {self.path}.lock is held)")
+      return False
     self._lock_file = f
+    return True
 
   def unlock(self) -> None:
     if self._lock_file is not None:
@@ -331,6 +368,69 @@ class Store:
   def is_blocked(self, blog: str) -> bool:
     return self._db.execute("SELECT 1 FROM blocked_by WHERE blog = ?",
                             (blog,)).fetchone() is not None
+
+  # -- what the bot wrote, and the operator's decisions ------------------------------
+
+  def record_written(self, job_key: str, entry: dict) -> None:
+    """A decision of the bot's (its trace entry: every candidate, the
+    scores, the pick and why), for the console's review and history."""
+    with self._tx() as db:
+      db.execute("INSERT INTO written (job_key, t, entry) VALUES (?, ?, ?)",
+                 (job_key, float(entry.get("t", self._clock())),
+                  json.dumps(entry, default=_plain)))
+
+  def last_written(self, job_key: str) -> Optional[dict]:
+    row = self._db.execute("SELECT entry FROM written WHERE job_key = ? "
+                           "ORDER BY id DESC LIMIT 1", (job_key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+  def history(self, search: str = "", limit: int = 50,
+              statuses=("done", "dry_run", "drafted")) -> list:
+    """Jobs the bot posted (or would have, or drafted), newest first, with
+    their last written entry; `search` matches user, input or text."""
+    marks = ",".join("?" * len(statuses))
+    sql = (f"SELECT j.key FROM jobs j JOIN written w ON w.job_key = j.key "
+           f"WHERE j.status IN ({marks})")
+    args = list(statuses)
+    if search:
+      sql += (" AND (j.user LIKE ? OR w.entry LIKE ? OR j.plan LIKE ?)")
+      args += [f"%{search}%"] * 3
+    sql += " GROUP BY j.key ORDER BY MAX(w.t) DESC, MAX(w.id) DESC LIMIT ?"
+    keys = [r[0] for r in self._db.execute(sql, args + [limit]).fetchall()]
+    return [(self.job(k), self.last_written(k)) for k in keys]
+
+  def add_decision(self, job_key: str, action: str, text: str = "",
+                   source: str = "console") -> int:
+    """An operator's decision on a parked job, to be carried out by the
+    next pass (or the console at once); returns its id."""
+    if action not in ("accept", "retry", "reject"):
+      raise ValueError(action)
+    with self._tx() as db:
+      cur = db.execute("INSERT INTO decisions (job_key, action, text, t, "
+                       "source) VALUES (?, ?, ?, ?, ?)",
+                       (job_key, action, text, self._clock(), source))
+      return cur.lastrowid
+
+  def pending_decisions(self) -> list:
+    return [dict(r) for r in self._db.execute(
+        "SELECT * FROM decisions WHERE done = 0 ORDER BY id").fetchall()]
+
+  def decision_done(self, decision_id: int) -> None:
+    with self._tx() as db:
+      db.execute("UPDATE decisions SET done = 1 WHERE id = ?", (decision_id,))
+
+  def add_review_example(self, job_key: str, prompt: str, text: str,
+                         decision: str, source: str) -> None:
+    """A labelled example for the autoreviewer (DECISION_LABELS)."""
+    with self._tx() as db:
+      db.execute("INSERT INTO review_examples (job_key, prompt, text, label, "
+                 "decision, source, t) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (job_key, prompt, text, DECISION_LABELS[decision], decision,
+                  source, self._clock()))
+
+  def review_examples(self) -> list:
+    return [dict(r) for r in self._db.execute(
+        "SELECT * FROM review_examples ORDER BY id").fetchall()]
 
   # -- posts made (the daily cap) ----------------------------------------------
 

@@ -24,10 +24,17 @@ def candidate(sample, selector, sentiment) -> Candidate:
 def screen_args(ctx: Context, blog: str, min_chars: int,
                 lists: Lists = Lists()) -> dict:
   """`choice.screen`'s arguments for one job's candidates."""
-  return dict(prompt_text=ctx.user_text, allowed_names=[ctx.author, blog],
+  return screen_kwargs(ctx.user_text, ctx.author, blog, min_chars, lists,
+                       ctx.job.rejected)
+
+
+def screen_kwargs(user_text: str, author: str, blog: str, min_chars: int,
+                  lists: Lists = Lists(), rejected=()) -> dict:
+  """`choice.screen`'s arguments for candidates answering `author`."""
+  return dict(prompt_text=user_text, allowed_names=[author, blog],
               min_chars=min_chars,
               turn_delimiters=text_format.TURN_DELIMITERS,
-              rejected=list(ctx.job.rejected),
+              rejected=list(rejected),
               names_avoided=lists.names_avoided_user)
 
 

@@ -129,6 +129,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.review.needs_tag = "bot review"  # put on drafts waiting for a person
   c.review.retry_tag = "bot retry"  # the operator: write a new answer
   c.review.accept_tag = "bot accept"  # the operator: publish as it is
+  c.review.all = False  # every post waits for the operator (the console)
+  c.review.max_retries = 3  # new candidates asked for at most this often
 
   # Tumblr client.
   c.client = ml_collections.ConfigDict()

@@ -27,7 +27,7 @@ from typing import Optional
 from bot import text_format
 from bot.jobs.base import Context, Desk, JobKind, word_count
 from bot.records import ANSWER, DELETE, FOLLOW, UNFOLLOW, Job, Plan
-from bot.tumblr import fields, npf
+from bot.tumblr import fields, html_subset, npf
 from bot.tumblr.thread import ANONYMOUS, UNKNOWN_AUTHOR
 
 def _asker(post: dict) -> Optional[str]:
@@ -124,7 +124,8 @@ class Asks(JobKind):
     asked = thread.turns[-1]
     return Context(job=job, prompt=text_format.ask_prompt(thread, blog, now),
                    user_text=asked.text, author=asked.author,
-                   shown=f"{asked.author or ANONYMOUS}: {asked.text}",
+                   shown=f"{asked.author or ANONYMOUS}: "
+                   f"{html_subset.to_plain(asked.text)}",
                    moves_mood=True)
 
   def plan(self, ctx: Context, text: str, tags: list, state: str) -> Plan:

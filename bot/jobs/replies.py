@@ -26,7 +26,7 @@ from bot import choice, text_format
 from bot.jobs.base import (Context, Desk, JobKind, new_post_plan, parent_of,
                            reply_cost)
 from bot.records import Job, Plan
-from bot.tumblr import fields, npf
+from bot.tumblr import fields, html_subset, npf
 
 log = logging.getLogger("bot.jobs.replies")
 
@@ -76,7 +76,8 @@ class Reblogs(JobKind):
     said = thread.turns[-1].text if thread.turns else ""
     author = npf.poster(post)
     return Context(job=job, prompt=text_format.reblog_prompt(thread, blog, now),
-                   user_text=said, author=author, shown=f"{author}: {said}",
+                   user_text=said, author=author,
+                   shown=f"{author}: {html_subset.to_plain(said)}",
                    moves_mood=self.moves_mood)
 
   def plan(self, ctx: Context, text: str, tags: list, state: str) -> Plan:

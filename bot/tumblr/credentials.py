@@ -62,23 +62,27 @@ def _parse_file(path: str, text: str) -> dict:
   return {k: v for k, v in values.items() if k in FIELDS}
 
 
-def _read_file(path: str) -> dict:
+def read_private_file(path: str, what: str = "credentials file") -> str:
+  """The text of a secrets file that only its owner may read (mode 0600);
+  any other mode, or no file, is one UserError line naming it."""
   # The shell leaves the ~ of `--credentials=~/keys.json` as it is.
   path = os.path.expanduser(path)
   try:
     mode = os.stat(path).st_mode
   except OSError as e:
-    raise UserError(f"cannot read credentials file {path}: "
-                    f"{e.strerror or e}") from None
+    raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
   if mode & (stat.S_IRWXG | stat.S_IRWXO):
-    raise UserError(f"credentials file {path} is readable by others "
+    raise UserError(f"{what} {path} is readable by others "
                     f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
   try:
     with open(path, encoding="utf-8") as f:
-      text = f.read()
+      return f.read()
   except (OSError, UnicodeDecodeError) as e:
-    raise UserError(f"cannot read credentials file {path}: {e}") from None
-  return _parse_file(path, text)
+    raise UserError(f"cannot read {what} {path}: {e}") from None
+
+
+def _read_file(path: str) -> dict:
+  return _parse_file(os.path.expanduser(path), read_private_file(path))
 
 
 def load_credentials(path: Optional[str] = None,

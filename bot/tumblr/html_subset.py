@@ -532,3 +532,9 @@ def html_to_text(markup: str) -> str:
 def canonical_text(text: str) -> str:
   """Text in the subset rewritten to its one canonical spelling."""
   return blocks_to_text(text_to_blocks(text))
+
+
+def to_plain(text: str) -> str:
+  """Canonical text as a reader sees it: no markup, entities unescaped,
+  paragraphs separated by a blank line."""
+  return "\n\n".join(b.text for b in text_to_blocks(text))
