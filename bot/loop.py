@@ -37,7 +37,7 @@ import random
 import time
 from typing import Callable, Optional
 
-from bot import choice, mood as mood_lib, review, writing
+from bot import choice, images, mood as mood_lib, review, writing
 from bot.feed import Feed
 from bot.filters import WordFilter
 from bot.jobs import DISCOVERERS, KINDS
@@ -78,6 +78,7 @@ class Bot:
     self.trace = Trace(config.trace or config.state + ".trace.jsonl")
     self.words = WordFilter.from_file(config.word_list)
     self.lists = Lists.from_config(config.lists)
+    self.images = images.reader_from_config(config)
     self.mood = MoodLog(self.store, mood_lib.MoodParams.from_config(
         config.mood), dry_run=dry_run)
     self.poster = Poster(client, self.store, self.blog)
@@ -93,6 +94,8 @@ class Bot:
 
   def close(self):
     self.store.close()
+    if self.images is not None:
+      self.images.close()
 
   # ---- a pass ----------------------------------------------------------------
 
@@ -244,6 +247,7 @@ class Bot:
     contexts = []
     for job in writing_jobs:
       kind = KINDS[job.kind]
+      images.annotate(job.payload.get("post") or {}, self.images)
       ctx = kind.context(job, self.blog, self.desk.now)
       veto = kind.prefilter(ctx, self.desk)
       if veto:

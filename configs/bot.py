@@ -123,6 +123,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.budget.dashboard_calls = 10
   c.budget.queue_calls = 5
 
+  # Text in images (bot/images.py): OCR'd into the prompt as
+  # [image: ALT | text: ...]; fetched only from these hosts.
+  c.images = ml_collections.ConfigDict()
+  c.images.ocr = True
+  c.images.allowed_hosts = "*.media.tumblr.com,media.tumblr.com"
+  c.images.max_bytes = 10 * 2**20
+  c.images.timeout_s = 15.0
+  c.images.min_confidence = 0.95
+
   # Word list and review.
   c.word_list = ""  # one word or phrase a line; hits go to drafts
   c.review = ml_collections.ConfigDict()

@@ -10,6 +10,10 @@ are joined with <|endoftext|> when they are tokenized: by launch.finetune
 (`--config.data=docs.jsonl`), or here with `--shards=DIR`, which writes the
 token shards of `gpt2.data.prepare` (OpenAI's GPT-2 vocabulary unless
 --tokenizer names another tokenizer directory).
+
+`--ocr` reads the text in the posts' images (bot.images: fetched from
+Tumblr's media hosts, cached in OUT.images.db) into the documents as
+`[image: ALT | text: ...]`, as the bot writes it into its prompts.
 """
 
 import datetime
@@ -20,6 +24,7 @@ import zoneinfo
 
 from absl import flags
 
+from bot import images
 from bot.corpus import documents
 from gpt2 import data as data_lib
 from gpt2 import tokenizer as tokenizer_lib
@@ -48,6 +53,13 @@ _TOKENIZER = flags.DEFINE_string(
     "tokenizer directory.")
 _VAL_FRACTION = flags.DEFINE_float(
     "val_fraction", 0.05, "With --shards: the share of documents held out.")
+_OCR = flags.DEFINE_bool(
+    "ocr", False, "Read the text in images into the documents (needs "
+    "`pip install -e \".[ocr]\"`).")
+_IMAGE_HOSTS = flags.DEFINE_list(
+    "image_hosts", ["*.media.tumblr.com", "media.tumblr.com"],
+    "With --ocr: the hosts images may be fetched from (host[:port] "
+    "patterns).")
 
 
 def _name_map(pairs):
@@ -107,10 +119,16 @@ def main(argv):
   if not os.path.isdir(out_dir):
     raise UserError(f"the folder of --out {_OUT.value} does not exist")
   stats = documents.CorpusStats()
+  posts = _read_posts(paths)
+  if _OCR.value:
+    if not images.available():
+      raise UserError("--ocr needs the OCR engine: pip install -e \".[ocr]\"")
+    reader = images.ImageReader(_OUT.value + ".images.db", _IMAGE_HOSTS.value)
+    posts = (images.annotate(post, reader) for post in posts)
   temporary = _OUT.value + ".tmp"
   with open(temporary, "w", encoding="utf-8") as f:
     for document in documents.documents(
-        _read_posts(paths), name_map=_name_map(_RENAME.value),
+        posts, name_map=_name_map(_RENAME.value),
         min_own_fraction=_MIN_OWN_FRACTION.value,
         drop_tags=_DROP_TAGS.value, tz=tz, stats=stats):
       f.write(json.dumps(document.to_json(), ensure_ascii=False) + "\n")

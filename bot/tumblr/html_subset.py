@@ -57,7 +57,7 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")  # a paragraph break in text
 PLACEHOLDER_KINDS = ("image", "video", "audio", "embed", "paywall",
                      "unsupported")
 _PLACEHOLDER = re.compile(
-    r"\[(?:%s)(?:: [^\n]*)?\]" % "|".join(PLACEHOLDER_KINDS))
+    r"\[(?:%s)(?:(?:: | \| )[^\n]*)?\]" % "|".join(PLACEHOLDER_KINDS))
 
 _SAFE_SCHEMES = ("http", "https", "mailto")
 
@@ -80,10 +80,17 @@ class Block:
   formatting: Tuple[Format, ...] = ()
 
 
-def placeholder(kind: str, detail: str = "") -> Block:
-  """A paragraph that stands in for media: `[image]`, `[audio: Song]`."""
-  detail = " ".join(detail.split())
-  return Block(f"[{kind}: {detail}]" if detail else f"[{kind}]")
+def placeholder(kind: str, detail: str = "", text: str = "") -> Block:
+  """A paragraph that stands in for media: `[image]`, `[audio: Song]`, and
+  with the text an image shows `[image: ALT | text: WHAT IT SAYS]` or
+  `[image | text: WHAT IT SAYS]` (its lines joined by " / ")."""
+  detail = " ".join(detail.split()).replace("]", ")")
+  text = " / ".join(" ".join(line.split()) for line in text.splitlines()
+                    if line.strip()).replace("]", ")")
+  inner = kind + (f": {detail}" if detail else "")
+  if text:
+    inner += f" | text: {text}"
+  return Block(f"[{inner}]")
 
 
 def is_placeholder(block: Block) -> bool:

@@ -88,7 +88,9 @@ def content_block_to_blocks(block: dict) -> List[Block]:
     return [_text_block(block)]
   if kind == "image":
     alt_text = fields.string(block.get("alt_text"))
-    out = [html_subset.placeholder("image", alt_text)]
+    # `ocr_text`: what the image says, written by bot.images.annotate.
+    out = [html_subset.placeholder("image", alt_text,
+                                   fields.string(block.get("ocr_text")))]
     if fields.string(block.get("caption")).strip():
       out.append(Block(fields.string(block.get("caption"))))
     return out
