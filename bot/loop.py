@@ -256,20 +256,25 @@ class Bot:
         contexts.append(ctx)
     if not contexts:
       return
-    # What users sent moves the mood before the bot answers.
     said = [c for c in contexts if c.moves_mood]
     for ctx, p in zip(said, self.scorer.sentiment([c.user_text
                                                    for c in said])):
       ctx.user_sentiment = p
-      self.mood.event(p, "user", ctx.job.key)
     s, min_chars = self.config.sampling, int(self.config.choice.min_chars)
     candidates = writing.write_candidates(
         contexts, self.generator, self.scorer, n=int(s.n),
         more_rounds=int(s.more_rounds), min_survivors=int(s.min_survivors),
-        sentiment_range=self.mood.sentiment_range,
+        sentiment_range=lambda c: mood_lib.sentiment_range(self.mood.at(
+            KINDS[c.job.kind].mood_time(c.job, self.desk))),
         screens=lambda c: writing.screen_args(c, self.blog, min_chars,
                                               self.lists),
         seed=lambda r: self._seed(self.desk.now, f"sampling:{r}"))
+    # Each input kicks the mood once, by what was said and what it drew.
+    for ctx in said:
+      self.mood.kick(mood_lib.kick_value(
+          ctx.user_sentiment,
+          [c.sentiment for c in candidates[ctx.job.key]], self.mood.params),
+                     ctx.job.key)
     for ctx in contexts:
       job = ctx.job
       plan = self._decide(ctx, candidates[job.key], report)
@@ -297,8 +302,9 @@ class Bot:
     decision = choice.epsilon_greedy(cands, epsilon, self.desk.rng)
     entry = {"t": self.desk.now, "job": job.key, "kind": kind.name,
              "user": job.user, "prompt": ctx.prompt, "prompt_shown": ctx.shown,
-             "mood": self.mood.value,
-             "sentiment_range": self.mood.sentiment_range,
+             "mood": self.mood.at(kind.mood_time(job, self.desk)),
+             "sentiment_range": mood_lib.sentiment_range(
+                 self.mood.at(kind.mood_time(job, self.desk))),
              "user_sentiment": ctx.user_sentiment,
              "candidates": [c.as_dict() for c in cands],
              "winner": decision.index, "reason": decision.reason,
@@ -327,7 +333,6 @@ class Bot:
       entry["reason"] += f"; {held}: drafted"
     plan = kind.plan(ctx, winner.text, tags, state)
     self._trace(dict(entry, state=state, tags=tags, filter_hits=hits))
-    self.mood.event(winner.sentiment, "bot", job.key)
     return plan
 
   def _trace(self, entry: dict) -> None:

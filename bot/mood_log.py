@@ -1,9 +1,11 @@
 """The bot's mood over time, kept in the state store (the math is bot.mood).
 
 `MoodLog.advance(now)` starts from the last saved state and applies the
-forcing events since; `event` records what a user sent or the bot wrote;
-`save` stores the state a live pass ends in. A dry run sees the live events
-and its own, saves no state, and its events never count for live passes.
+kicks since; `kick` records an input's kick (and applies it, so the state a
+live pass saves with `save` holds it); `at(t)` projects the mood to a later
+time with no new input (original posts use the mood of their publish time).
+A dry run sees the live events and its own, saves no state, and its events
+never count for live passes.
 """
 
 import dataclasses
@@ -43,10 +45,18 @@ class MoodLog:
   def sentiment_range(self) -> tuple:
     return mood_lib.sentiment_range(self.value, self.params)
 
-  def event(self, sentiment: float, source: str, job_key: str) -> None:
-    e = mood_lib.sentiment_event(self.now, sentiment, source, self.params)
-    self.store.add_mood_event(e.t, e.u, e.hours, source, sentiment, job_key,
-                              dry_run=self.dry_run)
+  def at(self, t: float) -> float:
+    """The mood value projected to time t >= now, with no new input."""
+    return mood_lib.mood_value(mood_lib.advance(self.state, t, [],
+                                                self.params), self.params)
+
+  def kick(self, value: float, job_key: str) -> None:
+    """An input of value v (bot.mood.kick_value) kicks the mood, once per
+    job and mode."""
+    e = mood_lib.input_event(self.now, value, self.params)
+    if self.store.add_mood_event(e.t, e.u, e.hours, "user", value, job_key,
+                                 dry_run=self.dry_run):
+      self.state = dataclasses.replace(self.state, x2=self.state.x2 + e.u)
 
   def save(self) -> None:
     if not self.dry_run:

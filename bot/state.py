@@ -462,23 +462,24 @@ class Store:
 
   def add_mood_event(self, t: float, u: float, hours: float, source: str,
                      sentiment: Optional[float], job_key: Optional[str],
-                     dry_run: bool = False) -> None:
-    """Records a forcing event; a job forces the mood once per source and
-    mode (a job redone after a crash does not count twice, and a dry run's
-    event does not stand in for the live pass's)."""
+                     dry_run: bool = False) -> bool:
+    """Records a mood event (False if it was known); a job moves the mood
+    once per source and mode (a job redone after a crash does not count
+    twice, and a dry run's event does not stand in for the live pass's)."""
     with self._tx() as db:
       if job_key is not None and db.execute(
           "SELECT 1 FROM mood_events WHERE job_key = ? AND source = ? AND "
           "dry_run = ?", (job_key, source, int(dry_run))).fetchone():
-        return
+        return False
       db.execute("INSERT INTO mood_events (t, u, hours, source, sentiment, "
                  "job_key, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (t, u, hours, source, sentiment, job_key, int(dry_run)))
+      return True
 
   def mood_events(self, since: float, dry_run: bool = False) -> list:
-    """Events still forcing at or after `since`: the live ones, and with
-    `dry_run` also those of dry runs."""
-    sql = "SELECT * FROM mood_events WHERE t + hours * 3600 > ?"
+    """Kicks at or after `since` (and held forcings still on): the live
+    ones, and with `dry_run` also those of dry runs."""
+    sql = "SELECT * FROM mood_events WHERE t + hours * 3600 >= ?"
     if not dry_run:
       sql += " AND dry_run = 0"
     return self._db.execute(sql + " ORDER BY t, id", (since,)).fetchall()

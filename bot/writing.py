@@ -40,12 +40,13 @@ def screen_kwargs(user_text: str, author: str, blog: str, min_chars: int,
 
 def write_candidates(contexts: Sequence[Context], generator, scorer, *,
                      n: int, more_rounds: int, min_survivors: int,
-                     sentiment_range: tuple, screens: Callable[[Context],
-                                                               dict],
+                     sentiment_range: Callable[[Context], tuple],
+                     screens: Callable[[Context], dict],
                      seed: Callable[[int], int]) -> dict:
   """{job key: [Candidate]}: `n` per job a round, every job's prompt in one
   sampler call; a job gets another round (up to `more_rounds`) while fewer
   than `min_survivors` candidates pass and the mood screen rejected some.
+  `sentiment_range(ctx)` is what the mood allows a job's candidates;
   `seed(round)` is the sampler's seed for a round."""
   found = {c.job.key: [] for c in contexts}
   todo = list(contexts)
@@ -61,7 +62,8 @@ def write_candidates(contexts: Sequence[Context], generator, scorer, *,
     still = []
     for ctx in todo:
       cands = found[ctx.job.key]
-      kept = choice.apply_screens(cands, sentiment_range=sentiment_range,
+      kept = choice.apply_screens(cands,
+                                  sentiment_range=sentiment_range(ctx),
                                   **screens(ctx))
       if kept < min_survivors and choice.mood_rejections(cands) > 0:
         still.append(ctx)

@@ -42,6 +42,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.queue_target = 5  # keep this many original posts queued (at most 20:
   # the bot counts the queue's first page)
   c.queue_per_pass = 2  # original posts added per pass at most
+  # Hours between queued posts, when the queue does not say (its posts'
+  # scheduled_publish_time): original posts use the mood of that time.
+  c.queue_interval_hours = 2.0
   c.tags = ()  # tags added to every post (after the generated ones)
   c.max_generated_tags = 5
 
@@ -68,17 +71,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.choice.reblog_min_selector = 0.5  # dashboard: selector must say this ...
   c.choice.reblog_gate_prob = 0.5  # ... and a coin with this probability
 
-  # Mood (bot/mood.py).
+  # Mood (bot/mood.py): a daily base among the named moods, and a bounded
+  # response to each input that fades with tau1.
   c.mood = ml_collections.ConfigDict()
-  c.mood.tau1_hours = 12.0
+  c.mood.tau1_hours = 4.0
   c.mood.tau2_hours = 1.0
-  c.mood.k = 1.0
-  c.mood.baseline = 0.6
-  c.mood.daily_jitter = 0.5
-  c.mood.event_hours = 1.0
-  c.mood.user_weight = 1.0
-  c.mood.bot_weight = 0.5
-  c.mood.range_width = 0.45
+  c.mood.kick = 1.0  # x2's jump per unit of (input value - 0.5)
+  c.mood.input_weight = 0.5  # the input's sentiment vs its candidates' 75th
+  c.mood.bound = 1.0  # the response moves the mood at most this many names
+  c.mood.base_weights = (1.0, 2.0, 4.0, 2.0, 1.0)  # odds of each daily base
+  c.mood.transition_hours = 3.0  # yesterday's base to today's
   c.mood.plot_days = 3.0
 
   # The operator's lists (bot/lists.py): a file each, one entry a line, `#`

@@ -82,15 +82,19 @@ def test_three_asks_answered_once_with_tags_then_nothing(server, tmp_path,
 def test_more_rounds_when_the_mood_screen_rejects(server, tmp_path, model):
   seed_asks(server, ASKS[:1])
   cfg = make_config(server, tmp_path)
-  cfg.mood.range_width = 1e-9  # almost no sentiment is allowed
+  # Every day only sad: sentiments over 0.26 are not allowed.
+  cfg.mood.base_weights = (1.0, 0.0, 0.0, 0.0, 0.0)
   cfg.sampling.more_rounds = 1
   calls = len(model.batches)
-  report = loop.run_pass(cfg, model=model)
+  report = loop.run_pass(cfg, model=model, clock=lambda: 1_800_000_000.0)
   assert model.batches[calls:] == [1, 1]
   (entry,) = Trace(cfg.state + ".trace.jsonl").read()
+  assert entry["sentiment_range"] == [0.0, 0.26]
   assert len(entry["candidates"]) == 2 * cfg.sampling.n
-  assert any(c["verdict"].startswith("mood:") for c in entry["candidates"])
-  assert report.skipped == [entry["job"]] and report.writes == 0
+  moody = [c for c in entry["candidates"] if c["verdict"].startswith("mood:")]
+  assert len(moody) > cfg.sampling.n and all(c["sentiment"] > 0.26
+                                             for c in moody)
+  assert report.writes == len(report.published)
 
 
 def test_one_answer_per_user_per_pass(server, tmp_path, model):
@@ -369,19 +373,23 @@ def test_the_pass_keeps_mood_history(server, tmp_path, model):
   events = store.mood_events(0)
   store.close()
   assert [h["t"] for h in history] == [1_800_000_000.0, 1_800_010_800.0]
-  sources = sorted(e["source"] for e in events)
-  assert sources == ["bot", "user"]
-  user = next(e for e in events if e["source"] == "user")
-  assert user["sentiment"] < 0.3 and user["u"] < 0
-  # The stored state moved as the exact solution says.
+  (kick,) = events  # one input, one kick
+  assert kick["source"] == "user" and kick["hours"] == 0
+  # Valued by what was said (VADER: very negative) and the candidates.
+  entry = next(e for e in Trace(cfg.state + ".trace.jsonl").read()
+               if "candidates" in e)
   from bot import mood  # pylint: disable=import-outside-toplevel
   params = mood.MoodParams.from_config(cfg.mood)
+  value = mood.kick_value(entry["user_sentiment"],
+                          [c["sentiment"] for c in entry["candidates"]],
+                          params)
+  assert kick["sentiment"] == pytest.approx(value) and kick["u"] < 0
+  # The saved state holds the kick, and moved as the exact solution says.
+  assert history[0]["x2"] == pytest.approx(kick["u"])
   want = mood.advance(mood.MoodState(t=history[0]["t"], x1=history[0]["x1"],
                                      x2=history[0]["x2"]), history[1]["t"],
-                      [mood.ForcingEvent(e["t"], e["u"], e["hours"])
-                       for e in events], params)
-  assert history[1]["x1"] == pytest.approx(want.x1)
-  assert history[1]["x1"] != pytest.approx(history[0]["x1"])
+                      [], params)
+  assert history[1]["x1"] == pytest.approx(want.x1) and want.x1 < 0
   assert np.isfinite(history[1]["mood"])
 
 
@@ -422,15 +430,15 @@ def test_a_dry_run_does_not_block_the_live_pass_mood_events(server, tmp_path,
   assert len(dry.would_post) == 1
   store = Store(cfg.state)
   assert store.mood_events(0) == [] and store.last_mood() is None
-  assert sorted(e["source"] for e in store.mood_events(0, dry_run=True)) == [
-      "bot", "user"]
+  assert [e["source"] for e in store.mood_events(0, dry_run=True)] == [
+      "user"]
   store.close()
   clock["t"] += 60
   live = loop.run_pass(cfg, model=model, clock=lambda: clock["t"])
   assert live.published == dry.would_post
   store = Store(cfg.state)
   events = store.mood_events(0)
-  assert sorted(e["source"] for e in events) == ["bot", "user"]
+  assert [e["source"] for e in events] == ["user"]
   assert {e["job_key"] for e in events} == set(live.published)
   assert all(e["t"] == clock["t"] for e in events)
   store.close()
@@ -527,3 +535,34 @@ def test_without_heads_the_bot_says_so_and_chooses_by_log_probability(
     assert len(kept) > 1 and len(set(kept)) > 1
     assert cands[entry["winner"]]["mean_logprob"] == max(kept)
     assert entry["reason"].startswith("highest mean log-probability")
+
+
+def test_an_original_post_is_written_in_the_mood_of_its_publish_time(
+    server, tmp_path, model):
+  seed_asks(server, [("what a lovely happy day, thank you so much!", "alice")])
+  cfg = make_config(server, tmp_path, queue=True)
+  cfg.queue_target = 1
+  cfg.queue_interval_hours = 5.0
+  cfg.choice.min_chars = 1
+  t0 = 1_800_000_000.0
+  loop.run_pass(cfg, model=model, clock=lambda: t0)
+  entries = {e["kind"]: e for e in Trace(cfg.state + ".trace.jsonl").read()
+             if "candidates" in e}
+  from bot import mood  # pylint: disable=import-outside-toplevel
+  from bot.jobs.originals import next_slot  # pylint: disable=import-outside-toplevel
+  params = mood.MoodParams.from_config(cfg.mood)
+  store = Store(cfg.state)
+  (kick,) = store.mood_events(0)
+  store.close()
+  # The ask is answered in the mood of now (before its own kick) ...
+  assert entries["ask"]["mood"] == pytest.approx(
+      mood.mood_value(mood.MoodState(t=t0), params))
+  # ... the original post in the mood projected to when the queue, empty
+  # now, publishes it: five hours on, with the ask's kick in it.
+  at = mood.advance(mood.MoodState(t=t0, x2=kick["u"]), t0 + 5 * 3600, [],
+                    params)
+  assert entries["original"]["mood"] == pytest.approx(
+      mood.mood_value(at, params))
+  assert next_slot([], 0, t0, 5.0) == t0 + 5 * 3600
+  assert next_slot([t0 + 100, t0 + 3700, t0 + 7300], 3, t0, 5.0) == (
+      t0 + 10900)

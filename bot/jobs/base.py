@@ -60,6 +60,7 @@ class Desk:
   trace: Callable[[dict], None] = lambda entry: None
   model: object = None  # the generator and scorer (bot.ml)
   mood: object = None  # the pass's bot.mood_log.MoodLog
+  queue_next: Optional[float] = None  # when the queue publishes next
   _following: Optional[set] = None
 
   def record(self, key: str, kind: str, payload: dict,
@@ -148,6 +149,11 @@ class JobKind:
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     raise NotImplementedError
+
+  def mood_time(self, job: Job, desk: Desk) -> float:
+    """When the post will be read: the mood of that time chooses it."""
+    del job
+    return desk.now
 
   def review_reason(self, ctx: Context, desk: Desk) -> Optional[str]:
     """Why this job's post must wait for a person (a draft), or None."""
