@@ -38,6 +38,7 @@ class Candidate:
   tags: list = dataclasses.field(default_factory=list)  # generated tags
   raw: str = ""  # the continuation as sampled
   finished: bool = True  # it ended with end-of-text
+  kept_id: Optional[int] = None  # a kept candidate of an earlier post
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -261,14 +261,21 @@ class Bot:
                                                    for c in said])):
       ctx.user_sentiment = p
     s, min_chars = self.config.sampling, int(self.config.choice.min_chars)
+    allowed = lambda c: mood_lib.sentiment_range(self.mood.at(
+        KINDS[c.job.kind].mood_time(c.job, self.desk)))
+    screens = lambda c: writing.screen_args(c, self.blog, min_chars,
+                                            self.lists)
+    pools = self._kept_pools(contexts, int(s.n))
     candidates = writing.write_candidates(
-        contexts, self.generator, self.scorer, n=int(s.n),
+        [c for c in contexts if len(pools.get(c.job.key, ())) < int(s.n)],
+        self.generator, self.scorer, n=int(s.n),
         more_rounds=int(s.more_rounds), min_survivors=int(s.min_survivors),
-        sentiment_range=lambda c: mood_lib.sentiment_range(self.mood.at(
-            KINDS[c.job.kind].mood_time(c.job, self.desk))),
-        screens=lambda c: writing.screen_args(c, self.blog, min_chars,
-                                              self.lists),
+        sentiment_range=allowed, screens=screens,
         seed=lambda r: self._seed(self.desk.now, f"sampling:{r}"))
+    for ctx in contexts:  # kept candidates join, judged as new ones are
+      pool = pools.get(ctx.job.key, [])
+      choice.apply_screens(pool, sentiment_range=allowed(ctx), **screens(ctx))
+      candidates[ctx.job.key] = candidates.get(ctx.job.key, []) + pool
     # Each input kicks the mood once, by what was said and what it drew.
     for ctx in said:
       self.mood.kick(mood_lib.kick_value(
@@ -277,11 +284,42 @@ class Bot:
                      ctx.job.key)
     for ctx in contexts:
       job = ctx.job
-      plan = self._decide(ctx, candidates[job.key], report)
-      if plan is None:
+      decided = self._decide(ctx, candidates[job.key], report)
+      if decided is None:
         continue
-      self.store.save_plan(job.key, plan)
+      plan, winner = decided
+      self.store.save_plan(job.key, plan, kept_id=winner.kept_id)
+      self._keep_losers(ctx, candidates[job.key], winner)
       self._carry_out(self.store.job(job.key), report)
+
+  def _kept_pools(self, contexts: list, n: int) -> dict:
+    """Kept candidates for this pass's original posts (live passes only),
+    split between them so no two jobs offer the same one: {job key:
+    [Candidate]}; a job with `n` of them samples no new ones."""
+    r = self.config.retention
+    originals = [c.job.key for c in contexts if c.job.kind == "original"]
+    if self.dry_run or not originals or not r.enabled:
+      return {}
+    since = self.desk.now - float(r.max_age_days) * 86400
+    pools = {key: [] for key in originals}
+    for i, (kept_id, c) in enumerate(self.store.kept(since)):
+      pools[originals[i % len(originals)]].append(choice.Candidate(
+          **{**c, "kept_id": kept_id, "verdict": "kept"}))
+    return {k: v[:n] for k, v in pools.items()}
+
+  def _keep_losers(self, ctx: Context, cands: list, winner) -> None:
+    """The original's retention: an original post's losing candidates the
+    selector likes (over `retention.min_selector`) wait for later ones."""
+    r = self.config.retention
+    if self.dry_run or ctx.job.kind != "original" or not r.enabled:
+      return
+    good = [c.as_dict() for c in cands
+            if c is not winner and c.kept_id is None
+            and c.selector is not None
+            and c.selector > float(r.min_selector)
+            and (c.verdict == "kept" or c.verdict.startswith("mood:"))]
+    if good:
+      self.store.keep(ctx.job.key, [dict(c, verdict="kept") for c in good])
 
   def _carry_out(self, job: Job, report: PassReport) -> None:
     """A planned job: sent (live), or put in the feed (dry run)."""
@@ -295,8 +333,9 @@ class Bot:
     self._send(job, report)
 
   def _decide(self, ctx: Context, cands: list,
-              report: PassReport) -> Optional[Plan]:
-    """Chooses, filters and plans one job; traces the decision."""
+              report: PassReport) -> Optional[tuple]:
+    """Chooses, filters and plans one job; traces the decision. Returns
+    (the plan, the winning candidate), or None."""
     job, kind = ctx.job, KINDS[ctx.job.kind]
     epsilon = float(self.config.choice.epsilon.get(kind.name, 0.1))
     decision = choice.epsilon_greedy(cands, epsilon, self.desk.rng)
@@ -333,7 +372,7 @@ class Bot:
       entry["reason"] += f"; {held}: drafted"
     plan = kind.plan(ctx, winner.text, tags, state)
     self._trace(dict(entry, state=state, tags=tags, filter_hits=hits))
-    return plan
+    return plan, winner
 
   def _trace(self, entry: dict) -> None:
     self.trace.write(entry)

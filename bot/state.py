@@ -105,6 +105,14 @@ CREATE TABLE IF NOT EXISTS decisions (
   source TEXT NOT NULL,
   done INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS kept (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  t REAL NOT NULL,
+  job_key TEXT NOT NULL,
+  candidate TEXT NOT NULL,
+  selector REAL NOT NULL,
+  used_by TEXT
+);
 CREATE TABLE IF NOT EXISTS review_examples (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   job_key TEXT NOT NULL,
@@ -263,10 +271,12 @@ class Store:
     return row[0] if row else None
 
   def _set(self, key: str, expect: tuple, sets: str = "", args=(),
-           **fields) -> None:
+           _kept=(None, None), **fields) -> None:
     """Moves one job from one of the `expect` statuses, setting `fields`
     (and the SQL assignments `sets` with their `args`); raises if the job is
-    not in one of them, so a transition never silently does nothing."""
+    not in one of them, so a transition never silently does nothing.
+    `_kept` = (kept candidate id, job key) marks that candidate used by the
+    job in the same transaction."""
     fields["updated"] = self._clock()
     assignments = [f"{k} = ?" for k in fields] + ([sets] if sets else [])
     marks = ",".join("?" * len(expect))
@@ -281,11 +291,19 @@ class Store:
         raise RuntimeError(f"job {key}: cannot move from "
                            f"{row[0] if row else 'nowhere'} (wanted one of "
                            f"{expect})")
+      kept_id, user = _kept
+      if kept_id is not None and db.execute(
+          "UPDATE kept SET used_by = ? WHERE id = ? AND used_by IS NULL",
+          (user, kept_id)).rowcount != 1:
+        raise RuntimeError(f"job {key}: kept candidate {kept_id} is used")
 
-  def save_plan(self, key: str, plan: Plan) -> None:
-    """Stores what the bot will post; from here a restart reuses the plan."""
+  def save_plan(self, key: str, plan: Plan,
+                kept_id: Optional[int] = None) -> None:
+    """Stores what the bot will post; from here a restart reuses the plan.
+    With `kept_id`, the plan posts that kept candidate, which is marked
+    used in the same transaction (a kept candidate is posted once)."""
     self._set(key, ("seen", "chosen", "review", "dry_run"), status="chosen",
-              plan=json.dumps(plan.to_dict()))
+              plan=json.dumps(plan.to_dict()), _kept=(kept_id, key))
 
   def mark_dry_run(self, key: str) -> None:
     """A dry run planned this job; a live pass will do it for real."""
@@ -431,6 +449,25 @@ class Store:
   def review_examples(self) -> list:
     return [dict(r) for r in self._db.execute(
         "SELECT * FROM review_examples ORDER BY id").fetchall()]
+
+  # -- kept candidates (retention) ----------------------------------------------
+
+  def keep(self, job_key: str, candidates: Sequence[dict]) -> None:
+    """Keeps losing candidates (as dicts, with their `selector`) for later
+    original posts."""
+    with self._tx() as db:
+      for c in candidates:
+        db.execute("INSERT INTO kept (t, job_key, candidate, selector) "
+                   "VALUES (?, ?, ?, ?)",
+                   (self._clock(), job_key, json.dumps(c, default=_plain),
+                    float(c["selector"])))
+
+  def kept(self, since: float) -> list:
+    """[(id, candidate dict)] unused and kept since `since`, best first."""
+    rows = self._db.execute(
+        "SELECT id, candidate FROM kept WHERE used_by IS NULL AND t >= ? "
+        "ORDER BY selector DESC, id", (since,)).fetchall()
+    return [(r[0], json.loads(r[1])) for r in rows]
 
   # -- posts made (the daily cap) ----------------------------------------------
 

@@ -125,6 +125,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.budget.dashboard_calls = 10
   c.budget.queue_calls = 5
 
+  # Retention: an original post's losing candidates that the selector likes
+  # are kept for later original posts (each used once), which then sample
+  # no new ones when enough are kept.
+  c.retention = ml_collections.ConfigDict()
+  c.retention.enabled = True
+  c.retention.min_selector = 0.45
+  c.retention.max_age_days = 7.0
+
   # Text in images (bot/images.py): OCR'd into the prompt as
   # [image: ALT | text: ...]; fetched only from these hosts.
   c.images = ml_collections.ConfigDict()

@@ -566,3 +566,45 @@ def test_an_original_post_is_written_in_the_mood_of_its_publish_time(
   assert next_slot([], 0, t0, 5.0) == t0 + 5 * 3600
   assert next_slot([t0 + 100, t0 + 3700, t0 + 7300], 3, t0, 5.0) == (
       t0 + 10900)
+
+
+def test_a_kept_candidate_is_posted_later_once_without_sampling(
+    server, tmp_path, model_dir):
+  heads_dir = str(tmp_path / "heads")
+  helpers.make_random_heads(heads_dir, model_dir)
+  cfg = make_config(server, tmp_path, model_dir, asks=False, queue=True)
+  cfg.heads = heads_dir
+  cfg.queue_target = 1
+  cfg.retention.min_selector = 0.0  # keep every screened loser
+  cfg.choice.min_chars = 1
+  scored = ml.LocalModel.load(model_dir, heads_dir,
+                              ml.SamplingSettings.from_config(cfg.sampling))
+  t0 = 1_800_000_000.0
+  first = loop.run_pass(cfg, model=scored, clock=lambda: t0)
+  assert len(first.queued) == 1
+  store = Store(cfg.state)
+  kept = store.kept(0)
+  store.close()
+  assert len(kept) >= 3
+  texts = {c["text"] for _, c in kept}
+  # The next original post draws on the kept ones: no sampling at all.
+  cfg.queue_target, cfg.sampling.n = 2, 3
+  calls = len(scored.batches)
+  second = loop.run_pass(cfg, model=scored, clock=lambda: t0 + 60)
+  assert len(second.queued) == 1 and scored.batches[calls:] == []
+  posted = [p["content"][0]["text"] for p in server.posts(BOT, "queue")]
+  assert posted[0] in texts or posted[1] in texts
+  store = Store(cfg.state)
+  used = [i for i, _ in kept if i not in {j for j, _ in store.kept(0)}]
+  store.close()
+  assert len(used) == 1
+  # And it is not used again.
+  cfg.queue_target = 3
+  loop.run_pass(cfg, model=scored, clock=lambda: t0 + 120)
+  queued = [p["content"][0]["text"] for p in server.posts(BOT, "queue")]
+  assert len(queued) == 3 and len(set(queued)) == 3
+  # Kept candidates expire.
+  cfg.queue_target, cfg.retention.max_age_days = 4, 1e-9
+  calls = len(scored.batches)
+  loop.run_pass(cfg, model=scored, clock=lambda: t0 + 180)
+  assert scored.batches[calls:] == [1]
