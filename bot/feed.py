@@ -121,7 +121,7 @@ def write_mood_plot(path: str, times: Sequence[float], moods: Sequence[float],
                color="gray", linestyle="--", linewidth=1, label="now")
   ax.set_ylim(0, 1)
   ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-  ax.set_ylabel("P(positive)")
+  ax.set_ylabel("mood; allowed P(positive)")
   ax.legend(loc="upper left", fontsize=7)
   fig.autofmt_xdate()
   fig.tight_layout()

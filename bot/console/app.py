@@ -244,11 +244,12 @@ def _review_tab(console: Console) -> None:
     return handler
 
   outputs = [jobs, card, edit]
-  refresh.click(listing, jobs, outputs)
-  jobs.input(show, jobs, [card, edit])
+  ordered = dict(concurrency_id="review", concurrency_limit=1)
+  refresh.click(listing, jobs, outputs, **ordered)
+  jobs.input(show, jobs, [card, edit], **ordered)
   for button, action in ((accept, "accept"), (retry, "retry"),
                          (reject, "reject")):
-    button.click(decide(action), [jobs, edit], [status] + outputs)
+    button.click(decide(action), [jobs, edit], [status] + outputs, **ordered)
 
 
 def _history_tab(console: Console) -> dict:
@@ -277,6 +278,10 @@ def _history_tab(console: Console) -> dict:
     return (("".join(cards) or "<p>nothing posted yet</p>"), path,
             "".join(moved), console.curves())
 
-  go.click(fill, search, [listing, mood, movers, curves])
-  search.submit(fill, search, [listing, mood, movers, curves])
-  return dict(fn=fill, inputs=search, outputs=[listing, mood, movers, curves])
+  # One queue for the history's events, so their answers come in order.
+  refresh = dict(fn=fill, inputs=search,
+                 outputs=[listing, mood, movers, curves],
+                 concurrency_id="history", concurrency_limit=1)
+  go.click(**refresh)
+  search.submit(**refresh)
+  return refresh
