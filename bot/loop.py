@@ -139,8 +139,8 @@ class Bot:
           log.info("skipping the %s: %s", name, short)
           continue
         discover(self.desk)
-      for job in self.store.jobs(("chosen",)):  # spam asks to delete
-        self._carry_out(job, report)
+      for key in self.desk.planned:  # spam asks to delete
+        self._carry_out(self.store.job(key), report)
       self._work(report, ("review",) if review_only else None)
     except RateLimited as e:
       report.stopped = str(e)
@@ -256,6 +256,21 @@ class Bot:
         contexts.append(ctx)
     if not contexts:
       return
+    candidates = self._write(contexts)
+    for ctx in contexts:
+      job = ctx.job
+      decided = self._decide(ctx, candidates[job.key], report)
+      if decided is None:
+        continue
+      plan, winner = decided
+      self.store.save_plan(job.key, plan, kept_id=winner.kept_id)
+      self._keep_losers(ctx, candidates[job.key], winner)
+      self._carry_out(self.store.job(job.key), report)
+
+  def _write(self, contexts: list) -> dict:
+    """{job key: [Candidate]}: written for every context in one sampler
+    call (kept candidates join original posts'), scored and screened, each
+    in the mood of when it will be read; each input then kicks the mood."""
     said = [c for c in contexts if c.moves_mood]
     for ctx, p in zip(said, self.scorer.sentiment([c.user_text
                                                    for c in said])):
@@ -276,21 +291,12 @@ class Bot:
       pool = pools.get(ctx.job.key, [])
       choice.apply_screens(pool, sentiment_range=allowed(ctx), **screens(ctx))
       candidates[ctx.job.key] = candidates.get(ctx.job.key, []) + pool
-    # Each input kicks the mood once, by what was said and what it drew.
-    for ctx in said:
+    for ctx in said:  # what was said, and what it drew
       self.mood.kick(mood_lib.kick_value(
           ctx.user_sentiment,
           [c.sentiment for c in candidates[ctx.job.key]], self.mood.params),
                      ctx.job.key)
-    for ctx in contexts:
-      job = ctx.job
-      decided = self._decide(ctx, candidates[job.key], report)
-      if decided is None:
-        continue
-      plan, winner = decided
-      self.store.save_plan(job.key, plan, kept_id=winner.kept_id)
-      self._keep_losers(ctx, candidates[job.key], winner)
-      self._carry_out(self.store.job(job.key), report)
+    return candidates
 
   def _kept_pools(self, contexts: list, n: int) -> dict:
     """Kept candidates for this pass's original posts (live passes only),

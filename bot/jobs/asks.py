@@ -182,7 +182,7 @@ def discover(desk: Desk) -> None:
   limit = int(a.max_pending_per_user)
   for user, jobs in waiting.items():
     for job in jobs[limit:]:  # the newest beyond the limit
-      desk.store.save_plan(job.key, Plan(
+      desk.plan(job.key, Plan(
           action=DELETE, state="deleted", text="", tags=[], content=[],
           layout=[], post_id=npf.post_id(job.payload["post"])))
       desk.trace({"t": desk.now, "job": job.key, "kind": ASK.name,

@@ -61,6 +61,7 @@ class Desk:
   model: object = None  # the generator and scorer (bot.ml)
   mood: object = None  # the pass's bot.mood_log.MoodLog
   queue_next: Optional[float] = None  # when the queue publishes next
+  planned: list = dataclasses.field(default_factory=list)  # keys to carry out
   _following: Optional[set] = None
 
   def record(self, key: str, kind: str, payload: dict,
@@ -70,6 +71,12 @@ class Desk:
       self.report.new_jobs.append(key)
       return True
     return False
+
+  def plan(self, key: str, plan: Plan) -> None:
+    """Plans a job that needs no model (a deletion); the loop carries it
+    out after discovery."""
+    self.store.save_plan(key, plan)
+    self.planned.append(key)
 
   def skip(self, key: str, kind: str, reason: str) -> None:
     """A recorded job the bot will not do: skipped, traced, reported."""
