@@ -77,6 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
       param_dtype="float32",
       remat=False,
       scan_layers=True,   # False: blocks unrolled (faster on CPU)
+      attention="auto",   # see gpt2/attention.py; auto picks by platform
       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
   # `accumulate` micro-batches per update.
@@ -446,8 +447,8 @@ def check_batch_fits_mesh(config, mesh) -> None:
 
 # ---- the model a run trains --------------------------------------------------
 
-_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "embd_pdrop",
-             "attn_pdrop", "resid_pdrop")
+_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "attention",
+             "embd_pdrop", "attn_pdrop", "resid_pdrop")
 
 
 def _numerics(config) -> dict:
