@@ -41,7 +41,9 @@ setup(
         # torch is pinned: this exact version installs a CPU build from a
         # local file on our machines; anything else pulls CUDA wheels.
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.40",
-                 "gcp-storage-emulator>=2024.1"],
+                 "gcp-storage-emulator>=2024.1",
+                 # bench.sampling's second peer, run by tests/test_bench.py
+                 "ctranslate2>=4.5"],
         "demo": [],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
