@@ -146,8 +146,11 @@ def _splash_kernel(heads: int, length: int, interpret: bool):
       block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
       block_q_dq=block, block_kv_dq=block)
   mask = masks.MultiHeadMask([masks.CausalMask((length, length))] * heads)
-  return splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
-                                block_sizes=sizes, interpret=interpret)
+  # Its mask tables are concrete arrays even when first made inside a
+  # trace, so the cached kernel serves every later one.
+  with jax.ensure_compile_time_eval():
+    return splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
+                                  block_sizes=sizes, interpret=interpret)
 
 
 def _splash_local(q, k, v, valid, interpret):
@@ -179,8 +182,10 @@ def _splash(q, k, v, valid, interpret):
   spec = nn.logical_to_mesh_axes(("batch", "length", "heads", None))
   rows = P(spec[0], None)
   local = functools.partial(_splash_local, interpret=interpret)
+  # check_vma=False: a Pallas kernel's outputs carry no varying-axes types.
   if valid is None:
     return jax.shard_map(lambda q, k, v: local(q, k, v, None), mesh=mesh,
-                         in_specs=(spec,) * 3, out_specs=spec)(q, k, v)
+                         in_specs=(spec,) * 3, out_specs=spec,
+                         check_vma=False)(q, k, v)
   return jax.shard_map(local, mesh=mesh, in_specs=(spec,) * 3 + (rows,),
-                       out_specs=spec)(q, k, v, valid)
+                       out_specs=spec, check_vma=False)(q, k, v, valid)

@@ -1,6 +1,10 @@
 """The attention kernels against the reference, forward and gradient."""
 
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +14,8 @@ import pytest
 from gpt2 import attention as A
 from gpt2 import model as M
 from gpt2.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _reference(q, k, v, valid):
@@ -94,20 +100,19 @@ def test_model_with_each_kernel_equals_the_reference():
 
 def test_auto_picks_by_platform_and_a_forced_choice_is_checked():
   f32, bf16 = jnp.float32, jnp.bfloat16
-  assert A.resolve("auto", dtype=f32, head_dim=64, length=1024,
-                   on="cpu") == "cpu"
-  assert A.resolve("auto", dtype=bf16, head_dim=64, length=1024,
-                   on="gpu") == "cudnn"
-  # cuDNN takes half-precision operands and heads of at most 128 only.
-  assert A.resolve("auto", dtype=f32, head_dim=64, length=1024,
-                   on="gpu") == "xla"
-  assert A.resolve("auto", dtype=bf16, head_dim=160, length=1024,
-                   on="gpu") == "xla"
-  assert A.resolve("auto", dtype=bf16, head_dim=64, length=1024,
-                   on="tpu") == "splash"
-  assert A.resolve("auto", dtype=bf16, head_dim=64, length=100,
-                   on="tpu") == "xla"
-  assert A.resolve("xla", dtype=f32, head_dim=64, length=8, on="tpu") == "xla"
+  # (name, platform, dtype, head size, length) -> the kernel that runs.
+  for args, kernel in [
+      (("auto", "cpu", f32, 64, 1024), "cpu"),
+      (("auto", "gpu", bf16, 64, 1024), "cudnn"),
+      # cuDNN takes half-precision operands and heads of at most 128 only.
+      (("auto", "gpu", f32, 64, 1024), "xla"),
+      (("auto", "gpu", bf16, 160, 1024), "xla"),
+      (("auto", "tpu", bf16, 64, 1024), "splash"),
+      (("auto", "tpu", bf16, 64, 100), "xla"),
+      (("xla", "tpu", f32, 64, 8), "xla")]:
+    name, on, dtype, head_dim, length = args
+    assert A.resolve(name, dtype=dtype, head_dim=head_dim, length=length,
+                     on=on) == kernel, args
   with pytest.raises(UserError, match="attention='flash' is not one of"):
     M.GPT2Config.preset("tiny", attention="flash")
   # Forced onto the wrong platform: one line, not a compiler error.
@@ -115,3 +120,36 @@ def test_auto_picks_by_platform_and_a_forced_choice_is_checked():
   with pytest.raises(UserError, match="needs a GPU"):
     jax.eval_shape(lambda p: M.forward(config, p, jnp.zeros((1, 4), int)),
                    M.param_shapes(config))
+
+
+SPLASH_ON_A_MESH = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from gpt2 import attention as A, sharding
+    mesh = sharding.make_mesh(dict(data=1, fsdp=2, model=2))
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    q, k, v = (jax.random.normal(key, (4, 128, 4, 32)) for key in keys)
+    valid = jnp.ones((4, 128), bool).at[1, :5].set(False)
+    real = valid[:, :, None, None]  # a padded query's output is unused
+    loss = lambda impl: lambda q, k, v: jnp.sum((A.causal_attention(
+        q, k, v, valid, impl, interpret=True) * real) ** 2)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+      got = jax.jit(jax.value_and_grad(loss("splash"), (0, 1, 2)))(q, k, v)
+    want = jax.value_and_grad(loss("cpu"), (0, 1, 2))(q, k, v)
+    print(max(float(jnp.abs(a - b).max()) for a, b in
+              zip(jax.tree.leaves(got), jax.tree.leaves(want))))
+""")
+
+
+def test_splash_on_a_mesh_runs_per_device():
+  """Under a mesh, each device runs the kernel on its rows and heads
+  (`shard_map`); the result equals one device's."""
+  proc = subprocess.run([sys.executable, "-c", SPLASH_ON_A_MESH], cwd=REPO,
+                        capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert float(proc.stdout.split()[-1]) < 1e-4
