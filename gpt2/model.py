@@ -194,6 +194,11 @@ class Attention(nn.Module):
     H, D = cfg.n_head, cfg.head_dim
     qkv = Dense(3 * C, ("embed", "heads"), cfg, name="c_attn")(x)
     q, k, v = (t.reshape(B, T, H, D) for t in jnp.split(qkv, 3, axis=-1))
+    # The tokens attend only to themselves without a cache, or when they
+    # are the first written into one (nothing before them; causality hides
+    # the empty slots after): then a fused kernel applies.
+    own_tokens = layer_cache is None or (isinstance(cache_index, int) and
+                                         cache_index == 0)
     keys, values = k, v
     if layer_cache is not None:  # write this call's keys and values
       slot = (0, cache_index, 0, 0)
@@ -202,11 +207,6 @@ class Attention(nn.Module):
       values = jax.lax.dynamic_update_slice(
           layer_cache["v"], v.astype(layer_cache["v"].dtype), slot)
       layer_cache = {"k": keys, "v": values}
-    # The tokens attend only to themselves without a cache, or when they
-    # are the first written into one (nothing before them; causality hides
-    # the empty slots after): then a fused kernel applies.
-    own_tokens = layer_cache is None or (isinstance(cache_index, int) and
-                                         cache_index == 0)
     dropout = cfg.attn_pdrop > 0 and not deterministic
     impl = attention_lib.resolve(cfg.attention, dtype=cfg.compute_dtype,
                                  head_dim=D, length=T)
