@@ -45,7 +45,9 @@ setup(
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.40",
                  "gcp-storage-emulator>=2024.1", "gradio>=5",
                  # drives Debian's Chromium (.ci/run installs it)
-                 "playwright>=1.40", "Pillow>=10", OCR],
+                 "playwright>=1.40", "Pillow>=10", OCR,
+                 # bench.sampling's second peer, run by tests/test_bench.py
+                 "ctranslate2>=4.5"],
         "demo": [OCR],
         # Text in images (bot.images); its models ship in the wheel.
         "ocr": [OCR],

@@ -1,17 +1,22 @@
-r"""Sampling speed: our jitted sampler against Hugging Face's `generate`.
+r"""Sampling speed: our jitted sampler against Hugging Face's `generate` and
+CTranslate2, in the same run.
 
   python -m bench.sampling                 # 124M, 128-token prompt, 256 new
   python -m bench.sampling --json          # one JSON object
   python -m bench.sampling --new_tokens 32 --batch 1 --repeats 1   # quick
   python -m bench.sampling --size 1558M --dtype bfloat16 --batch 16 \
-      --impl ours                          # on a GPU
+      --impl ours                          # on a GPU (see also bench.gpu)
 
-Both run the same config with the same random weights, the same prompt and
+All run the same config with the same random weights, the same prompt and
 lengths, sampling with top-p 0.95 at temperature 1 (HF: `do_sample=True,
-top_p=0.95, top_k=0`, no end-of-text stop). Tokens/s counts the tokens each
-candidate wrote (ours stops a row at <|endoftext|>, rare with random
-weights) over the wall time of the whole call, prefill included; the best of
-`--repeats` timed calls after one untimed call (which for ours compiles).
+top_p=0.95, top_k=0`; CTranslate2: `sampling_topp=0.95, sampling_topk=0`;
+neither stops at end-of-text). CTranslate2 (`pip install ctranslate2`) runs
+the same weights converted by its Transformers converter, once in float32
+and once quantized to int8 (rows `ct2-float32`, `ct2-int8`), with as many
+threads as PyTorch. Tokens/s counts the tokens each candidate wrote (ours
+stops a row at <|endoftext|>, rare with random weights) over the wall time
+of the whole call, prefill included; the best of `--repeats` timed calls
+after one untimed call (which for ours compiles).
 
 The roofline: a decoding step must read every weight and the filled part of
 the KV cache once (the prompt's part once for all its candidates), so at best
@@ -22,12 +27,15 @@ run, since on a shared machine the quietest moment gives the strictest
 bound. `roofline_fraction` is ours / that bound at the largest batch.
 """
 
+import importlib.util
 import json
-import time
 
 from absl import app
 from absl import flags
 import numpy as np
+
+from bench.common import copy_bandwidth, load_average, sample_ours, step_bytes
+from bench.common import timed
 
 _SIZE = flags.DEFINE_string("size", "124M", "Model shape (a GPT2Config "
                             "preset).")
@@ -36,74 +44,14 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _PROMPT = flags.DEFINE_integer("prompt_tokens", 128, "Prompt length.")
 _NEW = flags.DEFINE_integer("new_tokens", 256, "Tokens to write per row.")
 _BATCH = flags.DEFINE_list("batch", ["1", "8"], "Batch sizes.")
-_IMPL = flags.DEFINE_list("impl", ["ours", "hf"], "Implementations to run.")
+_IMPL = flags.DEFINE_list("impl", ["ours", "hf", "ct2"],
+                          "Implementations to run: ours, hf, ct2.")
+_DECODING = flags.DEFINE_enum("decoding", "auto", ["auto", "cpu", "reference"],
+                              "How ours runs the model (gpt2.sampling).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed calls per row.")
 _COPY_MB = flags.DEFINE_integer("copy_mb", 1024, "Buffer for the bandwidth "
                                 "measurement, in MB.")
 _JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
-
-
-def copy_bandwidth(megabytes: int, repeats: int = 10) -> float:
-  """Bytes read + written per second by a large on-device copy: the best of
-  a jitted copy and (on the CPU) numpy's, over `repeats` tries."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
-  copies = [(jax.jit(lambda a: a + 1.0), x)]
-  if jax.devices()[0].platform == "cpu":
-    host = np.ones(x.shape, np.float32)
-    target = np.empty_like(host)
-    copies.append((lambda a: np.copyto(target, a), host))
-  best = float("inf")
-  for copy, source in copies:
-    jax.block_until_ready(copy(source))
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(copy(source))
-      best = min(best, time.perf_counter() - start)
-  return 2 * x.nbytes / best
-
-
-def step_bytes(config, batch: int, prompt: int, new: int) -> float:
-  """Bytes a decoding step must read at least: every weight, the prompt's
-  keys and values once (its `batch` candidates share them), and each row's
-  generated ones, averaged over the steps."""
-  itemsize = 2 if config.param_dtype == "bfloat16" else 4
-  cache_itemsize = 2 if config.dtype == "bfloat16" else 4
-  weights = config.num_params() * itemsize
-  slots = prompt + batch * (new + 1) / 2
-  cache = 2 * config.n_layer * slots * config.n_embd * cache_itemsize
-  return weights + cache
-
-
-def _timed(fn, repeats: int):
-  """(first call seconds, best of `repeats` later calls, its output)."""
-  start = time.perf_counter()
-  out = fn()
-  first = time.perf_counter() - start
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - start)
-  return first, best, out
-
-
-def run_ours(config, params, prompt, batch, new, repeats):
-  from gpt2 import sampling  # pylint: disable=import-outside-toplevel
-  from gpt2.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
-  tokenizer = Tokenizer.gpt2()
-  rules = sampling.SamplingParams(top_p=0.95)
-
-  def call():
-    return sampling.sample(config, params, tokenizer, [prompt],
-                           num_samples=batch, max_new_tokens=new, seed=0,
-                           rules=rules)
-
-  first, best, results = _timed(call, repeats)
-  written = sum(len(r.tokens) + (r.finish_reason == "eot") for r in results)
-  return {"tokens_per_s": written / best, "seconds": best,
-          "compile_s": max(0.0, first - best)}
 
 
 def run_hf(config, params, prompt, batch, new, repeats):
@@ -128,8 +76,59 @@ def run_hf(config, params, prompt, batch, new, repeats):
           top_p=0.95, top_k=0, temperature=1.0, max_new_tokens=new,
           pad_token_id=config.vocab_size - 1)
 
-  first, best, out = _timed(call, repeats)
+  first, best, out = timed(call, repeats)
   written = (out.shape[1] - len(prompt)) * batch
+  return {"tokens_per_s": written / best, "seconds": best,
+          "compile_s": max(0.0, first - best)}
+
+
+class CTranslate2Models:
+  """The benchmark's weights converted by CTranslate2's Transformers
+  converter (through a Hugging Face export), once per quantization."""
+
+  def __init__(self, config, params):
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from gpt2 import weights  # pylint: disable=import-outside-toplevel
+    from gpt2.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+    if importlib.util.find_spec("ctranslate2") is None:
+      raise app.UsageError("--impl ct2 needs CTranslate2: pip install "
+                           "ctranslate2")
+    import transformers  # pylint: disable=import-outside-toplevel
+    transformers.utils.logging.disable_progress_bar()  # the converter's
+    self.directory = tempfile.TemporaryDirectory(prefix="bench-ct2-")
+    self.hf = f"{self.directory.name}/hf"
+    weights.export_hf(self.hf, config, params, Tokenizer.gpt2())
+    self.models = {}
+
+  def generator(self, quantization: str, threads: int):
+    """(ctranslate2.Generator, its vocabulary) for float32 or int8."""
+    import ctranslate2  # pylint: disable=import-outside-toplevel
+    from ctranslate2.converters import TransformersConverter  # pylint: disable=import-outside-toplevel
+    if quantization not in self.models:
+      out = f"{self.directory.name}/ct2-{quantization}"
+      TransformersConverter(self.hf).convert(out, quantization=quantization)
+      with open(f"{out}/vocabulary.json", encoding="utf-8") as f:
+        vocabulary = json.load(f)
+      self.models[quantization] = (ctranslate2.Generator(
+          out, device="cpu", compute_type=quantization,
+          intra_threads=threads), vocabulary)
+    return self.models[quantization]
+
+
+def run_ct2(models, quantization, prompt, batch, new, repeats):
+  import torch  # pylint: disable=import-outside-toplevel
+  generator, vocabulary = models.generator(quantization,
+                                           torch.get_num_threads())
+  tokens = [vocabulary[i] for i in prompt]
+
+  def call():
+    return generator.generate_batch(
+        [tokens] * batch, max_length=new, end_token=[], sampling_topk=0,
+        sampling_topp=0.95, sampling_temperature=1.0,
+        include_prompt_in_result=False)
+
+  first, best, out = timed(call, repeats)
+  written = sum(len(r.sequences_ids[0]) for r in out)
   return {"tokens_per_s": written / best, "seconds": best,
           "compile_s": max(0.0, first - best)}
 
@@ -146,32 +145,47 @@ def main(argv):
   # Measured again after every run: the best figure (the quietest moment on
   # a shared machine) makes the strictest roofline.
   bandwidth = copy_bandwidth(_COPY_MB.value)
-  runners = {"ours": run_ours, "hf": run_hf}
+  unknown = set(_IMPL.value) - {"ours", "hf", "ct2"}
+  if unknown:
+    raise app.UsageError(f"unknown --impl {', '.join(sorted(unknown))}")
+  runs = []  # (row name, runner(batch))
+  new, repeats = _NEW.value, _REPEATS.value
+  if "ours" in _IMPL.value:
+    runs.append(("ours", lambda b: sample_ours(config, params, prompt, b, new,
+                                               repeats, _DECODING.value)))
+  # The peers run on the CPU in float32 here.
+  if "hf" in _IMPL.value and _DTYPE.value == "float32":
+    runs.append(("hf", lambda b: run_hf(config, params, prompt, b, new,
+                                        repeats)))
+  if "ct2" in _IMPL.value and _DTYPE.value == "float32":
+    ct2 = CTranslate2Models(config, jax.device_get(params))
+    for quantization in ("float32", "int8"):
+      runs.append((f"ct2-{quantization}", lambda b, q=quantization: run_ct2(
+          ct2, q, prompt, b, new, repeats)))
   rows = []
   for batch in [int(b) for b in _BATCH.value]:
-    for impl in _IMPL.value:
-      if impl == "hf" and _DTYPE.value != "float32":
-        continue  # HF runs on the CPU in float32 only here
-      row = runners[impl](config, params, prompt, batch, _NEW.value,
-                          _REPEATS.value)
+    for impl, runner in runs:
+      row = runner(batch)
       row.update(impl=impl, batch=batch)
       rows.append(row)
       bandwidth = max(bandwidth, copy_bandwidth(_COPY_MB.value))
   for row in rows:
     row["roofline_tokens_per_s"] = bandwidth / step_bytes(
-        config, row["batch"], _PROMPT.value, _NEW.value) * row["batch"]
+        config, row["batch"], _PROMPT.value, _NEW.value,
+        1 if row["impl"].endswith("int8") else 0) * row["batch"]
     row["roofline_fraction"] = (row["tokens_per_s"] /
                                 row["roofline_tokens_per_s"])
   ours = [r for r in rows if r["impl"] == "ours"]
   summary = {
       "rows": rows,
+      "ours_over": _ratios(rows),
       "roofline_fraction": (max(ours, key=lambda r: r["batch"])
                             ["roofline_fraction"] if ours else None),
       "copy_bandwidth_gb_s": bandwidth / 1e9,
       "device": str(jax.devices()[0].device_kind),
       "size": _SIZE.value, "dtype": _DTYPE.value,
       "prompt_tokens": _PROMPT.value, "new_tokens": _NEW.value,
-      "load_average": _load_average(),
+      "load_average": load_average(),
   }
   if _JSON.value:
     print(json.dumps(summary))
@@ -179,24 +193,27 @@ def main(argv):
   print(f"{_SIZE.value} {_DTYPE.value} on {summary['device']}, prompt "
         f"{_PROMPT.value}, {_NEW.value} new tokens, copy bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s, load average {summary['load_average']}")
-  print(f"{'impl':6s} {'batch':>5s} {'tokens/s':>9s} {'seconds':>8s} "
+  print(f"{'impl':11s} {'batch':>5s} {'tokens/s':>9s} {'seconds':>8s} "
         f"{'compile s':>9s} {'roofline tok/s':>14s} {'fraction':>8s}")
   for r in rows:
-    print(f"{r['impl']:6s} {r['batch']:5d} {r['tokens_per_s']:9.1f} "
+    print(f"{r['impl']:11s} {r['batch']:5d} {r['tokens_per_s']:9.1f} "
           f"{r['seconds']:8.2f} {r['compile_s']:9.1f} "
           f"{r['roofline_tokens_per_s']:14.1f} {r['roofline_fraction']:8.2f}")
-  for batch in sorted({r["batch"] for r in rows}):
-    pair = {r["impl"]: r["tokens_per_s"] for r in rows if r["batch"] == batch}
-    if "ours" in pair and "hf" in pair:
-      print(f"batch {batch}: ours / hf = {pair['ours'] / pair['hf']:.2f}x")
+  for batch, ratios in summary["ours_over"].items():
+    print(f"batch {batch}: " + ", ".join(
+        f"ours / {impl} = {ratio:.2f}x" for impl, ratio in ratios.items()))
 
 
-def _load_average() -> str:
-  try:
-    with open("/proc/loadavg") as f:
-      return f.read().split()[0]
-  except OSError:
-    return "n/a"
+def _ratios(rows) -> dict:
+  """{batch: {peer: ours' tokens/s over the peer's}}."""
+  out = {}
+  for row in rows:
+    ours = [r for r in rows if r["impl"] == "ours" and
+            r["batch"] == row["batch"]]
+    if ours and row["impl"] != "ours":
+      out.setdefault(row["batch"], {})[row["impl"]] = (
+          ours[0]["tokens_per_s"] / row["tokens_per_s"])
+  return out
 
 
 if __name__ == "__main__":

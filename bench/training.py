@@ -28,6 +28,9 @@ import time
 from absl import app
 from absl import flags
 
+from bench.common import flops_per_token, gpu_datasheet, measured_matmul_flops
+from bench.common import train_ours
+
 _SIZE = flags.DEFINE_string("size", "small", "Model shape (a GPT2Config "
                             "preset).")
 _VOCAB = flags.DEFINE_integer("vocab_size", 50257, "Vocabulary size.")
@@ -46,65 +49,16 @@ _PEAK = flags.DEFINE_float("peak_tflops", 0.0,
                            "measure).")
 _JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
 
-# Dense bf16 tensor-core peaks (TFLOP/s), from the vendors' datasheets.
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0,
-                   "A10": 125.0, "V100": 125.0, "T4": 65.0}
-
-
-def flops_per_token(config, seq_len: int) -> float:
-  n = config.num_params() - config.n_positions * config.n_embd
-  return 6 * n + 12 * config.n_layer * seq_len * config.n_embd
-
-
-def measured_matmul_flops() -> float:
-  """FLOP/s of a jitted float32 2048^3 matmul on the default device."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  n = 2048
-  a = jnp.ones((n, n), jnp.float32)
-  mm = jax.jit(lambda x: x @ x)
-  mm(a).block_until_ready()
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    mm(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
-
-
 def device_peak() -> tuple:
   """(peak FLOP/s, where the number comes from)."""
   import jax  # pylint: disable=import-outside-toplevel
   if _PEAK.value:
     return _PEAK.value * 1e12, "--peak_tflops"
   kind = jax.devices()[0].device_kind
-  for name, tflops in GPU_PEAK_TFLOPS.items():
-    if name in kind:
-      return tflops * 1e12, f"{kind} datasheet (bf16 dense)"
+  sheet = gpu_datasheet(kind)
+  if sheet:
+    return sheet[1], f"{kind} datasheet (bf16 dense)"
   return measured_matmul_flops(), f"measured f32 matmul on {kind}"
-
-
-def bench_ours(config, batch: int, seq_len: int, tokens) -> float:
-  """Seconds per step of our jitted train step."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from gpt2 import sharding, train  # pylint: disable=import-outside-toplevel
-  settings = train.default_config()
-  settings.only_train_transformer_layers = False
-  settings.warmup = 0
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1},
-                            jax.devices()[:1])
-  steps = train.build_steps(config, settings, mesh)
-  state = steps.init(steps.init_params(jax.random.PRNGKey(0)))
-  batch_array = jax.device_put(tokens.reshape(1, batch, seq_len),
-                               steps.batch_sharding)
-  for _ in range(_WARMUP.value):
-    state, metrics = steps.train(state, batch_array)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, metrics = steps.train(state, batch_array)
-  jax.block_until_ready((state, metrics))
-  return (time.perf_counter() - start) / _STEPS.value
 
 
 def bench_pytorch(config, tokens) -> tuple:
@@ -167,8 +121,9 @@ def main(argv):
   rows = []
   for impl in _IMPL.value:
     if impl == "ours":
-      seconds, device = bench_ours(config, batch, seq_len, tokens), str(
-          jax.devices()[0].device_kind)
+      seconds = train_ours(config, tokens, _WARMUP.value,
+                           _STEPS.value)["step_seconds"]
+      device = str(jax.devices()[0].device_kind)
     elif impl == "pytorch":
       seconds, device = bench_pytorch(config, tokens)
     else:

@@ -1,37 +1,34 @@
-"""GPT-2 in Flax: one module for training, cached decoding and activation taps.
+"""GPT-2 in Flax: the reference model, for training, cached decoding and taps.
 
-Parameter names follow OpenAI's / Hugging Face's (`wte`, `wpe`, `h`, `ln_1`,
-`attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`) so a
-checkpoint maps one to one. The blocks' parameters are stacked along a
-leading `layers` axis (shape `(L, ...)`); a full-sequence forward runs them
-under `nn.scan`, so compile time does not grow with depth, or with
+It reads as nanoGPT's model.py does: the config, a dense layer and a layer
+norm, attention with a KV cache, the MLP, the block, the model. Parameter
+names follow OpenAI's / Hugging Face's (`wte`, `wpe`, `h`, `ln_1`,
+`attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`), so
+a checkpoint maps one to one. The blocks' parameters are stacked along a
+leading `layers` axis (`h` leaves are (L, ...)): a full-sequence forward runs
+them under `nn.scan`, so compile time does not grow with depth, or with
 `scan_layers=False` one after another on slices of the same arrays (faster
-on CPU). Every parameter carries logical axis names
-(`embed`, `heads`, `mlp`, `vocab`, `layers`, ...) that sharding rules in a
-config map onto the mesh (see `gpt2/sharding.py`).
+on a CPU). Parameters and activations carry logical axis names (`embed`,
+`heads`, `mlp`, `vocab`, `layers`, `batch`, ...) that a config's rules place
+on the device mesh (`gpt2/sharding.py`).
 
-Shapes: B batch, T new tokens this call, S key/value slots (T without a cache,
-the cache length with one), C = n_embd, H heads, D = C // H, L layers.
+Attention of a call's tokens to themselves (training, and a prefill into an
+empty cache) runs the kernel `config.attention` names (`gpt2/attention.py`:
+cuDNN on a GPU, Pallas splash attention on a TPU, a hand-written backward on
+a CPU); the two einsums in `Attention` are the reference the kernels are
+tested against, and what a decoding step runs. The sampler decodes on a CPU
+with `gpt2/cpu_decoding.py`, the same arithmetic laid out for XLA:CPU.
 
-The KV cache is a dict `{"k": (L, B, S, H, D), "v": (L, B, S, H, D)}`. A call
-with a cache writes its T tokens into slots `[cache_index, cache_index + T)`
-for every row; `kv_mask` (B, S) says which slots hold real tokens (False for
-left padding and for slots not written yet), and `positions` (B, T) gives each
-new token's position id. Causality is by slot: a query at slot q sees key
-slots <= q that `kv_mask` allows.
+Shapes: B batch, T tokens of this call, S key/value slots (T without a
+cache, the cache's length with one), C = n_embd, H heads, D = C // H,
+L layers, V vocabulary.
 
-For decoding, `unstack_layers(params)` gives the same parameters with `h` as a
-tuple of per-layer trees; `forward` then runs the blocks unrolled, and its
-cache is `init_layer_caches(...)`: {"k", "v": L arrays (B H, S, D)}, one
-buffer per layer, rows and heads merged, with the same slot semantics. The
-results are the same; on XLA:CPU this form decodes several times faster,
-because nothing is sliced out of a stacked array, transposed or copied per
-step. That cache may also carry a shared prefix ("prefix_k", "prefix_v":
-such arrays of P rows and Sp slots, P dividing B): rows b with the same
-b // (B / P) share prefix row b // (B / P), read once for all of them (N
-candidates of one prompt share its keys and values). Slots are then
-numbered prefix first: `kv_mask` is (B, Sp + S), `cache_index` counts from
-the prefix's start, and writes go to the row's own slots.
+The KV cache (`init_cache`) is a tuple of L dicts {"k", "v": (B, S, H, D)}.
+A call with a cache writes its T tokens into slots [cache_index,
+cache_index + T) of every row; `kv_mask` (B, S) says which slots hold real
+tokens (False for left padding and for slots not written yet), and
+`positions` (B, T) gives each new token's position id. A query at slot q
+sees the key slots <= q that `kv_mask` allows.
 """
 
 import dataclasses
@@ -42,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gpt2 import attention as attention_lib
 from gpt2.errors import UserError
 
 Array = Any
@@ -85,6 +83,9 @@ class GPT2Config:
   # same stacked parameters (faster on CPU, where the scan stacks every
   # layer's activations for the backward pass). The parameters are the same.
   scan_layers: bool = True
+  # The attention kernel for a call's own tokens: one of
+  # `gpt2.attention.IMPLEMENTATIONS`; "auto" picks by platform.
+  attention: str = "auto"
 
   @classmethod
   def preset(cls, name: str, **overrides) -> "GPT2Config":
@@ -101,6 +102,9 @@ class GPT2Config:
       if getattr(self, field) not in _DTYPES:
         raise UserError(f"{field}={getattr(self, field)!r} is not one of "
                         f"{', '.join(_DTYPES)}")
+    if self.attention not in attention_lib.IMPLEMENTATIONS:
+      raise UserError(f"attention={self.attention!r} is not one of "
+                      f"{', '.join(attention_lib.IMPLEMENTATIONS)}")
 
   @property
   def compute_dtype(self):
@@ -136,15 +140,9 @@ class GPT2Config:
 
 
 class Dense(nn.Module):
-  """`nn.Dense` with the same parameters (`kernel` (in, out), `bias`) and
-  numerics, applied to x (..., in) flattened to (N, in).
-
-  Flattening: XLA:CPU computes the kernel's gradient, a contraction over
-  batch and time together, about 3x slower when they are two axes than one.
-  A kernel stored transposed as `kernel_t` (out, in) is used as it is: the
-  decoding parameters (`gpt2.sampling.decode_params`) are laid out so, since
-  XLA:CPU multiplies a few rows by an (out, in) matrix faster.
-  """
+  """`nn.Dense` (`kernel` (in, out), `bias`) on x (..., in) flattened to
+  (N, in): XLA:CPU computes the kernel's gradient, a contraction over batch
+  and time together, about 3x slower when they are two axes than one."""
   features: int
   axes: tuple
   config: GPT2Config
@@ -154,27 +152,17 @@ class Dense(nn.Module):
   def __call__(self, x):
     cfg = self.config
     dt = cfg.compute_dtype
-    rows = x.reshape(-1, x.shape[-1]).astype(dt)
-    if self.has_variable("params", "kernel_t"):
-      kernel_t = self.get_variable("params", "kernel_t").astype(dt)
-      y = jax.lax.dot_general(rows, kernel_t, (((1,), (1,)), ((), ())))
-    else:
-      kernel = self.param(
-          "kernel", nn.with_logical_partitioning(
-              nn.initializers.normal(self.init_std), self.axes),
-          (x.shape[-1], self.features), cfg.params_dtype)
-      y = jax.lax.dot_general(rows, kernel.astype(dt),
-                              (((1,), (0,)), ((), ())))
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(
+            nn.initializers.normal(self.init_std), self.axes),
+        (x.shape[-1], self.features), cfg.params_dtype)
     bias = self.param(
         "bias", nn.with_logical_partitioning(nn.initializers.zeros,
                                              self.axes[-1:]),
         (self.features,), cfg.params_dtype)
-    y = y + bias.astype(dt)
+    rows = x.reshape(-1, x.shape[-1]).astype(dt)
+    y = rows @ kernel.astype(dt) + bias.astype(dt)
     return y.reshape(*x.shape[:-1], self.features)
-
-
-def _dense(features, axes, config, name, init_std=0.02):
-  return Dense(features, axes, config, init_std, name=name)
 
 
 def _layer_norm(config, name):
@@ -186,156 +174,55 @@ def _layer_norm(config, name):
       name=name)
 
 
+def _residual_std(config):
+  """GPT-2 scales the residual projections' init by 1/sqrt(2 L)."""
+  return 0.02 / (2 * config.n_layer) ** 0.5
+
+
 class Attention(nn.Module):
+  """Causal multi-head self-attention, with an optional KV cache."""
   config: GPT2Config
-  # The layer cache's layout: k and v (B, S, H, D) as documented above, or
-  # for the unrolled decoding path (see `init_layer_caches`) (B H, S, D),
-  # rows and heads merged into one leading axis. Each head's keys and values
-  # are then matmul operands just as they lie, and no axis has length 1 when
-  # B is 1: XLA:CPU then transposes no part of the cache and updates it in
-  # place (with a batch axis of 1 it copied the whole cache on every step).
-  heads_major: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, layer_cache, cache_index, deterministic):
+  def __call__(self, x, bias, valid, layer_cache, cache_index, deterministic):
+    """x (B, T, C); bias (B, 1, T, S) the additive mask over the key slots;
+    valid (B, T) which of this call's tokens are real (None: all);
+    layer_cache {"k", "v": (B, S, H, D)} or None. Returns (B, T, C) and the
+    updated layer cache."""
     cfg = self.config
     B, T, C = x.shape
     H, D = cfg.n_head, cfg.head_dim
-    dt = cfg.compute_dtype
-    # GPT-2 scales residual projections by 1/sqrt(2 L) at init.
-    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
-    qkv = _dense(3 * C, ("embed", "heads"), cfg, "c_attn")(x)  # (B, T, 3C)
-    q, k, v = jnp.split(qkv, 3, axis=-1)
-    q, k, v = (t.reshape(B, T, H, D).astype(dt) for t in (q, k, v))
-    if layer_cache is None and (deterministic or not cfg.attn_pdrop):
-      out = _causal_attention(q, k, v, bias)
-    elif layer_cache is not None and self.heads_major:
-      out, layer_cache = _merged_heads_attention(q, k, v, bias, layer_cache,
-                                                 cache_index)
-    else:
-      if layer_cache is not None:
-        zero = jnp.zeros((), jnp.int32)
-        idx = (zero, jnp.asarray(cache_index, jnp.int32), zero, zero)
-        k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(
-            layer_cache["k"].dtype), idx)
-        v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(
-            layer_cache["v"].dtype), idx)
-        layer_cache = {**layer_cache, "k": k, "v": v}
-      scores = jnp.einsum("bthd,bshd->bhts", q, k.astype(dt),
+    qkv = Dense(3 * C, ("embed", "heads"), cfg, name="c_attn")(x)
+    q, k, v = (t.reshape(B, T, H, D) for t in jnp.split(qkv, 3, axis=-1))
+    # The tokens attend only to themselves without a cache, or when they
+    # are the first written into one (nothing before them; causality hides
+    # the empty slots after): then a fused kernel applies.
+    own_tokens = layer_cache is None or (isinstance(cache_index, int) and
+                                         cache_index == 0)
+    keys, values = k, v
+    if layer_cache is not None:  # write this call's keys and values
+      slot = (0, cache_index, 0, 0)
+      keys = jax.lax.dynamic_update_slice(
+          layer_cache["k"], k.astype(layer_cache["k"].dtype), slot)
+      values = jax.lax.dynamic_update_slice(
+          layer_cache["v"], v.astype(layer_cache["v"].dtype), slot)
+      layer_cache = {"k": keys, "v": values}
+    dropout = cfg.attn_pdrop > 0 and not deterministic
+    impl = attention_lib.resolve(cfg.attention, dtype=cfg.compute_dtype,
+                                 head_dim=D, length=T)
+    if own_tokens and not dropout and impl != "reference":
+      out = attention_lib.causal_attention(q, k, v, valid, impl)
+    else:  # the reference
+      scores = jnp.einsum("bthd,bshd->bhts", q, keys.astype(q.dtype),
                           preferred_element_type=jnp.float32)
-      scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
-      probs = jax.nn.softmax(scores, axis=-1)
+      scores = scores / jnp.sqrt(jnp.float32(D)) + bias
+      probs = jax.nn.softmax(scores, axis=-1)  # (B, H, T, S)
       probs = nn.Dropout(cfg.attn_pdrop)(probs, deterministic=deterministic)
-      out = jnp.einsum("bhts,bshd->bthd", probs.astype(dt), v.astype(dt))
-    out = out.reshape(B, T, C)
-    out = _dense(C, ("heads", "embed"), cfg, "c_proj", proj_std)(out)
+      out = jnp.einsum("bhts,bshd->bthd", probs.astype(q.dtype),
+                       values.astype(q.dtype))
+    out = Dense(C, ("heads", "embed"), cfg, _residual_std(cfg),
+                name="c_proj")(out.reshape(B, T, C))
     return out, layer_cache
-
-
-def _merged_heads_attention(q, k, v, bias, cache, cache_index, visible=None):
-  """Attention of q, k, v (B, T, H, D) over a merged-heads layer cache (see
-  `Attention`, `init_layer_caches`), after writing k, v at `cache_index`;
-  (output (B, T, H, D), the updated cache).
-
-  The row's own slots may be segments (a tuple of equal arrays, in slot
-  order); then only the first `visible` (static) are read, and the write
-  must fall in the last of them. `bias` covers the prefix and the visible
-  slots.
-  """
-  B, T, H, D = q.shape
-  dt = q.dtype
-  merge = lambda t: t.transpose(0, 2, 1, 3).reshape(B * H, T, D)
-  prefix = cache.get("prefix_k")
-  n_prefix = 0 if prefix is None else prefix.shape[1]
-  segmented = isinstance(cache["k"], (tuple, list))
-  own_k = list(cache["k"]) if segmented else [cache["k"]]
-  own_v = list(cache["v"]) if segmented else [cache["v"]]
-  visible = len(own_k) if visible is None else visible
-  last = visible - 1
-  seg_len = own_k[0].shape[1]
-  zero = jnp.zeros((), jnp.int32)
-  idx = (zero, jnp.asarray(cache_index, jnp.int32) - n_prefix - last * seg_len,
-         zero)
-  own_k[last] = jax.lax.dynamic_update_slice(
-      own_k[last], merge(k).astype(own_k[last].dtype), idx)
-  own_v[last] = jax.lax.dynamic_update_slice(
-      own_v[last], merge(v).astype(own_v[last].dtype), idx)
-  cache = {**cache, "k": tuple(own_k) if segmented else own_k[0],
-           "v": tuple(own_v) if segmented else own_v[0]}
-  q_rows = merge(q)  # (B H, T, D)
-  scores = [jnp.einsum("ntd,nsd->nts", q_rows, keys.astype(dt),
-                       preferred_element_type=jnp.float32).reshape(
-                           B, H, T, -1) for keys in own_k[:visible]]
-  if prefix is not None:
-    # Each group of G = B / P rows shares one prefix row: its keys and
-    # values are read once for the group, not once per row.
-    P = prefix.shape[0] // H
-    G = B // P
-    # (B, T, H, D) -> (P H, G T, D): a group's queries against its prefix.
-    grouped = q.reshape(P, G, T, H, D).transpose(0, 3, 1, 2, 4).reshape(
-        P * H, G * T, D)
-    scores.insert(0, jnp.einsum(
-        "nmd,nsd->nms", grouped, prefix.astype(dt),
-        preferred_element_type=jnp.float32).reshape(
-            P, H, G, T, n_prefix).transpose(0, 2, 1, 3, 4).reshape(
-                B, H, T, n_prefix))
-  scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
-  scores = scores / jnp.sqrt(jnp.float32(D)) + bias  # (B, 1, T, S) mask
-  probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-  out = 0
-  for i, values in enumerate(own_v[:visible]):
-    start = n_prefix + i * seg_len
-    own = probs[..., start:start + seg_len].reshape(B * H, T, -1)
-    out = out + jnp.einsum("nts,nsd->ntd", own, values.astype(dt))
-  out = out.reshape(B, H, T, D).transpose(0, 2, 1, 3)
-  if prefix is not None:
-    shared = probs[..., :n_prefix].reshape(P, G, H, T, n_prefix).transpose(
-        0, 2, 1, 3, 4).reshape(P * H, G * T, n_prefix)
-    out = out + jnp.einsum(
-        "nms,nsd->nmd", shared, cache["prefix_v"].astype(dt)).reshape(
-            P, H, G, T, D).transpose(0, 2, 3, 1, 4).reshape(B, T, H, D)
-  return out, cache
-
-
-@jax.custom_vjp
-def _causal_attention(q, k, v, bias):
-  """softmax(q k^T / sqrt(D) + bias) v for q, k, v (B, T, H, D); (B, T, H, D).
-
-  The same function as the einsums in `Attention`, with a hand-written
-  backward pass in the (B, H, T, D) layout: XLA:CPU differentiates the
-  einsums into transposes and a slower chain of ops, about twice the time.
-  """
-  return _causal_attention_fwd(q, k, v, bias)[0]
-
-
-def _causal_attention_fwd(q, k, v, bias):
-  qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
-  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-  scores = jnp.einsum("bhtd,bhsd->bhts", qh, kh,
-                      preferred_element_type=jnp.float32) * scale + bias
-  probs = jax.nn.softmax(scores, axis=-1)
-  out = jnp.einsum("bhts,bhsd->bhtd", probs.astype(v.dtype), vh)
-  return out.transpose(0, 2, 1, 3), (qh, kh, vh, probs, out, bias)
-
-
-def _causal_attention_bwd(residuals, g):
-  qh, kh, vh, probs, out, bias = residuals
-  dt = qh.dtype
-  scale = 1.0 / jnp.sqrt(jnp.float32(qh.shape[-1]))
-  g = g.transpose(0, 2, 1, 3)  # (B, H, T, D)
-  dv = jnp.einsum("bhts,bhtd->bhsd", probs.astype(dt), g)
-  dprobs = jnp.einsum("bhtd,bhsd->bhts", g, vh,
-                      preferred_element_type=jnp.float32)
-  # Softmax's backward: p * (dp - sum_s p dp), and sum_s p dp = sum_d g o.
-  row = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-  dscores = (probs * (dprobs - row[..., None]) * scale).astype(dt)
-  dq = jnp.einsum("bhts,bhsd->bhtd", dscores, kh)
-  dk = jnp.einsum("bhts,bhtd->bhsd", dscores, qh)
-  return (*(t.transpose(0, 2, 1, 3) for t in (dq, dk, dv)),
-          jnp.zeros_like(bias))
-
-
-_causal_attention.defvjp(_causal_attention_fwd, _causal_attention_bwd)
 
 
 class MLP(nn.Module):
@@ -344,27 +231,27 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    proj_std = 0.02 / (2 * cfg.n_layer) ** 0.5
-    h = _dense(4 * cfg.n_embd, ("embed", "mlp"), cfg, "c_fc")(x)
+    h = Dense(4 * cfg.n_embd, ("embed", "mlp"), cfg, name="c_fc")(x)
     h = jax.nn.gelu(h, approximate=True)  # GPT-2's "gelu_new"
-    return _dense(cfg.n_embd, ("mlp", "embed"), cfg, "c_proj", proj_std)(h)
+    return Dense(cfg.n_embd, ("mlp", "embed"), cfg, _residual_std(cfg),
+                 name="c_proj")(h)
 
 
 class Block(nn.Module):
-  """One transformer block, in scan form: (carry, per-layer xs) -> (carry, ys)."""
+  """One transformer block. Its call has `nn.scan`'s form: x is the carry,
+  and the output is (x, (layer cache, x when `emit_hidden`))."""
   config: GPT2Config
   deterministic: bool = True
   # Emit each block's output as a scan output (only when a layer is tapped,
   # since it keeps (L, B, T, C) alive).
   emit_hidden: bool = False
-  heads_major: bool = False  # the layer cache's layout, as in `Attention`
 
   @nn.compact
-  def __call__(self, x, layer_cache, bias, cache_index):
+  def __call__(self, x, bias, valid, layer_cache=None, cache_index=0):
     cfg = self.config
     drop = nn.Dropout(cfg.resid_pdrop)
-    a, layer_cache = Attention(cfg, self.heads_major, name="attn")(
-        _layer_norm(cfg, "ln_1")(x).astype(cfg.compute_dtype), bias,
+    a, layer_cache = Attention(cfg, name="attn")(
+        _layer_norm(cfg, "ln_1")(x).astype(cfg.compute_dtype), bias, valid,
         layer_cache, cache_index, self.deterministic)
     x = x + drop(a, deterministic=self.deterministic)
     m = MLP(cfg, name="mlp")(
@@ -378,13 +265,13 @@ class Block(nn.Module):
 class GPT2Output:
   """What a forward pass returns.
 
-  logits: (B, T, V) float32.
+  logits: (B, T, V) float32 (None when not asked for).
   cache: the updated KV cache, or None when called without one.
   hidden: {layer: (B, T, C)} for the requested `capture` layers; layer 0 is
     the embedding output and layer i the output of block i (before ln_f).
   """
   logits: Array
-  cache: Optional[dict] = None
+  cache: Optional[Any] = None
   hidden: Optional[dict] = None
 
 
@@ -407,21 +294,22 @@ class GPT2(nn.Module):
     real tokens, so left padding gets the right position ids.
     With a cache: writes the T new tokens at `cache_index`; `kv_mask` (B, S)
     marks the valid slots after this write and `positions` is required.
+    `params["h"]` may also be a tuple of per-layer trees (`unstack_layers`).
     """
     cfg = self.config
     B, T = input_ids.shape
     if cache is None:
-      mask = (jnp.ones((B, T), bool) if attention_mask is None
-              else attention_mask.astype(bool))
+      valid = None if attention_mask is None else attention_mask.astype(bool)
+      kv_valid = jnp.ones((B, T), bool) if valid is None else valid
       if positions is None:
-        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+        positions = jnp.maximum(jnp.cumsum(kv_valid, axis=1) - 1, 0)
       q_slots = jnp.arange(T)
-      kv_valid = mask
     else:
       if positions is None or kv_mask is None:
         raise ValueError("a cached call needs positions and kv_mask")
-      q_slots = cache_index + jnp.arange(T)
       kv_valid = kv_mask.astype(bool)
+      valid = jax.lax.dynamic_slice_in_dim(kv_valid, cache_index, T, axis=1)
+      q_slots = cache_index + jnp.arange(T)
     S = kv_valid.shape[1]
     allowed = (jnp.arange(S)[None, :] <= q_slots[:, None])[None] & kv_valid[
         :, None, :]  # (B, T, S)
@@ -444,18 +332,14 @@ class GPT2(nn.Module):
     x_in = x
     layers = (None if self.is_initializing() else
               self.variables.get("params", {}).get("h"))
-    if isinstance(layers, (list, tuple)):
-      if not deterministic:
-        raise ValueError("unstacked layers are for inference; train with the "
-                         "stacked parameters")
-      x, cache, layer_out = _blocks_in_turn(cfg, layers, x, cache, bias,
-                                            cache_index, deterministic)
-    elif layers is not None and cache is None and not cfg.scan_layers:
-      slices = [jax.tree.map(lambda p, i=i: p[i], layers)
-                for i in range(cfg.n_layer)]
-      x, _, layer_out = _blocks_in_turn(
-          cfg, slices, x, None, bias, 0, deterministic,
-          None if deterministic else self.make_rng("dropout"))
+    if layers is not None and (cache is not None or not cfg.scan_layers or
+                               isinstance(layers, (list, tuple))):
+      if not isinstance(layers, (list, tuple)):
+        layers = [jax.tree.map(lambda p, i=i: p[i], layers)
+                  for i in range(cfg.n_layer)]
+      rng = None if deterministic else self.make_rng("dropout")
+      x, cache, layer_out = _blocks_in_turn(cfg, layers, x, bias, valid, cache,
+                                            cache_index, deterministic, rng)
     else:
       block = Block
       if cfg.remat:
@@ -464,205 +348,95 @@ class GPT2(nn.Module):
       blocks = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={
               "params": True, "dropout": True},
-          in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.n_layer,
+          in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layer,
           metadata_params={nn.PARTITION_NAME: "layers"})(
               cfg, deterministic, bool(capture), name="h")
-      x, (cache, layer_out) = blocks(x, cache, bias, cache_index)
+      x, (_, layer_out) = blocks(x, bias, valid)
 
     hidden = None
     if capture:
-      _check_capture(cfg, capture)
+      check_capture(cfg, capture)
       hidden = {layer: x_in if layer == 0 else layer_out[layer - 1]
                 for layer in capture}
     logits = None
     if return_logits:
       x = _layer_norm(cfg, "ln_f")(x)
-      # Flattened to (B T, C) for the same reason as in `_dense`.
+      # The tied head, on (B T, C) rows for the same reason as in `Dense`.
       logits = wte.attend(x.reshape(B * T, -1).astype(
           cfg.compute_dtype)).astype(jnp.float32).reshape(B, T, -1)
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
 
 
-def _check_capture(cfg: GPT2Config, capture: Sequence[int]) -> None:
+def check_capture(cfg: GPT2Config, capture: Sequence[int]) -> None:
   """Layers to tap are 0 (the embedding) to n_layer (the last block)."""
   for layer in capture:
     if not 0 <= layer <= cfg.n_layer:
       raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
 
 
-def _blocks_in_turn(cfg, layers, x, cache, bias, cache_index, deterministic,
-                    rng=None):
+def _blocks_in_turn(cfg, layers, x, bias, valid, cache, cache_index,
+                    deterministic, rng):
   """The blocks one after another, block i on `layers[i]` (its parameters)
-  and, with a cache, on its buffers of `init_layer_caches`.
+  and `cache[i]`; returns (x, cache, [each block's output]).
 
-  Returns (x, cache, [each block's output]). Used for decoding, on the
-  parameters of `unstack_layers`, and with `scan_layers=False`, on slices of
-  the stacked ones. XLA then reads every weight and cache slot where it lies,
-  where the scan copies each layer's slice out of the stacked arrays on every
-  call and stacks every layer's activations for the backward pass (on CPU
-  that costs more than it saves). `rng` gives the blocks' dropout keys.
+  The path of cached calls and of `scan_layers=False`: XLA then reads every
+  weight and cache buffer where it lies (a scan slices each layer's out of
+  the stacked arrays, and stacks every layer's activations for the backward
+  pass). `rng` gives the blocks' dropout keys.
   """
-  if cache is not None and not isinstance(cache["k"], (list, tuple)):
-    raise ValueError("unstacked layers need the per-layer cache of "
-                     "init_layer_caches")
 
   def block(layer_params, x, layer_cache, key):
     rngs = None if key is None else {"dropout": key}
-    x, (layer_cache, _) = Block(
-        cfg, deterministic, heads_major=True, parent=None).apply(
-            {"params": layer_params}, x, layer_cache, bias, cache_index,
-            rngs=rngs)
+    x, (layer_cache, _) = Block(cfg, deterministic, parent=None).apply(
+        {"params": layer_params}, x, bias, valid, layer_cache, cache_index,
+        rngs=rngs)
     return x, layer_cache
 
   if cfg.remat and cache is None:
     block = jax.checkpoint(block, prevent_cse=False,
                            policy=jax.checkpoint_policies.nothing_saveable)
-  outputs, keys, values = [], [], []
+  outputs, caches = [], []
   for i, layer_params in enumerate(layers):
-    layer_cache = None if cache is None else {
-        name: cache[name][i] for name in cache}
-    x, layer_cache = block(layer_params, x, layer_cache, None if rng is None
-                           else jax.random.fold_in(rng, i))
+    x, layer_cache = block(layer_params, x, None if cache is None else cache[i],
+                           None if rng is None else jax.random.fold_in(rng, i))
     outputs.append(x)
-    if layer_cache is not None:
-      keys.append(layer_cache["k"])
-      values.append(layer_cache["v"])
-  if cache is not None:
-    cache = {**cache, "k": tuple(keys), "v": tuple(values)}
-  return x, cache, outputs
-
-
-def decode_step(config: GPT2Config, params, token_ids, *, positions, cache,
-                cache_index, kv_mask, capture: Sequence[int] = (),
-                segment: Optional[int] = None):
-  """`forward` for one new token per row, on decoding parameters
-  (`gpt2.sampling.decode_params`: per-layer kernels stored (out, in) as
-  `kernel_t`) and the cache of `init_layer_caches`; the same arguments
-  (token_ids (B, 1)) and the same `GPT2Output`.
-
-  It carries the residual stream as columns (C, B), so that each matmul is
-  (out, in) @ (in, B): with a few rows XLA:CPU runs that form about 1.4x
-  faster than rows @ (in, out) (one row: the same), and decoding with a few
-  candidates is mostly these matmuls.
-
-  With a cache whose own slots are segments (`init_layer_caches(...,
-  segments=n)`), `segment` (static) names the one that `cache_index` falls
-  in; the step reads no later segment (they hold nothing yet), so a loop
-  over the segments in turn reads on average about half of the slots.
-  """
-  cfg = config
-  dt = cfg.compute_dtype
-  B = token_ids.shape[0]
-  H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
-  eps = cfg.layer_norm_epsilon
-  visible = None
-  if isinstance(cache["k"][0], (tuple, list)):
-    if segment is None:
-      raise ValueError("a segmented cache needs the segment being written")
-    visible = segment + 1
-    n_prefix = cache["prefix_k"][0].shape[1] if "prefix_k" in cache else 0
-    seen = n_prefix + visible * cache["k"][0][0].shape[1]
-    kv_mask = jnp.pad(kv_mask, ((0, 0), (0, max(0, seen - kv_mask.shape[1]))))
-    kv_mask = kv_mask[:, :seen]
-  S = kv_mask.shape[1]
-  slot = jnp.asarray(cache_index, jnp.int32)
-  allowed = (jnp.arange(S) <= slot)[None] & kv_mask.astype(bool)
-  bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None, None]
-
-  def norm(p, x):  # flax.linen.LayerNorm's arithmetic, over axis 0
-    mean = x.mean(0)
-    var = jnp.maximum(0.0, (x * x).mean(0) - mean * mean)
-    mul = jax.lax.rsqrt(var + eps) * p["scale"].astype(jnp.float32)[:, None]
-    return ((x - mean) * mul + p["bias"].astype(jnp.float32)[:, None]).astype(
-        dt)
-
-  def dense(p, x):
-    return p["kernel_t"] @ x.astype(dt) + p["bias"].astype(dt)[:, None]
-
-  wte = params["wte"]["embedding"]
-  ids = token_ids[:, 0]
-  x = (wte[ids].astype(dt) + params["wpe"]["embedding"][positions[:, 0]]
-       .astype(dt)).astype(jnp.float32).T  # (C, B)
-  taps = {0: x}
-  keys, values = [], []
-  for i, layer in enumerate(params["h"]):
-    attn, mlp = layer["attn"], layer["mlp"]
-    qkv = dense(attn["c_attn"], norm(layer["ln_1"], x))  # (3C, B)
-    q, k, v = (t.T.reshape(B, 1, H, D) for t in jnp.split(qkv, 3, axis=0))
-    layer_cache = {name: cache[name][i] for name in cache}
-    out, layer_cache = _merged_heads_attention(q, k, v, bias, layer_cache,
-                                               slot, visible)
-    x = x + dense(attn["c_proj"], out.reshape(B, C).T)
-    h = jax.nn.gelu(dense(mlp["c_fc"], norm(layer["ln_2"], x)),
-                    approximate=True)
-    x = x + dense(mlp["c_proj"], h)
-    taps[i + 1] = x
-    keys.append(layer_cache["k"])
-    values.append(layer_cache["v"])
-  hidden = None
-  if capture:
-    _check_capture(cfg, capture)
-    hidden = {layer: taps[layer].T[:, None] for layer in capture}
-  # The head reads rows: (B, C) x (V, C) -> (B, V), the form XLA:CPU runs
-  # fastest for the (V, C) embedding. The barrier keeps XLA from folding the
-  # transpose into the matmul (as a contraction over axis 0, ~4x slower).
-  rows = jax.lax.optimization_barrier(norm(params["ln_f"], x).T)
-  logits = jax.lax.dot_general(rows, wte.astype(dt),
-                               (((1,), (1,)), ((), ()))).astype(jnp.float32)
-  cache = {**cache, "k": tuple(keys), "v": tuple(values)}
-  return GPT2Output(logits=logits[:, None], cache=cache, hidden=hidden)
-
-
-def unstack_layers(params) -> dict:
-  """`params` with `h` as a tuple of per-layer trees (a copy of the blocks).
-
-  `forward` then runs the blocks unrolled, for decoding (see the module
-  docstring); it needs the cache of `init_layer_caches`.
-  """
-  n_layer = jax.tree.leaves(params["h"])[0].shape[0]
-  layers = tuple(jax.tree.map(lambda p, i=i: p[i], params["h"])
-                 for i in range(n_layer))
-  return {**params, "h": layers}
-
-
-def init_layer_caches(config: GPT2Config, batch: int, length: int,
-                      dtype=None, prefix: Optional[dict] = None,
-                      segments: int = 1) -> dict:
-  """The cache for unstacked layers: {"k", "v": L arrays (B H, S, D)}, rows
-  and heads merged (row-major: row b, head h at b H + h).
-
-  `prefix`, another such cache with P rows (P dividing B), becomes a shared
-  prefix: row b sees prefix row b // (B / P) before its own slots.
-  With `segments` > 1 each layer's own slots are that many arrays of
-  ceil(length / segments) slots, in slot order (for `decode_step`).
-  """
-  dtype = dtype or config.compute_dtype
-  H, D = config.n_head, config.head_dim
-  if segments > 1:
-    size = -(-length // segments)
-    new = lambda: tuple(jnp.zeros((batch * H, size, D), dtype)
-                        for _ in range(segments))
-  else:
-    new = lambda: jnp.zeros((batch * H, length, D), dtype)
-  cache = {"k": tuple(new() for _ in range(config.n_layer)),
-           "v": tuple(new() for _ in range(config.n_layer))}
-  if prefix is not None:
-    rows = prefix["k"][0].shape[0] // H
-    if batch % rows:
-      raise ValueError(f"a prefix of {rows} rows cannot be shared by "
-                       f"{batch} rows")
-    cache.update(prefix_k=prefix["k"], prefix_v=prefix["v"])
-  return cache
+    caches.append(layer_cache)
+  return x, None if cache is None else tuple(caches), outputs
 
 
 def init_cache(config: GPT2Config, batch: int, length: int,
-               dtype=None) -> dict:
+               dtype=None) -> tuple:
   """An empty KV cache of `length` slots, in the compute dtype by default."""
   dtype = dtype or config.compute_dtype
-  shape = (config.n_layer, batch, length, config.n_head, config.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  shape = (batch, length, config.n_head, config.head_dim)
+  return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+               for _ in range(config.n_layer))
 
 
+def unstack_layers(params, dtype=None) -> dict:
+  """`params` with `h` as a tuple of per-layer trees (a copy of the blocks),
+  which `forward` runs in turn: a decoding loop then reads each layer's
+  weights where they lie instead of slicing them out on every step.
+
+  With `dtype`, every weight but the layer norms' is cast to it, so that a
+  bfloat16 model with float32 parameters converts no weight per step (the
+  layers would cast them to the same values)."""
+  if not isinstance(params["h"], (list, tuple)):
+    n_layer = jax.tree.leaves(params["h"])[0].shape[0]
+    params = {**params, "h": tuple(
+        jax.tree.map(lambda p, i=i: p[i], params["h"])
+        for i in range(n_layer))}
+  if dtype is None:
+    return params
+
+  def cast(path, leaf):
+    norm = any(str(getattr(k, "key", "")).startswith("ln_") for k in path)
+    return leaf if norm else leaf.astype(dtype)
+
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(config: GPT2Config, rng) -> dict:
   """Random parameters (GPT-2's init) as a plain pytree of arrays."""
   variables = _init_variables(config, rng)

@@ -10,11 +10,13 @@ the captured layers. A row stops at `<|endoftext|>`, at a
 stop string (matched on bytes, so a stop that straddles tokens still stops),
 or after `max_new_tokens`; the loop ends when every row has stopped.
 
-The decoding runs the model's unrolled form (`gpt2.model.unstack_layers`),
-which reads every weight and cache slot in place; on XLA:CPU the scanned form
-would copy each layer's weights and transpose its cache on every step. Each
-step is `gpt2.model.decode_step`, which carries the rows as columns so that
-every matmul is weights (out, in) @ activations (in, rows).
+The model runs as a `Decoding` says, chosen here (`decoding_for`): on a CPU
+`gpt2.cpu_decoding` (weights (out, in) @ activations as columns, a cache with
+rows and heads merged that the prompt's candidates share, own slots in two
+segments with a decoding loop each); elsewhere the reference model
+(`gpt2.model.forward` with its KV cache). Both run the layers unstacked
+(`gpt2.model.unstack_layers`), reading every weight and cache buffer where it
+lies instead of slicing it out of stacked arrays on every step.
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
@@ -33,12 +35,14 @@ import dataclasses
 import functools
 import logging
 import weakref
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2 import attention as attention_lib
+from gpt2 import cpu_decoding
 from gpt2 import model as model_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
@@ -437,65 +441,88 @@ def stop_tables(tokenizer: Tokenizer, stops: tuple, vocab_size: int):
 # ---- the jitted programs ------------------------------------------------------------
 
 
-def decode_params(config: GPT2Config, params) -> dict:
-  """The parameters as decoding reads them: per layer (`unstack_layers`),
-  the matmul weights already in the compute dtype, so a bfloat16 model with
-  float32 parameters does not convert every weight on every step (the layers
-  would cast them to the same values), and each block's kernels transposed
-  to (out, in) (`kernel_t`, see `gpt2.model.Dense`). Layer norms stay as
-  they are. Run it outside the decoding program (`_decode_params_jit`):
-  inside one, XLA folds the transposes back into the matmuls.
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+  """How the sampler runs the model; `decoding_for` picks one.
+
+  prepare(config, params): the parameters as `forward` reads them (made
+    once per model, outside the decoding program).
+  prefill(config, params, ids, mask, positions, *, num_samples, own_slots,
+    segments): the cache of `num_samples` rows per prompt, the prompts
+    (P, T) written and `own_slots` more slots per row, numbered after them.
+  forward(config, params, token_ids, *, positions, cache, cache_index,
+    kv_mask, capture, segment): `gpt2.model.forward` with a cache.
+  max_segments: how many segments a row's own slots may come in.
   """
-  if not isinstance(params["h"], (list, tuple)):
-    params = model_lib.unstack_layers(params)
-  dtype = config.compute_dtype
-
-  def cast(path, leaf):
-    names = [getattr(k, "key", None) for k in path]
-    if any(str(n).startswith("ln_") for n in names):
-      return leaf
-    return leaf.astype(dtype)
-
-  params = jax.tree_util.tree_map_with_path(cast, params)
-
-  def transpose_kernels(tree):
-    if not isinstance(tree, dict):
-      return tree
-    tree = {k: transpose_kernels(v) for k, v in tree.items()}
-    if "kernel" in tree:
-      tree["kernel_t"] = tree.pop("kernel").T
-    return tree
-
-  return {**params, "h": tuple(transpose_kernels(layer)
-                               for layer in params["h"])}
+  name: str
+  prepare: Callable
+  prefill: Callable
+  forward: Callable
+  max_segments: int
 
 
-def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
-             max_new_tokens: int, capture: tuple, segments: int = 1):
+def _reference_prepare(config: GPT2Config, params) -> dict:
+  return model_lib.unstack_layers(params, config.compute_dtype)
+
+
+def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
+                       num_samples: int, own_slots: int, segments: int):
+  """The prompts' cache, each row repeated for its candidates."""
+  del segments
+  n_prompts, length = ids.shape
+  cache = model_lib.init_cache(config, n_prompts, length + own_slots)
+  if length:
+    cache = model_lib.forward(
+        config, params, ids, positions=positions, cache=cache, cache_index=0,
+        kv_mask=jnp.pad(mask.astype(bool), ((0, 0), (0, own_slots))),
+        return_logits=False).cache
+  return jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=0), cache)
+
+
+def _reference_forward(config, params, token_ids, *, segment=None, **kw):
+  del segment
+  return model_lib.forward(config, params, token_ids, **kw)
+
+
+DECODINGS = {
+    # The reference model with its KV cache: GPUs and TPUs.
+    "reference": Decoding("reference", _reference_prepare, _reference_prefill,
+                          _reference_forward, max_segments=1),
+    # Laid out for XLA:CPU (`gpt2/cpu_decoding.py`).
+    "cpu": Decoding("cpu", cpu_decoding.prepare, cpu_decoding.prefill,
+                    cpu_decoding.forward, max_segments=MAX_SEGMENTS),
+}
+
+
+def decoding_for(name: str = "auto") -> Decoding:
+  """The decoding `name` names; "auto": "cpu" on a CPU, else "reference"."""
+  if name == "auto":
+    name = "cpu" if attention_lib.platform() == "cpu" else "reference"
+  if name not in DECODINGS:
+    raise UserError(f"decoding={name!r} is not one of auto, "
+                    f"{', '.join(DECODINGS)}")
+  return DECODINGS[name]
+
+
+def _prefill(params, ids, mask, keys, *, config: GPT2Config, decoding: str,
+             num_samples: int, max_new_tokens: int, capture: tuple,
+             segments: int = 1):
   """Fills a prompt cache with all but the last prompt token; the decoding
   state.
 
-  ids, mask: (P, T) left-padded prompts; keys (P * num_samples, 2). The
-  prompt cache is a shared prefix of the rows' own caches: a prompt's
-  candidates read its keys and values once per step, not once each. The last
+  ids, mask: (P, T) left-padded prompts; keys (P * num_samples, 2). The last
   prompt token is fed by the first decoding step, whose logits give the
   first new token, so the prefill needs no logits at all.
   """
   trace_counts["prefill"] += 1
   n_prompts, bucket = ids.shape
   positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-  prefix = None
-  if bucket > 1:
-    prefix = model_lib.forward(
-        config, params, ids[:, :-1], positions=positions[:, :-1],
-        cache=model_lib.init_layer_caches(config, n_prompts, bucket - 1),
-        cache_index=0, kv_mask=mask[:, :-1].astype(bool),
-        return_logits=False).cache
   # Slots: the prompt's bucket - 1, then each row's own: the last prompt
   # token and the new ones.
-  cache = model_lib.init_layer_caches(config, n_prompts * num_samples,
-                                      max_new_tokens + 1, prefix=prefix,
-                                      segments=segments)
+  cache = DECODINGS[decoding].prefill(
+      config, params, ids[:, :-1], mask[:, :-1], positions[:, :-1],
+      num_samples=num_samples, own_slots=max_new_tokens + 1,
+      segments=segments)
   prompt_slots = jnp.pad(mask.astype(bool), ((0, 0), (0, max_new_tokens)))
   rows = n_prompts * num_samples
   repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
@@ -519,8 +546,8 @@ def _prefill(params, ids, mask, keys, *, config: GPT2Config, num_samples: int,
   }
 
 
-def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
-          max_new_tokens: int, capture: tuple, eot_id: int,
+def _step(params, state, values, stop, *, config: GPT2Config, decoding: str,
+          structure: tuple, max_new_tokens: int, capture: tuple, eot_id: int,
           segment: Optional[int] = None):
   """Feeds one token per row and samples the next; returns the new state.
 
@@ -534,7 +561,7 @@ def _step(params, state, values, stop, *, config: GPT2Config, structure: tuple,
   slot = bucket - 1 + t
   ids = jnp.arange(slots)
   kv_mask = state["prompt_slots"] | ((ids >= bucket) & (ids <= slot))[None]
-  out = model_lib.decode_step(
+  out = DECODINGS[decoding].forward(
       config, params, state["feed"][:, None],
       positions=(state["next_position"] + t)[:, None], cache=state["cache"],
       cache_index=slot, kv_mask=kv_mask, capture=capture, segment=segment)
@@ -589,22 +616,23 @@ def _outputs(state):
   return {k: state[k] for k in ("tokens", "logprobs", "hidden", "last")}
 
 
-def _generate(params, ids, mask, keys, values, mu0, stop, *, config, structure,
-              num_samples, max_new_tokens, capture, eot_id):
+def _generate(params, ids, mask, keys, values, mu0, stop, *, config, decoding,
+              structure, num_samples, max_new_tokens, capture, eot_id):
   """Prefill and the whole decoding loop in one program, on `params` from
-  `decode_params`."""
+  the decoding's `prepare`."""
   trace_counts["generate"] += 1
-  segments = cache_segments(max_new_tokens + 1)
-  state = _prefill(params, ids, mask, keys, config=config,
+  segments = cache_segments(max_new_tokens + 1,
+                            DECODINGS[decoding].max_segments)
+  state = _prefill(params, ids, mask, keys, config=config, decoding=decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture, segments=segments)
   state["mu"] = jnp.full_like(state["mu"], mu0)
   size = -(-(max_new_tokens + 1) // segments)
   # One loop per segment of the rows' own cache slots: a step then reads
-  # the segments written so far and none after (see `decode_step`).
+  # the segments written so far and none after.
   for segment in range(segments):
     step = functools.partial(
-        _step, config=config, structure=structure,
+        _step, config=config, decoding=decoding, structure=structure,
         max_new_tokens=max_new_tokens, capture=capture, eot_id=eot_id,
         segment=segment if segments > 1 else None)
     end = (segment + 1) * size
@@ -614,22 +642,22 @@ def _generate(params, ids, mask, keys, values, mu0, stop, *, config, structure,
   return _outputs(state)
 
 
-_STATIC = ("config", "structure", "num_samples", "max_new_tokens", "capture",
-           "eot_id")
+_STATIC = ("config", "decoding", "structure", "num_samples", "max_new_tokens",
+           "capture", "eot_id")
 _generate_jit = jax.jit(_generate, static_argnames=_STATIC)
 
 
-def cache_segments(slots: int) -> int:
+def cache_segments(slots: int, max_segments: int = MAX_SEGMENTS) -> int:
   """How many segments the one-call sampler splits a row's `slots` own cache
-  slots into: at most MAX_SEGMENTS, none shorter than SEGMENT_SLOTS. Each
+  slots into: at most `max_segments`, none shorter than SEGMENT_SLOTS. Each
   segment is one more compiled copy of the step, so short budgets keep
   one."""
-  return max(1, min(MAX_SEGMENTS, slots // SEGMENT_SLOTS))
+  return max(1, min(max_segments, slots // SEGMENT_SLOTS))
 
 
-def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, num_samples,
-                        max_new_tokens, capture):
-  state = _prefill(params, ids, mask, keys, config=config,
+def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, decoding,
+                        num_samples, max_new_tokens, capture):
+  state = _prefill(params, ids, mask, keys, config=config, decoding=decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture)
   state["mu"] = jnp.full_like(state["mu"], mu0)
@@ -637,7 +665,7 @@ def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, num_samples,
 
 
 _prefill_jit = jax.jit(_prefill_for_stream, static_argnames=(
-    "config", "num_samples", "max_new_tokens", "capture"))
+    "config", "decoding", "num_samples", "max_new_tokens", "capture"))
 
 
 def _stream_step(params, state, values, stop, **static):
@@ -647,35 +675,38 @@ def _stream_step(params, state, values, stop, **static):
 
 # The state (with the cache) is donated: the step updates it in place.
 _step_jit = jax.jit(_stream_step, donate_argnums=(1,), static_argnames=(
-    "config", "structure", "max_new_tokens", "capture", "eot_id"))
-_decode_params_jit = jax.jit(decode_params, static_argnums=(0,))
-# The last model's decoding parameters: (config, tree structure, weak
-# references to its leaves, decode_params' output).
-_last_decoded: list = []
+    "config", "decoding", "structure", "max_new_tokens", "capture", "eot_id"))
+_prepare_jit = jax.jit(lambda decoding, config, params: DECODINGS[
+    decoding].prepare(config, params), static_argnums=(0, 1))
+# The last model's decoding parameters: (decoding, config, tree structure,
+# weak references to its leaves, the prepared parameters).
+_last_prepared: list = []
 
 
-def prepared_params(config: GPT2Config, params) -> dict:
-  """`decode_params(config, params)`, kept for the last model seen.
+def prepared_params(config: GPT2Config, params, decoding: str = "auto"
+                    ) -> dict:
+  """The decoding's `prepare(config, params)`, kept for the last model seen.
 
   The bot and the benchmarks sample many times from one model; preparing
   its decoding parameters again each time would copy every weight per call.
   Kept only for JAX arrays (numpy ones may change in place), and dropped
   when the model's arrays are.
   """
+  name = decoding_for(decoding).name
   leaves = jax.tree.leaves(params)
-  key = (config, jax.tree.structure(params))
-  if _last_decoded and _last_decoded[0] == key and all(
-      ref() is leaf for ref, leaf in zip(_last_decoded[1], leaves)):
-    return _last_decoded[2]
-  decoded = _decode_params_jit(config, params)
-  _last_decoded.clear()
+  key = (name, config, jax.tree.structure(params))
+  if _last_prepared and _last_prepared[0] == key and all(
+      ref() is leaf for ref, leaf in zip(_last_prepared[1], leaves)):
+    return _last_prepared[2]
+  prepared = _prepare_jit(name, config, params)
+  _last_prepared.clear()
   # Only immutable arrays are kept track of: a numpy array changed in place
   # would be the same object with other weights.
   if all(isinstance(leaf, jax.Array) for leaf in leaves):
-    refs = [weakref.ref(leaf, lambda _: _last_decoded.clear())
+    refs = [weakref.ref(leaf, lambda _: _last_prepared.clear())
             for leaf in leaves]
-    _last_decoded.extend([key, refs, decoded])
-  return decoded
+    _last_prepared.extend([key, refs, prepared])
+  return prepared
 
 
 # ---- host side ----------------------------------------------------------------------
@@ -884,7 +915,8 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
            num_samples: int = 1, max_new_tokens: int = 200,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
-           capture: Sequence[int] = (), **rule_overrides) -> list:
+           capture: Sequence[int] = (), decoding: str = "auto",
+           **rule_overrides) -> list:
   """`num_samples` continuations of each prompt, in one jitted call.
 
   prompts: texts or token-id lists (a prompt longer than the context minus
@@ -894,15 +926,17 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   rules: a SamplingParams; keyword arguments (temperature=..., top_p=...)
     override its fields.
   capture: layers whose hidden states to return (0 = embeddings, i = block i).
+  decoding: how the model runs (`DECODINGS`); "auto" picks by platform.
   Returns a flat, prompt-major list of SampleResult.
   """
+  decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture)
   out = _generate_jit(
-      prepared_params(config, params), request.ids, request.mask,
+      prepared_params(config, params, decoding), request.ids, request.mask,
       request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
-      request.stop, config=config,
+      request.stop, config=config, decoding=decoding,
       structure=rules.structure(), num_samples=request.num_samples,
       max_new_tokens=request.max_new_tokens, capture=request.capture,
       eot_id=tokenizer.eot_id)
@@ -947,7 +981,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
            num_samples: int = 1, max_new_tokens: int = 200,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
-           capture: Sequence[int] = (),
+           capture: Sequence[int] = (), decoding: str = "auto",
            **rule_overrides) -> Iterator[TextPiece]:
   """Like `sample`, but yields TextPiece(row, text) as the text is written.
 
@@ -956,12 +990,14 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
   the same arguments the results equal `sample`'s; the generator returns
   them (`results = yield from stream(...)`).
   """
+  decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture)
-  params = prepared_params(config, params)
+  params = prepared_params(config, params, decoding)
   state = _prefill_jit(params, request.ids, request.mask, request.keys,
                        np.float32(2 * rules.mirostat_tau), config=config,
+                       decoding=decoding,
                        num_samples=request.num_samples,
                        max_new_tokens=request.max_new_tokens,
                        capture=request.capture)
@@ -971,7 +1007,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
   while True:
     t = int(state["t"])
     state = _step_jit(params, state, values, request.stop, config=config,
-                      structure=rules.structure(),
+                      decoding=decoding, structure=rules.structure(),
                       max_new_tokens=request.max_new_tokens,
                       capture=request.capture, eot_id=tokenizer.eot_id)
     if t < request.max_new_tokens:

@@ -77,6 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
       param_dtype="float32",
       remat=False,
       scan_layers=True,   # False: blocks unrolled (faster on CPU)
+      attention="auto",   # see gpt2/attention.py; auto picks by platform
       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
   # `accumulate` micro-batches per update.
@@ -114,7 +115,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Devices: mesh sizes (-1 = the rest) and logical-axis rules.
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, model=1))
   c.sharding_rules = sharding_lib.DEFAULT_RULES
-  c.distributed = False      # jax.distributed.initialize() (TPU pods)
+  # jax.distributed.initialize() with what the platform says (TPU pods);
+  # elsewhere launch.finetune's --coordinator_address, --num_processes and
+  # --process_id start it.
+  c.distributed = False
   return c
 
 
@@ -446,8 +450,8 @@ def check_batch_fits_mesh(config, mesh) -> None:
 
 # ---- the model a run trains --------------------------------------------------
 
-_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "embd_pdrop",
-             "attn_pdrop", "resid_pdrop")
+_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "attention",
+             "embd_pdrop", "attn_pdrop", "resid_pdrop")
 
 
 def _numerics(config) -> dict:
@@ -696,15 +700,41 @@ def _tensorboard(workdir: str, purge_step: Optional[int]):
 # ---- the loop ----------------------------------------------------------------
 
 
+def start_distributed(coordinator_address: Optional[str] = None,
+                      num_processes: Optional[int] = None,
+                      process_id: Optional[int] = None) -> None:
+  """Joins this process to a multi-process run (`jax.distributed`), before
+  anything else touches a device. Every process runs the same program on
+  its own devices; process 0 hosts the coordinator at
+  `coordinator_address` (HOST:PORT). On a TPU pod slice, or under SLURM,
+  leave all three unset: JAX reads them from the platform."""
+  given = [v is not None for v in (coordinator_address, num_processes,
+                                   process_id)]
+  if any(given) and not all(given):
+    raise UserError("--coordinator_address, --num_processes and "
+                    "--process_id go together: give all three or none")
+  if all(given) and not 0 <= process_id < num_processes:
+    raise UserError(f"--process_id={process_id} must be in 0.."
+                    f"{num_processes - 1} (--num_processes={num_processes})")
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes,
+                               process_id)
+  except (RuntimeError, ValueError) as e:
+    raise UserError(f"cannot join the distributed run"
+                    f"{' at ' + coordinator_address if coordinator_address else ''}"
+                    f": {str(e).splitlines()[0]}") from e
+
+
 class _Preemption:
   """Turns SIGTERM (a preemptible TPU VM going away) into a flag."""
 
-  def __init__(self):
+  def __init__(self, install: bool = True):
     self.requested = False
     self._previous = None
+    self._install = install
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if self._install and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
@@ -769,8 +799,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `last_loss`, `loss_ema`, `tokens_per_sec`, `preempted`, `workdir`.
   """
   check_config(config)
-  if config.distributed:
-    jax.distributed.initialize()
+  if config.distributed and not jax.distributed.is_initialized():
+    start_distributed()
   workdir = _local_workdir(workdir)
   checkpoints.ensure_writable(workdir)
   if config.total_steps < 0:
@@ -828,7 +858,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
              disable=not (main and config.progress), dynamic_ncols=True)
   step, saved_step = start, start
   last_time, last_step = time.perf_counter(), start
-  with _Preemption() as preemption:
+  if jax.process_count() > 1:
+    lo, hi = sharding_lib.process_rows(steps.batch_sharding,
+                                       (k, batch, seq_len), 1)
+    logging.info("process %d of %d reads rows %d-%d of each batch of %d",
+                 jax.process_index(), jax.process_count(), lo, hi - 1, batch)
+  # Several processes: JAX's preemption notifier sees the SIGTERM and tells
+  # the others (a handler here would take the signal from it).
+  with _Preemption(install=jax.process_count() == 1) as preemption:
     while step < total:
       starts = sampler.next_starts(k * batch).reshape(k, batch)
       tokens = sharding_lib.put_batch(

@@ -17,6 +17,20 @@ tokenizer and run.json; `gpt2.weights.load_model(workdir)` loads its newest
 checkpoint. `--config.export_hf=DIR` writes a Hugging Face model at the end.
 SIGTERM saves a checkpoint and exits with status 143, so a supervisor (see
 launch/tpu_vm.sh) can start it again; it resumes where it stopped.
+
+Several processes train one model when each is started with the same flags
+and its own --process_id (process 0 hosts the coordinator):
+
+    python -m launch.finetune --config=... --workdir=W \
+        --coordinator_address=10.0.0.1:8476 --num_processes=2 --process_id=0
+    python -m launch.finetune --config=... --workdir=W \
+        --coordinator_address=10.0.0.1:8476 --num_processes=2 --process_id=1
+
+Each reads only its rows of every batch; the mesh spans all their devices;
+process 0 writes metrics.jsonl and TensorBoard; all write their shards of
+one orbax checkpoint. SIGTERM to any one makes all save the same step and
+exit 143. On a TPU pod slice use --config.distributed=true instead (JAX reads
+the processes from the platform; launch/tpu_vm.sh does it).
 """
 
 import json
@@ -35,6 +49,13 @@ CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints and logs go (local or gs://); "
     "a workdir that holds a run is resumed.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for a run over "
+    "several processes (jax.distributed.initialize).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "How many processes train together.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index, 0 .. num_processes - 1.")
 
 
 class _QuietLibraries(logging.Filter):
@@ -53,6 +74,9 @@ def main(argv):
   if not _WORKDIR.value:
     raise UserError("--workdir is required")
   from gpt2 import train  # pylint: disable=import-outside-toplevel
+  if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
+    train.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                            _PROCESS_ID.value)
   summary = train.train_and_evaluate(config, _WORKDIR.value)
   print(json.dumps(summary))
   if summary["preempted"]:

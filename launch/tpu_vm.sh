@@ -16,6 +16,12 @@
 # The run resumes from the newest checkpoint in $WORKDIR every time it
 # starts (and saves one on SIGTERM), so a preempted VM loses at most
 # save_every steps. Keep WORKDIR and data on gs:// in the VM's region.
+#
+# A pod slice (ACCELERATOR=v3-32, v4-64, ...) has several hosts: every step
+# runs on all of them (--worker=all), and `train` starts the same command on
+# each with --config.distributed=true, so they join one run
+# (jax.distributed finds the other hosts itself); each host reads its rows
+# of every batch, and a preemption makes all of them save the same step.
 
 set -euo pipefail
 
@@ -61,13 +67,20 @@ setup() {
     python3 -m pip install -q -e '.[tpu]'"
 }
 
+hosts() {
+  tpu describe "$TPU_NAME" --format='value(networkEndpoints[].ipAddress)' |
+    tr ';,' '\n\n' | grep -c .
+}
+
 train() {
   : "${WORKDIR:?set WORKDIR (a gs:// path, so checkpoints outlive the VM)}"
-  # Every worker runs the same command; multi-host runs need
-  # --config.distributed=true in FLAGS (v3-8 is one host).
+  # Every host runs the same command; on more than one (a pod slice) they
+  # join one run.
+  local distributed=""
+  if (( $(hosts) > 1 )); then distributed="--config.distributed=true"; fi
   on_vm "cd $REMOTE_DIR && nohup python3 -m launch.finetune \
-    --config=$CONFIG --workdir=$WORKDIR $FLAGS > train.log 2>&1 &"
-  echo "started; follow with: $0 logs"
+    --config=$CONFIG --workdir=$WORKDIR $distributed $FLAGS > train.log 2>&1 &"
+  echo "started on $(hosts) host(s); follow with: $0 logs"
 }
 
 logs() {
@@ -109,5 +122,5 @@ delete() {
 
 case "${1:-}" in
   create|setup|train|logs|watch|delete) "$1" ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,26p' "$0"; exit 2 ;;
 esac

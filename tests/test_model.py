@@ -150,37 +150,6 @@ def test_unrolled_layers_match_scan(small):
   assert not np.allclose(a, b)
 
 
-def _reference_attention(q, k, v, bias):
-  scores = jnp.einsum("bthd,bshd->bhts", q, k,
-                      preferred_element_type=jnp.float32)
-  probs = jax.nn.softmax(scores / jnp.sqrt(jnp.float32(q.shape[-1])) + bias)
-  return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
-
-
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5),
-                                       (jnp.bfloat16, 5e-2)])
-def test_attention_backward_matches_autodiff(dtype, tol):
-  """The hand-written attention backward against JAX's own derivative."""
-  B, T, H, D = 2, 7, 3, 8
-  keys = jax.random.split(jax.random.PRNGKey(0), 4)
-  q, k, v, g = (jax.random.normal(key, (B, T, H, D)).astype(dtype)
-                for key in keys)
-  mask = jnp.array([[1] * T, [0, 0] + [1] * (T - 2)], bool)  # left padding
-  allowed = jnp.tril(jnp.ones((T, T), bool))[None] & mask[:, None, :]
-  bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None]
-
-  def vjp(fn):
-    out, pull = jax.vjp(lambda q, k, v: fn(q, k, v, bias), q, k, v)
-    return (out, *pull(g))
-
-  ours, ref = vjp(M._causal_attention), vjp(_reference_attention)
-  for a, b in zip(ours, ref):
-    assert a.dtype == b.dtype == dtype
-    np.testing.assert_allclose(np.asarray(a, np.float32),
-                               np.asarray(b, np.float32), atol=tol, rtol=tol)
-  assert float(jnp.abs(ours[1].astype(jnp.float32)).max()) > 0.01
-
-
 def test_bf16_compute_keeps_fp32_params():
   cfg = M.GPT2Config.preset("tiny", vocab_size=100, dtype="bfloat16")
   params = M.init_params(cfg, jax.random.PRNGKey(0))

@@ -396,121 +396,26 @@ def test_long_prompt_is_left_truncated_with_a_warning(model, tok, caplog):
   assert short.tokens == result.tokens
 
 
-def _prefix_cache(config, layers, prefix_ids):
-  """The unstacked-layer cache of one prompt row `prefix_ids` (1, n)."""
-  n = prefix_ids.shape[1]
-  return M.forward(config, layers, jnp.asarray(prefix_ids),
-                   positions=jnp.arange(n)[None],
-                   cache=M.init_layer_caches(config, 1, n), cache_index=0,
-                   kv_mask=jnp.ones((1, n), bool)).cache
-
-
-def test_shared_prefix_cache_equals_full_forward(model):
-  """Two rows share one prefix row; each then decodes its own tokens."""
+def test_reference_decoding_samples_like_the_cpu_decoding(greedy_run, model,
+                                                        tok):
+  """The sampler on the reference model (GPUs' and TPUs' path) writes what
+  the CPU's layout writes: greedy tokens, log-probs, hidden states, and
+  candidates drawn with the same seeds."""
   config, params = model
-  layers = M.unstack_layers(params)
-  rng = np.random.RandomState(0)
-  prefix_ids = rng.randint(0, config.vocab_size, (1, 5))
-  own_ids = rng.randint(0, config.vocab_size, (2, 3))
-  prefix = _prefix_cache(config, layers, prefix_ids)
-  cache = M.init_layer_caches(config, 2, 3, prefix=prefix)
-  kv_mask = np.zeros((2, 8), bool)
-  kv_mask[:, :5] = True
-  for t in range(3):
-    kv_mask[:, 5 + t] = True
-    out = M.forward(config, layers, jnp.asarray(own_ids[:, t:t + 1]),
-                    positions=jnp.full((2, 1), 5 + t), cache=cache,
-                    cache_index=5 + t, kv_mask=jnp.asarray(kv_mask),
-                    capture=(2,))
-    cache = out.cache
-    full = M.forward(config, params, jnp.asarray(np.concatenate(
-        [np.repeat(prefix_ids, 2, 0), own_ids[:, :t + 1]], 1)), capture=(2,))
-    np.testing.assert_allclose(out.logits[:, 0], full.logits[:, -1],
-                               atol=1e-5)
-    np.testing.assert_allclose(out.hidden[2][:, 0], full.hidden[2][:, -1],
-                               atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_decode_step_equals_forward(model, dtype):
-  """The column-layout decoding step (`decode_step`, on `decode_params`)
-  gives what `forward` on the unstacked layers gives: logits, captured
-  hidden states and the written cache, over a shared prefix."""
-  config, params = model
-  config = config.replace(dtype=dtype)
-  # Every parameter moved off its init (biases 0, norms 1) and the
-  # activations made large enough for every term to show.
-  leaves, treedef = jax.tree.flatten(params)
-  noise = np.random.RandomState(0)
-  params = jax.tree.unflatten(treedef, [
-      leaf + 0.3 * noise.standard_normal(leaf.shape).astype(np.float32)
-      for leaf in leaves])
-  layers = M.unstack_layers(params)
-  decoding = S.decode_params(config, params)
-  assert "kernel_t" in decoding["h"][0]["attn"]["c_attn"]
-  rng = np.random.RandomState(1)
-  prefix_ids = rng.randint(0, config.vocab_size, (1, 4))
-  own_ids = rng.randint(0, config.vocab_size, (3, 3))
-  prefix = _prefix_cache(config, layers, prefix_ids)
-  by_forward = by_step = M.init_layer_caches(config, 3, 3, prefix=prefix)
-  kv_mask = np.zeros((3, 7), bool)
-  kv_mask[:, :4] = True
-  kv_mask[0, 1] = False  # a padded prompt slot
-  tol = 2e-4 if dtype == "float32" else 5e-2
-  for t in range(3):
-    kv_mask[:, 4 + t] = True
-    kw = dict(positions=jnp.full((3, 1), 4 + t), cache_index=4 + t,
-              kv_mask=jnp.asarray(kv_mask), capture=(0, config.n_layer))
-    ids = jnp.asarray(own_ids[:, t:t + 1])
-    want = M.forward(config, layers, ids, cache=by_forward, **kw)
-    got = M.decode_step(config, decoding, ids, cache=by_step, **kw)
-    by_forward, by_step = want.cache, got.cache
-    assert got.logits.shape == want.logits.shape
-    np.testing.assert_allclose(got.logits, want.logits, atol=tol, rtol=tol)
-    for layer in (0, config.n_layer):
-      np.testing.assert_allclose(got.hidden[layer], want.hidden[layer],
-                                 atol=tol, rtol=tol)
-    for a, b in zip(jax.tree.leaves(got.cache), jax.tree.leaves(want.cache)):
-      np.testing.assert_allclose(np.asarray(a, np.float32),
-                                 np.asarray(b, np.float32), atol=tol)
-
-
-def test_segmented_cache_decodes_like_the_full_forward(tok):
-  """A long budget splits each row's cache into segments, one decoding loop
-  each (`cache_segments`): greedy tokens, log-probs and hidden states still
-  equal the full forward's, and sampled candidates equal the streaming
-  path's (one segment), seed for seed."""
-  config = M.GPT2Config.preset("tiny", vocab_size=tok.vocab_size,
-                               n_positions=256)
-  params = M.init_params(config, jax.random.PRNGKey(3))
-  new = 2 * S.SEGMENT_SLOTS - 1
-  assert S.cache_segments(new + 1) == 2
-  prompts = [tok.encode("the woods"), tok.encode("and miles to go before I")]
-  results = S.sample(config, params, tok, prompts, max_new_tokens=new,
-                     seed=0, top_k=1, capture=(1,))
-  assert max(len(r.tokens) for r in results) > S.SEGMENT_SLOTS
-  for prompt, result in zip(prompts, results):
-    ids = list(prompt) + result.tokens
-    out = M.forward(config, params, jnp.asarray([ids]), capture=(1,))
-    logp = np.asarray(jax.nn.log_softmax(out.logits[0], axis=-1))
-    first = len(prompt) - 1
-    want = np.argmax(logp[first:first + len(result.tokens)], axis=-1)
-    assert result.tokens == [int(t) for t in want]
-    np.testing.assert_allclose(
-        result.logprobs, logp[first + np.arange(len(ids) - len(prompt)),
-                              result.tokens], atol=1e-4)
-    np.testing.assert_allclose(result.hidden[1],
-                               out.hidden[1][0, len(prompt):], atol=1e-4)
-  kw = dict(num_samples=2, max_new_tokens=new, seed=[5, 6], top_p=0.9)
-  sampled = S.sample(config, params, tok, "I hold with", **kw)
-  streamed = S.stream(config, params, tok, "I hold with", **kw)
-  while True:
-    try:
-      next(streamed)
-    except StopIteration as done:
-      streamed = done.value
-      break
-  assert [r.tokens for r in sampled] == [r.tokens for r in streamed]
+  prompts, cpu = greedy_run
+  reference = S.sample(config, params, tok, prompts, max_new_tokens=N,
+                       seed=0, top_k=1, capture=CAPTURE, decoding="reference")
+  for a, b in zip(reference, cpu):
+    assert a.tokens == b.tokens
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+    for layer in CAPTURE:
+      np.testing.assert_allclose(a.hidden[layer], b.hidden[layer], atol=1e-4)
+  kw = dict(num_samples=3, max_new_tokens=N, seed=[11, 22, 33], rules=RULES)
+  drawn = [S.sample(config, params, tok, "I hold with those", decoding=d,
+                    **kw) for d in ("reference", "cpu")]
+  assert [r.tokens for r in drawn[0]] == [r.tokens for r in drawn[1]]
+  with pytest.raises(UserError, match="decoding='gpu' is not one of"):
+    S.sample(config, params, tok, "I", max_new_tokens=2, decoding="gpu")
 
 
 def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
@@ -537,30 +442,3 @@ def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
   as_numpy = jax.tree.map(np.asarray, params)
   assert S.prepared_params(config, as_numpy) is not S.prepared_params(
       config, as_numpy)
-
-
-@pytest.mark.parametrize("num_samples", [1, 3])
-def test_decoding_loop_updates_the_cache_in_place(model, tok, num_samples):
-  """The compiled sampler copies no layer cache inside its loop (a copy per
-  step would read and write the whole cache on every token): regression
-  for batch 1, where XLA copied it when the cache had an axis of length 1."""
-  config, params = model
-  rules = S.SamplingParams(top_p=0.9)
-  request = S._prepare(config, tok, [tok.encode("the woods")], num_samples,
-                       16, (), 0, rules, ())
-  hlo = S._generate_jit.lower(
-      S.prepared_params(config, params), request.ids, request.mask,
-      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
-      request.stop, config=config, structure=rules.structure(),
-      num_samples=request.num_samples,
-      max_new_tokens=request.max_new_tokens, capture=(),
-      eot_id=tok.eot_id).compile().as_text()
-  rows = request.keys.shape[0]
-  cache = M.init_layer_caches(config, rows, request.max_new_tokens + 1)
-  dims = ",".join(map(str, cache["k"][0].shape))
-  assert f"f32[{dims}]" in hlo  # the cache's shape, as XLA writes it
-  copies = [line for line in hlo.splitlines()
-            if f"f32[{dims}]" in line and ("copy(" in line or
-                                           "copy_" in line.split("=")[0])]
-  # Outside the loop, XLA may copy each layer's zero-initialised buffers.
-  assert len(copies) <= 2 * config.n_layer, copies

@@ -1,0 +1,164 @@
+"""What the benchmarks share: our runs, the bounds they are measured against,
+and the datasheet numbers of known GPUs. No flags here, so that one
+benchmark can use another's measurements."""
+
+import time
+
+import numpy as np
+
+# Known GPUs, most specific name first: (a part of `device_kind`, dense
+# bfloat16 tensor-core TFLOP/s, HBM bandwidth in TB/s), from the vendors'
+# datasheets.
+GPU_DATASHEETS = (
+    ("H200", 989.0, 4.8),
+    ("H100 PCIe", 756.0, 2.0),
+    ("H100 NVL", 835.0, 3.9),
+    ("H100", 989.0, 3.35),  # SXM
+    ("A100-SXM4-80GB", 312.0, 2.039),
+    ("A100 80GB PCIe", 312.0, 1.935),
+    ("A100", 312.0, 1.555),
+    ("L4", 121.0, 0.3),
+    ("A10", 125.0, 0.6),
+    ("V100", 125.0, 0.9),
+    ("T4", 65.0, 0.32),
+)
+
+
+def gpu_datasheet(device_kind: str):
+  """(name, peak FLOP/s, HBM bytes/s) of a known GPU, else None."""
+  for name, tflops, tb_s in GPU_DATASHEETS:
+    if name in device_kind:
+      return name, tflops * 1e12, tb_s * 1e12
+  return None
+
+
+def timed(fn, repeats: int):
+  """(first call seconds, best of `repeats` later calls, its output)."""
+  start = time.perf_counter()
+  out = fn()
+  first = time.perf_counter() - start
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = fn()
+    best = min(best, time.perf_counter() - start)
+  return first, best, out
+
+
+def copy_bandwidth(megabytes: int, repeats: int = 10) -> float:
+  """Bytes read + written per second by a large on-device copy: the best of
+  a jitted copy and (on the CPU) numpy's, over `repeats` tries."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+  copies = [(jax.jit(lambda a: a + 1.0), x)]
+  if jax.devices()[0].platform == "cpu":
+    host = np.ones(x.shape, np.float32)
+    target = np.empty_like(host)
+    copies.append((lambda a: np.copyto(target, a), host))
+  best = float("inf")
+  for copy, source in copies:
+    jax.block_until_ready(copy(source))
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(copy(source))
+      best = min(best, time.perf_counter() - start)
+  return 2 * x.nbytes / best
+
+
+def step_bytes(config, batch: int, prompt: int, new: int,
+               weight_itemsize: int = 0) -> float:
+  """Bytes a decoding step must read at least: every weight, the prompt's
+  keys and values once (its `batch` candidates share them), and each row's
+  generated ones, averaged over the steps. Weights take `weight_itemsize`
+  bytes each (0: the config's parameter dtype)."""
+  itemsize = weight_itemsize or (2 if config.param_dtype == "bfloat16" else 4)
+  cache_itemsize = 2 if config.dtype == "bfloat16" else 4
+  weights = config.num_params() * itemsize
+  slots = prompt + batch * (new + 1) / 2
+  cache = 2 * config.n_layer * slots * config.n_embd * cache_itemsize
+  return weights + cache
+
+
+def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
+                decoding: str = "auto") -> dict:
+  """Our sampler writing `batch` candidates of `new` tokens after `prompt`
+  (top-p 0.95): tokens/s, seconds and compile seconds (the first call's
+  extra time)."""
+  from gpt2 import sampling  # pylint: disable=import-outside-toplevel
+  from gpt2.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+  tokenizer = Tokenizer.gpt2()
+  rules = sampling.SamplingParams(top_p=0.95)
+
+  def call():
+    return sampling.sample(config, params, tokenizer, [prompt],
+                           num_samples=batch, max_new_tokens=new, seed=0,
+                           rules=rules, decoding=decoding)
+
+  first, best, results = timed(call, repeats)
+  written = sum(len(r.tokens) + (r.finish_reason == "eot") for r in results)
+  return {"tokens_per_s": written / best, "seconds": best,
+          "compile_s": max(0.0, first - best)}
+
+
+def flops_per_token(config, seq_len: int) -> float:
+  """Model FLOPs of a training step per token: 6 N + 12 L T C (N the
+  parameters apart from position embeddings, counting the tied output
+  projection), the count of PaLM's appendix B and nanoGPT."""
+  n = config.num_params() - config.n_positions * config.n_embd
+  return 6 * n + 12 * config.n_layer * seq_len * config.n_embd
+
+
+def measured_matmul_flops() -> float:
+  """FLOP/s of a jitted float32 2048^3 matmul on the default device."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  n = 2048
+  a = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda x: x @ x)
+  mm(a).block_until_ready()
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    mm(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def train_ours(config, tokens, warmup: int, steps: int) -> dict:
+  """`gpt2.train`'s jitted step (forward, backward, clipping, Adam, every
+  parameter trained) on one device and `tokens` (B, T): seconds per step
+  over `steps` timed steps after `warmup` untimed ones, and the first step's
+  seconds (mostly compiling)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from gpt2 import sharding, train  # pylint: disable=import-outside-toplevel
+  settings = train.default_config()
+  settings.only_train_transformer_layers = False
+  settings.warmup = 0
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1},
+                            jax.devices()[:1])
+  train_steps = train.build_steps(config, settings, mesh)
+  state = train_steps.init(train_steps.init_params(jax.random.PRNGKey(0)))
+  batch = jax.device_put(tokens.reshape(1, *tokens.shape),
+                         train_steps.batch_sharding)
+  start = time.perf_counter()
+  state, metrics = train_steps.train(state, batch)
+  jax.block_until_ready(metrics)
+  first = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    state, metrics = train_steps.train(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_steps.train(state, batch)
+  jax.block_until_ready((state, metrics))
+  return {"step_seconds": (time.perf_counter() - start) / steps,
+          "first_step_seconds": first}
+
+
+def load_average() -> str:
+  try:
+    with open("/proc/loadavg") as f:
+      return f.read().split()[0]
+  except OSError:
+    return "n/a"

@@ -1,0 +1,143 @@
+r"""The GPU benchmark: one command, one table (under 8 minutes on an H100).
+
+  python -m bench.gpu                # on a GPU: the table below, bfloat16
+  python -m bench.gpu --json         # one JSON object
+  python -m bench.gpu --smoke        # tiny shapes, any device (a CPU: ~1 min)
+
+Rows, all in bfloat16 with random weights:
+- sampling, GPT-2 124M and 1558M at batch 1, 8 and 64 (a 128-token prompt,
+  `--new_tokens` new ones, top-p 0.95, one `gpt2.sampling.sample` call as
+  the bot makes, on the reference model's decoding, which a GPU takes and
+  --smoke takes on a CPU too): tokens/s, and the fraction of the HBM
+  roofline: tokens/s
+  over the most a step could do reading every weight and the KV cache once
+  at the datasheet's HBM bandwidth (`bench.common.step_bytes`). Targets:
+  1558M at batch 8 >= 0.7.
+- a training step of 124M and 355M (1024-token windows, Adam, every
+  parameter trained, `gpt2.train`'s jitted step): tokens/s and MFU, model
+  FLOP/s (6 N + 12 L T C per token) over the datasheet's dense bfloat16
+  peak. Target: 124M >= 40%.
+- each row's compile seconds: the first call's extra time (sampling) or the
+  first step's (training).
+
+On a device the datasheet table (`bench.common.GPU_DATASHEETS`) does not
+know, the peak and bandwidth are measured in the run (a float32 matmul, a
+large copy) and the table says so.
+"""
+
+import json
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from bench.common import copy_bandwidth, flops_per_token, gpu_datasheet
+from bench.common import load_average, measured_matmul_flops, sample_ours
+from bench.common import step_bytes, train_ours
+
+_SMOKE = flags.DEFINE_boolean(
+    "smoke", False, "Tiny shapes (the tiny preset, short runs) to check the "
+    "code path on any device, a CPU included.")
+_NEW = flags.DEFINE_integer("new_tokens", 128, "Tokens each row writes.")
+_JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
+
+# (size, batch sizes) sampled, and (size, batch, seq_len) trained.
+SAMPLING = (("124M", (1, 8, 64)), ("1558M", (1, 8, 64)))
+TRAINING = (("124M", 16, 1024), ("355M", 8, 1024))
+PROMPT = 128
+SMOKE_SAMPLING = (("tiny", (1, 8)),)
+SMOKE_TRAINING = (("tiny", 4, 64),)
+SMOKE_PROMPT = 64
+
+
+def device_bounds() -> dict:
+  """The device's peak FLOP/s and memory bandwidth, and where they come
+  from."""
+  import jax  # pylint: disable=import-outside-toplevel
+  kind = jax.devices()[0].device_kind
+  sheet = gpu_datasheet(kind)
+  if sheet:
+    return {"device": kind, "peak_flops": sheet[1], "bandwidth": sheet[2],
+            "source": f"{sheet[0]} datasheet (bf16 dense, HBM)"}
+  return {"device": kind, "peak_flops": measured_matmul_flops(),
+          "bandwidth": copy_bandwidth(256),
+          "source": "measured here (f32 matmul, copy)"}
+
+
+def sampling_rows(bounds: dict, plan, prompt_len: int, new: int) -> list:
+  import jax  # pylint: disable=import-outside-toplevel
+  from gpt2.model import GPT2Config, init_params  # pylint: disable=import-outside-toplevel
+  rows = []
+  for size, batches in plan:
+    config = GPT2Config.preset(size, vocab_size=50257, dtype="bfloat16",
+                               param_dtype="bfloat16")
+    params = init_params(config, jax.random.PRNGKey(0))
+    prompt = np.random.RandomState(0).randint(
+        0, config.vocab_size - 1, prompt_len).tolist()
+    for batch in batches:
+      row = sample_ours(config, params, prompt, batch, new, repeats=1,
+                        decoding="reference")
+      roofline = bounds["bandwidth"] / step_bytes(
+          config, batch, prompt_len, new) * batch
+      rows.append({"job": "sampling", "size": size, "batch": batch,
+                   "tokens_per_s": row["tokens_per_s"],
+                   "roofline_fraction": row["tokens_per_s"] / roofline,
+                   "compile_s": row["compile_s"]})
+    del params
+  return rows
+
+
+def training_rows(bounds: dict, plan, steps: int) -> list:
+  from gpt2.model import GPT2Config  # pylint: disable=import-outside-toplevel
+  rows = []
+  for size, batch, seq_len in plan:
+    config = GPT2Config.preset(size, vocab_size=50257, dtype="bfloat16",
+                               n_positions=max(seq_len, 64))
+    tokens = np.random.default_rng(0).integers(
+        0, config.vocab_size, (batch, seq_len)).astype(np.int32)
+    run = train_ours(config, tokens, warmup=2, steps=steps)
+    seconds = run["step_seconds"]
+    rows.append({
+        "job": "training", "size": size, "batch": batch,
+        "tokens_per_s": batch * seq_len / seconds,
+        "mfu": flops_per_token(config, seq_len) * batch * seq_len / seconds /
+               bounds["peak_flops"],
+        "compile_s": max(0.0, run["first_step_seconds"] - seconds)})
+  return rows
+
+
+def main(argv):
+  del argv
+  start = time.perf_counter()
+  bounds = device_bounds()
+  smoke = _SMOKE.value
+  new = min(_NEW.value, 16) if smoke else _NEW.value
+  prompt = SMOKE_PROMPT if smoke else PROMPT
+  rows = sampling_rows(bounds, SMOKE_SAMPLING if smoke else SAMPLING, prompt,
+                       new)
+  rows += training_rows(bounds, SMOKE_TRAINING if smoke else TRAINING,
+                        steps=2 if smoke else 10)
+  report = {**bounds, "rows": rows, "new_tokens": new,
+            "prompt_tokens": prompt, "smoke": smoke,
+            "seconds": time.perf_counter() - start,
+            "load_average": load_average()}
+  if _JSON.value:
+    print(json.dumps(report))
+    return
+  print(f"{bounds['device']}: peak {bounds['peak_flops'] / 1e12:.1f} TFLOP/s, "
+        f"{bounds['bandwidth'] / 1e9:.0f} GB/s ({bounds['source']}); "
+        f"bfloat16; sampling: prompt {prompt}, {new} new tokens, top-p 0.95")
+  print(f"{'job':9s} {'model':6s} {'batch':>5s} {'tokens/s':>10s} "
+        f"{'of roofline':>11s} {'MFU':>6s} {'compile s':>9s}")
+  for r in rows:
+    roof = f"{r['roofline_fraction']:.2f}" if "roofline_fraction" in r else ""
+    mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else ""
+    print(f"{r['job']:9s} {r['size']:6s} {r['batch']:5d} "
+          f"{r['tokens_per_s']:10.1f} {roof:>11s} {mfu:>6s} "
+          f"{r['compile_s']:9.1f}")
+  print(f"total {report['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+  app.run(main)
