@@ -206,17 +206,18 @@ def test_an_accepted_edit_is_posted_once_beside_a_bot_pass(console, server,
   assert answered(server, [ask], "published") == {}
   release.set()
   running_pass.join(60)
-  deadline = time.time() + 60
-  while time.time() < deadline and not answered(server, [ask]):
-    time.sleep(0.2)
-  assert answered(server, [ask]) == {ask: ["an edited answer about frogs"]}
-  assert len(puts_to(server, ask)) == 2  # the draft, then the accepted edit
-  loop.run_pass(cfg, model=bot_model)
-  assert len(puts_to(server, ask)) == 2
   store = Store(cfg.state)
-  assert store.job(f"ask:{ask}").status == "done"
+  deadline = time.time() + 60
+  while time.time() < deadline and store.job(f"ask:{ask}").status != "done":
+    time.sleep(0.2)
   (example,) = store.review_examples()
   store.close()
+  assert answered(server, [ask]) == {ask: ["an edited answer about frogs"]}
+  assert len(puts_to(server, ask)) == 2  # the draft, then the accepted edit
+  while r.console._carrying_out.locked():  # pylint: disable=protected-access
+    time.sleep(0.1)
+  loop.run_pass(cfg, model=bot_model)
+  assert len(puts_to(server, ask)) == 2
   assert (example["decision"], example["label"]) == ("accept_edited", 0)
 
 
@@ -253,14 +254,14 @@ def test_reject_deletes_the_draft(console, server, cfg, bot_model):
   choose(r.tab, f"ask:{ask}")
   r.tab.click("#reject")
   status_says(r.tab, "reject")
-  deadline = time.time() + 60
-  while time.time() < deadline and server.posts(BOT, "draft"):
-    time.sleep(0.2)
-  assert server.posts(BOT, "draft") == [] and server.posts(BOT) == []
   store = Store(cfg.state)
+  deadline = time.time() + 60
+  while time.time() < deadline and store.job(f"ask:{ask}").status != "done":
+    time.sleep(0.2)
   assert store.job(f"ask:{ask}").status == "done"
   assert [e["label"] for e in store.review_examples()] == [1]
   store.close()
+  assert server.posts(BOT, "draft") == [] and server.posts(BOT) == []
 
 
 # ---- untrusted text and the history ----------------------------------------------------
@@ -299,8 +300,14 @@ def test_history_lists_a_dry_run_with_its_candidates(console, server, cfg,
   assert r.tab.locator("#history tr.pick").count() == 3
   r.tab.fill("#search textarea", "alice")
   r.tab.click("#search-go")
-  r.tab.wait_for_function(
-      "document.querySelectorAll('#history .card').length == 1")
+  deadline = time.time() + 60
+  while time.time() < deadline:
+    cards = r.tab.locator("#history .card").count()
+    if cards == 1:
+      break
+    time.sleep(0.2)
+  assert cards == 1, (cards, r.tab.input_value("#search textarea"),
+                      r.tab.inner_text("#history")[:300])
   r.shot(tmp_path, "history")
 
 

@@ -244,7 +244,8 @@ def _review_tab(console: Console) -> None:
     return handler
 
   outputs = [jobs, card, edit]
-  ordered = dict(concurrency_id="review", concurrency_limit=1)
+  ordered = dict(concurrency_id="review", concurrency_limit=1,
+                 trigger_mode="always_last")
   refresh.click(listing, jobs, outputs, **ordered)
   jobs.input(show, jobs, [card, edit], **ordered)
   for button, action in ((accept, "accept"), (retry, "retry"),
@@ -278,10 +279,12 @@ def _history_tab(console: Console) -> dict:
     return (("".join(cards) or "<p>nothing posted yet</p>"), path,
             "".join(moved), console.curves())
 
-  # One queue for the history's events, so their answers come in order.
+  # One queue for the history's events, so their answers come in order, and
+  # a search made while one runs is run after it (not dropped).
   refresh = dict(fn=fill, inputs=search,
                  outputs=[listing, mood, movers, curves],
-                 concurrency_id="history", concurrency_limit=1)
+                 concurrency_id="history", concurrency_limit=1,
+                 trigger_mode="always_last")
   go.click(**refresh)
   search.submit(**refresh)
   return refresh

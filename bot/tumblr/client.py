@@ -48,6 +48,7 @@ DEFAULT_HOST = "https://api.tumblr.com"
 USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
 DAILY_POST_CAP = 250
 PAGE_SIZE = 20  # posts a listing returns at most per request
+_RESET_SLACK_S = 2.0
 
 log = logging.getLogger("bot.tumblr.client")
 # These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
@@ -560,7 +561,9 @@ class PostBudget:
     reset_at = (self.server or {}).get("reset_at")
     if reset_at and float(reset_at) - offset > now:
       end = float(reset_at) - offset
-      return end - 86400, end
+      # The reset is in whole seconds: a post made in the second the day
+      # began still counts.
+      return end - 86400 - _RESET_SLACK_S, end
     day = datetime.datetime.fromtimestamp(now + offset,
                                           datetime.timezone.utc).date()
     start = datetime.datetime.combine(day, datetime.time(),
