@@ -7,8 +7,8 @@
       --config.model=MODEL_DIR --config.data=texts.jsonl \
       --workdir=heads/sentiment
 
-Writes WORKDIR/metrics.json (held-out metrics) and WORKDIR/head/; a reused
-workdir resumes. `selector.score.Heads.load(heads)` then loads both heads.
+Writes WORKDIR/metrics.json (test-split metrics, beside a bag-of-words
+baseline's) and WORKDIR/head/; a reused workdir resumes. `selector.score.Heads.load(heads)` then loads both heads.
 """
 
 import json

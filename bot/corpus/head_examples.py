@@ -158,7 +158,7 @@ def load_examples(config) -> Examples:
 def train_from_config(config, workdir: str, model=None) -> dict:
   """Reads config.data, loads config.model (unless `model` is given: a
   `gpt2.weights.LoadedModel`), trains the head into `workdir`; returns
-  the held-out metrics."""
+  the test-split metrics."""
   if not config.model and model is None:
     raise UserError("--config.model is required: the generator directory")
   if not config.data:
