@@ -27,6 +27,7 @@ import json
 import os
 import random
 import stat
+import sys
 import time
 
 from absl import flags, logging
@@ -60,6 +61,12 @@ DEMO_KEYS = {"consumer_key": "demo-consumer-key",
 
 def _log(message: str) -> None:
   print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _progress() -> bool:
+  """Progress bars (on stderr) when a person watches a terminal; the stage
+  lines alone when the output goes to a file or a pipe."""
+  return sys.stderr.isatty() and sys.stdout.isatty()
 
 
 def _write_jsonl(path: str, rows) -> int:
@@ -131,6 +138,7 @@ def train_generator(workdir: str, documents: str, steps: int) -> dict:
   config = demo_config.get_config()
   config.data = documents
   config.total_steps = steps
+  config.progress = _progress()  # steps, loss, tokens/s and time left
   run_dir = os.path.join(workdir, "train")
   done = checkpoints.checkpoint_step_in_workdir(run_dir)
   if done is None:
@@ -166,8 +174,8 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
     if head_steps:
       config.train.steps = head_steps
     head_dir = os.path.join(workdir, "heads", kind)
-    metrics[kind] = train_from_config(config, head_dir,
-                                                     model=model)
+    metrics[kind] = train_from_config(config, head_dir, model=model,
+                                      progress=_progress())
     _log(f"{kind} head: " + ", ".join(
         f"{k} {v:.3f}" for k, v in metrics[kind].items()
         if isinstance(v, float)))

@@ -12,6 +12,7 @@ baseline's) and WORKDIR/head/; a reused workdir resumes. `selector.score.Heads.l
 """
 
 import json
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -36,7 +37,7 @@ def main(argv):
   if not workdir:
     raise UserError("--workdir is required")
   logging.set_verbosity(logging.INFO)
-  result = train_from_config(config, workdir)
+  result = train_from_config(config, workdir, progress=sys.stderr.isatty())
   print(json.dumps(result, indent=2, sort_keys=True))
 
 

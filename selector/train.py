@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 from gpt2.errors import UserError
 from selector import baseline as baseline_lib
@@ -200,13 +201,16 @@ def _check_run(workdir: str, run: dict) -> None:
 
 def train_head(config, model, examples: Examples, workdir: str,
                log: Callable = logging.info,
-               stop_after_steps: Optional[int] = None) -> dict:
+               stop_after_steps: Optional[int] = None,
+               progress: bool = False) -> dict:
   """Trains, calibrates and saves a head; returns its test-split metrics.
 
   config: the ml_collections config (configs/selector.py).
   model: a `gpt2.weights.LoadedModel`; its params are only read.
   stop_after_steps: end this call after that many steps (the run stays
     resumable); None trains to the end.
+  progress: progress bars on stderr (activations, then steps with the loss
+    and the time left), for a terminal.
   """
   kind, tcfg = config.kind, config.train
   if kind not in N_OUT:
@@ -231,7 +235,8 @@ def train_head(config, model, examples: Examples, workdir: str,
   start = time.time()
   cache = data_lib.build_cache(
       cache_dir, gen, model.params, encoded, layers, fingerprint=fingerprint,
-      dtype=config.cache_dtype, batch_size=tcfg.extract_batch_size, log=log)
+      dtype=config.cache_dtype, batch_size=tcfg.extract_batch_size, log=log,
+      progress=progress)
   log(f"activations of {len(cache)} examples at layers {layers} ready in "
       f"{time.time() - start:.1f}s ({cache_dir})")
 
@@ -299,6 +304,9 @@ def train_head(config, model, examples: Examples, workdir: str,
   last_step = total_steps if stop_after_steps is None else min(
       total_steps, step + stop_after_steps)
   first_step, start, running = step, time.time(), []
+  bar = tqdm.tqdm(total=total_steps, initial=step, unit="step",
+                  desc=f"{kind} head", disable=not progress,
+                  dynamic_ncols=True)
   while step < last_step:
     epoch, within = divmod(step, steps_per_epoch)
     order = np.random.default_rng([tcfg.seed, epoch]).permutation(train_idx)
@@ -312,14 +320,17 @@ def train_head(config, model, examples: Examples, workdir: str,
     state, loss = train_step(state, hidden, mask, y, weights, rng)
     step += 1
     running.append(loss)
+    bar.update(1)
     if step % tcfg.log_every == 0 or step == last_step:
       mean_loss = float(np.mean(jax.device_get(running)))
       running = []
+      bar.set_postfix(loss=f"{mean_loss:.4f}", epoch=epoch)
       log(f"step {step}/{total_steps} epoch {epoch} loss {mean_loss:.4f} "
           f"lr {float(schedule(step)):.2e} "
           f"{(time.time() - start) / (step - first_step):.3f}s/step")
     if step % tcfg.checkpoint_every == 0 or step == last_step:
       manager.save(step, args=ocp.args.StandardSave(state))
+  bar.close()
   manager.wait_until_finished()
   manager.close()
   if step < total_steps:

@@ -37,6 +37,9 @@ def test_demo_writes_every_output(demo_run):
   assert result["val_loss_end"] < result["val_loss_start"] - 1.0
   assert 0.0 <= result["selector_auc"] <= 1.0
   assert "selector held-out AUC" in done.stdout
+  # Not a terminal: the stage lines, no progress bars.
+  assert "\r" not in done.stdout + done.stderr
+  assert "[demo " in done.stdout
   # The bot considered every seeded ask (the feed shows each one with its
   # candidates); a model this short-trained gets some of them answered.
   from launch.demo import ASKS  # pylint: disable=import-outside-toplevel

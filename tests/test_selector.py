@@ -11,6 +11,7 @@ activations does no better, the 64-wide random features are the limit.)
 import copy
 import functools
 import json
+import re
 
 import jax
 import numpy as np
@@ -143,12 +144,15 @@ def test_shuffled_labels_stay_near_chance(trained, corpus, generator):
 
 
 def test_an_interrupted_run_resumes_to_the_same_head(trained, corpus,
-                                                     generator):
+                                                     generator, capsys):
   texts, labels = corpus
   workdir = str(trained["root"] / "resumed")
   partial = train_head(trained["config"], generator, Examples(texts, labels),
-                       workdir, stop_after_steps=50)
+                       workdir, stop_after_steps=50, progress=True)
   assert partial == {"step": 50, "total_steps": trained["metrics"]["steps"]}
+  bar = capsys.readouterr().err  # the progress bar: steps, loss, time left
+  assert re.search(rf"selector head: +\d+%.*\| 50/{partial['total_steps']} "
+                   r"\[[0-9:]+<[0-9:]+, .*loss=\d", bar), bar[-500:]
   m = train_head(trained["config"], generator, Examples(texts, labels),
                  workdir)
   assert m["auc"] == pytest.approx(trained["metrics"]["auc"])
