@@ -199,15 +199,6 @@ def compare(size: str = "small", steps: int = 200, batch: int = 8,
           "runs": runs}
 
 
-_SIZE = flags.DEFINE_string("size", "small", "Model shape (a GPT2Config "
-                            "preset).")
-_STEPS = flags.DEFINE_integer("steps", 200, "Training steps of each run.")
-_BATCH = flags.DEFINE_integer("batch", 8, "Windows per micro-batch (two "
-                              "micro-batches a step).")
-_SEQ = flags.DEFINE_integer("seq_len", 128, "Tokens per window.")
-_JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
-
-
 def print_table(report: dict) -> None:
   runs = report["runs"]
   print(f"{report['size']} ({report['n_layer']} layers x {report['n_embd']}, "
@@ -239,12 +230,21 @@ def print_table(report: dict) -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  report = compare(_SIZE.value, _STEPS.value, _BATCH.value, _SEQ.value)
-  if _JSON.value:
+  f = flags.FLAGS
+  report = compare(f.size, f.steps, f.batch, f.seq_len)
+  if f.json:
     print(json.dumps(report))
   else:
     print_table(report)
 
 
 if __name__ == "__main__":
+  # Defined here, not on import: the tests import `compare`, and absl's
+  # flags are global (launch.demo has a --steps too).
+  flags.DEFINE_string("size", "small", "Model shape (a GPT2Config preset).")
+  flags.DEFINE_integer("steps", 200, "Training steps of each run.")
+  flags.DEFINE_integer("batch", 8, "Windows per micro-batch (two "
+                       "micro-batches a step).")
+  flags.DEFINE_integer("seq_len", 128, "Tokens per window.")
+  flags.DEFINE_boolean("json", False, "Print one JSON object.")
   app.run(main)
