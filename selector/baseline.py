@@ -19,6 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV
 
+from gpt2.errors import UserError
 from selector import metrics as metrics_lib
 
 # What each kind's head is compared on (higher is better).
@@ -28,9 +29,17 @@ _ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 def _features(texts, train_idx):
-  vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2)
-  vectorizer.fit([texts[i] for i in train_idx])
-  return lambda idx: vectorizer.transform([texts[i] for i in idx])
+  """idx -> TF-IDF rows, the vocabulary from the training texts."""
+  train_texts = [texts[i] for i in train_idx]
+  for min_df in (2, 1):  # a handful of texts may share no word at all
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=min_df)
+    try:
+      vectorizer.fit(train_texts)
+      return lambda idx: vectorizer.transform([texts[i] for i in idx])
+    except ValueError:  # no word left
+      continue
+  raise UserError("the bag-of-words baseline found no words in the "
+                  f"{len(train_texts)} training texts")
 
 
 def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
@@ -38,20 +47,22 @@ def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
   """TF-IDF + logistic regression: the selector's metrics on the test rows."""
   labels = np.asarray(labels, np.float64)
   features = _features(texts, train_idx)
-  folds = int(min(5, np.bincount(labels[train_idx].astype(int)).min()))
-  search = GridSearchCV(
-      LogisticRegression(max_iter=5000, random_state=seed),
-      {"C": list(_C_GRID)}, cv=max(folds, 2), scoring="roc_auc")
-  search.fit(features(train_idx), labels[train_idx])
-  model = search.best_estimator_
+  folds = int(min(5, np.bincount(labels[train_idx].astype(int),
+                                  minlength=2).min()))
+  model = LogisticRegression(max_iter=5000, random_state=seed)
+  if folds >= 2:  # else too few of a label to cross-validate: C = 1
+    model = GridSearchCV(model, {"C": list(_C_GRID)}, cv=folds,
+                         scoring="roc_auc")
+  model.fit(features(train_idx), labels[train_idx])
+  C = model.best_params_["C"] if folds >= 2 else model.C
+  model = model.best_estimator_ if folds >= 2 else model
   calibration = metrics_lib.fit_platt(
       model.decision_function(features(calibration_idx)),
       labels[calibration_idx])
   result = metrics_lib.selector_metrics(
       labels[test_idx], model.decision_function(features(test_idx)),
       calibration, n_bins=n_bins)
-  return {"model": "tf-idf + logistic regression",
-          "C": float(search.best_params_["C"]), **result}
+  return {"model": "tf-idf + logistic regression", "C": float(C), **result}
 
 
 def sentiment_baseline(texts, targets, train_idx, test_idx) -> dict:
