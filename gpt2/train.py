@@ -95,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.adam_b2 = 0.999
   c.adam_eps = 1e-8
   c.clip_norm = 1.0
+  # Freeze the embeddings and ln_f: only when starting from `init`.
   c.only_train_transformer_layers = True
   c.seed = 5
   # Logging, evaluation, samples, checkpoints.
@@ -366,11 +367,26 @@ class Steps:
   evaluate: Callable         # (params, tokens, weights) -> (sum, count)
 
 
-# The config keys the compiled steps depend on (others change only the loop).
-_STEP_KEYS = ("only_train_transformer_layers", "lr", "warmup", "period",
-              "lr_min", "m_mul", "adam_b1", "adam_b2", "adam_eps", "clip_norm",
-              "avg_loss_beta", "seed", "noise_scale", "sharding_rules")
+# Config keys the compiled steps never read: the data, the batch's shape (jit
+# keys on shapes itself), logging, checkpoints, the mesh (keyed on its own).
+# Every other key, a new one included, is part of the steps' cache key: a key
+# missing here costs a compile, never a stale program.
+_LOOP_KEYS = ("data", "val_fraction", "tokenizer", "tokenizer_vocab_size",
+              "init", "seq_len", "batch_size", "accumulate", "total_steps",
+              "log_every", "val_every", "val_batch_size", "val_max_windows",
+              "eval_at_start", "sample_every", "sample_length", "save_every",
+              "keep_checkpoints", "async_checkpoints", "progress", "export_hf",
+              "mesh", "distributed")
 _steps_cache = collections.OrderedDict()
+
+
+def steps_key(model_config: GPT2Config, config, mesh) -> tuple:
+  """What `build_steps` caches the compiled steps under."""
+  settings = _config_dict(config)
+  return (model_config, tuple(mesh.device_ids.flat),
+          tuple(mesh.shape.items()),
+          json.dumps({k: v for k, v in settings.items()
+                      if k not in _LOOP_KEYS}, sort_keys=True))
 
 
 def build_steps(model_config: GPT2Config, config, mesh) -> Steps:
@@ -379,9 +395,7 @@ def build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   Cached, so a process that trains again (a resumed run, the demo, tests)
   reuses the compiled functions.
   """
-  settings = _config_dict(config)
-  key = (model_config, tuple(mesh.device_ids.flat), tuple(mesh.shape.items()),
-         json.dumps({k: settings[k] for k in _STEP_KEYS}))
+  key = steps_key(model_config, config, mesh)
   if key not in _steps_cache:
     _steps_cache[key] = _build_steps(model_config, config, mesh)
     while len(_steps_cache) > 4:
@@ -799,6 +813,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `last_loss`, `loss_ema`, `tokens_per_sec`, `preempted`, `workdir`.
   """
   check_config(config)
+  if config.only_train_transformer_layers and not config.init:
+    # Frozen embeddings are for fine-tuning: from random init they would
+    # stay random.
+    logging.warning("config.init is empty: training every parameter "
+                    "(only_train_transformer_layers freezes the embeddings "
+                    "of a run started from a checkpoint)")
+    config = config.copy_and_resolve_references()
+    config.only_train_transformer_layers = False
   if config.distributed and not jax.distributed.is_initialized():
     start_distributed()
   workdir = _local_workdir(workdir)

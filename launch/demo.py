@@ -18,7 +18,9 @@ On 2 CPU cores, with no network, in about five minutes:
 
 Outputs in DIR: feed.html (each ask, the candidates with scores and the
 chosen answer), loss.png, mood.png, model/, heads/, tensorboard logs under
-train/, and demo.json (val_loss_start, val_loss_end, selector_auc, answers).
+train/, and demo.json (val_loss_start, val_loss_end, selector_auc and
+selector_auc_baseline, sentiment with pearson and pearson_baseline, answers).
+On a terminal each stage shows a progress bar.
 Re-running with the same DIR resumes: finished stages are kept, an
 interrupted training run continues from its last checkpoint.
 """
@@ -27,18 +29,23 @@ import json
 import os
 import random
 import stat
+import sys
 import time
 
 from absl import flags, logging
 
 from gpt2.errors import UserError
 from launch import common
+from selector import baseline as baseline_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where everything goes.",
                                required=True)
 _STEPS = flags.DEFINE_integer("steps", 1200, "Generator training steps.")
 _HEAD_STEPS = flags.DEFINE_integer(
     "head_steps", 0, "Steps per head (0: the tiny head config's epochs).")
+_HEAD_EXAMPLES = flags.DEFINE_integer(
+    "head_examples", 0, "Answers the heads learn from, half comedy, half "
+    "tragedy (0: every tragedy answer and as many comedy ones, 5608).")
 _BOT = flags.DEFINE_string("character", "hamlet",
                            "The character who plays the bot.")
 _CANDIDATES = flags.DEFINE_integer("candidates", 6,
@@ -62,6 +69,12 @@ def _log(message: str) -> None:
   print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _progress() -> bool:
+  """Progress bars (on stderr) when a person watches a terminal; the stage
+  lines alone when the output goes to a file or a pipe."""
+  return sys.stderr.isatty() and sys.stdout.isatty()
+
+
 def _write_jsonl(path: str, rows) -> int:
   n = 0
   tmp = path + ".tmp"
@@ -73,7 +86,7 @@ def _write_jsonl(path: str, rows) -> int:
   return n
 
 
-def build_corpus(workdir: str) -> dict:
+def build_corpus(workdir: str, head_examples: int = 0) -> dict:
   """The generator's documents and the heads' labelled examples, as JSONL."""
   # pylint: disable=import-outside-toplevel
   from bot.corpus import plays
@@ -103,7 +116,9 @@ def build_corpus(workdir: str) -> dict:
       if len(thread.turns) == 2:  # asks and answers, like the bot's jobs
         judged.append(dict(plays.judged_example(thread), label=label))
   rng.shuffle(judged)
-  judged = _balanced(judged, per_label=900)
+  # Every answer of the tragedies and as many of the comedies: 1800 were too
+  # few for the sentiment head (see the README's heads section).
+  judged = _balanced(judged, head_examples // 2)
   _write_jsonl(paths["selector"], judged)
   # The sentiment head's target: VADER's compound score of the answer.
   vader = SentimentIntensityAnalyzer()
@@ -114,7 +129,11 @@ def build_corpus(workdir: str) -> dict:
   return paths
 
 
-def _balanced(examples, per_label: int):
+def _balanced(examples, per_label: int = 0):
+  """`per_label` examples of each label (0, or more than the rarer label
+  has: as many as it has)."""
+  rarer = min(sum(e["label"] == label for e in examples) for label in (0, 1))
+  per_label = min(per_label or rarer, rarer)
   out, seen = [], {0: 0, 1: 0}
   for e in examples:
     if seen[e["label"]] < per_label:
@@ -131,6 +150,7 @@ def train_generator(workdir: str, documents: str, steps: int) -> dict:
   config = demo_config.get_config()
   config.data = documents
   config.total_steps = steps
+  config.progress = _progress()  # steps, loss, tokens/s and time left
   run_dir = os.path.join(workdir, "train")
   done = checkpoints.checkpoint_step_in_workdir(run_dir)
   if done is None:
@@ -161,16 +181,23 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
     config = module.get_config("tiny")
     config.model = os.path.join(workdir, "model")
     config.data = paths[kind]
+    # The embeddings (which word), the middle and the last block; both heads
+    # read the same texts, so one activation cache serves them.
+    config.layers = (0, 2, -1)
+    config.activation_cache = os.path.join(workdir, "heads", "activations")
     if kind == "sentiment":
       config.sentiment_from = "column"
     if head_steps:
       config.train.steps = head_steps
     head_dir = os.path.join(workdir, "heads", kind)
-    metrics[kind] = train_from_config(config, head_dir,
-                                                     model=model)
+    metrics[kind] = train_from_config(config, head_dir, model=model,
+                                      progress=_progress())
     _log(f"{kind} head: " + ", ".join(
         f"{k} {v:.3f}" for k, v in metrics[kind].items()
         if isinstance(v, float)))
+    baseline = metrics[kind]["baseline"]
+    _log(f"{kind} baseline ({baseline['model']}): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in baseline.items() if isinstance(v, float)))
   return metrics
 
 
@@ -237,7 +264,9 @@ def main(argv):
   if _STEPS.value < 1:
     raise UserError(f"--steps={_STEPS.value} must be at least 1")
   logging.set_verbosity(logging.WARNING)
-  paths = build_corpus(workdir)
+  if _HEAD_EXAMPLES.value < 0:
+    raise UserError(f"--head_examples={_HEAD_EXAMPLES.value} must be >= 0")
+  paths = build_corpus(workdir, _HEAD_EXAMPLES.value)
   summary = train_generator(workdir, paths["documents"], _STEPS.value)
   metrics = train_heads(workdir, paths, _HEAD_STEPS.value)
   answers = run_bot(workdir, _BOT.value, _CANDIDATES.value)
@@ -245,17 +274,27 @@ def main(argv):
       "val_loss_start": summary["first_val_loss"],
       "val_loss_end": summary["last_val_loss"],
       "selector_auc": metrics["selector"]["auc"],
+      "selector_auc_baseline": metrics["selector"]["baseline"]["auc"],
       "sentiment": {k: v for k, v in metrics["sentiment"].items()
                     if isinstance(v, (int, float))},
       "answers": answers,
       "steps": summary["steps"],
       "seconds": round(time.time() - start, 1),
   }
+  result["sentiment"]["pearson_baseline"] = metrics["sentiment"]["baseline"][
+      "pearson"]
   with open(os.path.join(workdir, "demo.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2, ensure_ascii=False)
   print(f"\nvalidation loss {result['val_loss_start']:.3f} -> "
         f"{result['val_loss_end']:.3f}; selector held-out AUC "
-        f"{result['selector_auc']:.3f}")
+        f"{result['selector_auc']:.3f} (bag-of-words baseline "
+        f"{result['selector_auc_baseline']:.3f}); sentiment Pearson "
+        f"{result['sentiment']['pearson']:.3f} (baseline "
+        f"{result['sentiment']['pearson_baseline']:.3f})")
+  for kind in ("selector", "sentiment"):
+    if not metrics[kind]["beats_baseline"]:
+      print(baseline_lib.verdict(kind, metrics[kind],
+                                 metrics[kind]["baseline"])[1])
   for a in answers:
     print(f"\n> {a['ask']}\n{a['answer']}")
   print(f"\nfeed: {os.path.join(workdir, 'feed.html')}  "

@@ -7,11 +7,12 @@
       --config.model=MODEL_DIR --config.data=texts.jsonl \
       --workdir=heads/sentiment
 
-Writes WORKDIR/metrics.json (held-out metrics) and WORKDIR/head/; a reused
-workdir resumes. `selector.score.Heads.load(heads)` then loads both heads.
+Writes WORKDIR/metrics.json (test-split metrics, beside a bag-of-words
+baseline's) and WORKDIR/head/; a reused workdir resumes. `selector.score.Heads.load(heads)` then loads both heads.
 """
 
 import json
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -36,7 +37,7 @@ def main(argv):
   if not workdir:
     raise UserError("--workdir is required")
   logging.set_verbosity(logging.INFO)
-  result = train_from_config(config, workdir)
+  result = train_from_config(config, workdir, progress=sys.stderr.isatty())
   print(json.dumps(result, indent=2, sort_keys=True))
 
 

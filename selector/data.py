@@ -26,6 +26,7 @@ import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, forward
@@ -241,11 +242,13 @@ class ActivationCache:
 
 def build_cache(directory: str, config: GPT2Config, params, encoded: Encoded,
                 layers: tuple, *, fingerprint: dict, dtype: str = "float32",
-                batch_size: int = 8, log=None) -> ActivationCache:
+                batch_size: int = 8, log=None,
+                progress: bool = False) -> ActivationCache:
   """Computes the activations into `directory`, unless it already holds them.
 
   A cache whose key differs (other generator, layers, texts or dtype) is
   rebuilt. meta.json is written last, so an interrupted build is redone.
+  `progress`: a bar on stderr, for a terminal.
   """
   if dtype not in CACHE_DTYPES:
     raise UserError(f"config.cache_dtype={dtype!r} is not one of "
@@ -267,12 +270,16 @@ def build_cache(directory: str, config: GPT2Config, params, encoded: Encoded,
       for l in layers
   }
   done = 0
+  bar = tqdm.tqdm(total=len(encoded), unit="example", desc="activations",
+                  disable=not progress, dynamic_ncols=True)
   for i, states in iter_hidden(config, params, encoded, layers, batch_size):
     for l, h in zip(layers, states):
       arrays[l][offsets[i]:offsets[i + 1]] = h
     done += 1
+    bar.update(1)
     if log and done % 1000 == 0:
       log(f"activations: {done}/{len(encoded)} examples")
+  bar.close()
   for a in arrays.values():
     a.flush()
   del arrays

@@ -1,7 +1,7 @@
 """Trained heads on disk, and scoring candidates with them.
 
 A head directory holds `head.json` (kind, architecture, the generator's
-fingerprint, calibration, held-out metrics) and `params.safetensors`. A
+fingerprint, calibration, test-split metrics) and `params.safetensors`. A
 training workdir holds one under `head/`, and `Head.load` takes either.
 The bot loads both heads from one directory:
 

@@ -1,17 +1,18 @@
 """Training a head on the frozen generator's cached activations.
 
-Reads top to bottom: tokens -> activation cache -> stratified held-out split
--> AdamW with warmup and cosine decay -> training loop with orbax
-checkpoints (a reused workdir resumes, and sees exactly the batches it would
-have) -> held-out predictions -> calibration and metrics -> the head and
-`metrics.json` in the workdir.
+Reads top to bottom: tokens -> activation cache -> stratified split into
+train, calibration and test rows -> AdamW with warmup and cosine decay ->
+training loop with orbax checkpoints (a reused workdir resumes, and sees
+exactly the batches it would have) -> calibration fitted on the calibration
+rows -> metrics on the test rows, beside a bag-of-words baseline fitted on
+the same split -> the head and `metrics.json` in the workdir.
 
 Workdir layout:
   run.json           what this run trains on; a resume must match it
   activations/       the activation cache (see selector/data.py)
   checkpoints/       orbax: params, optimizer state, step
   head/              the trained head (selector/score.py reads it)
-  metrics.json       held-out metrics
+  metrics.json       test-split metrics, the baseline's beside them
 """
 
 import dataclasses
@@ -29,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 from gpt2.errors import UserError
+from selector import baseline as baseline_lib
 from selector import data as data_lib
 from selector import metrics as metrics_lib
 from selector.model import (HeadConfig, apply_head, init_head_params,
@@ -46,19 +49,47 @@ class Examples:
   prompts: Optional[Sequence[str]] = None  # read before each text, not judged
 
 
-def stratified_split(strata: np.ndarray, fraction: float, seed: int):
-  """(train indices, held-out indices): `fraction` of each stratum held out."""
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """Row indices of the three parts of a head's data, disjoint by
+  construction: the head trains on `train`, its calibration is fitted on
+  `calibration` (empty for a head without one), and every metric it reports
+  comes from `test`, which neither saw."""
+  train: np.ndarray
+  calibration: np.ndarray
+  test: np.ndarray
+
+  def __post_init__(self):
+    parts = (self.train, self.calibration, self.test)
+    together = np.concatenate(parts)
+    if len(np.unique(together)) != len(together):
+      raise ValueError("the train, calibration and test rows overlap")
+
+
+def split_rows(strata: np.ndarray, test_fraction: float,
+               calibration_fraction: float, seed: int) -> Splits:
+  """Each stratum shuffled and cut in three: test, calibration, train.
+
+  Every stratum with at least 3 rows gives each part one row at least (two
+  rows: test and train; calibration_fraction 0: no calibration rows).
+  """
   rng = np.random.default_rng(seed)
-  train, held = [], []
+  parts = {"train": [], "calibration": [], "test": []}
   for value in np.unique(strata):
     idx = rng.permutation(np.flatnonzero(strata == value))
-    n_held = int(round(fraction * len(idx)))
+    n_test = int(round(test_fraction * len(idx)))
+    n_cal = int(round(calibration_fraction * len(idx)))
     if len(idx) >= 2:
-      n_held = min(max(n_held, 1), len(idx) - 1)
-    held.extend(idx[:n_held])
-    train.extend(idx[n_held:])
-  return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(held,
-                                                                  np.int64))
+      n_test = min(max(n_test, 1), len(idx) - 1)
+    if calibration_fraction > 0 and len(idx) - n_test >= 2:
+      n_cal = min(max(n_cal, 1), len(idx) - n_test - 1)
+    else:
+      n_cal = 0
+    parts["test"].extend(idx[:n_test])
+    parts["calibration"].extend(idx[n_test:n_test + n_cal])
+    parts["train"].extend(idx[n_test + n_cal:])
+  return Splits(**{name: np.sort(np.asarray(rows, np.int64))
+                   for name, rows in parts.items()})
 
 
 def strata_of(kind: str, targets: np.ndarray, n_bins: int = 10) -> np.ndarray:
@@ -170,13 +201,16 @@ def _check_run(workdir: str, run: dict) -> None:
 
 def train_head(config, model, examples: Examples, workdir: str,
                log: Callable = logging.info,
-               stop_after_steps: Optional[int] = None) -> dict:
-  """Trains, calibrates and saves a head; returns its held-out metrics.
+               stop_after_steps: Optional[int] = None,
+               progress: bool = False) -> dict:
+  """Trains, calibrates and saves a head; returns its test-split metrics.
 
   config: the ml_collections config (configs/selector.py).
   model: a `gpt2.weights.LoadedModel`; its params are only read.
   stop_after_steps: end this call after that many steps (the run stays
     resumable); None trains to the end.
+  progress: progress bars on stderr (activations, then steps with the loss
+    and the time left), for a terminal.
   """
   kind, tcfg = config.kind, config.train
   if kind not in N_OUT:
@@ -201,7 +235,8 @@ def train_head(config, model, examples: Examples, workdir: str,
   start = time.time()
   cache = data_lib.build_cache(
       cache_dir, gen, model.params, encoded, layers, fingerprint=fingerprint,
-      dtype=config.cache_dtype, batch_size=tcfg.extract_batch_size, log=log)
+      dtype=config.cache_dtype, batch_size=tcfg.extract_batch_size, log=log,
+      progress=progress)
   log(f"activations of {len(cache)} examples at layers {layers} ready in "
       f"{time.time() - start:.1f}s ({cache_dir})")
 
@@ -212,11 +247,17 @@ def train_head(config, model, examples: Examples, workdir: str,
     if counts.min() < 2:
       raise UserError(f"the selector needs at least 2 examples of each label; "
                       f"the data has {counts[0]} zeros and {counts[1]} ones")
-  train_idx, held_idx = stratified_split(strata, tcfg.holdout_fraction,
-                                         tcfg.seed)
-  if len(held_idx) < 2 or len(train_idx) < 2:
-    raise UserError(f"{len(targets)} examples are too few to hold out "
-                    f"{tcfg.holdout_fraction:.0%} for evaluation")
+  splits = split_rows(strata, tcfg.holdout_fraction,
+                      tcfg.calibration_fraction if kind == "selector" else 0.0,
+                      tcfg.seed)
+  train_idx = splits.train
+  if len(splits.test) < 2 or len(train_idx) < 2 or (
+      kind == "selector" and len(splits.calibration) < 2):
+    raise UserError(
+        f"{len(targets)} examples are too few to hold out "
+        f"{tcfg.holdout_fraction:.0%} for testing" +
+        (f" and {tcfg.calibration_fraction:.0%} for calibration"
+         if kind == "selector" else ""))
   target = None
   train_targets = targets
   if kind == "sentiment":
@@ -263,6 +304,9 @@ def train_head(config, model, examples: Examples, workdir: str,
   last_step = total_steps if stop_after_steps is None else min(
       total_steps, step + stop_after_steps)
   first_step, start, running = step, time.time(), []
+  bar = tqdm.tqdm(total=total_steps, initial=step, unit="step",
+                  desc=f"{kind} head", disable=not progress,
+                  dynamic_ncols=True)
   while step < last_step:
     epoch, within = divmod(step, steps_per_epoch)
     order = np.random.default_rng([tcfg.seed, epoch]).permutation(train_idx)
@@ -276,40 +320,61 @@ def train_head(config, model, examples: Examples, workdir: str,
     state, loss = train_step(state, hidden, mask, y, weights, rng)
     step += 1
     running.append(loss)
+    bar.update(1)
     if step % tcfg.log_every == 0 or step == last_step:
       mean_loss = float(np.mean(jax.device_get(running)))
       running = []
+      bar.set_postfix(loss=f"{mean_loss:.4f}", epoch=epoch)
       log(f"step {step}/{total_steps} epoch {epoch} loss {mean_loss:.4f} "
           f"lr {float(schedule(step)):.2e} "
           f"{(time.time() - start) / (step - first_step):.3f}s/step")
     if step % tcfg.checkpoint_every == 0 or step == last_step:
       manager.save(step, args=ocp.args.StandardSave(state))
+  bar.close()
   manager.wait_until_finished()
   manager.close()
   if step < total_steps:
     return {"step": step, "total_steps": total_steps}
 
-  # Held-out predictions, calibration, metrics.
+  # Calibration on its own rows; every metric on the test rows; the
+  # bag-of-words baseline on the same split.
   params = state["params"]
-  outputs = predict(head_cfg, params, cache, held_idx, length,
-                    tcfg.eval_batch_size)
-  result = {"n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
-            "steps": total_steps, "layers": list(layers)}
+  run_head = lambda idx: predict(head_cfg, params, cache, idx, length,
+                                 tcfg.eval_batch_size)
+  outputs = run_head(splits.test)
+  result = {"n_train": int(len(train_idx)),
+            "n_calibration": int(len(splits.calibration)),
+            "n_test": int(len(splits.test)), "steps": total_steps,
+            "layers": list(layers)}
   calibration = None
   if kind == "selector":
-    diff = outputs[:, 1] - outputs[:, 0]
-    calibration = metrics_lib.fit_platt(diff, targets[held_idx])
+    logit_diff = lambda out: out[:, 1] - out[:, 0]
+    calibration = metrics_lib.fit_platt(
+        logit_diff(run_head(splits.calibration)),
+        targets[splits.calibration])
     result.update(metrics_lib.selector_metrics(
-        targets[held_idx], diff, calibration, n_bins=config.ece_bins))
+        targets[splits.test], logit_diff(outputs), calibration,
+        n_bins=config.ece_bins))
     result["calibration"] = calibration
+    result["baseline"] = baseline_lib.selector_baseline(
+        examples.texts, targets, train_idx, splits.calibration, splits.test,
+        n_bins=config.ece_bins, seed=tcfg.seed)
   else:
     values = outputs[:, 0] * target["std"] + target["mean"]
-    result.update(metrics_lib.regression_metrics(targets[held_idx], values))
+    result.update(metrics_lib.regression_metrics(targets[splits.test],
+                                                 values))
+    result["baseline"] = baseline_lib.sentiment_baseline(
+        examples.texts, targets, train_idx, splits.test)
+  result["beats_baseline"], line = baseline_lib.verdict(kind, result,
+                                                        result["baseline"])
+  if not result["beats_baseline"]:
+    logging.warning(line)
   head = Head(kind=kind, config=head_cfg, params=params, generator=fingerprint,
               max_len=max_len, calibration=calibration, target=target,
               model=_absolute(config.model), metrics=result)
   head.save(f"{workdir}/{HEAD_SUBDIR}")
   _write_json(f"{workdir}/metrics.json", result)
-  log("held-out: " + ", ".join(
+  log("test split: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+  log(line)
   return result

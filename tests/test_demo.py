@@ -14,7 +14,8 @@ def _demo(workdir, *extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run(
       [sys.executable, "-m", "launch.demo", f"--workdir={workdir}",
-       "--steps=60", "--head_steps=20", "--candidates=4", *extra],
+       "--steps=60", "--head_steps=20", "--head_examples=1800",
+       "--candidates=4", *extra],
       capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
       check=False)
 
@@ -36,7 +37,23 @@ def test_demo_writes_every_output(demo_run):
   result = json.loads((workdir / "demo.json").read_text())
   assert result["val_loss_end"] < result["val_loss_start"] - 1.0
   assert 0.0 <= result["selector_auc"] <= 1.0
+  # Each head beside its bag-of-words baseline, on the same test split.
+  assert 0.5 < result["selector_auc_baseline"] <= 1.0
+  assert -1.0 <= result["sentiment"]["pearson"] <= 1.0
+  assert 0.3 < result["sentiment"]["pearson_baseline"] <= 1.0
+  with open(workdir / "heads" / "selector" / "metrics.json") as f:
+    selector = json.load(f)
+  assert selector["baseline"]["auc"] == result["selector_auc_baseline"]
+  assert selector["n_test"] == 180  # 10% of --head_examples
+  for kind in ("selector", "sentiment"):
+    beaten = result["sentiment"]["beats_baseline"] if kind == "sentiment" \
+        else selector["beats_baseline"]
+    said = f"the {kind} head does not beat its bag-of-words baseline"
+    assert (said in done.stdout) == (not beaten), kind
   assert "selector held-out AUC" in done.stdout
+  # Not a terminal: the stage lines, no progress bars.
+  assert "\r" not in done.stdout + done.stderr
+  assert "[demo " in done.stdout
   # The bot considered every seeded ask (the feed shows each one with its
   # candidates); a model this short-trained gets some of them answered.
   from launch.demo import ASKS  # pylint: disable=import-outside-toplevel

@@ -11,6 +11,7 @@ activations does no better, the 64-wide random features are the limit.)
 import copy
 import functools
 import json
+import re
 
 import jax
 import numpy as np
@@ -24,7 +25,7 @@ from gpt2.weights import LoadedModel
 from selector import data as data_lib
 from selector import metrics as M
 from selector.score import Head, Heads, pad_candidates
-from selector.train import Examples, stratified_split, train_head
+from selector.train import Examples, Splits, split_rows, train_head
 
 FUNCTION_WORDS = ("the a of and to in is that it was for on with as his her "
                   "but not at by from they we you he she this be are").split()
@@ -105,13 +106,19 @@ def test_head_learns_which_author_wrote_a_passage(trained):
   m = trained["metrics"]
   print(f"held-out AUC {m['auc']:.3f} accuracy {m['accuracy']:.3f} "
         f"ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f}")
-  assert m["n_heldout"] == 60 and m["n_train"] == 540
+  assert (m["n_train"], m["n_calibration"], m["n_test"]) == (480, 60, 60)
   assert m["auc"] >= 0.9
   assert m["accuracy"] >= 0.8
   with open(f"{trained['workdir']}/metrics.json") as f:
     written = json.load(f)
   for key in ("auc", "accuracy", "log_loss", "ece_before", "ece_after"):
     assert written[key] == pytest.approx(m[key])
+  # The authors differ by their words: a bag of words tells them apart too.
+  baseline = written["baseline"]
+  print(f"baseline AUC {baseline['auc']:.3f}")
+  assert baseline["auc"] >= 0.9 and set(baseline) >= {
+      "auc", "accuracy", "log_loss", "ece_before", "ece_after", "model"}
+  assert written["beats_baseline"] == (m["auc"] > baseline["auc"])
 
 
 def test_generator_params_are_bit_identical_after_training(trained, generator):
@@ -137,12 +144,15 @@ def test_shuffled_labels_stay_near_chance(trained, corpus, generator):
 
 
 def test_an_interrupted_run_resumes_to_the_same_head(trained, corpus,
-                                                     generator):
+                                                     generator, capsys):
   texts, labels = corpus
   workdir = str(trained["root"] / "resumed")
   partial = train_head(trained["config"], generator, Examples(texts, labels),
-                       workdir, stop_after_steps=50)
+                       workdir, stop_after_steps=50, progress=True)
   assert partial == {"step": 50, "total_steps": trained["metrics"]["steps"]}
+  bar = capsys.readouterr().err  # the progress bar: steps, loss, time left
+  assert re.search(rf"selector head: +\d+%.*\| 50/{partial['total_steps']} "
+                   r"\[[0-9:]+<[0-9:]+, .*loss=\d", bar), bar[-500:]
   m = train_head(trained["config"], generator, Examples(texts, labels),
                  workdir)
   assert m["auc"] == pytest.approx(trained["metrics"]["auc"])
@@ -190,10 +200,10 @@ def test_scores_from_cached_hidden_states_equal_a_fresh_forward_pass(
   got = heads.score_texts([texts[0]], prompts=[prompt]).selector
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
-  # Scoring the held-out texts again gives the AUC training reported.
-  _, held = stratified_split(labels.astype(np.int64), 0.1, 0)
-  probs = heads.score_texts([texts[i] for i in held]).selector
-  assert M.roc_auc(labels[held], probs) == pytest.approx(
+  # Scoring the test texts again gives the AUC training reported.
+  test = split_rows(labels.astype(np.int64), 0.1, 0.1, 0).test
+  probs = heads.score_texts([texts[i] for i in test]).selector
+  assert M.roc_auc(labels[test], probs) == pytest.approx(
       trained["metrics"]["auc"], abs=2e-3)  # a near-tie may swap, no more
 
 
@@ -222,9 +232,39 @@ def test_calibration_lowers_ece_of_an_overconfident_head(trained, generator):
   print(f"over-confident head: ECE {before:.3f} -> {after:.3f} calibrated")
   assert before > 0.05
   assert after < 0.75 * before
-  # And training's own calibration, fitted on the held-out split:
-  m = trained["metrics"]
-  assert m["ece_after"] <= m["ece_before"]
+
+
+def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus):
+  """The calibration is fitted on the calibration rows only, and every
+  reported metric is computed on the test rows only: rebuilt here from the
+  head's raw outputs on each split."""
+  texts, labels = corpus
+  splits = split_rows(labels.astype(np.int64), 0.1, 0.1, 0)
+  parts = [set(splits.train), set(splits.calibration), set(splits.test)]
+  assert sum(map(len, parts)) == len(texts) == len(set().union(*parts))
+  assert len(splits.calibration) == len(splits.test) == 60
+  with pytest.raises(ValueError, match="overlap"):
+    Splits(train=splits.train, calibration=splits.calibration,
+           test=np.append(splits.test, splits.calibration[0]))
+
+  head = Head.load(trained["workdir"])
+  cache = data_lib.ActivationCache(str(trained["root"] / "activations"))
+
+  def logit_diff(rows):
+    hidden, mask = pad_candidates(
+        [dict(zip(cache.layers, cache.rows(i))) for i in rows], cache.layers)
+    out = head.raw_outputs([hidden[l] for l in head.config.layers], mask)
+    return out[:, 1] - out[:, 0]
+
+  want = M.fit_platt(logit_diff(splits.calibration),
+                     labels[splits.calibration])
+  assert head.calibration == pytest.approx(want, rel=1e-4, abs=1e-4)
+  reported = M.selector_metrics(labels[splits.test],
+                                logit_diff(splits.test), head.calibration)
+  for key in ("auc", "log_loss", "log_loss_calibrated", "ece_before",
+              "ece_after", "accuracy"):
+    assert trained["metrics"][key] == pytest.approx(reported[key],
+                                                    abs=1e-4), key
 
 
 def test_sentiment_head_and_both_heads_together(trained, corpus, generator):

@@ -1,4 +1,5 @@
-"""Selector labels, held-out metrics and calibration: pure numpy, no JAX."""
+"""Selector labels, test-split metrics, calibration and the bag-of-words
+baselines: numpy and scikit-learn, no JAX."""
 
 import itertools
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpt2.errors import UserError
+from selector import baseline as B
 from selector import labels as L
 from selector import metrics as M
 
@@ -144,3 +146,30 @@ def test_calibration_fixes_an_overconfident_head_out_of_sample():
   # A perfectly separated split still gives a finite slope.
   sep = M.fit_platt(np.array([-2.0, -1.0, 1.0, 2.0]), np.array([0, 0, 1, 1]))
   assert np.isfinite(sep["a"]) and sep["a"] > 0
+
+
+def test_baselines_learn_words_and_say_when_a_head_loses():
+  rng = np.random.default_rng(0)
+  good, bad = ["joy", "love", "sweet", "fair"], ["death", "blood", "woe"]
+  filler = "the a of and my lord sir".split()
+  texts, y = [], []
+  for i in range(200):
+    words = list(rng.choice(filler, 6)) + [rng.choice(good if i % 2 else bad)]
+    texts.append(" ".join(rng.permutation(words)))
+    y.append(i % 2)
+  y = np.asarray(y, float)
+  train, cal, test = np.arange(140), np.arange(140, 170), np.arange(170, 200)
+  sel = B.selector_baseline(texts, y, train, cal, test)
+  assert sel["auc"] == 1.0 and sel["C"] in B._C_GRID
+  sent = B.sentiment_baseline(texts, 2 * y - 1, train, test)
+  assert sent["pearson"] > 0.95
+  beats, line = B.verdict("selector", {"auc": 0.9}, sel)
+  assert not beats and line == ("the selector head does not beat its "
+                                "bag-of-words baseline: auc 0.900 vs 1.000")
+  assert B.verdict("sentiment", {"pearson": 0.99}, {"pearson": 0.5})[0]
+  # Four texts (too few to cross-validate), and texts without a word.
+  assert 0 <= B.selector_baseline(texts[:8], y[:8], np.arange(4),
+                                  np.arange(4, 6), np.arange(6, 8))["auc"]
+  with pytest.raises(UserError, match="found no words in the 2 training"):
+    B.sentiment_baseline(["!", "?", "..."], np.array([1.0, 0.0, 1.0]),
+                         np.arange(2), np.arange(2, 3))

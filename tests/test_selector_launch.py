@@ -105,7 +105,13 @@ def test_train_both_heads_and_score_offline(files):
     metrics = json.load(f)
   for key in ("auc", "accuracy", "log_loss", "ece_before", "ece_after"):
     assert np.isfinite(metrics[key]), key
-  assert metrics["n_train"] + metrics["n_heldout"] > 40
+  assert metrics["n_train"] + metrics["n_calibration"] + metrics[
+      "n_test"] > 40
+  # The bag-of-words baseline on the same split, and the verdict.
+  assert metrics["baseline"]["model"] == "tf-idf + logistic regression"
+  assert np.isfinite(metrics["baseline"]["auc"])
+  assert metrics["beats_baseline"] == (metrics["auc"] >
+                                       metrics["baseline"]["auc"])
 
   result = run("launch.train_selector", "--config=configs/sentiment.py:tiny",
                f"--config.data={files['texts']}",
@@ -115,6 +121,9 @@ def test_train_both_heads_and_score_offline(files):
     metrics = json.load(f)
   for key in ("mse", "pearson", "spearman"):
     assert np.isfinite(metrics[key]), key
+    assert np.isfinite(metrics["baseline"][key]), key
+  assert metrics["baseline"]["model"] == "tf-idf + ridge regression"
+  assert metrics["n_calibration"] == 0  # no calibration: its rows train
 
   candidates = write_jsonl(files["root"] / "candidates.jsonl", [
       {"text": "river stone candle", "id": 1},

@@ -145,15 +145,18 @@ def test_accumulation_equals_one_big_batch_and_frozen_params(prepared):
   assert "b_simple" not in big  # one micro-batch: no noise scale
 
 
-def test_restarts_follow_the_schedule(prepared, tmp_path):
+def test_restarts_follow_the_schedule(prepared, tmp_path, caplog):
   """A run stopped and resumed twice: one line per step, lr = formula(step),
-  frozen params bit-identical to the init, the workdir a loadable model."""
+  the workdir a loadable model. From random init every parameter trains
+  (only_train_transformer_layers applies to a run started from `init`); a
+  second stage from it keeps the embeddings and ln_f bit-identical."""
   workdir = str(tmp_path / "run")
   sched = SCHEDULE
   for total in (5, 10, 14):
     summary = train.train_and_evaluate(
         _config(prepared, total_steps=total, save_every=3, **sched), workdir)
     assert summary["steps"] == total
+  assert "config.init is empty: training every parameter" in caplog.text
   records = train.read_metrics(workdir)
   assert [r["step"] for r in records] == list(range(1, 15))
   for r in records:
@@ -171,12 +174,10 @@ def test_restarts_follow_the_schedule(prepared, tmp_path):
   # The run's init: GPT-2's random init from the config's seed, jitted.
   init = jax.device_get(jax.jit(functools.partial(init_params, loaded.config))(
       jax.random.PRNGKey(5)))
-  for name in ("wte", "wpe", "ln_f"):
+  for name in ("wte", "wpe", "ln_f", "h"):
     for a, b in zip(jax.tree.leaves(loaded.params[name]),
                     jax.tree.leaves(init[name])):
-      assert np.array_equal(a, b)
-  assert not np.array_equal(loaded.params["h"]["mlp"]["c_fc"]["kernel"],
-                            init["h"]["mlp"]["c_fc"]["kernel"])
+      assert not np.array_equal(a, b), name
 
   # A workdir of a different model size says so.
   with pytest.raises(UserError, match="holds a checkpoint of a different "
@@ -194,11 +195,72 @@ def test_restarts_follow_the_schedule(prepared, tmp_path):
   assert summary["steps"] == 2
   hf = weights.load_model(str(tmp_path / "hf"))
   assert hf.kind == "hf" and hf.config.n_layer == 2
-  # ln_f was frozen in the second stage too: the init's values, exactly.
-  np.testing.assert_array_equal(hf.params["ln_f"]["scale"],
-                                loaded.params["ln_f"]["scale"])
+  # Frozen in the second stage: the init's values, exactly.
+  for name in ("wte", "wpe", "ln_f"):
+    for a, b in zip(jax.tree.leaves(hf.params[name]),
+                    jax.tree.leaves(loaded.params[name])):
+      np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(hf.params["h"]["mlp"]["c_fc"]["kernel"],
+                            loaded.params["h"]["mlp"]["c_fc"]["kernel"])
   run = json.load(open(os.path.join(second, "run.json"), encoding="utf-8"))
   assert run["init"] == workdir
+
+
+def test_a_setting_that_changes_the_step_compiles_a_new_one(prepared):
+  """The compiled steps are cached per config: every setting the loop does
+  not read is in the key, a new setting too, so a changed one never reuses
+  a stale program; the loop's own settings reuse it."""
+  model_config = GPT2Config.preset("tiny", vocab_size=320)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1},
+                            jax.devices()[:1])
+  key = lambda config: train.steps_key(model_config, config, mesh)
+  base = key(_config(prepared, **SCHEDULE))
+  assert key(_config(prepared, total_steps=9, log_every=3, save_every=2,
+                     batch_size=2, init="elsewhere", **SCHEDULE)) == base
+  names = [name for name in train.default_config()
+           if name not in train._LOOP_KEYS]
+  assert {"clip_norm", "lr", "adam_eps", "seed", "model"} <= set(names)
+  for name in names:
+    config = _config(prepared, **SCHEDULE)
+    value = config[name]
+    if isinstance(value, bool):
+      config[name] = not value
+    elif isinstance(value, (int, float)):
+      config[name] = value * 2 + 1
+    elif isinstance(value, str):
+      config[name] = value + "x"
+    elif hasattr(value, "keys"):  # a group of settings
+      config[name]["extra"] = 1
+    else:  # the sharding rules
+      config[name] = tuple(value) + (("extra", None),)
+    assert key(config) != base, name
+  future = _config(prepared, **SCHEDULE)
+  future.a_setting_added_later = 1
+  assert key(future) != base
+
+  # A real recompile: the program built for a 100x learning rate uses it
+  # (Adam's first update moves an entry by the step's lr, whatever its
+  # gradient's size).
+  params = jax.device_get(train.build_steps(
+      model_config, _config(prepared, **SCHEDULE), mesh).init_params(
+          jax.random.PRNGKey(0)))
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 320, (2, 4, 32)),
+                       jnp.int32)
+
+  def first_update(**change):
+    steps = train.build_steps(model_config,
+                              _config(prepared, **{**SCHEDULE, **change}),
+                              mesh)
+    state, metrics = steps.train(
+        steps.init(jax.device_put(params, steps.param_shardings)), tokens)
+    kernel = np.asarray(state["params"]["h"]["mlp"]["c_fc"]["kernel"])
+    return (np.abs(kernel - params["h"]["mlp"]["c_fc"]["kernel"]).max(),
+            float(metrics["lr"]))
+
+  (moved, lr), (moved_100, lr_100) = first_update(), first_update(
+      lr=100 * SCHEDULE["lr"])
+  assert lr_100 == pytest.approx(100 * lr)
+  assert moved_100 == pytest.approx(100 * moved, rel=0.05)
 
 
 def test_bad_inputs(prepared, tmp_path):

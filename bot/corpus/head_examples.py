@@ -155,10 +155,11 @@ def load_examples(config) -> Examples:
                   prompts=prompts if has_prompts else None)
 
 
-def train_from_config(config, workdir: str, model=None) -> dict:
+def train_from_config(config, workdir: str, model=None,
+                      progress: bool = False) -> dict:
   """Reads config.data, loads config.model (unless `model` is given: a
   `gpt2.weights.LoadedModel`), trains the head into `workdir`; returns
-  the held-out metrics."""
+  the test-split metrics. `progress`: bars on stderr (a terminal)."""
   if not config.model and model is None:
     raise UserError("--config.model is required: the generator directory")
   if not config.data:
@@ -168,4 +169,4 @@ def train_from_config(config, workdir: str, model=None) -> dict:
                config.data)
   if model is None:
     model = weights.load_model(config.model)
-  return train_head(config, model, examples, workdir)
+  return train_head(config, model, examples, workdir, progress=progress)
