@@ -18,7 +18,7 @@ from bot import loop
 from bot.jobs.base import slug_for
 from bot.posting import Poster
 from bot.records import Parent, Plan
-from bot.state import Store
+from bot.state import Store, Trace
 from bot.tumblr.client import TumblrClient
 from tests import bot_loop_helpers as helpers
 # pylint: disable-next=unused-import
@@ -105,7 +105,9 @@ def test_accepted_draft_killed_before_it_is_sent_is_published_once(
   cfg = make_config(server, tmp_path, bot_model_dir)
   cfg.word_list = str(words)
   cfg.choice.min_chars = 1
-  assert loop.run_pass(cfg, model=bot_model).drafted == [f"ask:{ask}"]
+  first = loop.run_pass(cfg, model=bot_model)
+  assert first.drafted == [f"ask:{ask}"], (first.summary(),
+                                           Trace(cfg.state + ".trace.jsonl").read()[-5:])
   draft = next(p for p in server.posts(BOT, "draft") if p["id"] == ask)
   TumblrClient(helpers.CREDS, host=server.url).edit_post(
       BOT, ask, content=draft["content"], layout=draft["layout"],

@@ -1219,6 +1219,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     status, payload, headers = self.app.handle(self.command, path, query,
                                                self.headers, body)
     data = json.dumps(payload).encode("utf-8")
+    # Logged before the answer goes out: a client that has its answer must
+    # find its request in the log (afterwards, a test could read it first).
+    with self.app._lock:  # pylint: disable=protected-access
+      self.app.request_log.append((self.command, path, status))
     self.send_response(status, payload["meta"]["msg"])
     self.send_header("Content-Type", "application/json; charset=utf-8")
     self.send_header("Content-Length", str(len(data)))
@@ -1226,8 +1230,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.send_header(key, value)
     self.end_headers()
     self.wfile.write(data)
-    with self.app._lock:  # pylint: disable=protected-access
-      self.app.request_log.append((self.command, path, status))
 
   do_GET = do_POST = do_PUT = do_DELETE = _serve
 
