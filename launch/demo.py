@@ -12,7 +12,8 @@ On 2 CPU cores, with no network, in about five minutes:
    exported as a Hugging Face directory, DIR/model;
 3. heads: a selector trained to tell comedy from tragedy on the frozen
    generator's activations, and a sentiment head on VADER scores, DIR/heads;
-4. bot: the local Tumblr API server seeded with asks for Hamlet; one pass of
+4. bot: the local Tumblr API server seeded with asks for Hamlet (one of
+   them a screenshot, read by OCR with the [demo] extra); one pass of
    the real loop in --dry_run (prompts, N candidates in one sampler call,
    scores, mood, filters, choice), which writes the feed.
 
@@ -25,6 +26,7 @@ Re-running with the same DIR resumes: finished stages are kept, an
 interrupted training run continues from its last checkpoint.
 """
 
+import io
 import json
 import os
 import random
@@ -59,6 +61,13 @@ ASKS = (
     ("laertes", "Will you not fence with me, my lord?"),
     ("anonymous-dane", "What say you of the king your uncle?"),
 )
+# An ask that is a screenshot: the words are in the image only, and reach
+# the prompt by OCR as `[image: | text: ...]` (bot/images.py; needs the
+# [demo] extra, else the bot reads it by its empty alt text).
+IMAGE_ASK = ("rosencrantz", "what make you of this, my lord?",
+             ("The play's the thing", "wherein I'll catch the conscience",
+              "of the king."))
+SCREENSHOT_SIZE = (900, 260)
 DEMO_KEYS = {"consumer_key": "demo-consumer-key",
              "consumer_secret": "demo-consumer-secret",
              "oauth_token": "demo-oauth-token",
@@ -201,6 +210,46 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
   return metrics
 
 
+def screenshot(lines) -> bytes:
+  """A PNG of black lines of text on white, as a phone screenshot of a
+  quote would be; empty when Pillow is missing."""
+  try:
+    # pylint: disable-next=import-outside-toplevel
+    from PIL import Image, ImageDraw, ImageFont
+  except ImportError:
+    return b""
+  # Pillow's own font at 36 px: smaller, the OCR runs words together.
+  font = ImageFont.load_default(size=36)
+  image = Image.new("RGB", SCREENSHOT_SIZE, "white")
+  draw = ImageDraw.Draw(image)
+  for i, line in enumerate(lines):
+    draw.text((40, 40 + 57 * i), line, fill="black", font=font)
+  buf = io.BytesIO()
+  image.save(buf, "PNG")
+  return buf.getvalue()
+
+
+def add_image_ask(server, blog: str) -> bool:
+  """IMAGE_ASK in `blog`'s submissions: a line of text and the screenshot,
+  served by the local server's media host. False without Pillow."""
+  asker, question, lines = IMAGE_ASK
+  png = screenshot(lines)
+  if not png:
+    return False
+  server.add_blog(asker)
+  server.media["quote.png"] = ("image/png", png)
+  content = [{"type": "text", "text": question},
+             {"type": "image", "media": [{
+                 "url": f"{server.url}/media/quote.png", "type": "image/png",
+                 "width": SCREENSHOT_SIZE[0],
+                 "height": SCREENSHOT_SIZE[1]}]}]
+  server.add_post(blog, content, layout=[{
+      "type": "ask", "blocks": [0, 1],
+      "attribution": {"type": "blog", "blog": {"name": asker}}}],
+                  state="submission")
+  return True
+
+
 def run_bot(workdir: str, character: str, candidates: int) -> list:
   """One dry-run pass of the bot against a local Tumblr API server."""
   # pylint: disable=import-outside-toplevel
@@ -226,6 +275,10 @@ def run_bot(workdir: str, character: str, candidates: int) -> list:
     server.add_blog(asker)
     server.add_ask(character, question, asker=asker)
   with server:
+    with_image = add_image_ask(server, character)
+    if not with_image:
+      _log("bot: Pillow is missing, so no screenshot ask "
+           "(pip install -e \".[demo]\")")
     config = bot_config.get_config("tiny")
     config.blog = character
     config.model = os.path.join(workdir, "model")
@@ -236,11 +289,14 @@ def run_bot(workdir: str, character: str, candidates: int) -> list:
     config.feed_dir = workdir
     config.sampling.n = candidates
     config.sampling.max_new_tokens = 128
+    # The screenshot is on this local server, which Tumblr's media hosts
+    # are not: allowed by name (no other loopback address is).
+    config.images.allowed_hosts = server.url.split("//", 1)[1]
     config.jobs.notifications = False
     config.jobs.dashboard = False
     config.jobs.queue = False
     _log(f"bot: one --dry_run pass as {character!r} against {server.url} "
-         f"({len(ASKS)} asks waiting)")
+         f"({len(ASKS) + with_image} asks waiting)")
     report = loop.run_pass(config, dry_run=True)
     if server.write_requests:
       raise RuntimeError("the dry run sent a write request")

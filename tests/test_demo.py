@@ -56,13 +56,20 @@ def test_demo_writes_every_output(demo_run):
   assert "[demo " in done.stdout
   # The bot considered every seeded ask (the feed shows each one with its
   # candidates); a model this short-trained gets some of them answered.
-  from launch.demo import ASKS  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from launch.demo import ASKS, IMAGE_ASK
   page = (workdir / "feed.html").read_text()
-  for _, question in ASKS:
+  for _, question in ASKS + (IMAGE_ASK[:2],):
     assert question in page
   entries = [json.loads(line) for line in
              (workdir / "feed.jsonl").read_text().splitlines()]
-  assert len(entries) == len(ASKS)
+  assert len(entries) == len(ASKS) + 1
+  # The screenshot's words reached the prompt by OCR (the test extra has it).
+  (shot,) = [e for e in entries if IMAGE_ASK[1] in e["prompt_shown"]]
+  words = " ".join(IMAGE_ASK[2]).lower().split()
+  read = shot["prompt_shown"].lower()
+  assert "[image | text: " in read, read  # no alt text: "[image | text: ...]"
+  assert sum(f" {w}" in read for w in words) >= 0.7 * len(words), read
   assert all(len(e["candidates"]) >= 4 for e in entries)
   assert result["answers"]
   for answer in result["answers"]:
