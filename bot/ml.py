@@ -305,6 +305,7 @@ class RemoteModel:
     self.url = url.rstrip("/")
     self.timeout_s = timeout_s
     self._session = requests.Session()
+    self._has_autoreviewer = None
 
   def _post(self, path: str, body: dict) -> dict:
     try:
@@ -347,6 +348,11 @@ class RemoteModel:
 
   def autoreview(self, samples: Sequence[Sample]) -> list:
     samples = list(samples)
+    if self._has_autoreviewer is None:  # asked once, not for every job
+      self._has_autoreviewer = "autoreviewer" in self.describe().get(
+          "heads", [])
+    if not self._has_autoreviewer:
+      return [None] * len(samples)
     if not samples:
       return []
     return self._post("/autoreview", {

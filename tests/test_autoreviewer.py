@@ -19,16 +19,19 @@ import sys
 import numpy as np
 import pytest
 
-from bot import ml
+from bot import loop, ml
 from bot.corpus import plays
 from bot.corpus.head_examples import train_from_config
-from bot.state import DECISION_LABELS, Store
+from bot.state import DECISION_LABELS, Store, Trace
 from configs import autoreviewer as autoreviewer_config
 from configs import selector as selector_config
 from gpt2.errors import UserError
 from selector import autoreview
 from selector.metrics import roc_auc
 from selector.score import Heads
+# pylint: disable-next=unused-import
+from tests.bot_loop_helpers import credentials_env, server  # fixtures
+from tests.bot_loop_helpers import BOT, answered, make_config, seed_asks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHRASE = "purple elephant"
@@ -225,3 +228,121 @@ def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
   selector.model, selector.data = bot_model_dir, only_good
   with pytest.raises(UserError, match="train an autoreviewer"):
     train_from_config(selector, str(tmp_path / "selector"))
+
+
+# ---- the bot applies the cut-offs ------------------------------------------------
+
+
+def constant_autoreviewer(heads_dir: str, model_dir: str) -> None:
+  """A real autoreviewer head on disk (random weights, run by the bot on
+  the generator's hidden states) whose calibration ignores what it reads:
+  with a = 0, P(reject) = sigmoid(b) for every post. The test sets b per
+  pass: a head whose output is known by construction."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from gpt2.weights import load_model
+  from selector.data import generator_fingerprint
+  from selector.model import HeadConfig, init_head_params
+  from selector.score import Head
+  model = load_model(model_dir)
+  config = HeadConfig(layers=(1, model.config.n_layer),
+                      n_embd=model.config.n_embd, n_out=2, n_head=2)
+  Head(kind="autoreviewer", config=config,
+       params=jax.device_get(init_head_params(config, jax.random.PRNGKey(0))),
+       generator=generator_fingerprint(model.config, model.params),
+       max_len=256, calibration={"a": 0.0, "b": 0.0}, model=model_dir
+       ).save(f"{heads_dir}/autoreviewer")
+
+
+def test_the_bot_publishes_reviews_or_drops_by_the_cutoffs(
+    server, tmp_path, bot_model_dir):
+  heads_dir = str(tmp_path / "heads")
+  constant_autoreviewer(heads_dir, bot_model_dir)
+  cfg = make_config(server, tmp_path, bot_model_dir)
+  cfg.heads = heads_dir
+  words = tmp_path / "words.txt"
+  words.write_text("frank bot\n")  # a tag every post has: every post hits
+  model = ml.LocalModel.load(bot_model_dir, heads_dir,
+                             ml.SamplingSettings.from_config(cfg.sampling))
+  assert model.describe()["heads"] == ["autoreviewer"]
+  store = Store(cfg.state)
+
+  def one_ask(user, p_reject, word_list):
+    model.heads.autoreviewer.calibration = {
+        "a": 0.0, "b": math.log(p_reject / (1 - p_reject))}
+    cfg.word_list = word_list
+    (ask_id,) = seed_asks(server, [("do you like frogs?", user)])
+    report = loop.run_pass(cfg, model=model)
+    key = f"ask:{ask_id}"
+    entry = [e for e in Trace(cfg.state + ".trace.jsonl").read()
+             if e.get("job") == key][-1]
+    assert entry["autoreview"]["p_reject"] == pytest.approx(p_reject)
+    return ask_id, key, report, entry
+
+  # A word-list hit the autoreviewer is sure is fine: published anyway.
+  ask_id, key, report, entry = one_ask("alice", 0.05, str(words))
+  assert entry["filter_hits"] == ["frank bot"]
+  assert key in report.published and ask_id in answered(server, [ask_id])
+  assert entry["autoreview"]["verdict"] == "publish"
+  assert "published anyway: the autoreviewer's P(reject) 0.05 is under " \
+      "autoreview.accept_below 0.15" in entry["reason"]
+
+  # Unsure (between accept_below and reject_above): the hit goes to review.
+  ask_id, key, report, entry = one_ask("bob", 0.25, str(words))
+  assert key in report.drafted and store.job(key).status == "drafted"
+  draft = {p["id"]: p for p in server.posts(BOT, "draft")}[ask_id]
+  assert cfg.review.needs_tag in draft["tags"]
+  assert "word list hit (frank bot), the autoreviewer's P(reject) 0.25: " \
+      "drafted" in entry["reason"]
+
+  # Sure it is bad: dropped, nothing sent, the job finished with the reason.
+  ask_id, key, report, entry = one_ask("carol", 0.9, str(words))
+  assert key in report.skipped and not report.drafted and report.writes == 0
+  assert ask_id not in answered(server, [ask_id])
+  assert ask_id not in {p["id"] for p in server.posts(BOT, "draft")}
+  job = store.job(key)
+  assert job.status == "skipped"
+  assert job.note == ("the autoreviewer's P(reject) 0.90 is over "
+                      "autoreview.reject_above 0.6")
+  assert entry["state"] is None and entry["reason"].endswith(": dropped")
+
+  # No word-list hit: over draft_above the autoreviewer alone holds it;
+  # under, the post goes out as it would without an autoreviewer.
+  ask_id, key, report, entry = one_ask("dave", 0.5, "")
+  assert key in report.drafted and not entry["filter_hits"]
+  assert "the autoreviewer's P(reject) 0.50 is over autoreview.draft_above " \
+      "0.35: drafted" in entry["reason"]
+  ask_id, key, report, entry = one_ask("erin", 0.3, "")
+  assert key in report.published and entry["autoreview"]["verdict"] == (
+      "as before")
+  store.close()
+
+  # A model server scores with it too (the bot on a small machine).
+  model_server = ml.ModelServer(model).start()
+  try:
+    remote = ml.RemoteModel(model_server.url)
+    (p,) = remote.autoreview([ml.Sample(raw=" #chat\n\nhello", prompt="hi")])
+    assert p == pytest.approx(0.3)
+  finally:
+    model_server.stop()
+
+
+def test_without_an_autoreviewer_nothing_changes_and_bad_cutoffs_are_one_line(
+    server, tmp_path, bot_model):
+  cfg = make_config(server, tmp_path)
+  words = tmp_path / "words.txt"
+  words.write_text("frank bot\n")
+  cfg.word_list = str(words)
+  (ask_id,) = seed_asks(server, [("do you like frogs?", "alice")])
+  report = loop.run_pass(cfg, model=bot_model)
+  assert f"ask:{ask_id}" in report.drafted  # the hit waits, as before
+  (entry,) = [e for e in Trace(cfg.state + ".trace.jsonl").read()
+              if e.get("job") == f"ask:{ask_id}"]
+  assert "autoreview" not in entry
+
+  cfg.autoreview.draft_above = 0.7  # over reject_above
+  with pytest.raises(UserError, match=r"^the autoreview cut-offs must be in "
+                     r"order .*; they are 0.15, 0.7, 0.6$"):
+    loop.check_files(cfg)
+  with pytest.raises(UserError, match="must be in order"):
+    loop.run_pass(cfg, model=bot_model)
