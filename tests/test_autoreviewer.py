@@ -23,6 +23,7 @@ from bot import loop, ml
 from bot.corpus import plays
 from bot.corpus.head_examples import train_from_config
 from bot.state import DECISION_LABELS, Store, Trace
+from bot.tumblr.client import TumblrClient
 from configs import autoreviewer as autoreviewer_config
 from configs import selector as selector_config
 from gpt2.errors import UserError
@@ -31,7 +32,8 @@ from selector.metrics import roc_auc
 from selector.score import Heads
 # pylint: disable-next=unused-import
 from tests.bot_loop_helpers import credentials_env, server  # fixtures
-from tests.bot_loop_helpers import BOT, answered, make_config, seed_asks
+from tests.bot_loop_helpers import (BOT, CREDS, answered, make_config,
+                                    seed_asks)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHRASE = "purple elephant"
@@ -228,6 +230,51 @@ def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
   selector.model, selector.data = bot_model_dir, only_good
   with pytest.raises(UserError, match="train an autoreviewer"):
     train_from_config(selector, str(tmp_path / "selector"))
+
+
+# ---- decisions on Tumblr's drafts become examples too ----------------------------
+
+
+def test_decisions_by_tags_and_on_tumblr_are_labelled_examples(
+    server, tmp_path, bot_model):
+  """The operator works on Tumblr, not in the console: tags one draft
+  `bot accept` and one `bot retry`, deletes one and publishes one. Each
+  decision is an example in the state, with the bot's candidate after its
+  prompt."""
+  cfg = make_config(server, tmp_path)
+  words = tmp_path / "words.txt"
+  words.write_text("frank bot\n")  # every post hits: every post is drafted
+  cfg.word_list = str(words)
+  ask_ids = seed_asks(server, [("do you like frogs?", u)
+                               for u in ("alice", "bob", "carol", "dave")])
+  report = loop.run_pass(cfg, model=bot_model)
+  assert sorted(report.drafted) == sorted(f"ask:{i}" for i in ask_ids)
+  drafts = {p["id"]: p for p in server.posts(BOT, "draft")}
+  operator = TumblrClient(CREDS, host=server.url)
+  accepted, retried, deleted, published = ask_ids
+  for post_id, tag in ((accepted, cfg.review.accept_tag),
+                       (retried, cfg.review.retry_tag)):
+    operator.edit_post(BOT, post_id, content=drafts[post_id]["content"],
+                       layout=drafts[post_id]["layout"], state="draft",
+                       tags=drafts[post_id]["tags"] + [tag])
+  operator.delete_post(BOT, deleted)
+  operator.edit_post(BOT, published, content=drafts[published]["content"],
+                     layout=drafts[published]["layout"], state="published",
+                     tags=drafts[published]["tags"])
+  store = Store(cfg.state)
+  raw = {e["job"]: (e["prompt"], e["candidates"][e["winner"]]["raw"])
+         for e in Trace(cfg.state + ".trace.jsonl").read() if "winner" in e}
+  loop.run_pass(cfg, model=bot_model)
+  examples = {e["job_key"]: e for e in store.review_examples()}
+  assert {k: (e["decision"], e["label"], e["source"])
+          for k, e in examples.items()} == {
+              f"ask:{accepted}": ("accept", 0, "tumblr"),
+              f"ask:{retried}": ("retry", 1, "tumblr"),
+              f"ask:{deleted}": ("deleted", 1, "tumblr"),
+              f"ask:{published}": ("published", 0, "tumblr")}
+  for key, e in examples.items():
+    assert (e["prompt"], e["text"]) == raw[key]
+  store.close()
 
 
 # ---- the bot applies the cut-offs ------------------------------------------------
