@@ -5,11 +5,12 @@ autoreviewer).
       [--out scored.jsonl] [--model MODEL_DIR]
 
 HEADS_DIR holds selector/, sentiment/ and/or autoreviewer/ (head
-directories or training workdirs). Each input row needs "text" and may have "prompt" (read by the
-generator before the text, not judged); each output row is the input row
-plus "selector" (calibrated probability that the post does well),
-"sentiment" and "autoreviewer" (calibrated probability that the operator
-turns it down), for the heads there are. Without --model the generator the heads were trained on loads.
+directories or training workdirs). Each input row needs "text" and may have
+"prompt" (read by the generator before the text, not judged); each output
+row is the input row plus "selector" (calibrated probability that the post
+does well), "sentiment" and "autoreviewer" (calibrated probability that the
+operator turns it down), for the heads there are. Without --model the
+generator the heads were trained on loads.
 """
 
 import json

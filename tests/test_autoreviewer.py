@@ -42,7 +42,8 @@ GOOD = sorted(d for d, label in DECISION_LABELS.items() if not label)
 N_DECISIONS = 400
 # Every run holds out a quarter of the decisions: 100 test rows keep the
 # shuffled control's AUC within a few hundredths of 0.5.
-TRAIN_FLAGS = ("--config.train.epochs=5", "--config.train.holdout_fraction=0.25")
+TRAIN_FLAGS = ("--config.train.epochs=5",
+               "--config.train.holdout_fraction=0.25")
 
 
 def short_answers(n: int, seed: int) -> list:
@@ -111,7 +112,7 @@ def states(tmp_path_factory):
           "shuffled": write_state(str(root / "shuffled.db"), shuffled)}
 
 
-# ---- the cut-offs ----------------------------------------------------------------
+# ---- the cut-offs ------------------------------------------------------------
 
 
 def test_the_cutoffs_decide_as_documented_and_must_be_in_order():
@@ -146,7 +147,7 @@ def test_what_the_cutoffs_would_have_done_on_held_out_decisions():
       autoreview.describe(m))
 
 
-# ---- training on the bot's state -------------------------------------------------
+# ---- training on the bot's state ---------------------------------------------
 
 
 def test_trained_on_decisions_it_learns_the_phrase(states, bot_model_dir):
@@ -232,7 +233,7 @@ def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
     train_from_config(selector, str(tmp_path / "selector"))
 
 
-# ---- decisions on Tumblr's drafts become examples too ----------------------------
+# ---- decisions on Tumblr's drafts become examples too ------------------------
 
 
 def test_decisions_by_tags_and_on_tumblr_are_labelled_examples(
@@ -277,7 +278,7 @@ def test_decisions_by_tags_and_on_tumblr_are_labelled_examples(
   store.close()
 
 
-# ---- the bot applies the cut-offs ------------------------------------------------
+# ---- the bot applies the cut-offs --------------------------------------------
 
 
 def constant_autoreviewer(heads_dir: str, model_dir: str) -> None:
