@@ -21,8 +21,10 @@ passes):
      samples N candidates per prompt in one call for all of them
      (bot.writing), scores, screens and chooses (bot.choice), sends to
      review what must wait for a person (word-list hits, screened users,
-     long inputs), saves the plan, then posts and marks the job done once
-     the API confirmed.
+     long inputs), lets the autoreviewer, when there is one, publish or
+     drop a word-list hit it is sure about and hold a post it doubts
+     (selector/autoreview.py), saves the plan, then posts and marks the
+     job done once the API confirmed.
 With `dry_run` no write request is sent: the plans go to the feed (JSONL,
 HTML, mood plot) and the jobs are marked `dry_run`, which a later live pass
 redoes. Every decision is traced (JSONL) with all candidates and scores.
@@ -51,6 +53,7 @@ from bot.tumblr.client import (PostBudget, PostCapDeferred, RateLimited,
                                TumblrClient, TumblrError, post_limits)
 from bot.tumblr.errors import UserError as TumblrUserError
 from gpt2.errors import UserError
+from selector import autoreview
 
 log = logging.getLogger("bot.loop")
 
@@ -91,6 +94,7 @@ class Bot:
         answers_only_below=int(config.client.answers_only_below),
         clock=clock, tumblr_offset=lambda: client.budget.clock_offset)
     self.review_tags = review.review_tags(config)
+    self.cutoffs = autoreview.check_cutoffs(config.autoreview)
 
   def close(self):
     self.store.close()
@@ -370,8 +374,21 @@ class Bot:
     held = kind.review_reason(ctx, self.desk)
     if self.config.review.all:
       held = "review.all: every post waits for the operator"
-    if hits:
-      held = f"word list hit ({', '.join(hits)})"
+    verdict, why = self._autoreview(ctx, winner, hits, entry)
+    if verdict == autoreview.DROP:
+      entry["reason"] += f"; {why}: dropped"
+      self._trace(dict(entry, state=None, filter_hits=hits))
+      self.store.skip(job.key, why)
+      report.skipped.append(job.key)
+      return None
+    if hits and verdict != autoreview.PUBLISH:
+      held = f"word list hit ({', '.join(hits)})" + (
+          f", {why}" if why else "")
+    elif hits:
+      entry["reason"] += (f"; word list hit ({', '.join(hits)}) published "
+                          f"anyway: {why}")
+    elif verdict == autoreview.REVIEW and not held:
+      held = why
     if held:
       state = "draft"
       tags = tags + [self.config.review.needs_tag]
@@ -379,6 +396,32 @@ class Bot:
     plan = kind.plan(ctx, winner.text, tags, state)
     self._trace(dict(entry, state=state, tags=tags, filter_hits=hits))
     return plan, winner
+
+  def _autoreview(self, ctx: Context, winner, hits: list,
+                  entry: dict) -> tuple:
+    """(verdict, why) of the autoreviewer on the chosen post, also put in
+    the trace `entry`; (None, "") without an autoreviewer head."""
+    if not winner.raw:
+      return None, ""
+    from bot.ml import Sample  # pylint: disable=import-outside-toplevel
+    (p,) = self.scorer.autoreview([Sample(raw=winner.raw, prompt=ctx.prompt)])
+    if p is None:
+      return None, ""
+    c = self.cutoffs
+    verdict = autoreview.verdict(p, bool(hits), c)
+    why = {
+        autoreview.PUBLISH: f"the autoreviewer's P(reject) {p:.2f} is under "
+                            f"autoreview.accept_below {c['accept_below']:g}",
+        autoreview.DROP: f"the autoreviewer's P(reject) {p:.2f} is over "
+                         f"autoreview.reject_above {c['reject_above']:g}",
+        autoreview.REVIEW: (
+            f"the autoreviewer's P(reject) {p:.2f}" if hits else
+            f"the autoreviewer's P(reject) {p:.2f} is over "
+            f"autoreview.draft_above {c['draft_above']:g}"),
+        autoreview.AS_BEFORE: "",
+    }[verdict]
+    entry["autoreview"] = {"p_reject": float(p), "verdict": verdict}
+    return verdict, why
 
   def _trace(self, entry: dict) -> None:
     self.trace.write(entry)
@@ -470,6 +513,7 @@ def check_files(config) -> None:
   before anything slow (a model) is loaded."""
   WordFilter.from_file(config.word_list)
   Lists.from_config(config.lists)
+  autoreview.check_cutoffs(config.autoreview)
 
 
 def make_client(config, check: bool = True) -> TumblrClient:

@@ -7,7 +7,9 @@ The loop talks to two small interfaces:
     batch;
   - `Scorer.score(samples)`: the calibrated selector probability (None
     without a selector head) and the sentiment (as P(positive)) of each
-    sample; `Scorer.sentiment(texts)`: the sentiment of what users send.
+    sample; `Scorer.sentiment(texts)`: the sentiment of what users send;
+    `Scorer.autoreview(samples)`: the autoreviewer's P(the operator turns
+    the post down) of each (None without an autoreviewer head).
 `LocalModel` implements both in this process (gpt2.sampling + selector
 heads, scoring from the hidden states the sampler already computed).
 `RemoteModel` implements both over HTTP against `ModelServer`
@@ -66,6 +68,9 @@ class Scorer(Protocol):
 
   def sentiment(self, texts: Sequence[str]) -> list:
     """P(positive) per text."""
+
+  def autoreview(self, samples: Sequence[Sample]) -> list:
+    """Calibrated P(reject) per sample, or None each without the head."""
 
 
 # VADER's compound score, which the sentiment head learns by default.
@@ -253,6 +258,18 @@ class LocalModel:
       return [sentiment_probability(v, self.sentiment_scale) for v in values]
     return vader_probabilities(texts)
 
+  def autoreview(self, samples: Sequence[Sample]) -> list:
+    samples = list(samples)
+    if self.heads is None or self.heads.autoreviewer is None:
+      return [None] * len(samples)
+    if not samples:
+      return []
+    # The prompt and the candidate through the generator, as the head was
+    # trained on them (the review examples keep no hidden states).
+    values = self.heads.score_texts([s.raw for s in samples],
+                                    [s.prompt for s in samples]).autoreviewer
+    return [float(np.nan_to_num(p, nan=0.5)) for p in values]
+
   def describe(self) -> dict:
     c = self.model.config
     return {"n_layer": c.n_layer, "n_embd": c.n_embd,
@@ -288,6 +305,7 @@ class RemoteModel:
     self.url = url.rstrip("/")
     self.timeout_s = timeout_s
     self._session = requests.Session()
+    self._has_autoreviewer = None
 
   def _post(self, path: str, body: dict) -> dict:
     try:
@@ -327,6 +345,19 @@ class RemoteModel:
     if not texts:
       return []
     return self._post("/sentiment", {"texts": list(texts)})["sentiment"]
+
+  def autoreview(self, samples: Sequence[Sample]) -> list:
+    samples = list(samples)
+    if self._has_autoreviewer is None:  # asked once, not for every job
+      self._has_autoreviewer = "autoreviewer" in self.describe().get(
+          "heads", [])
+    if not self._has_autoreviewer:
+      return [None] * len(samples)
+    if not samples:
+      return []
+    return self._post("/autoreview", {
+        "texts": [s.raw for s in samples],
+        "prompts": [s.prompt for s in samples]})["autoreviewer"]
 
   def logprob(self, prefixes: Sequence[str],
               continuations: Sequence[str]) -> list:
@@ -465,6 +496,13 @@ class ModelServer:
     with self._model_lock:
       return {"sentiment": self.model.sentiment(body["texts"])}
 
+  def _autoreview(self, body: dict) -> dict:
+    samples = [Sample(raw=t, prompt=p) for t, p in
+               zip(body["texts"], body.get("prompts") or [""] * len(
+                   body["texts"]))]
+    with self._model_lock:
+      return {"autoreviewer": self.model.autoreview(samples)}
+
   def _logprob(self, body: dict) -> dict:
     with self._model_lock:
       return {"logprob": self.model.logprob(body["prefixes"],
@@ -473,7 +511,8 @@ class ModelServer:
   def _handler(self):
     server = self
     routes = {"/generate": self._generate, "/score": self._score,
-              "/sentiment": self._sentiment, "/logprob": self._logprob}
+              "/sentiment": self._sentiment, "/logprob": self._logprob,
+              "/autoreview": self._autoreview}
 
     class Handler(http.server.BaseHTTPRequestHandler):
       protocol_version = "HTTP/1.1"

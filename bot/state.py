@@ -534,6 +534,43 @@ class Store:
                  (key, json.dumps(value)))
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def is_sqlite(path: str) -> bool:
+  """Whether `path` is a local SQLite file (by its first 16 bytes)."""
+  try:
+    with open(path, "rb") as f:
+      return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+  except OSError:
+    return False
+
+
+def read_review_examples(path: str) -> list:
+  """The operator's decisions in a state file, oldest first, read without
+  writing to it (a bot may be running on it): dicts with prompt, text,
+  label, decision, source."""
+  if not os.path.isfile(path):
+    raise UserError(f"state file {path} does not exist")
+  try:
+    db = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True,
+                         timeout=30)
+  except sqlite3.Error as e:
+    raise UserError(f"state: cannot open {path} ({e})") from None
+  db.row_factory = sqlite3.Row
+  try:
+    return [dict(r) for r in db.execute(
+        "SELECT * FROM review_examples ORDER BY id").fetchall()]
+  except sqlite3.OperationalError as e:
+    raise UserError(f"{path} is not the bot's state: it has no review "
+                    f"decisions table ({e})") from None
+  except sqlite3.DatabaseError as e:
+    raise UserError(f"state: {path} is not a usable SQLite file ({e})"
+                    ) from None
+  finally:
+    db.close()
+
+
 def _job(row: sqlite3.Row) -> Job:
   d = dict(row)
   return Job(key=d["key"], kind=d["kind"], status=d["status"],

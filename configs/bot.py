@@ -12,12 +12,16 @@ a tiny CPU model (tests, demos).
 
 import ml_collections
 
+from configs import autoreviewer
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.blog = ""  # the bot's blog name (without .tumblr.com)
   c.model = ""  # generator: any directory gpt2.weights.load_model takes
-  c.heads = ""  # heads directory (selector/ and sentiment/); "" runs without
+  # Heads directory: selector/, sentiment/ and autoreviewer/, each optional;
+  # "" runs without.
+  c.heads = ""
   # The values the sentiment head was trained on, lowest and highest (VADER's
   # compound score by default); the bot maps them to P(positive).
   c.sentiment_scale = (-1.0, 1.0)
@@ -150,6 +154,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.review.accept_tag = "bot accept"  # the operator: publish as it is
   c.review.all = False  # every post waits for the operator (the console)
   c.review.max_retries = 3  # new candidates asked for at most this often
+
+  # The autoreviewer (heads/autoreviewer, trained on the operator's review
+  # decisions: configs/autoreviewer.py): its calibrated P(the operator turns
+  # the post down) for the post the bot chose. A word-list hit under
+  # accept_below is published anyway, over reject_above dropped, in between
+  # reviewed; any other post over draft_above waits for review. Ordered
+  # 0 <= accept_below <= draft_above <= reject_above <= 1 (see
+  # selector/autoreview.py). Without an autoreviewer, nothing changes.
+  c.autoreview = autoreviewer.cutoffs()
 
   # Tumblr client.
   c.client = ml_collections.ConfigDict()

@@ -1,13 +1,16 @@
-"""Scores candidate texts offline with the selector and sentiment heads.
+"""Scores candidate texts offline with the heads (selector, sentiment,
+autoreviewer).
 
   python -m launch.score --heads HEADS_DIR --in candidates.jsonl \
       [--out scored.jsonl] [--model MODEL_DIR]
 
-HEADS_DIR holds selector/ and/or sentiment/ (head directories or training
-workdirs). Each input row needs "text" and may have "prompt" (read by the
-generator before the text, not judged); each output row is the input row
-plus "selector" (calibrated probability that the post does well) and
-"sentiment". Without --model the generator the heads were trained on loads.
+HEADS_DIR holds selector/, sentiment/ and/or autoreviewer/ (head
+directories or training workdirs). Each input row needs "text" and may have
+"prompt" (read by the generator before the text, not judged); each output
+row is the input row plus "selector" (calibrated probability that the post
+does well), "sentiment" and "autoreviewer" (calibrated probability that the
+operator turns it down), for the heads there are. Without --model the
+generator the heads were trained on loads.
 """
 
 import json
@@ -22,7 +25,8 @@ from launch import common
 from selector.data import read_jsonl
 from selector.score import Heads
 
-flags.DEFINE_string("heads", None, "directory with selector/ and sentiment/")
+flags.DEFINE_string("heads", None, "directory with selector/, sentiment/ "
+                    "and/or autoreviewer/")
 flags.DEFINE_string("in", None, "JSONL of candidates: {\"text\", \"prompt\"?}")
 flags.DEFINE_string("out", "-", "JSONL to write (default: stdout)")
 flags.DEFINE_string("model", None, "generator directory (default: the one "
@@ -57,6 +61,8 @@ def main(argv):
         row["selector"] = float(scores.selector[i])
       if scores.sentiment is not None:
         row["sentiment"] = float(scores.sentiment[i])
+      if scores.autoreviewer is not None:
+        row["autoreviewer"] = float(scores.autoreviewer[i])
       out.write(json.dumps(row) + "\n")
   finally:
     if out is not sys.stdout:

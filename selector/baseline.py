@@ -20,10 +20,12 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV
 
 from gpt2.errors import UserError
+from selector import autoreview
 from selector import metrics as metrics_lib
 
 # What each kind's head is compared on (higher is better).
-KEY_METRIC = {"selector": "auc", "sentiment": "pearson"}
+KEY_METRIC = {"selector": "auc", "autoreviewer": "auc",
+              "sentiment": "pearson"}
 _C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 _ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
@@ -43,8 +45,10 @@ def _features(texts, train_idx):
 
 
 def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
-                      n_bins: int = 10, seed: int = 0) -> dict:
-  """TF-IDF + logistic regression: the selector's metrics on the test rows."""
+                      n_bins: int = 10, seed: int = 0,
+                      cutoffs: dict = None) -> dict:
+  """TF-IDF + logistic regression: a binary head's metrics on the test rows
+  (and with `cutoffs`, an autoreviewer's, what its cut-offs do there)."""
   labels = np.asarray(labels, np.float64)
   features = _features(texts, train_idx)
   folds = int(min(5, np.bincount(labels[train_idx].astype(int),
@@ -59,9 +63,13 @@ def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
   calibration = metrics_lib.fit_platt(
       model.decision_function(features(calibration_idx)),
       labels[calibration_idx])
-  result = metrics_lib.selector_metrics(
-      labels[test_idx], model.decision_function(features(test_idx)),
-      calibration, n_bins=n_bins)
+  decision = model.decision_function(features(test_idx))
+  result = metrics_lib.selector_metrics(labels[test_idx], decision,
+                                        calibration, n_bins=n_bins)
+  if cutoffs is not None:
+    result["cutoffs"] = autoreview.cutoff_metrics(
+        labels[test_idx], metrics_lib.apply_platt(decision, calibration),
+        cutoffs)
   return {"model": "tf-idf + logistic regression", "C": float(C), **result}
 
 

@@ -3,10 +3,12 @@
 A head directory holds `head.json` (kind, architecture, the generator's
 fingerprint, calibration, test-split metrics) and `params.safetensors`. A
 training workdir holds one under `head/`, and `Head.load` takes either.
-The bot loads both heads from one directory:
+The bot loads its heads from one directory, each folder optional:
 
-  heads_dir/selector/    a head directory or a selector training workdir
-  heads_dir/sentiment/   the same for the sentiment head
+  heads_dir/selector/      a head directory or a selector training workdir
+  heads_dir/sentiment/     the same for the sentiment head
+  heads_dir/autoreviewer/  the same for the autoreviewer (P(the operator
+                           turns the post down), see configs/autoreviewer.py)
 
 `Heads.score_hidden` takes the hidden states the sampler already returned
 for each candidate's generated tokens, so no candidate runs through the
@@ -33,7 +35,11 @@ from selector.metrics import apply_platt
 from selector.model import HeadConfig, apply_head
 
 FORMAT = "selector-head"
-N_OUT = {"selector": 2, "sentiment": 1}
+N_OUT = {"selector": 2, "sentiment": 1, "autoreviewer": 2}
+# Kinds with a 0/1 label: two logits, cross-entropy, Platt calibration, the
+# same metrics and baseline. The selector's 1 is "did well"; the
+# autoreviewer's 1 is "the operator turned it down" (state.DECISION_LABELS).
+BINARY = ("selector", "autoreviewer")
 HEAD_SUBDIR = "head"
 # What must match between a head and the generator it reads.
 _SHAPE_KEYS = ("n_layer", "n_embd", "vocab_size")
@@ -71,10 +77,10 @@ def _unflatten(flat: dict) -> dict:
 class Head:
   """One trained head: its architecture, parameters and what it needs.
 
-  calibration: selector only, Platt's {"a", "b"} on the logit difference.
+  calibration: binary kinds only, Platt's {"a", "b"} on the logit difference.
   target: sentiment only, {"mean", "std"} the targets were standardised by.
   """
-  kind: str  # "selector" or "sentiment"
+  kind: str  # a key of N_OUT
   config: HeadConfig
   params: dict
   generator: dict  # the generator's fingerprint (data.generator_fingerprint)
@@ -163,8 +169,10 @@ class Head:
     return np.asarray(fn(self.params, tuple(hidden), mask))
 
   def values(self, outputs: np.ndarray) -> np.ndarray:
-    """Calibrated P(does well) for a selector, the sentiment value otherwise."""
-    if self.kind == "selector":
+    """Calibrated P(label 1) for a binary head (P(does well) for a selector,
+    P(the operator turns it down) for an autoreviewer), the sentiment value
+    otherwise."""
+    if self.kind in BINARY:
       return apply_platt(outputs[:, 1] - outputs[:, 0], self.calibration)
     return (np.asarray(outputs[:, 0], np.float64) * self.target["std"] +
             self.target["mean"])
@@ -172,25 +180,30 @@ class Head:
 
 @dataclasses.dataclass
 class Scores:
-  """Per candidate: calibrated selector probability and sentiment value.
+  """Per candidate: calibrated selector probability, sentiment value and
+  calibrated autoreviewer P(reject).
 
   Each is a (B,) float64 array, or None when that head is not loaded.
   """
   selector: Optional[np.ndarray]
   sentiment: Optional[np.ndarray]
+  autoreviewer: Optional[np.ndarray] = None
 
 
 class Heads:
-  """The selector and sentiment heads over one frozen generator."""
+  """The selector, sentiment and autoreviewer heads over one frozen
+  generator (any of them may be missing, not all)."""
 
   def __init__(self, model, selector: Optional[Head] = None,
-               sentiment: Optional[Head] = None, batch_size: int = 16):
+               sentiment: Optional[Head] = None,
+               autoreviewer: Optional[Head] = None, batch_size: int = 16):
     """`model`: a `gpt2.weights.LoadedModel` (config, params, tokenizer)."""
-    if selector is None and sentiment is None:
+    if selector is None and sentiment is None and autoreviewer is None:
       raise ValueError("Heads needs at least one head")
     self.model = model
     self.selector = selector
     self.sentiment = sentiment
+    self.autoreviewer = autoreviewer
     self.batch_size = batch_size
     for head in self.heads:  # shapes first: a mismatch never reads params
       head.check_generator(model.config)
@@ -204,13 +217,14 @@ class Heads:
 
   @property
   def heads(self) -> list:
-    return [h for h in (self.selector, self.sentiment) if h is not None]
+    return [h for h in (self.selector, self.sentiment, self.autoreviewer)
+            if h is not None]
 
   @classmethod
   def load(cls, heads_dir: str, model=None, batch_size: int = 16) -> "Heads":
-    """Loads `heads_dir/selector` and `heads_dir/sentiment` (either may be
-    missing, not both) and, unless `model` is given, the generator the
-    heads name."""
+    """Loads `heads_dir/selector`, `heads_dir/sentiment` and
+    `heads_dir/autoreviewer` (any may be missing, not all) and, unless
+    `model` is given, the generator the heads name."""
     fs, root = fsspec.core.url_to_fs(heads_dir)
     root = root.rstrip("/")
     if not fs.isdir(root):
@@ -223,8 +237,8 @@ class Heads:
           raise UserError(f"{heads_dir}/{kind} holds a {head.kind} head")
         found[kind] = head
     if not found:
-      raise UserError(f"heads directory {heads_dir} has neither selector/ "
-                      "nor sentiment/")
+      raise UserError(f"heads directory {heads_dir} has none of "
+                      f"{', '.join(k + '/' for k in N_OUT)}")
     if model is None:
       from gpt2 import weights  # pylint: disable=import-outside-toplevel
       named = next(h.model for h in found.values())
@@ -272,7 +286,8 @@ class Heads:
     joined = {k: np.concatenate(v) if v else np.zeros((0,))
               for k, v in out.items()}
     return Scores(selector=joined.get("selector"),
-                  sentiment=joined.get("sentiment"))
+                  sentiment=joined.get("sentiment"),
+                  autoreviewer=joined.get("autoreviewer"))
 
   def score_candidates(self, candidates: Sequence[dict]) -> Scores:
     """Scores for the sampler's per-candidate `{layer: (n_generated, C)}`."""
@@ -283,8 +298,10 @@ class Heads:
                   prompts: Optional[Sequence[str]] = None) -> Scores:
     """Runs the frozen generator on prompt + text and scores each text."""
     if not len(texts):
-      return Scores(selector=np.zeros((0,)) if self.selector else None,
-                    sentiment=np.zeros((0,)) if self.sentiment else None)
+      empty = lambda head: np.zeros((0,)) if head else None
+      return Scores(selector=empty(self.selector),
+                    sentiment=empty(self.sentiment),
+                    autoreviewer=empty(self.autoreviewer))
     cfg = self.model.config
     encoded = data_lib.encode_examples(self.model.tokenizer, texts, prompts,
                                        max_len=self.max_len)

@@ -33,17 +33,19 @@ import optax
 import tqdm
 
 from gpt2.errors import UserError
+from selector import autoreview
 from selector import baseline as baseline_lib
 from selector import data as data_lib
 from selector import metrics as metrics_lib
 from selector.model import (HeadConfig, apply_head, init_head_params,
                             resolve_layers)
-from selector.score import HEAD_SUBDIR, N_OUT, Head, compiled_head
+from selector.score import BINARY, HEAD_SUBDIR, N_OUT, Head, compiled_head
 
 
 @dataclasses.dataclass
 class Examples:
-  """Texts and their targets: 0/1 (selector) or real values (sentiment)."""
+  """Texts and their targets: 0/1 (selector, autoreviewer) or real values
+  (sentiment)."""
   texts: Sequence[str]
   targets: np.ndarray  # (N,) float32
   prompts: Optional[Sequence[str]] = None  # read before each text, not judged
@@ -93,8 +95,9 @@ def split_rows(strata: np.ndarray, test_fraction: float,
 
 
 def strata_of(kind: str, targets: np.ndarray, n_bins: int = 10) -> np.ndarray:
-  """The label for a selector; a quantile bin of the target for sentiment."""
-  if kind == "selector":
+  """The label for a binary head; a quantile bin of the target for
+  sentiment."""
+  if kind in BINARY:
     return targets.astype(np.int64)
   edges = np.quantile(targets, np.linspace(0, 1, n_bins + 1)[1:-1])
   return np.searchsorted(edges, targets, side="right")
@@ -122,10 +125,11 @@ def make_optimizer(tcfg, total_steps: int):
 
 def loss_fn(head_cfg: HeadConfig, kind: str, params, hidden, mask, targets,
             weights, dropout_rng):
-  """Weighted mean cross-entropy (selector) or squared error (sentiment)."""
+  """Weighted mean cross-entropy (binary heads) or squared error
+  (sentiment)."""
   out = apply_head(head_cfg, params, hidden, mask, deterministic=False,
                    dropout_rng=dropout_rng)  # (B, n_out)
-  if kind == "selector":
+  if kind in BINARY:
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         out, targets.astype(jnp.int32))
   else:
@@ -205,7 +209,8 @@ def train_head(config, model, examples: Examples, workdir: str,
                progress: bool = False) -> dict:
   """Trains, calibrates and saves a head; returns its test-split metrics.
 
-  config: the ml_collections config (configs/selector.py).
+  config: the ml_collections config (configs/selector.py, sentiment.py or
+    autoreviewer.py).
   model: a `gpt2.weights.LoadedModel`; its params are only read.
   stop_after_steps: end this call after that many steps (the run stays
     resumable); None trains to the end.
@@ -221,6 +226,29 @@ def train_head(config, model, examples: Examples, workdir: str,
   fsspec.core.url_to_fs(workdir)[0].makedirs(workdir, exist_ok=True)
   gen = model.config
   targets = np.asarray(examples.targets, np.float32)
+
+  # Held-out split, stratified by label (or by target quantile); before
+  # the activations, so too few examples is said at once.
+  binary = kind in BINARY
+  cutoffs = (autoreview.check_cutoffs(config.autoreview)
+             if kind == "autoreviewer" else None)
+  strata = strata_of(kind, targets)
+  if binary:
+    counts = np.bincount(strata, minlength=2)
+    if counts.min() < 2:
+      raise UserError(f"the {kind} needs at least 2 examples of each label; "
+                      f"the data has {counts[0]} zeros and {counts[1]} ones")
+  splits = split_rows(strata, tcfg.holdout_fraction,
+                      tcfg.calibration_fraction if binary else 0.0,
+                      tcfg.seed)
+  train_idx = splits.train
+  if len(splits.test) < 2 or len(train_idx) < 2 or (
+      binary and len(splits.calibration) < 2):
+    raise UserError(
+        f"{len(targets)} examples are too few to hold out "
+        f"{tcfg.holdout_fraction:.0%} for testing" +
+        (f" and {tcfg.calibration_fraction:.0%} for calibration"
+         if binary else ""))
 
   # Activations of the frozen generator, once.
   layers = resolve_layers(config.layers, gen.n_layer)
@@ -240,24 +268,6 @@ def train_head(config, model, examples: Examples, workdir: str,
   log(f"activations of {len(cache)} examples at layers {layers} ready in "
       f"{time.time() - start:.1f}s ({cache_dir})")
 
-  # Held-out split, stratified by label (or by target quantile).
-  strata = strata_of(kind, targets)
-  if kind == "selector":
-    counts = np.bincount(strata, minlength=2)
-    if counts.min() < 2:
-      raise UserError(f"the selector needs at least 2 examples of each label; "
-                      f"the data has {counts[0]} zeros and {counts[1]} ones")
-  splits = split_rows(strata, tcfg.holdout_fraction,
-                      tcfg.calibration_fraction if kind == "selector" else 0.0,
-                      tcfg.seed)
-  train_idx = splits.train
-  if len(splits.test) < 2 or len(train_idx) < 2 or (
-      kind == "selector" and len(splits.calibration) < 2):
-    raise UserError(
-        f"{len(targets)} examples are too few to hold out "
-        f"{tcfg.holdout_fraction:.0%} for testing" +
-        (f" and {tcfg.calibration_fraction:.0%} for calibration"
-         if kind == "selector" else ""))
   target = None
   train_targets = targets
   if kind == "sentiment":
@@ -347,7 +357,7 @@ def train_head(config, model, examples: Examples, workdir: str,
             "n_test": int(len(splits.test)), "steps": total_steps,
             "layers": list(layers)}
   calibration = None
-  if kind == "selector":
+  if binary:
     logit_diff = lambda out: out[:, 1] - out[:, 0]
     calibration = metrics_lib.fit_platt(
         logit_diff(run_head(splits.calibration)),
@@ -356,9 +366,13 @@ def train_head(config, model, examples: Examples, workdir: str,
         targets[splits.test], logit_diff(outputs), calibration,
         n_bins=config.ece_bins))
     result["calibration"] = calibration
+    if cutoffs is not None:  # what the bot's cut-offs would have done
+      result["cutoffs"] = autoreview.cutoff_metrics(
+          targets[splits.test],
+          metrics_lib.apply_platt(logit_diff(outputs), calibration), cutoffs)
     result["baseline"] = baseline_lib.selector_baseline(
         examples.texts, targets, train_idx, splits.calibration, splits.test,
-        n_bins=config.ece_bins, seed=tcfg.seed)
+        n_bins=config.ece_bins, seed=tcfg.seed, cutoffs=cutoffs)
   else:
     values = outputs[:, 0] * target["std"] + target["mean"]
     result.update(metrics_lib.regression_metrics(targets[splits.test],
@@ -376,5 +390,8 @@ def train_head(config, model, examples: Examples, workdir: str,
   _write_json(f"{workdir}/metrics.json", result)
   log("test split: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+  if cutoffs is not None:
+    log("at the cut-offs, test split: " + autoreview.describe(
+        result["cutoffs"]))
   log(line)
   return result

@@ -320,5 +320,6 @@ def test_a_head_from_another_generator_is_a_clear_error(trained, generator,
     f.truncate(100)
   with pytest.raises(UserError, match="is unreadable"):
     Head.load(str(tmp_path / "cut"))
-  with pytest.raises(UserError, match="neither selector/ nor sentiment/"):
+  with pytest.raises(UserError, match="none of selector/, sentiment/, "
+                     "autoreviewer/"):
     Heads.load(str(tmp_path), model=generator)

@@ -291,6 +291,10 @@ class Console:
     with self._model_lock:
       return self.model.sentiment(texts)
 
+  def autoreview(self, samples):
+    with self._model_lock:
+      return self.model.autoreview(samples)
+
   # ---- History -----------------------------------------------------------------
 
   def history(self, search: str = "", limit: int = 50) -> list:

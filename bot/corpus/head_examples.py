@@ -4,7 +4,10 @@ head training entry point shared by `launch.train_selector` and the demo.
 Formats (config.data_format, "auto" looks at row 1): tumblr post dicts
 (texts by `bot.text_format`, labels from note counts), records
 {text, kind, timestamp, note_count}, or labelled texts {text, label}; any row
-may carry a prompt that the generator reads before the judged text.
+may carry a prompt that the generator reads before the judged text. An
+autoreviewer also reads the bot's state (an SQLite file): the operator's
+review decisions, each the bot's candidate after its prompt, labelled 1 when
+the operator turned it down (bot.state.DECISION_LABELS).
 """
 
 from absl import logging
@@ -15,9 +18,10 @@ from gpt2 import weights
 from gpt2.errors import UserError
 from selector import labels as labels_lib
 from selector.data import read_jsonl
+from selector.score import BINARY
 from selector.train import Examples, train_head
 
-FORMATS = ("auto", "posts", "records", "labeled")
+FORMATS = ("auto", "posts", "records", "labeled", "state")
 
 
 def detect_format(row: dict, config) -> str:
@@ -90,11 +94,44 @@ def _posts_to_rows(rows: list, source: str) -> list:
   return out
 
 
+def state_examples(config) -> Examples:
+  """An autoreviewer's examples: the review decisions in the bot's state."""
+  # pylint: disable-next=import-outside-toplevel
+  from bot.state import DECISION_LABELS, read_review_examples
+  if config.kind != "autoreviewer":
+    raise UserError(
+        f"{config.data} is the bot's state: its review decisions train an "
+        "autoreviewer (--config=configs/autoreviewer.py), not a "
+        f"{config.kind} head")
+  rows = [r for r in read_review_examples(config.data) if r["text"].strip()]
+  bad = sum(1 for r in rows if r["label"])
+  good = len(rows) - bad
+  turned_down = sorted(d for d, label in DECISION_LABELS.items() if label)
+  accepted = sorted(d for d, label in DECISION_LABELS.items() if not label)
+  if not bad or not good:
+    raise UserError(
+        f"{config.data} holds {len(rows)} review decisions, {good} accepted "
+        f"({', '.join(accepted)}) and {bad} turned down "
+        f"({', '.join(turned_down)}); the autoreviewer needs both: review "
+        "more posts in the console (or by tags on Tumblr's drafts) first")
+  logging.info("%d review decisions from %s: %d accepted, %d turned down",
+               len(rows), config.data, good, bad)
+  return Examples(texts=[r["text"] for r in rows],
+                  targets=np.asarray([float(r["label"]) for r in rows],
+                                     np.float32),
+                  prompts=[r["prompt"] for r in rows])
+
+
 def load_examples(config) -> Examples:
   """Texts and targets from config.data, in the format config.data_format."""
   if config.data_format not in FORMATS:
     raise UserError(f"--config.data_format={config.data_format!r} is not one "
                     f"of {', '.join(FORMATS)}")
+  # pylint: disable-next=import-outside-toplevel
+  from bot.state import is_sqlite
+  if config.data_format == "state" or (config.data_format == "auto" and
+                                       is_sqlite(config.data)):
+    return state_examples(config)
   rows = read_jsonl(config.data)
   source = config.data
   fmt = config.data_format
@@ -145,7 +182,7 @@ def load_examples(config) -> Examples:
       value = row[config.label_field]
       label_where = f"{where}: {config.label_field!r}"
       targets.append(labels_lib.binary_label(value, label_where)
-                     if config.kind == "selector" else
+                     if config.kind in BINARY else
                      labels_lib.numeric_label(value, label_where))
     if from_vader:
       targets = list(labels_lib.vader_sentiment(texts))
@@ -163,7 +200,9 @@ def train_from_config(config, workdir: str, model=None,
   if not config.model and model is None:
     raise UserError("--config.model is required: the generator directory")
   if not config.data:
-    raise UserError("--config.data is required: a JSONL file of examples")
+    raise UserError("--config.data is required: a JSONL file of examples"
+                    + (" or the bot's state (bot.db)"
+                       if config.kind == "autoreviewer" else ""))
   examples = load_examples(config)  # before the model: data errors come fast
   logging.info("%d %s examples from %s", len(examples.texts), config.kind,
                config.data)
