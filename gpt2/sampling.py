@@ -46,6 +46,7 @@ from gpt2 import cpu_decoding
 from gpt2 import model as model_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
+from gpt2.sampling_params import MAX_STEPS, SamplingParams
 from gpt2.tokenizer import Tokenizer
 
 log = logging.getLogger("gpt2.sampling")
@@ -66,65 +67,8 @@ trace_counts = {"generate": 0, "prefill": 0, "step": 0}
 
 
 # ---- rules --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-  """Sampling rules. A value that switches a rule off: top_k 0, top_p 1,
-  typical_p 1, mirostat_tau 0, breakruns_tau 0. `top_k` 1 or `temperature` 0
-  is greedy decoding."""
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  typical_p: float = 1.0
-  mirostat_tau: float = 0.0  # target surprise in bits
-  mirostat_eta: float = 0.1  # its learning rate
-  # Breakruns: the temperature is `temperature + breakruns_tau * n`, n the
-  # count of consecutive sampled tokens that were their step's argmax.
-  breakruns_tau: float = 0.0
-
-  @classmethod
-  def bot_defaults(cls) -> "SamplingParams":
-    """The bot's rules: breakruns from T 0.9 by 0.02 a run step, top-p 0.95."""
-    return cls(temperature=0.9, top_p=0.95, breakruns_tau=0.02)
-
-  def validate(self, vocab_size: Optional[int] = None) -> "SamplingParams":
-    """Raises a one-line UserError naming the bad value; returns self."""
-    if not self.temperature >= 0:
-      raise UserError(f"temperature must be >= 0, got {self.temperature}")
-    if not (isinstance(self.top_k, (int, np.integer)) and self.top_k >= 0):
-      raise UserError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-    if vocab_size is not None and self.top_k > vocab_size:
-      raise UserError(f"top_k={self.top_k} is beyond the vocabulary of "
-                      f"{vocab_size} tokens")
-    for name in ("top_p", "typical_p"):
-      value = getattr(self, name)
-      if not 0 < value <= 1:
-        raise UserError(f"{name} must be in (0, 1], got {value}")
-    if not self.mirostat_tau >= 0:
-      raise UserError(f"mirostat_tau must be >= 0, got {self.mirostat_tau}")
-    if not self.mirostat_eta > 0:
-      raise UserError(f"mirostat_eta must be > 0, got {self.mirostat_eta}")
-    if not self.breakruns_tau >= 0:
-      raise UserError(f"breakruns_tau must be >= 0, got {self.breakruns_tau}")
-    return self
-
-  @property
-  def greedy(self) -> bool:
-    return self.top_k == 1 or self.temperature == 0
-
-  def structure(self) -> tuple:
-    """Which rules run (static: one compiled program per structure)."""
-    if self.greedy:
-      return (True, 0, False, False, False, False)
-    return (False, int(self.top_k), self.top_p < 1, self.typical_p < 1,
-            self.mirostat_tau > 0, self.breakruns_tau > 0)
-
-  def values(self) -> dict:
-    """The numbers the compiled program takes as arguments."""
-    names = ("temperature", "top_p", "typical_p", "mirostat_tau",
-             "mirostat_eta", "breakruns_tau")
-    return {n: np.float32(getattr(self, n)) for n in names}
+# (`SamplingParams`, which holds them and their defaults, is in
+# gpt2/sampling_params.py, which imports no JAX: the bot's settings read it.)
 
 
 def _first_argmax(logits):
@@ -213,18 +157,19 @@ def typical_filter(logits, typical_p):
 
 
 def mirostat_filter(logits, mu):
-  """Mirostat v2: keeps tokens whose surprise -log2 p is at most mu (B,), and
-  always the most likely one."""
+  """Mirostat 2.0's cut (Basu et al., ICLR 2021): keeps the tokens whose
+  surprise -log2 p is at most mu (B,); the most likely one when none is."""
   log2p = jax.nn.log_softmax(logits, axis=-1) / jnp.log(2.0)
   keep = (-log2p <= jnp.asarray(mu)[:, None]) | (
       jnp.arange(logits.shape[-1]) == _first_argmax(logits)[:, None])
   return jnp.where(keep, logits, NEG_INF)
 
 
-def mirostat_update(mu, filtered_logits, token, tau, eta):
-  """mu - eta * (surprise - tau), the surprise of `token` in bits under the
-  filtered, renormalised distribution."""
-  logp = jax.nn.log_softmax(filtered_logits, axis=-1)
+def mirostat_update(mu, logits, token, tau, eta):
+  """mu - eta * (surprise - tau), as the paper has it: the surprise of
+  `token` in bits under `logits`, the distribution before the cut (not the
+  cut, renormalised one the token was drawn from)."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
   surprise = -jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0] / (
       jnp.log(2.0))
   return mu - eta * (surprise - tau)
@@ -355,11 +300,12 @@ def choose(logits, structure: tuple, values: dict, run, mu, uniforms):
       scaled = top_p_filter(scaled, values["top_p"])
     if use_typical:
       scaled = typical_filter(scaled, values["typical_p"])
+    before_cut = scaled
     if use_mirostat:
       scaled = mirostat_filter(scaled, mu)
     token = draw(scaled, uniforms(0))
     if use_mirostat:
-      mu = mirostat_update(mu, scaled, token, values["mirostat_tau"],
+      mu = mirostat_update(mu, before_cut, token, values["mirostat_tau"],
                            values["mirostat_eta"])
   if ids is not None:
     token = jnp.take_along_axis(ids, token[:, None], axis=-1)[:, 0]
@@ -935,7 +881,7 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
                      stop, seed, rules, capture)
   out = _generate_jit(
       prepared_params(config, params, decoding), request.ids, request.mask,
-      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
+      request.keys, rules.values(), np.float32(rules.initial_mu),
       request.stop, config=config, decoding=decoding,
       structure=rules.structure(), num_samples=request.num_samples,
       max_new_tokens=request.max_new_tokens, capture=request.capture,
@@ -996,7 +942,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
                      stop, seed, rules, capture)
   params = prepared_params(config, params, decoding)
   state = _prefill_jit(params, request.ids, request.mask, request.keys,
-                       np.float32(2 * rules.mirostat_tau), config=config,
+                       np.float32(rules.initial_mu), config=config,
                        decoding=decoding,
                        num_samples=request.num_samples,
                        max_new_tokens=request.max_new_tokens,
