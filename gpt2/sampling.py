@@ -527,12 +527,19 @@ def _step(params, state, values, stop, *, config: GPT2Config, decoding: str,
                           state["mu"], uniforms)
   logprob = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - (
       jax.nn.logsumexp(logits, axis=-1))
-  ends = (token == eot_id) | (t >= max_new_tokens - 1)
+  finished = token == eot_id
   stop_state = state["stop_state"]
   if stop is not None:
-    ends |= stop["hit"][stop_state, token]
+    finished |= stop["hit"][stop_state, token]
     stop_state = stop["next"][stop_state, token]
+  ends = finished | (t >= state.get("limit", max_new_tokens) - 1)
   newly = ends & ~state["done"]
+  window = {}
+  if "limit" in state:  # one window of a longer candidate (`_with_carry`)
+    held = state["done"]  # rows that ended before this token keep theirs
+    run, mu, stop_state = (jnp.where(held, state[k], new) for k, new in (
+        ("run", run), ("mu", mu), ("stop_state", stop_state)))
+    window = {"stopped": state["stopped"] | (finished & ~held)}
   return {
       **state,
       "cache": out.cache,
@@ -548,6 +555,7 @@ def _step(params, state, values, stop, *, config: GPT2Config, decoding: str,
       "run": run,
       "mu": mu,
       "stop_state": stop_state,
+      **window,
   }
 
 
@@ -559,13 +567,31 @@ def _running(state, capture: tuple):
 
 
 def _outputs(state):
-  return {k: state[k] for k in ("tokens", "logprobs", "hidden", "last")}
+  keys = ("tokens", "logprobs", "hidden", "last")
+  if "limit" in state:  # and what the next window goes on from
+    keys += ("stopped", "stop_state", "run", "mu")
+  return {k: state[k] for k in keys}
 
 
-def _generate(params, ids, mask, keys, values, mu0, stop, *, config, decoding,
-              structure, num_samples, max_new_tokens, capture, eot_id):
+def _with_carry(state, carry):
+  """The state of one window of a candidate longer than the context: rows
+  that ended stay ended (and take no more tokens); the stop automaton,
+  breakruns' run and Mirostat's mu go on from where the last window left
+  them; the rows write at most `limit` tokens (a scalar) in this window.
+  Rows then also record whether they `stopped` by themselves."""
+  done = carry["done"]
+  return {**state, "done": done, "stopped": done,
+          "last": jnp.where(done, -1, state["last"]),
+          "stop_state": carry["stop_state"], "run": carry["run"],
+          "mu": carry["mu"], "limit": carry["limit"]}
+
+
+def _generate(params, ids, mask, keys, values, mu0, stop, carry=None, *,
+              config, decoding, structure, num_samples, max_new_tokens,
+              capture, eot_id):
   """Prefill and the whole decoding loop in one program, on `params` from
-  the decoding's `prepare`."""
+  the decoding's `prepare`; with a `carry`, one window of a longer
+  candidate (`_with_carry`)."""
   trace_counts["generate"] += 1
   segments = cache_segments(max_new_tokens + 1,
                             DECODINGS[decoding].max_segments)
@@ -573,6 +599,8 @@ def _generate(params, ids, mask, keys, values, mu0, stop, *, config, decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture, segments=segments)
   state["mu"] = jnp.full_like(state["mu"], mu0)
+  if carry is not None:
+    state = _with_carry(state, carry)
   size = -(-(max_new_tokens + 1) // segments)
   # One loop per segment of the rows' own cache slots: a step then reads
   # the segments written so far and none after.
@@ -601,12 +629,14 @@ def cache_segments(slots: int, max_segments: int = MAX_SEGMENTS) -> int:
   return max(1, min(max_segments, slots // SEGMENT_SLOTS))
 
 
-def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, decoding,
-                        num_samples, max_new_tokens, capture):
+def _prefill_for_stream(params, ids, mask, keys, mu0, carry=None, *, config,
+                        decoding, num_samples, max_new_tokens, capture):
   state = _prefill(params, ids, mask, keys, config=config, decoding=decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture)
   state["mu"] = jnp.full_like(state["mu"], mu0)
+  if carry is not None:
+    state = _with_carry(state, carry)
   return state
 
 
@@ -670,6 +700,8 @@ class SampleResult:
   hidden: {layer: (n, C) float32} for the captured layers, row i the hidden
     state at `tokens[i]` (what `forward` on prompt + tokens gives there).
   end_logprob: the log-prob of `<|endoftext|>` when the row ended with it.
+  steps: the windows of the context the text was written in (1 unless it
+    goes beyond the context; see `sample`).
   """
   text: str
   tokens: list
@@ -679,6 +711,7 @@ class SampleResult:
   prompt_tokens: int = 0  # prompt length after any left truncation
   hidden: Optional[dict] = None
   end_logprob: Optional[float] = None
+  steps: int = 1
 
   @property
   def finished(self) -> bool:
@@ -728,6 +761,52 @@ def _rules(rules: Optional[SamplingParams], overrides: dict,
 
 
 @dataclasses.dataclass
+class _Windows:
+  """How a call whose candidates go beyond the context writes them.
+
+  Each step writes at most `step_tokens` (a quarter of the context) new
+  tokens per row after a prompt of at most `width` (the rest): the first
+  `header` tokens of the original prompt (a quarter of the context, or the
+  whole prompt when shorter), then the latest tokens of the prompt and the
+  text written so far. Step 1's prompt is the original one cut so; each
+  later step fills a fresh cache with its window (each row its own) and goes
+  on. Every step writes the same number of tokens whatever the prompts'
+  lengths, so a candidate does not depend on the other prompts of its call.
+  """
+  context: int
+  step_tokens: int
+  steps: int  # steps needed for `total`
+  total: int  # max_new_tokens asked for
+  prompts: list  # each prompt's tokens, whole
+
+  @property
+  def width(self) -> int:
+    return self.context - self.step_tokens
+
+  def window(self, prompt: list, written: list = ()) -> list:
+    """The prompt of a step that goes on after `written` new tokens."""
+    tokens = list(prompt) + list(written)
+    if len(tokens) <= self.width:
+      return tokens
+    header = min(len(prompt), self.context // 4)
+    return tokens[:header] + tokens[len(tokens) - (self.width - header):]
+
+
+def _windows(config: GPT2Config, encoded: list, max_new_tokens: int,
+             max_steps: int) -> _Windows:
+  step = max(1, config.n_positions // 4)
+  steps = -(-max_new_tokens // step)
+  if steps > max_steps:
+    raise UserError(
+        f"max_new_tokens={max_new_tokens} needs {steps} steps of {step} new "
+        f"tokens (a quarter of the {config.n_positions}-token context); "
+        f"max_steps={max_steps} allows at most {max_steps * step}")
+  return _Windows(context=config.n_positions, step_tokens=step, steps=steps,
+                  total=int(max_new_tokens),
+                  prompts=[list(ids) for ids in encoded])
+
+
+@dataclasses.dataclass
 class _Request:
   """Checked, encoded and padded inputs of one sampler call."""
   ids: np.ndarray  # (P, bucket) left-padded
@@ -738,22 +817,38 @@ class _Request:
   stop: Optional[dict]
   rules: SamplingParams
   num_samples: int
-  max_new_tokens: int
+  max_new_tokens: int  # per step
   capture: tuple
+  windows: Optional[_Windows] = None  # when the call goes beyond the context
+
+
+def _pad_left(rows: list, width: int) -> tuple:
+  """(ids, mask), each (len(rows), width), the rows at the right."""
+  ids = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    ids[i, width - len(row):] = row
+    mask[i, width - len(row):] = 1
+  return ids, mask
 
 
 def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
-             max_new_tokens, stop, seed, rules, capture) -> _Request:
+             max_new_tokens, stop, seed, rules, capture,
+             max_steps: int = MAX_STEPS) -> _Request:
   if isinstance(prompts, str) or (
       prompts and isinstance(prompts[0], (int, np.integer))):
     prompts = [prompts]
   if not len(prompts):
     raise UserError("no prompts given")
-  if not isinstance(max_new_tokens, (int, np.integer)) or not (
-      1 <= max_new_tokens < config.n_positions):
+  if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+    raise UserError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+  if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  if max_steps == 1 and max_new_tokens >= config.n_positions:
     raise UserError(f"max_new_tokens must be between 1 and "
                     f"{config.n_positions - 1} (the context is "
-                    f"{config.n_positions}), got {max_new_tokens}")
+                    f"{config.n_positions}) with max_steps=1, got "
+                    f"{max_new_tokens}")
   if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
     raise UserError(f"num_samples must be >= 1, got {num_samples}")
   stops = tuple(stop or ())
@@ -769,8 +864,6 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
     for i, ids in zip(texts, tokenizer.encode_batch(
         [prompts[i] for i in texts])):
       encoded[i] = ids
-  room = config.n_positions - max_new_tokens
-  lengths = []
   for i, ids in enumerate(encoded):
     if not len(ids):
       raise UserError(f"prompt {i} is empty; give at least one token of text "
@@ -778,18 +871,30 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
     if max(ids) >= config.vocab_size or min(ids) < 0:
       raise UserError(f"prompt {i} has token ids outside the vocabulary of "
                       f"{config.vocab_size}")
-    if len(ids) > room:
+  windows = None
+  step_tokens = int(max_new_tokens)
+  room = config.n_positions - max_new_tokens
+  if max(len(ids) for ids in encoded) > room and max_steps > 1:
+    # Beyond the context: written in steps (`_Windows`).
+    windows = _windows(config, encoded, max_new_tokens, max_steps)
+    step_tokens, room = windows.step_tokens, windows.width
+  lengths = []
+  for i, ids in enumerate(encoded):
+    if len(ids) > room and windows is not None:
+      encoded[i] = windows.window(ids)
+      log.warning("prompt %d has %d tokens; keeping its first %d and last %d "
+                  "so that %d new tokens a step fit the context of %d", i,
+                  len(ids), min(len(ids), config.n_positions // 4),
+                  room - min(len(ids), config.n_positions // 4),
+                  step_tokens, config.n_positions)
+    elif len(ids) > room:
       log.warning("prompt %d has %d tokens; keeping its last %d so that %d "
                   "new tokens fit the context of %d", i, len(ids), room,
                   max_new_tokens, config.n_positions)
       encoded[i] = ids[-room:]
     lengths.append(len(encoded[i]))
   bucket = bucket_length(max(lengths), room)
-  ids = np.zeros((len(encoded), bucket), np.int32)
-  mask = np.zeros((len(encoded), bucket), np.int32)
-  for i, row in enumerate(encoded):
-    ids[i, bucket - len(row):] = row
-    mask[i, bucket - len(row):] = 1
+  ids, mask = _pad_left(encoded, bucket)
   rows = len(encoded) * num_samples
   if isinstance(seed, (int, np.integer)):
     seeds = [int(seed) + r for r in range(rows)]
@@ -807,7 +912,8 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
   return _Request(ids=ids, mask=mask, lengths=lengths, keys=keys,
                   stops=stops, stop=table,
                   rules=rules, num_samples=int(num_samples),
-                  max_new_tokens=int(max_new_tokens), capture=capture)
+                  max_new_tokens=step_tokens, capture=capture,
+                  windows=windows)
 
 
 def _cut(tokens: Sequence[int], tokenizer: Tokenizer, stops: tuple):
@@ -832,7 +938,95 @@ def _cut(tokens: Sequence[int], tokenizer: Tokenizer, stops: tuple):
   return tokens, data, reason
 
 
-def _results(request: _Request, tokenizer: Tokenizer, out: dict) -> list:
+_fold_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+
+class _Steps:
+  """The host's side of a call written in steps (`_Windows`): each step's
+  inputs, and the rows' text joined across the steps."""
+
+  def __init__(self, request: _Request):
+    self.request = request
+    self.plan = request.windows
+    rows = request.keys.shape[0]
+    self.step = 0
+    self.tokens = [[] for _ in range(rows)]
+    self.logprobs = [[] for _ in range(rows)]
+    self.hidden = {layer: [[] for _ in range(rows)]
+                   for layer in request.capture}
+    self.steps = np.zeros(rows, np.int64)  # steps each row wrote in
+    self.carry = {
+        "done": np.zeros(rows, bool),
+        "stop_state": np.zeros(rows, np.int32),
+        "run": np.zeros(rows, np.int32),
+        "mu": np.full(rows, request.rules.initial_mu, np.float32),
+        "limit": np.int32(self._limit()),
+    }
+
+  def _limit(self) -> int:
+    """New tokens a row may write in this step."""
+    return min(self.plan.step_tokens,
+               self.plan.total - self.step * self.plan.step_tokens)
+
+  @property
+  def finished(self) -> bool:
+    return self.step >= self.plan.steps or bool(self.carry["done"].all())
+
+  def inputs(self) -> tuple:
+    """(ids, mask, keys, num_samples) of the next step."""
+    r = self.request
+    if self.step == 0:
+      return r.ids, r.mask, r.keys, r.num_samples
+    prompts = self.plan.prompts
+    windows = [self.plan.window(prompts[row // r.num_samples], tokens)
+               for row, tokens in enumerate(self.tokens)]
+    ids, mask = _pad_left(windows, self.plan.width)
+    # Another step's draws: the row's key folded with the step.
+    return ids, mask, _fold_keys(r.keys, self.step), 1
+
+  def final(self, t: int, row: int, last, stopped) -> bool:
+    """Whether token t of this step is its row's last of the call."""
+    return t == last[row] and bool(
+        stopped[row] or
+        self.step * self.plan.step_tokens + t + 1 >= self.plan.total)
+
+  def add(self, out: dict) -> None:
+    """Takes a step's outputs (host arrays)."""
+    for row in np.flatnonzero(~self.carry["done"]):
+      n = int(out["last"][row]) + 1
+      self.tokens[row] += out["tokens"][row, :n].tolist()
+      self.logprobs[row].append(out["logprobs"][row, :n])
+      for layer in self.hidden:
+        self.hidden[layer][row].append(out["hidden"][layer][row, :n])
+      self.steps[row] += 1
+    self.step += 1
+    self.carry = {"done": np.asarray(out["stopped"]),
+                  "stop_state": np.asarray(out["stop_state"]),
+                  "run": np.asarray(out["run"]),
+                  "mu": np.asarray(out["mu"]),
+                  "limit": np.int32(max(1, self._limit()))}
+
+  def outputs(self) -> dict:
+    """The steps' rows joined, as `_outputs` gives one program's."""
+    rows, width = len(self.tokens), max(map(len, self.tokens))
+    tokens = np.zeros((rows, width), np.int32)
+    logprobs = np.zeros((rows, width), np.float32)
+    hidden = {layer: np.zeros((rows, width, parts[0][0].shape[-1]),
+                              np.float32)
+              for layer, parts in self.hidden.items()}
+    for row, row_tokens in enumerate(self.tokens):
+      n = len(row_tokens)
+      tokens[row, :n] = row_tokens
+      logprobs[row, :n] = np.concatenate(self.logprobs[row])
+      for layer, parts in self.hidden.items():
+        hidden[layer][row, :n] = np.concatenate(parts[row])
+    last = np.array([len(t) - 1 for t in self.tokens])
+    return {"tokens": tokens, "logprobs": logprobs, "hidden": hidden,
+            "last": last}
+
+
+def _results(request: _Request, tokenizer: Tokenizer, out: dict,
+             steps: Optional[np.ndarray] = None) -> list:
   out = jax.device_get(out)
   results = []
   for row in range(out["tokens"].shape[0]):
@@ -852,7 +1046,8 @@ def _results(request: _Request, tokenizer: Tokenizer, out: dict) -> list:
         logprobs=np.asarray(out["logprobs"][row, :kept]),
         finish_reason=reason, prompt_index=prompt,
         prompt_tokens=request.lengths[prompt], hidden=hidden,
-        end_logprob=end_logprob))
+        end_logprob=end_logprob,
+        steps=1 if steps is None else int(steps[row])))
   return results
 
 
@@ -862,11 +1057,21 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
-           **rule_overrides) -> list:
+           max_steps: int = MAX_STEPS, **rule_overrides) -> list:
   """`num_samples` continuations of each prompt, in one jitted call.
 
-  prompts: texts or token-id lists (a prompt longer than the context minus
-    `max_new_tokens` keeps its last tokens, with a warning).
+  prompts: texts or token-id lists.
+  max_new_tokens: new tokens per candidate at most. When the longest prompt
+    and they fit the context, one program writes them. Otherwise (and
+    `max_steps` > 1) they are written in steps of a quarter of the context
+    each, every step's prompt the original prompt's first quarter-context
+    of tokens (all of it when shorter) and the latest tokens of the prompt
+    and the text (`_Windows`); a prompt too long for that window is cut so
+    too, with a warning. Stop rules, breakruns and Mirostat go on across
+    the steps. With `max_steps` 1, a prompt longer than the context minus
+    `max_new_tokens` keeps its last tokens, with a warning.
+  max_steps: steps a candidate may take at most; a `max_new_tokens` that
+    needs more is refused (a one-line UserError), whatever the prompts.
   stop: strings that end a candidate (the text is cut before them).
   seed: candidate r (prompt-major) uses seed + r; or a list, one per row.
   rules: a SamplingParams; keyword arguments (temperature=..., top_p=...)
@@ -878,15 +1083,25 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
-                     stop, seed, rules, capture)
-  out = _generate_jit(
-      prepared_params(config, params, decoding), request.ids, request.mask,
-      request.keys, rules.values(), np.float32(rules.initial_mu),
-      request.stop, config=config, decoding=decoding,
-      structure=rules.structure(), num_samples=request.num_samples,
-      max_new_tokens=request.max_new_tokens, capture=request.capture,
-      eot_id=tokenizer.eot_id)
-  return _results(request, tokenizer, out)
+                     stop, seed, rules, capture, max_steps)
+  params = prepared_params(config, params, decoding)
+  static = dict(config=config, decoding=decoding,
+                structure=rules.structure(),
+                max_new_tokens=request.max_new_tokens,
+                capture=request.capture, eot_id=tokenizer.eot_id)
+  if request.windows is None:
+    out = _generate_jit(
+        params, request.ids, request.mask, request.keys, rules.values(),
+        np.float32(rules.initial_mu), request.stop,
+        num_samples=request.num_samples, **static)
+    return _results(request, tokenizer, out)
+  steps = _Steps(request)
+  while not steps.finished:
+    ids, mask, keys, n = steps.inputs()
+    steps.add(jax.device_get(_generate_jit(
+        params, ids, mask, keys, rules.values(), np.float32(rules.initial_mu),
+        request.stop, steps.carry, num_samples=n, **static)))
+  return _results(request, tokenizer, steps.outputs(), steps.steps)
 
 
 class _RowText:
@@ -928,41 +1143,64 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
+           max_steps: int = MAX_STEPS,
            **rule_overrides) -> Iterator[TextPiece]:
   """Like `sample`, but yields TextPiece(row, text) as the text is written.
 
-  Each step is one call of a jitted step function whose state (the cache
-  with it) is donated. The pieces of a row join to its final text, and with
-  the same arguments the results equal `sample`'s; the generator returns
-  them (`results = yield from stream(...)`).
+  Each token is one call of a jitted step function whose state (the cache
+  with it) is donated; a call beyond the context fills a new cache at each
+  of its steps. The pieces of a row join to its final text, and with the
+  same arguments the results equal `sample`'s; the generator returns them
+  (`results = yield from stream(...)`).
   """
   decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
-                     stop, seed, rules, capture)
+                     stop, seed, rules, capture, max_steps)
   params = prepared_params(config, params, decoding)
-  state = _prefill_jit(params, request.ids, request.mask, request.keys,
-                       np.float32(rules.initial_mu), config=config,
-                       decoding=decoding,
-                       num_samples=request.num_samples,
-                       max_new_tokens=request.max_new_tokens,
-                       capture=request.capture)
-  values = rules.values()
   rows = request.keys.shape[0]
   texts = [_RowText(tokenizer, request.stops) for _ in range(rows)]
+  prefill = functools.partial(
+      _prefill_jit, params, config=config, decoding=decoding,
+      max_new_tokens=request.max_new_tokens, capture=request.capture)
+  step = functools.partial(
+      _step_jit, params, values=rules.values(), stop=request.stop,
+      config=config, decoding=decoding, structure=rules.structure(),
+      max_new_tokens=request.max_new_tokens, capture=request.capture,
+      eot_id=tokenizer.eot_id)
+  mu0 = np.float32(rules.initial_mu)
+  if request.windows is None:
+    state = prefill(request.ids, request.mask, request.keys, mu0,
+                    num_samples=request.num_samples)
+    state = yield from _stream_tokens(
+        state, step, texts, request,
+        lambda t, row, last, _: t == last[row])
+    return _results(request, tokenizer, _outputs(state))
+  steps = _Steps(request)
+  while not steps.finished:
+    ids, mask, keys, n = steps.inputs()
+    state = prefill(ids, mask, keys, mu0, steps.carry, num_samples=n)
+    state = yield from _stream_tokens(state, step, texts, request,
+                                      steps.final)
+    steps.add(jax.device_get(_outputs(state)))
+  return _results(request, tokenizer, steps.outputs(), steps.steps)
+
+
+def _stream_tokens(state, step, texts: list, request: _Request,
+                   final: Callable):
+  """Runs one program's steps token by token, yielding the rows' new text;
+  `final(t, row, last, stopped)` says whether token t is a row's last.
+  Returns the state."""
   while True:
     t = int(state["t"])
-    state = _step_jit(params, state, values, request.stop, config=config,
-                      decoding=decoding, structure=rules.structure(),
-                      max_new_tokens=request.max_new_tokens,
-                      capture=request.capture, eot_id=tokenizer.eot_id)
+    state = step(state)
     if t < request.max_new_tokens:
-      tokens, last = jax.device_get((state["tokens"][:, t], state["last"]))
-      for row in range(rows):
+      tokens, last, stopped = jax.device_get((
+          state["tokens"][:, t], state["last"], state.get("stopped")))
+      for row, text in enumerate(texts):
         if t <= last[row]:
-          piece = texts[row].add(tokens[row], final=t == last[row])
+          piece = text.add(tokens[row], final=final(t, row, last, stopped))
           if piece:
             yield TextPiece(row, piece)
     if not bool(_running(state, request.capture)):
-      break
-  return _results(request, tokenizer, _outputs(state))
+      return state

@@ -416,9 +416,12 @@ def test_fast_draw_matches_the_filtered_distribution(rule):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(prompts=[""]), "prompt 0 is empty"),
     (dict(prompts=[[]]), "prompt 0 is empty"),
-    (dict(max_new_tokens=0), "max_new_tokens must be between 1 and 127"),
-    (dict(max_new_tokens=-3), "max_new_tokens must be between 1 and 127"),
-    (dict(max_new_tokens=128), "max_new_tokens must be between 1 and 127"),
+    (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=-3), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=128, max_steps=1),
+     "max_new_tokens must be between 1 and 127"),
+    (dict(max_new_tokens=320), "needs 10 steps of 32 new tokens"),
+    (dict(max_steps=0), "max_steps must be an integer >= 1"),
     (dict(top_p=0.0), "top_p must be in (0, 1]"),
     (dict(top_p=1.5), "top_p must be in (0, 1]"),
     (dict(typical_p=-0.1), "typical_p must be in (0, 1]"),
@@ -438,16 +441,18 @@ def test_bad_input_is_one_clear_line(model, tok, kwargs, message):
 
 
 def test_long_prompt_is_left_truncated_with_a_warning(model, tok, caplog):
+  """With max_steps 1 (no steps beyond the context; see test_long_posts.py),
+  a prompt keeps the tokens that fit before max_new_tokens."""
   config, params = model
   prompt = list(np.random.RandomState(0).randint(0, 300, 200))
   with caplog.at_level(logging.WARNING, logger="gpt2.sampling"):
     result = S.sample(config, params, tok, [prompt], max_new_tokens=112,
-                      top_k=1)[0]
+                      top_k=1, max_steps=1)[0]
   assert "keeping its last 16" in caplog.text
   assert result.prompt_tokens == 16 and len(result.tokens) <= 112
   # The same as giving only the last 16 tokens.
   short = S.sample(config, params, tok, [prompt[-16:]], max_new_tokens=112,
-                   top_k=1)[0]
+                   top_k=1, max_steps=1)[0]
   assert short.tokens == result.tokens
 
 
