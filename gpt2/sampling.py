@@ -10,6 +10,12 @@ the captured layers. A row stops at `<|endoftext|>`, at a
 stop string (matched on bytes, so a stop that straddles tokens still stops),
 or after `max_new_tokens`; the loop ends when every row has stopped.
 
+Beyond the context (`max_new_tokens` more than the longest prompt leaves),
+a call runs that program once per step (`_Windows`, at most `max_steps`):
+each step writes a quarter of the context after a window of the prompt's
+start and the latest tokens, refilled afresh, and the rows' stop automaton,
+rules' state and ended rows carry over (`_with_carry`, `_Steps`).
+
 The model runs as a `Decoding` says, chosen here (`decoding_for`): on a CPU
 `gpt2.cpu_decoding` (weights (out, in) @ activations as columns, a cache with
 rows and heads merged that the prompt's candidates share, own slots in two
@@ -20,7 +26,8 @@ lies instead of slicing it out of stacked arrays on every step.
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
-breakruns), top-k, top-p, typical-p, Mirostat v2. `SamplingParams` holds them.
+breakruns), top-k, top-p, typical-p, Mirostat 2.0. `SamplingParams` holds
+them.
 
 Randomness: candidate r of a call (prompt-major) draws from
 `PRNGKey(seed + r)`, folded with the step, so the same seed gives the same

@@ -14,8 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bot import ml
+from bot.console.core import WriteSettings
+from configs import bot as bot_configs
 from gpt2 import model as M
 from gpt2 import sampling as S
+from gpt2 import sampling_params
+from gpt2 import weights
 from gpt2.errors import UserError
 from gpt2.tokenizer import Tokenizer
 
@@ -199,3 +204,29 @@ def test_a_long_prompt_keeps_its_start_and_its_end(model, tok, caplog):
   cut = prompt[:HEADER] + prompt[-(WIDTH - HEADER):]
   same = S.sample(config, params, tok, [cut], max_new_tokens=40, top_k=1)[0]
   assert same.tokens == result.tokens
+
+
+def test_the_bot_writes_long_posts_with_its_settings(model, tok):
+  """The bot's settings pass max_new_tokens and max_steps to the sampler,
+  and take their defaults from gpt2.sampling_params (the one place)."""
+  cfg = bot_configs.get_config()
+  settings = ml.SamplingSettings.from_config(cfg.sampling)
+  assert settings == ml.SamplingSettings()
+  assert settings.rules() == S.SamplingParams.bot_defaults()
+  assert WriteSettings().rules() == S.SamplingParams.bot_defaults()
+  assert (settings.max_new_tokens, settings.max_steps) == (
+      sampling_params.BOT_MAX_NEW_TOKENS, sampling_params.MAX_STEPS) == (
+          1600, 8)
+  config, params = model
+  loaded = weights.LoadedModel(config, params, tok, "ours")
+  wide = ml.LocalModel(loaded, settings=ml.SamplingSettings(
+      max_new_tokens=100, max_steps=7))
+  samples = wide.generate(PROMPTS[:1], 2, seed=5)[0]
+  texts = [r.text for r in S.sample(config, params, tok, PROMPTS[:1],
+                                    num_samples=2, max_new_tokens=100,
+                                    seed=5, rules=settings.rules())]
+  assert [s.raw for s in samples] == texts
+  narrow = ml.LocalModel(loaded, settings=ml.SamplingSettings(
+      max_new_tokens=100, max_steps=6))
+  with pytest.raises(UserError, match="needs 7 steps"):
+    narrow.generate(PROMPTS[:1], 2, seed=5)
