@@ -32,6 +32,9 @@ import numpy as np
 import requests
 
 from gpt2.errors import UserError
+from gpt2.sampling_params import BOT_MAX_NEW_TOKENS, MAX_STEPS, SamplingParams
+
+_BOT_RULES = SamplingParams.bot_defaults()
 
 log = logging.getLogger("bot.ml")
 
@@ -95,12 +98,14 @@ def vader_probabilities(texts: Sequence[str]) -> list:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
-  """How candidates are sampled (config keys `sampling.*`)."""
-  max_new_tokens: int = 200
-  temperature: float = 0.9
-  top_p: float = 0.95
-  top_k: int = 0
-  breakruns_tau: float = 0.02
+  """How candidates are sampled (config keys `sampling.*`); the defaults are
+  gpt2.sampling_params'."""
+  max_new_tokens: int = BOT_MAX_NEW_TOKENS
+  max_steps: int = MAX_STEPS  # steps beyond the context (gpt2.sampling)
+  temperature: float = _BOT_RULES.temperature
+  top_p: float = _BOT_RULES.top_p
+  top_k: int = _BOT_RULES.top_k
+  breakruns_tau: float = _BOT_RULES.breakruns_tau
   # Sampler calls take a power-of-two number of prompts, at least this many
   # (padded with copies), so a bot whose passes have 1, 2, 3... jobs compiles
   # a handful of programs rather than one per count.
@@ -109,14 +114,15 @@ class SamplingSettings:
   @classmethod
   def from_config(cls, cfg) -> "SamplingSettings":
     return cls(max_new_tokens=int(cfg.max_new_tokens),
+               max_steps=int(cfg.max_steps),
                temperature=float(cfg.temperature), top_p=float(cfg.top_p),
                top_k=int(cfg.top_k), breakruns_tau=float(cfg.breakruns_tau),
                min_prompts=int(cfg.min_prompts))
 
-  def rules(self):
-    from gpt2.sampling import SamplingParams  # pylint: disable=import-outside-toplevel
-    return SamplingParams(temperature=self.temperature, top_k=self.top_k,
-                          top_p=self.top_p, breakruns_tau=self.breakruns_tau)
+  def rules(self) -> SamplingParams:
+    return dataclasses.replace(
+        _BOT_RULES, temperature=self.temperature, top_k=self.top_k,
+        top_p=self.top_p, breakruns_tau=self.breakruns_tau)
 
 
 class LocalModel:
@@ -171,8 +177,8 @@ class LocalModel:
     results = sampling.sample(
         self.model.config, self.model.params, self.model.tokenizer,
         padded, num_samples=n, max_new_tokens=s.max_new_tokens,
-        seed=[p + r for p in seeds for r in range(n)], rules=s.rules(),
-        capture=self.capture)
+        max_steps=s.max_steps, seed=[p + r for p in seeds for r in range(n)],
+        rules=s.rules(), capture=self.capture)
     out = []
     for i, prompt in enumerate(prompts):
       out.append([Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
@@ -191,7 +197,8 @@ class LocalModel:
     results = yield from sampling.stream(
         self.model.config, self.model.params, self.model.tokenizer, [prompt],
         num_samples=n, max_new_tokens=max_new_tokens or s.max_new_tokens,
-        seed=seed, rules=rules or s.rules(), capture=self.capture)
+        max_steps=s.max_steps, seed=seed, rules=rules or s.rules(),
+        capture=self.capture)
     return [Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
                    finished=r.finished, hidden=r.hidden or None,
                    prompt=prompt) for r in results]

@@ -13,6 +13,7 @@ a tiny CPU model (tests, demos).
 import ml_collections
 
 from configs import autoreviewer
+from gpt2.sampling_params import BOT_MAX_NEW_TOKENS, MAX_STEPS, SamplingParams
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -57,12 +58,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.sampling.n = 8  # candidates per job, in one sampler call
   c.sampling.more_rounds = 2  # extra rounds of n when the mood screen rejects
   c.sampling.min_survivors = 2  # ... so many that fewer than this survive
-  c.sampling.max_new_tokens = 200
-  # The original's rules: breakruns from T 0.9, top-p 0.95.
-  c.sampling.temperature = 0.9
-  c.sampling.top_p = 0.95
-  c.sampling.top_k = 0
-  c.sampling.breakruns_tau = 0.02
+  # Beyond the context, a candidate is written in steps of a quarter of it,
+  # each reading the prompt's start and the latest tokens; at most
+  # `max_steps` (gpt2.sampling.sample). The original's: 1,600 tokens, 8 steps.
+  c.sampling.max_new_tokens = BOT_MAX_NEW_TOKENS
+  c.sampling.max_steps = MAX_STEPS
+  # The original's rules: breakruns from T 0.9, top-p 0.95
+  # (gpt2.sampling_params.SamplingParams.bot_defaults, the one place).
+  rules = SamplingParams.bot_defaults()
+  c.sampling.temperature = rules.temperature
+  c.sampling.top_p = rules.top_p
+  c.sampling.top_k = rules.top_k
+  c.sampling.breakruns_tau = rules.breakruns_tau
   # Prompts per sampler call are padded to a power of two, at least this
   # many: few compiled programs however many jobs a pass has.
   c.sampling.min_prompts = 1

@@ -10,6 +10,12 @@ the captured layers. A row stops at `<|endoftext|>`, at a
 stop string (matched on bytes, so a stop that straddles tokens still stops),
 or after `max_new_tokens`; the loop ends when every row has stopped.
 
+Beyond the context (`max_new_tokens` more than the longest prompt leaves),
+a call runs that program once per step (`_Windows`, at most `max_steps`):
+each step writes a quarter of the context after a window of the prompt's
+start and the latest tokens, refilled afresh, and the rows' stop automaton,
+rules' state and ended rows carry over (`_with_carry`, `_Steps`).
+
 The model runs as a `Decoding` says, chosen here (`decoding_for`): on a CPU
 `gpt2.cpu_decoding` (weights (out, in) @ activations as columns, a cache with
 rows and heads merged that the prompt's candidates share, own slots in two
@@ -20,7 +26,8 @@ lies instead of slicing it out of stacked arrays on every step.
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
-breakruns), top-k, top-p, typical-p, Mirostat v2. `SamplingParams` holds them.
+breakruns), top-k, top-p, typical-p, Mirostat 2.0. `SamplingParams` holds
+them.
 
 Randomness: candidate r of a call (prompt-major) draws from
 `PRNGKey(seed + r)`, folded with the step, so the same seed gives the same
@@ -46,6 +53,7 @@ from gpt2 import cpu_decoding
 from gpt2 import model as model_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
+from gpt2.sampling_params import MAX_STEPS, SamplingParams
 from gpt2.tokenizer import Tokenizer
 
 log = logging.getLogger("gpt2.sampling")
@@ -66,65 +74,8 @@ trace_counts = {"generate": 0, "prefill": 0, "step": 0}
 
 
 # ---- rules --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-  """Sampling rules. A value that switches a rule off: top_k 0, top_p 1,
-  typical_p 1, mirostat_tau 0, breakruns_tau 0. `top_k` 1 or `temperature` 0
-  is greedy decoding."""
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  typical_p: float = 1.0
-  mirostat_tau: float = 0.0  # target surprise in bits
-  mirostat_eta: float = 0.1  # its learning rate
-  # Breakruns: the temperature is `temperature + breakruns_tau * n`, n the
-  # count of consecutive sampled tokens that were their step's argmax.
-  breakruns_tau: float = 0.0
-
-  @classmethod
-  def bot_defaults(cls) -> "SamplingParams":
-    """The bot's rules: breakruns from T 0.9 by 0.02 a run step, top-p 0.95."""
-    return cls(temperature=0.9, top_p=0.95, breakruns_tau=0.02)
-
-  def validate(self, vocab_size: Optional[int] = None) -> "SamplingParams":
-    """Raises a one-line UserError naming the bad value; returns self."""
-    if not self.temperature >= 0:
-      raise UserError(f"temperature must be >= 0, got {self.temperature}")
-    if not (isinstance(self.top_k, (int, np.integer)) and self.top_k >= 0):
-      raise UserError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-    if vocab_size is not None and self.top_k > vocab_size:
-      raise UserError(f"top_k={self.top_k} is beyond the vocabulary of "
-                      f"{vocab_size} tokens")
-    for name in ("top_p", "typical_p"):
-      value = getattr(self, name)
-      if not 0 < value <= 1:
-        raise UserError(f"{name} must be in (0, 1], got {value}")
-    if not self.mirostat_tau >= 0:
-      raise UserError(f"mirostat_tau must be >= 0, got {self.mirostat_tau}")
-    if not self.mirostat_eta > 0:
-      raise UserError(f"mirostat_eta must be > 0, got {self.mirostat_eta}")
-    if not self.breakruns_tau >= 0:
-      raise UserError(f"breakruns_tau must be >= 0, got {self.breakruns_tau}")
-    return self
-
-  @property
-  def greedy(self) -> bool:
-    return self.top_k == 1 or self.temperature == 0
-
-  def structure(self) -> tuple:
-    """Which rules run (static: one compiled program per structure)."""
-    if self.greedy:
-      return (True, 0, False, False, False, False)
-    return (False, int(self.top_k), self.top_p < 1, self.typical_p < 1,
-            self.mirostat_tau > 0, self.breakruns_tau > 0)
-
-  def values(self) -> dict:
-    """The numbers the compiled program takes as arguments."""
-    names = ("temperature", "top_p", "typical_p", "mirostat_tau",
-             "mirostat_eta", "breakruns_tau")
-    return {n: np.float32(getattr(self, n)) for n in names}
+# (`SamplingParams`, which holds them and their defaults, is in
+# gpt2/sampling_params.py, which imports no JAX: the bot's settings read it.)
 
 
 def _first_argmax(logits):
@@ -213,18 +164,19 @@ def typical_filter(logits, typical_p):
 
 
 def mirostat_filter(logits, mu):
-  """Mirostat v2: keeps tokens whose surprise -log2 p is at most mu (B,), and
-  always the most likely one."""
+  """Mirostat 2.0's cut (Basu et al., ICLR 2021): keeps the tokens whose
+  surprise -log2 p is at most mu (B,); the most likely one when none is."""
   log2p = jax.nn.log_softmax(logits, axis=-1) / jnp.log(2.0)
   keep = (-log2p <= jnp.asarray(mu)[:, None]) | (
       jnp.arange(logits.shape[-1]) == _first_argmax(logits)[:, None])
   return jnp.where(keep, logits, NEG_INF)
 
 
-def mirostat_update(mu, filtered_logits, token, tau, eta):
-  """mu - eta * (surprise - tau), the surprise of `token` in bits under the
-  filtered, renormalised distribution."""
-  logp = jax.nn.log_softmax(filtered_logits, axis=-1)
+def mirostat_update(mu, logits, token, tau, eta):
+  """mu - eta * (surprise - tau), as the paper has it: the surprise of
+  `token` in bits under `logits`, the distribution before the cut (not the
+  cut, renormalised one the token was drawn from)."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
   surprise = -jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0] / (
       jnp.log(2.0))
   return mu - eta * (surprise - tau)
@@ -355,11 +307,12 @@ def choose(logits, structure: tuple, values: dict, run, mu, uniforms):
       scaled = top_p_filter(scaled, values["top_p"])
     if use_typical:
       scaled = typical_filter(scaled, values["typical_p"])
+    before_cut = scaled
     if use_mirostat:
       scaled = mirostat_filter(scaled, mu)
     token = draw(scaled, uniforms(0))
     if use_mirostat:
-      mu = mirostat_update(mu, scaled, token, values["mirostat_tau"],
+      mu = mirostat_update(mu, before_cut, token, values["mirostat_tau"],
                            values["mirostat_eta"])
   if ids is not None:
     token = jnp.take_along_axis(ids, token[:, None], axis=-1)[:, 0]
@@ -581,12 +534,19 @@ def _step(params, state, values, stop, *, config: GPT2Config, decoding: str,
                           state["mu"], uniforms)
   logprob = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - (
       jax.nn.logsumexp(logits, axis=-1))
-  ends = (token == eot_id) | (t >= max_new_tokens - 1)
+  finished = token == eot_id
   stop_state = state["stop_state"]
   if stop is not None:
-    ends |= stop["hit"][stop_state, token]
+    finished |= stop["hit"][stop_state, token]
     stop_state = stop["next"][stop_state, token]
+  ends = finished | (t >= state.get("limit", max_new_tokens) - 1)
   newly = ends & ~state["done"]
+  window = {}
+  if "limit" in state:  # one window of a longer candidate (`_with_carry`)
+    held = state["done"]  # rows that ended before this token keep theirs
+    run, mu, stop_state = (jnp.where(held, state[k], new) for k, new in (
+        ("run", run), ("mu", mu), ("stop_state", stop_state)))
+    window = {"stopped": state["stopped"] | (finished & ~held)}
   return {
       **state,
       "cache": out.cache,
@@ -602,6 +562,7 @@ def _step(params, state, values, stop, *, config: GPT2Config, decoding: str,
       "run": run,
       "mu": mu,
       "stop_state": stop_state,
+      **window,
   }
 
 
@@ -613,13 +574,31 @@ def _running(state, capture: tuple):
 
 
 def _outputs(state):
-  return {k: state[k] for k in ("tokens", "logprobs", "hidden", "last")}
+  keys = ("tokens", "logprobs", "hidden", "last")
+  if "limit" in state:  # and what the next window goes on from
+    keys += ("stopped", "stop_state", "run", "mu")
+  return {k: state[k] for k in keys}
 
 
-def _generate(params, ids, mask, keys, values, mu0, stop, *, config, decoding,
-              structure, num_samples, max_new_tokens, capture, eot_id):
+def _with_carry(state, carry):
+  """The state of one window of a candidate longer than the context: rows
+  that ended stay ended (and take no more tokens); the stop automaton,
+  breakruns' run and Mirostat's mu go on from where the last window left
+  them; the rows write at most `limit` tokens (a scalar) in this window.
+  Rows then also record whether they `stopped` by themselves."""
+  done = carry["done"]
+  return {**state, "done": done, "stopped": done,
+          "last": jnp.where(done, -1, state["last"]),
+          "stop_state": carry["stop_state"], "run": carry["run"],
+          "mu": carry["mu"], "limit": carry["limit"]}
+
+
+def _generate(params, ids, mask, keys, values, mu0, stop, carry=None, *,
+              config, decoding, structure, num_samples, max_new_tokens,
+              capture, eot_id):
   """Prefill and the whole decoding loop in one program, on `params` from
-  the decoding's `prepare`."""
+  the decoding's `prepare`; with a `carry`, one window of a longer
+  candidate (`_with_carry`)."""
   trace_counts["generate"] += 1
   segments = cache_segments(max_new_tokens + 1,
                             DECODINGS[decoding].max_segments)
@@ -627,6 +606,8 @@ def _generate(params, ids, mask, keys, values, mu0, stop, *, config, decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture, segments=segments)
   state["mu"] = jnp.full_like(state["mu"], mu0)
+  if carry is not None:
+    state = _with_carry(state, carry)
   size = -(-(max_new_tokens + 1) // segments)
   # One loop per segment of the rows' own cache slots: a step then reads
   # the segments written so far and none after.
@@ -655,12 +636,14 @@ def cache_segments(slots: int, max_segments: int = MAX_SEGMENTS) -> int:
   return max(1, min(max_segments, slots // SEGMENT_SLOTS))
 
 
-def _prefill_for_stream(params, ids, mask, keys, mu0, *, config, decoding,
-                        num_samples, max_new_tokens, capture):
+def _prefill_for_stream(params, ids, mask, keys, mu0, carry=None, *, config,
+                        decoding, num_samples, max_new_tokens, capture):
   state = _prefill(params, ids, mask, keys, config=config, decoding=decoding,
                    num_samples=num_samples, max_new_tokens=max_new_tokens,
                    capture=capture)
   state["mu"] = jnp.full_like(state["mu"], mu0)
+  if carry is not None:
+    state = _with_carry(state, carry)
   return state
 
 
@@ -724,6 +707,8 @@ class SampleResult:
   hidden: {layer: (n, C) float32} for the captured layers, row i the hidden
     state at `tokens[i]` (what `forward` on prompt + tokens gives there).
   end_logprob: the log-prob of `<|endoftext|>` when the row ended with it.
+  steps: the windows of the context the text was written in (1 unless it
+    goes beyond the context; see `sample`).
   """
   text: str
   tokens: list
@@ -733,6 +718,7 @@ class SampleResult:
   prompt_tokens: int = 0  # prompt length after any left truncation
   hidden: Optional[dict] = None
   end_logprob: Optional[float] = None
+  steps: int = 1
 
   @property
   def finished(self) -> bool:
@@ -782,6 +768,52 @@ def _rules(rules: Optional[SamplingParams], overrides: dict,
 
 
 @dataclasses.dataclass
+class _Windows:
+  """How a call whose candidates go beyond the context writes them.
+
+  Each step writes at most `step_tokens` (a quarter of the context) new
+  tokens per row after a prompt of at most `width` (the rest): the first
+  `header` tokens of the original prompt (a quarter of the context, or the
+  whole prompt when shorter), then the latest tokens of the prompt and the
+  text written so far. Step 1's prompt is the original one cut so; each
+  later step fills a fresh cache with its window (each row its own) and goes
+  on. Every step writes the same number of tokens whatever the prompts'
+  lengths, so a candidate does not depend on the other prompts of its call.
+  """
+  context: int
+  step_tokens: int
+  steps: int  # steps needed for `total`
+  total: int  # max_new_tokens asked for
+  prompts: list  # each prompt's tokens, whole
+
+  @property
+  def width(self) -> int:
+    return self.context - self.step_tokens
+
+  def window(self, prompt: list, written: list = ()) -> list:
+    """The prompt of a step that goes on after `written` new tokens."""
+    tokens = list(prompt) + list(written)
+    if len(tokens) <= self.width:
+      return tokens
+    header = min(len(prompt), self.context // 4)
+    return tokens[:header] + tokens[len(tokens) - (self.width - header):]
+
+
+def _windows(config: GPT2Config, encoded: list, max_new_tokens: int,
+             max_steps: int) -> _Windows:
+  step = max(1, config.n_positions // 4)
+  steps = -(-max_new_tokens // step)
+  if steps > max_steps:
+    raise UserError(
+        f"max_new_tokens={max_new_tokens} needs {steps} steps of {step} new "
+        f"tokens (a quarter of the {config.n_positions}-token context); "
+        f"max_steps={max_steps} allows at most {max_steps * step}")
+  return _Windows(context=config.n_positions, step_tokens=step, steps=steps,
+                  total=int(max_new_tokens),
+                  prompts=[list(ids) for ids in encoded])
+
+
+@dataclasses.dataclass
 class _Request:
   """Checked, encoded and padded inputs of one sampler call."""
   ids: np.ndarray  # (P, bucket) left-padded
@@ -792,22 +824,38 @@ class _Request:
   stop: Optional[dict]
   rules: SamplingParams
   num_samples: int
-  max_new_tokens: int
+  max_new_tokens: int  # per step
   capture: tuple
+  windows: Optional[_Windows] = None  # when the call goes beyond the context
+
+
+def _pad_left(rows: list, width: int) -> tuple:
+  """(ids, mask), each (len(rows), width), the rows at the right."""
+  ids = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    ids[i, width - len(row):] = row
+    mask[i, width - len(row):] = 1
+  return ids, mask
 
 
 def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
-             max_new_tokens, stop, seed, rules, capture) -> _Request:
+             max_new_tokens, stop, seed, rules, capture,
+             max_steps: int = MAX_STEPS) -> _Request:
   if isinstance(prompts, str) or (
       prompts and isinstance(prompts[0], (int, np.integer))):
     prompts = [prompts]
   if not len(prompts):
     raise UserError("no prompts given")
-  if not isinstance(max_new_tokens, (int, np.integer)) or not (
-      1 <= max_new_tokens < config.n_positions):
+  if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+    raise UserError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+  if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  if max_steps == 1 and max_new_tokens >= config.n_positions:
     raise UserError(f"max_new_tokens must be between 1 and "
                     f"{config.n_positions - 1} (the context is "
-                    f"{config.n_positions}), got {max_new_tokens}")
+                    f"{config.n_positions}) with max_steps=1, got "
+                    f"{max_new_tokens}")
   if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
     raise UserError(f"num_samples must be >= 1, got {num_samples}")
   stops = tuple(stop or ())
@@ -823,8 +871,6 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
     for i, ids in zip(texts, tokenizer.encode_batch(
         [prompts[i] for i in texts])):
       encoded[i] = ids
-  room = config.n_positions - max_new_tokens
-  lengths = []
   for i, ids in enumerate(encoded):
     if not len(ids):
       raise UserError(f"prompt {i} is empty; give at least one token of text "
@@ -832,18 +878,30 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
     if max(ids) >= config.vocab_size or min(ids) < 0:
       raise UserError(f"prompt {i} has token ids outside the vocabulary of "
                       f"{config.vocab_size}")
-    if len(ids) > room:
+  windows = None
+  step_tokens = int(max_new_tokens)
+  room = config.n_positions - max_new_tokens
+  if max(len(ids) for ids in encoded) > room and max_steps > 1:
+    # Beyond the context: written in steps (`_Windows`).
+    windows = _windows(config, encoded, max_new_tokens, max_steps)
+    step_tokens, room = windows.step_tokens, windows.width
+  lengths = []
+  for i, ids in enumerate(encoded):
+    if len(ids) > room and windows is not None:
+      encoded[i] = windows.window(ids)
+      log.warning("prompt %d has %d tokens; keeping its first %d and last %d "
+                  "so that %d new tokens a step fit the context of %d", i,
+                  len(ids), min(len(ids), config.n_positions // 4),
+                  room - min(len(ids), config.n_positions // 4),
+                  step_tokens, config.n_positions)
+    elif len(ids) > room:
       log.warning("prompt %d has %d tokens; keeping its last %d so that %d "
                   "new tokens fit the context of %d", i, len(ids), room,
                   max_new_tokens, config.n_positions)
       encoded[i] = ids[-room:]
     lengths.append(len(encoded[i]))
   bucket = bucket_length(max(lengths), room)
-  ids = np.zeros((len(encoded), bucket), np.int32)
-  mask = np.zeros((len(encoded), bucket), np.int32)
-  for i, row in enumerate(encoded):
-    ids[i, bucket - len(row):] = row
-    mask[i, bucket - len(row):] = 1
+  ids, mask = _pad_left(encoded, bucket)
   rows = len(encoded) * num_samples
   if isinstance(seed, (int, np.integer)):
     seeds = [int(seed) + r for r in range(rows)]
@@ -861,7 +919,8 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
   return _Request(ids=ids, mask=mask, lengths=lengths, keys=keys,
                   stops=stops, stop=table,
                   rules=rules, num_samples=int(num_samples),
-                  max_new_tokens=int(max_new_tokens), capture=capture)
+                  max_new_tokens=step_tokens, capture=capture,
+                  windows=windows)
 
 
 def _cut(tokens: Sequence[int], tokenizer: Tokenizer, stops: tuple):
@@ -886,7 +945,95 @@ def _cut(tokens: Sequence[int], tokenizer: Tokenizer, stops: tuple):
   return tokens, data, reason
 
 
-def _results(request: _Request, tokenizer: Tokenizer, out: dict) -> list:
+_fold_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+
+class _Steps:
+  """The host's side of a call written in steps (`_Windows`): each step's
+  inputs, and the rows' text joined across the steps."""
+
+  def __init__(self, request: _Request):
+    self.request = request
+    self.plan = request.windows
+    rows = request.keys.shape[0]
+    self.step = 0
+    self.tokens = [[] for _ in range(rows)]
+    self.logprobs = [[] for _ in range(rows)]
+    self.hidden = {layer: [[] for _ in range(rows)]
+                   for layer in request.capture}
+    self.steps = np.zeros(rows, np.int64)  # steps each row wrote in
+    self.carry = {
+        "done": np.zeros(rows, bool),
+        "stop_state": np.zeros(rows, np.int32),
+        "run": np.zeros(rows, np.int32),
+        "mu": np.full(rows, request.rules.initial_mu, np.float32),
+        "limit": np.int32(self._limit()),
+    }
+
+  def _limit(self) -> int:
+    """New tokens a row may write in this step."""
+    return min(self.plan.step_tokens,
+               self.plan.total - self.step * self.plan.step_tokens)
+
+  @property
+  def finished(self) -> bool:
+    return self.step >= self.plan.steps or bool(self.carry["done"].all())
+
+  def inputs(self) -> tuple:
+    """(ids, mask, keys, num_samples) of the next step."""
+    r = self.request
+    if self.step == 0:
+      return r.ids, r.mask, r.keys, r.num_samples
+    prompts = self.plan.prompts
+    windows = [self.plan.window(prompts[row // r.num_samples], tokens)
+               for row, tokens in enumerate(self.tokens)]
+    ids, mask = _pad_left(windows, self.plan.width)
+    # Another step's draws: the row's key folded with the step.
+    return ids, mask, _fold_keys(r.keys, self.step), 1
+
+  def final(self, t: int, row: int, last, stopped) -> bool:
+    """Whether token t of this step is its row's last of the call."""
+    return t == last[row] and bool(
+        stopped[row] or
+        self.step * self.plan.step_tokens + t + 1 >= self.plan.total)
+
+  def add(self, out: dict) -> None:
+    """Takes a step's outputs (host arrays)."""
+    for row in np.flatnonzero(~self.carry["done"]):
+      n = int(out["last"][row]) + 1
+      self.tokens[row] += out["tokens"][row, :n].tolist()
+      self.logprobs[row].append(out["logprobs"][row, :n])
+      for layer in self.hidden:
+        self.hidden[layer][row].append(out["hidden"][layer][row, :n])
+      self.steps[row] += 1
+    self.step += 1
+    self.carry = {"done": np.asarray(out["stopped"]),
+                  "stop_state": np.asarray(out["stop_state"]),
+                  "run": np.asarray(out["run"]),
+                  "mu": np.asarray(out["mu"]),
+                  "limit": np.int32(max(1, self._limit()))}
+
+  def outputs(self) -> dict:
+    """The steps' rows joined, as `_outputs` gives one program's."""
+    rows, width = len(self.tokens), max(map(len, self.tokens))
+    tokens = np.zeros((rows, width), np.int32)
+    logprobs = np.zeros((rows, width), np.float32)
+    hidden = {layer: np.zeros((rows, width, parts[0][0].shape[-1]),
+                              np.float32)
+              for layer, parts in self.hidden.items()}
+    for row, row_tokens in enumerate(self.tokens):
+      n = len(row_tokens)
+      tokens[row, :n] = row_tokens
+      logprobs[row, :n] = np.concatenate(self.logprobs[row])
+      for layer, parts in self.hidden.items():
+        hidden[layer][row, :n] = np.concatenate(parts[row])
+    last = np.array([len(t) - 1 for t in self.tokens])
+    return {"tokens": tokens, "logprobs": logprobs, "hidden": hidden,
+            "last": last}
+
+
+def _results(request: _Request, tokenizer: Tokenizer, out: dict,
+             steps: Optional[np.ndarray] = None) -> list:
   out = jax.device_get(out)
   results = []
   for row in range(out["tokens"].shape[0]):
@@ -906,7 +1053,8 @@ def _results(request: _Request, tokenizer: Tokenizer, out: dict) -> list:
         logprobs=np.asarray(out["logprobs"][row, :kept]),
         finish_reason=reason, prompt_index=prompt,
         prompt_tokens=request.lengths[prompt], hidden=hidden,
-        end_logprob=end_logprob))
+        end_logprob=end_logprob,
+        steps=1 if steps is None else int(steps[row])))
   return results
 
 
@@ -916,11 +1064,21 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
-           **rule_overrides) -> list:
+           max_steps: int = MAX_STEPS, **rule_overrides) -> list:
   """`num_samples` continuations of each prompt, in one jitted call.
 
-  prompts: texts or token-id lists (a prompt longer than the context minus
-    `max_new_tokens` keeps its last tokens, with a warning).
+  prompts: texts or token-id lists.
+  max_new_tokens: new tokens per candidate at most. When the longest prompt
+    and they fit the context, one program writes them. Otherwise (and
+    `max_steps` > 1) they are written in steps of a quarter of the context
+    each, every step's prompt the original prompt's first quarter-context
+    of tokens (all of it when shorter) and the latest tokens of the prompt
+    and the text (`_Windows`); a prompt too long for that window is cut so
+    too, with a warning. Stop rules, breakruns and Mirostat go on across
+    the steps. With `max_steps` 1, a prompt longer than the context minus
+    `max_new_tokens` keeps its last tokens, with a warning.
+  max_steps: steps a candidate may take at most; a `max_new_tokens` that
+    needs more is refused (a one-line UserError), whatever the prompts.
   stop: strings that end a candidate (the text is cut before them).
   seed: candidate r (prompt-major) uses seed + r; or a list, one per row.
   rules: a SamplingParams; keyword arguments (temperature=..., top_p=...)
@@ -932,15 +1090,25 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
-                     stop, seed, rules, capture)
-  out = _generate_jit(
-      prepared_params(config, params, decoding), request.ids, request.mask,
-      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
-      request.stop, config=config, decoding=decoding,
-      structure=rules.structure(), num_samples=request.num_samples,
-      max_new_tokens=request.max_new_tokens, capture=request.capture,
-      eot_id=tokenizer.eot_id)
-  return _results(request, tokenizer, out)
+                     stop, seed, rules, capture, max_steps)
+  params = prepared_params(config, params, decoding)
+  static = dict(config=config, decoding=decoding,
+                structure=rules.structure(),
+                max_new_tokens=request.max_new_tokens,
+                capture=request.capture, eot_id=tokenizer.eot_id)
+  if request.windows is None:
+    out = _generate_jit(
+        params, request.ids, request.mask, request.keys, rules.values(),
+        np.float32(rules.initial_mu), request.stop,
+        num_samples=request.num_samples, **static)
+    return _results(request, tokenizer, out)
+  steps = _Steps(request)
+  while not steps.finished:
+    ids, mask, keys, n = steps.inputs()
+    steps.add(jax.device_get(_generate_jit(
+        params, ids, mask, keys, rules.values(), np.float32(rules.initial_mu),
+        request.stop, steps.carry, num_samples=n, **static)))
+  return _results(request, tokenizer, steps.outputs(), steps.steps)
 
 
 class _RowText:
@@ -982,41 +1150,64 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
+           max_steps: int = MAX_STEPS,
            **rule_overrides) -> Iterator[TextPiece]:
   """Like `sample`, but yields TextPiece(row, text) as the text is written.
 
-  Each step is one call of a jitted step function whose state (the cache
-  with it) is donated. The pieces of a row join to its final text, and with
-  the same arguments the results equal `sample`'s; the generator returns
-  them (`results = yield from stream(...)`).
+  Each token is one call of a jitted step function whose state (the cache
+  with it) is donated; a call beyond the context fills a new cache at each
+  of its steps. The pieces of a row join to its final text, and with the
+  same arguments the results equal `sample`'s; the generator returns them
+  (`results = yield from stream(...)`).
   """
   decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
-                     stop, seed, rules, capture)
+                     stop, seed, rules, capture, max_steps)
   params = prepared_params(config, params, decoding)
-  state = _prefill_jit(params, request.ids, request.mask, request.keys,
-                       np.float32(2 * rules.mirostat_tau), config=config,
-                       decoding=decoding,
-                       num_samples=request.num_samples,
-                       max_new_tokens=request.max_new_tokens,
-                       capture=request.capture)
-  values = rules.values()
   rows = request.keys.shape[0]
   texts = [_RowText(tokenizer, request.stops) for _ in range(rows)]
+  prefill = functools.partial(
+      _prefill_jit, params, config=config, decoding=decoding,
+      max_new_tokens=request.max_new_tokens, capture=request.capture)
+  step = functools.partial(
+      _step_jit, params, values=rules.values(), stop=request.stop,
+      config=config, decoding=decoding, structure=rules.structure(),
+      max_new_tokens=request.max_new_tokens, capture=request.capture,
+      eot_id=tokenizer.eot_id)
+  mu0 = np.float32(rules.initial_mu)
+  if request.windows is None:
+    state = prefill(request.ids, request.mask, request.keys, mu0,
+                    num_samples=request.num_samples)
+    state = yield from _stream_tokens(
+        state, step, texts, request,
+        lambda t, row, last, _: t == last[row])
+    return _results(request, tokenizer, _outputs(state))
+  steps = _Steps(request)
+  while not steps.finished:
+    ids, mask, keys, n = steps.inputs()
+    state = prefill(ids, mask, keys, mu0, steps.carry, num_samples=n)
+    state = yield from _stream_tokens(state, step, texts, request,
+                                      steps.final)
+    steps.add(jax.device_get(_outputs(state)))
+  return _results(request, tokenizer, steps.outputs(), steps.steps)
+
+
+def _stream_tokens(state, step, texts: list, request: _Request,
+                   final: Callable):
+  """Runs one program's steps token by token, yielding the rows' new text;
+  `final(t, row, last, stopped)` says whether token t is a row's last.
+  Returns the state."""
   while True:
     t = int(state["t"])
-    state = _step_jit(params, state, values, request.stop, config=config,
-                      decoding=decoding, structure=rules.structure(),
-                      max_new_tokens=request.max_new_tokens,
-                      capture=request.capture, eot_id=tokenizer.eot_id)
+    state = step(state)
     if t < request.max_new_tokens:
-      tokens, last = jax.device_get((state["tokens"][:, t], state["last"]))
-      for row in range(rows):
+      tokens, last, stopped = jax.device_get((
+          state["tokens"][:, t], state["last"], state.get("stopped")))
+      for row, text in enumerate(texts):
         if t <= last[row]:
-          piece = texts[row].add(tokens[row], final=t == last[row])
+          piece = text.add(tokens[row], final=final(t, row, last, stopped))
           if piece:
             yield TextPiece(row, piece)
     if not bool(_running(state, request.capture)):
-      break
-  return _results(request, tokenizer, _outputs(state))
+      return state

@@ -22,9 +22,10 @@ from absl import flags
 from absl import logging as absl_logging
 
 from gpt2.errors import UserError
+from gpt2.sampling_params import MAX_STEPS, SamplingParams
 from launch import common
 
-_DEFAULTS = dict(temperature=0.9, top_p=0.95, breakruns_tau=0.02)
+_DEFAULTS = SamplingParams.bot_defaults()
 
 _MODEL = flags.DEFINE_string("model", None, "Model directory.")
 _PROMPT = flags.DEFINE_string("prompt", None, "The prompt text.")
@@ -33,21 +34,26 @@ _MAX_NEW = flags.DEFINE_integer(
     "200, or half the model's context when that is less).")
 _NUM = flags.DEFINE_integer("num_samples", 1, "Candidates to write.")
 _SEED = flags.DEFINE_integer("seed", 0, "Candidate i uses seed + i.")
-_TEMPERATURE = flags.DEFINE_float("temperature", _DEFAULTS["temperature"],
+_MAX_STEPS = flags.DEFINE_integer(
+    "max_steps", MAX_STEPS, "Beyond the context, a candidate is written in "
+    "steps of a quarter of it (the prompt's start and the latest tokens "
+    "read again each step); at most this many.")
+_TEMPERATURE = flags.DEFINE_float("temperature", _DEFAULTS.temperature,
                                   "Sampling temperature (0: greedy).")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k likeliest tokens "
-                              "(0: off, 1: greedy).")
-_TOP_P = flags.DEFINE_float("top_p", _DEFAULTS["top_p"],
+_TOP_K = flags.DEFINE_integer("top_k", _DEFAULTS.top_k,
+                              "Keep the k likeliest tokens (0: off, 1: "
+                              "greedy).")
+_TOP_P = flags.DEFINE_float("top_p", _DEFAULTS.top_p,
                             "Nucleus mass in (0, 1] (1: off).")
-_TYPICAL_P = flags.DEFINE_float("typical_p", 1.0,
+_TYPICAL_P = flags.DEFINE_float("typical_p", _DEFAULTS.typical_p,
                                 "Locally typical mass in (0, 1] (1: off).")
-_MIROSTAT_TAU = flags.DEFINE_float("mirostat_tau", 0.0,
-                                   "Mirostat v2 target surprise in bits "
+_MIROSTAT_TAU = flags.DEFINE_float("mirostat_tau", _DEFAULTS.mirostat_tau,
+                                   "Mirostat 2.0 target surprise in bits "
                                    "(0: off).")
-_MIROSTAT_ETA = flags.DEFINE_float("mirostat_eta", 0.1,
+_MIROSTAT_ETA = flags.DEFINE_float("mirostat_eta", _DEFAULTS.mirostat_eta,
                                    "Mirostat learning rate.")
 _BREAKRUNS_TAU = flags.DEFINE_float(
-    "breakruns_tau", _DEFAULTS["breakruns_tau"],
+    "breakruns_tau", _DEFAULTS.breakruns_tau,
     "Temperature added per consecutive argmax pick (0: off).")
 _STOP = flags.DEFINE_multi_string("stop", [], "A string that ends a "
                                   "candidate (repeatable).")
@@ -117,7 +123,8 @@ def main(argv):
   if max_new is None:
     max_new = min(200, model.config.n_positions // 2)
   kwargs = dict(num_samples=_NUM.value, max_new_tokens=max_new,
-                stop=_STOP.value, seed=_SEED.value)
+                stop=_STOP.value, seed=_SEED.value,
+                max_steps=_MAX_STEPS.value)
   if _STREAM.value:
     results = _stream(model, rules, kwargs, _JSON.value)
     if _JSON.value:

@@ -128,7 +128,7 @@ def test_decoding_loop_updates_the_cache_in_place(model, tok, num_samples):
                        16, (), 0, rules, ())
   hlo = S._generate_jit.lower(
       S.prepared_params(config, params, "cpu"), request.ids, request.mask,
-      request.keys, rules.values(), np.float32(2 * rules.mirostat_tau),
+      request.keys, rules.values(), np.float32(rules.initial_mu),
       request.stop, config=config, decoding="cpu",
       structure=rules.structure(),
       num_samples=request.num_samples,

@@ -69,7 +69,9 @@ def test_stream_types_the_same_text(greedy_json, model_dir):
     (["--max_new_tokens", "0"], "error: --max_new_tokens must be >= 1"),
     (["--top_p", "1.5"], "error: top_p must be in (0, 1]"),
     (["--prompt", ""], "error: prompt 0 is empty"),
-    (["--max_new_tokens", "500"], "error: max_new_tokens must be between 1"),
+    (["--max_new_tokens", "500"], "error: max_new_tokens=500 needs 16 steps"),
+    (["--max_new_tokens", "500", "--max_steps", "1"],
+     "error: max_new_tokens must be between 1"),
 ])
 def test_bad_input_prints_one_line_without_traceback(model_dir, args,
                                                      message):

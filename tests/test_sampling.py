@@ -267,37 +267,92 @@ def test_top_k_keeps_exactly_k():
     assert set(np.flatnonzero(kept[row])) == set(np.argsort(-logits[row])[:7])
 
 
-def test_mirostat_truncates_at_mu_and_steers_surprise_to_tau():
-  logits = jnp.asarray(np.tile(-1.1 * np.log(np.arange(1, 1001)),
-                               (2, 1)).astype(np.float32))
-  probs = _softmax64(np.asarray(logits[0]))
+def _zipf_logits(vocab=200, seed=0):
+  """Zipf-like logits (p ~ rank^-1.1), the ranks shuffled over the ids."""
+  ranks = np.random.RandomState(seed).permutation(vocab) + 1
+  return (-1.1 * np.log(ranks)).astype(np.float32)
+
+
+def _mirostat_reference(probs, tau, eta, us):
+  """Mirostat 2.0 as Basu et al. (ICLR 2021) describe it, in float64.
+
+  mu starts at 2 tau. Each step keeps the tokens whose surprise -log2 p is
+  at most mu (the most likely one when none is), draws one from them
+  renormalised (inverse CDF at the uniform u, tokens in id order), and moves
+  mu by -eta * (surprise - tau), the surprise under p, the distribution
+  before the cut. Returns mu before each step and the tokens drawn.
+  """
   surprise = -np.log2(probs)
-  for mu in (0.5, 3.0, 6.0):  # 0.5 bits is below the top token's surprise
-    kept = np.asarray(S.mirostat_filter(logits, jnp.full((2,), mu))) > -np.inf
-    want = (surprise <= mu) | (np.arange(1000) == 0)
-    assert (kept == want[None]).all()
-  # Over many steps the observed surprise averages to tau.
-  tau, eta, rows = 4.0, 0.1, 64
-  structure = S.SamplingParams(mirostat_tau=tau, mirostat_eta=eta).structure()
-  values = S.SamplingParams(mirostat_tau=tau, mirostat_eta=eta).values()
-  big = jnp.tile(logits[:1], (rows, 1))
-  keys = jax.random.split(jax.random.PRNGKey(0), rows)
+  mu, mus, tokens = 2 * tau, [], []
+  for u in us:
+    mus.append(mu)
+    keep = surprise <= mu
+    if not keep.any():
+      keep = probs == probs.max()
+    cum = np.cumsum(np.where(keep, probs, 0.0))
+    token = int(np.searchsorted(cum, u * cum[-1], side="right"))
+    tokens.append(token)
+    mu -= eta * (surprise[token] - tau)
+  return np.array(mus), tokens
+
+
+def _run_mirostat(logits, tau, eta, us):
+  """`choose` with Mirostat alone on fixed logits (B, V), one step per row
+  of uniforms us (T, B, 2); mu before each step and the tokens, (T, B)."""
+  rules = S.SamplingParams(mirostat_tau=tau, mirostat_eta=eta)
 
   @jax.jit
-  def run(mu):
-    def step(mu, t):
-      uniforms = lambda n: jax.vmap(lambda k: jax.random.uniform(
-          jax.random.fold_in(jax.random.fold_in(k, t), n), (2,)))(keys)
-      filtered = S.mirostat_filter(big, mu)
-      token, _, new_mu = S.choose(big, structure, values, None, mu, uniforms)
-      seen = -jax.nn.log_softmax(filtered)[jnp.arange(rows), token] / jnp.log(
-          2.0)
-      return new_mu, (seen, mu - eta * (seen - tau) - new_mu)
-    return jax.lax.scan(step, mu, jnp.arange(300))
+  def run(us):
+    def step(mu, u):
+      token, _, new_mu = S.choose(logits, rules.structure(), rules.values(),
+                                  None, mu, lambda n: u)
+      return new_mu, (mu, token)
+    mu0 = jnp.full((logits.shape[0],), rules.initial_mu, jnp.float32)
+    return jax.lax.scan(step, mu0, us)[1]
 
-  _, (seen, update_error) = run(jnp.full((rows,), 2 * tau))
-  assert float(jnp.abs(update_error).max()) < 1e-5  # mu -= eta * (s - tau)
-  assert abs(float(seen[100:].mean()) - tau) < 0.3
+  mus, tokens = run(jnp.asarray(us, jnp.float32))
+  return np.asarray(mus), np.asarray(tokens)
+
+
+def test_mirostat_cuts_at_mu_and_keeps_the_most_likely_token():
+  logits = jnp.asarray(np.tile(_zipf_logits(), (2, 1)))
+  surprise = -np.log2(_softmax64(np.asarray(logits[0])))
+  for mu in (0.5, 3.0, 6.0):  # 0.5 bits is below the top token's surprise
+    kept = np.asarray(S.mirostat_filter(logits, jnp.full((2,), mu))) > -np.inf
+    want = (surprise <= mu) | (surprise == surprise.min())
+    assert (kept == want[None]).all()
+  assert S.SamplingParams(mirostat_tau=3.0).initial_mu == 6.0
+
+
+def test_mirostat_follows_the_paper_step_by_step():
+  """mu and the tokens of 50 steps equal the paper's rule written out in
+  numpy, fed the same uniforms: the surprise that moves mu is measured under
+  the distribution before the cut, and mu starts at 2 tau."""
+  tau, eta, steps = 3.0, 0.5, 50
+  logits = _zipf_logits()
+  us = np.random.RandomState(1).uniform(size=(steps, 1, 2))
+  mus, tokens = _run_mirostat(jnp.asarray(logits[None]), tau, eta, us)
+  want_mus, want_tokens = _mirostat_reference(_softmax64(logits), tau, eta,
+                                              us[:, 0, 1])
+  assert tokens[:, 0].tolist() == want_tokens
+  np.testing.assert_allclose(mus[:, 0], want_mus, atol=1e-4)
+  assert len(set(want_tokens)) > 5  # the cut moved; not one token repeated
+
+
+def test_mirostat_steers_the_mean_surprise_to_tau():
+  """Over a few thousand draws from a fixed Zipf-like distribution, the
+  picked tokens' mean surprise (under that distribution) is tau within 10%,
+  for targets between the top token's surprise (2.2 bits) and the entropy
+  (5.6 bits), the range a cut can reach."""
+  logits = _zipf_logits()
+  probs = _softmax64(logits)
+  rows, steps = 16, 300
+  us = np.random.RandomState(2).uniform(size=(steps, rows, 2))
+  for tau in (3.0, 5.0):
+    _, tokens = _run_mirostat(jnp.asarray(np.tile(logits, (rows, 1))), tau,
+                              0.1, us)
+    seen = -np.log2(probs[tokens[20:]])
+    assert abs(seen.mean() - tau) < 0.1 * tau, (tau, seen.mean())
 
 
 def test_breakruns_temperature_grows_by_tau_per_argmax_pick_and_resets():
@@ -361,9 +416,12 @@ def test_fast_draw_matches_the_filtered_distribution(rule):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(prompts=[""]), "prompt 0 is empty"),
     (dict(prompts=[[]]), "prompt 0 is empty"),
-    (dict(max_new_tokens=0), "max_new_tokens must be between 1 and 127"),
-    (dict(max_new_tokens=-3), "max_new_tokens must be between 1 and 127"),
-    (dict(max_new_tokens=128), "max_new_tokens must be between 1 and 127"),
+    (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=-3), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=128, max_steps=1),
+     "max_new_tokens must be between 1 and 127"),
+    (dict(max_new_tokens=320), "needs 10 steps of 32 new tokens"),
+    (dict(max_steps=0), "max_steps must be an integer >= 1"),
     (dict(top_p=0.0), "top_p must be in (0, 1]"),
     (dict(top_p=1.5), "top_p must be in (0, 1]"),
     (dict(typical_p=-0.1), "typical_p must be in (0, 1]"),
@@ -383,16 +441,18 @@ def test_bad_input_is_one_clear_line(model, tok, kwargs, message):
 
 
 def test_long_prompt_is_left_truncated_with_a_warning(model, tok, caplog):
+  """With max_steps 1 (no steps beyond the context; see test_long_posts.py),
+  a prompt keeps the tokens that fit before max_new_tokens."""
   config, params = model
   prompt = list(np.random.RandomState(0).randint(0, 300, 200))
   with caplog.at_level(logging.WARNING, logger="gpt2.sampling"):
     result = S.sample(config, params, tok, [prompt], max_new_tokens=112,
-                      top_k=1)[0]
+                      top_k=1, max_steps=1)[0]
   assert "keeping its last 16" in caplog.text
   assert result.prompt_tokens == 16 and len(result.tokens) <= 112
   # The same as giving only the last 16 tokens.
   short = S.sample(config, params, tok, [prompt[-16:]], max_new_tokens=112,
-                   top_k=1)[0]
+                   top_k=1, max_steps=1)[0]
   assert short.tokens == result.tokens
 
 

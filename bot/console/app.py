@@ -148,7 +148,8 @@ def _write_tab(console: Console) -> None:
       mirostat = gr.Slider(0, 10, s.mirostat_tau, step=0.1,
                            label="Mirostat tau (0: off)")
       n = gr.Slider(1, MAX_CANDIDATES, s.n, step=1, label="N")
-      max_new = gr.Slider(8, 1024, s.max_new_tokens, step=8,
+      max_new = gr.Slider(8, max(2048, s.max_new_tokens), s.max_new_tokens,
+                          step=8,
                           label="max new tokens")
       seed = gr.Number(value=s.seed, precision=0, label="seed")
   write = gr.Button("write", variant="primary", elem_id="write")

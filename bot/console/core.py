@@ -41,6 +41,9 @@ from bot.state import Store, Trace
 from bot.tumblr import npf
 from bot.tumblr.thread import ASKED, POSTED, Thread, Turn
 from gpt2.errors import UserError
+from gpt2.sampling_params import BOT_MAX_NEW_TOKENS, SamplingParams
+
+_BOT_RULES = SamplingParams.bot_defaults()
 
 log = logging.getLogger("bot.console")
 
@@ -50,22 +53,23 @@ MAX_CANDIDATES = 8
 
 @dataclasses.dataclass
 class WriteSettings:
-  """The Write tab's sampling controls."""
-  temperature: float = 0.9
-  top_p: float = 0.95
-  top_k: int = 0
-  typical_p: float = 1.0
-  breakruns_tau: float = 0.02
-  mirostat_tau: float = 0.0
+  """The Write tab's sampling controls (the bot's rules by default, from
+  gpt2.sampling_params)."""
+  temperature: float = _BOT_RULES.temperature
+  top_p: float = _BOT_RULES.top_p
+  top_k: int = _BOT_RULES.top_k
+  typical_p: float = _BOT_RULES.typical_p
+  breakruns_tau: float = _BOT_RULES.breakruns_tau
+  mirostat_tau: float = _BOT_RULES.mirostat_tau
   n: int = 4
-  max_new_tokens: int = 200
+  max_new_tokens: int = BOT_MAX_NEW_TOKENS
   seed: int = 0
 
-  def rules(self):
-    from gpt2.sampling import SamplingParams  # pylint: disable=import-outside-toplevel
-    return SamplingParams(
-        temperature=float(self.temperature), top_p=float(self.top_p),
-        top_k=int(self.top_k), typical_p=float(self.typical_p),
+  def rules(self) -> SamplingParams:
+    return dataclasses.replace(
+        _BOT_RULES, temperature=float(self.temperature),
+        top_p=float(self.top_p), top_k=int(self.top_k),
+        typical_p=float(self.typical_p),
         breakruns_tau=float(self.breakruns_tau),
         mirostat_tau=float(self.mirostat_tau))
 
