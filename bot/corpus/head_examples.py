@@ -55,14 +55,12 @@ def post_example(post: dict) -> dict:
   from bot import text_format
   from bot.tumblr.thread import ASKED, COMMENTED, POSTED, RESPONDED
   thread = text_format.post_to_thread(post)
-  document = text_format.format_thread(thread)
+  prompt, text = text_format.own_turn_split(thread)
   last = thread.turns[-1]
-  own_turn = document.rfind(f"#{len(thread.turns)} {last.author} {last.kind}:")
-  cut = document.index("tags:", max(own_turn, 0)) + len("tags:")
   kind = {ASKED: "ask", RESPONDED: "ask", POSTED: "original",
           COMMENTED: "reblog"}[last.kind]
   timestamp = post.get("timestamp", thread.timestamp)
-  return {"prompt": document[:cut], "text": document[cut:], "kind": kind,
+  return {"prompt": prompt, "text": text, "kind": kind,
           "timestamp": timestamp, "note_count": thread.note_count}
 
 
