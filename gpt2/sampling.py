@@ -790,12 +790,16 @@ class _Windows:
   def width(self) -> int:
     return self.context - self.step_tokens
 
+  def header(self, prompt_tokens: int) -> int:
+    """How many of a prompt's first tokens every window keeps."""
+    return min(prompt_tokens, self.context // 4)
+
   def window(self, prompt: list, written: list = ()) -> list:
     """The prompt of a step that goes on after `written` new tokens."""
     tokens = list(prompt) + list(written)
     if len(tokens) <= self.width:
       return tokens
-    header = min(len(prompt), self.context // 4)
+    header = self.header(len(prompt))
     return tokens[:header] + tokens[len(tokens) - (self.width - header):]
 
 
@@ -889,11 +893,11 @@ def _prepare(config: GPT2Config, tokenizer: Tokenizer, prompts, num_samples,
   for i, ids in enumerate(encoded):
     if len(ids) > room and windows is not None:
       encoded[i] = windows.window(ids)
+      header = windows.header(len(ids))
       log.warning("prompt %d has %d tokens; keeping its first %d and last %d "
                   "so that %d new tokens a step fit the context of %d", i,
-                  len(ids), min(len(ids), config.n_positions // 4),
-                  room - min(len(ids), config.n_positions // 4),
-                  step_tokens, config.n_positions)
+                  len(ids), header, room - header, step_tokens,
+                  config.n_positions)
     elif len(ids) > room:
       log.warning("prompt %d has %d tokens; keeping its last %d so that %d "
                   "new tokens fit the context of %d", i, len(ids), room,
