@@ -242,7 +242,8 @@ class LocalModel:
     sentiment = None
     if self.heads is not None:
       if all(s.hidden for s in samples):
-        scores = self.heads.score_candidates([s.hidden for s in samples])
+        scores = self.heads.score_candidates([s.hidden for s in samples],
+                                             [s.raw for s in samples])
       else:
         scores = self.heads.score_texts([s.raw for s in samples],
                                         [s.prompt for s in samples])

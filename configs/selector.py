@@ -42,6 +42,10 @@ def base_config(kind: str) -> ml_collections.ConfigDict:
   c.head.pool_width = 0  # pooled width per layer; 0: the generator's n_embd
   c.head.mlp_ratio = 1.0  # residual MLP width / concatenated pooled width
   c.head.dropout = 0.1
+  # The head's bag of words (selector/bag.py): a linear model on the judged
+  # text's word counts, hashed into this many columns, fitted before the
+  # network, whose output it is added to; 0: the network alone.
+  c.head.bag_buckets = 2**18
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

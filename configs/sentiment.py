@@ -17,6 +17,9 @@ from configs import selector
 def get_config(arg=None):
   c = selector.base_config("sentiment")
   c.sentiment_from = "vader"  # or "column"
+  # Output to value: "bounded" (within the training targets' range, through
+  # a sigmoid) or "linear" (see selector.score.sentiment_target).
+  c.link = "bounded"
   if arg == "tiny":
     c = selector.tiny(c)
   elif arg:

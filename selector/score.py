@@ -1,7 +1,9 @@
 """Trained heads on disk, and scoring candidates with them.
 
 A head directory holds `head.json` (kind, architecture, the generator's
-fingerprint, calibration, test-split metrics) and `params.safetensors`. A
+fingerprint, calibration, test-split metrics), `params.safetensors` (the
+network) and `bag.safetensors` (its bag of words' weights, when it has one;
+see selector/bag.py). A
 training workdir holds one under `head/`, and `Head.load` takes either.
 The bot loads its heads from one directory, each folder optional:
 
@@ -11,8 +13,9 @@ The bot loads its heads from one directory, each folder optional:
                            turns the post down), see configs/autoreviewer.py)
 
 `Heads.score_hidden` takes the hidden states the sampler already returned
-for each candidate's generated tokens, so no candidate runs through the
-generator twice; `Heads.score_texts` runs the frozen generator itself.
+for each candidate's generated tokens (and the candidates' texts, which a
+head's bag of words reads), so no candidate runs through the generator twice;
+`Heads.score_texts` runs the frozen generator itself.
 """
 
 import dataclasses
@@ -23,6 +26,7 @@ from typing import Optional, Sequence
 
 import fsspec
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import safetensors
@@ -30,6 +34,7 @@ from safetensors import numpy as safetensors_np
 
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
+from selector import bag as bag_lib
 from selector import data as data_lib
 from selector.metrics import apply_platt
 from selector.model import HeadConfig, apply_head
@@ -49,6 +54,56 @@ _SHAPE_KEYS = ("n_layer", "n_embd", "vocab_size")
 def compiled_head(config: HeadConfig):
   """Jitted (params, hidden tuple, mask) -> (B, n_out), deterministic."""
   return jax.jit(functools.partial(apply_head, config))
+
+
+SENTIMENT_LINKS = ("bounded", "linear")
+
+
+def sentiment_target(link: str, train_targets: np.ndarray) -> dict:
+  """How the sentiment head's output maps to a value, from its training
+  targets: their mean and spread (the loss is on the standardised value)
+  and, for the "bounded" link, their range.
+
+  bounded: value = low + (high - low) sigmoid(output), never outside the
+    range the head was trained on. VADER's compound score is a squashed
+    sum of word valences, and a sum of per-word terms behind such a link
+    fits it far better than a straight line through the saturated scores.
+  linear: value = mean + std output (heads saved before the link existed).
+  """
+  if link not in SENTIMENT_LINKS:
+    raise UserError(f"config.link={link!r} is not one of "
+                    f"{', '.join(SENTIMENT_LINKS)}")
+  t = np.asarray(train_targets, np.float64)
+  target = {"link": link, "mean": float(t.mean()),
+            "std": float(max(t.std(), 1e-6))}
+  if link == "bounded":
+    low, high = float(t.min()), float(t.max())
+    if high - low < 1e-6:
+      raise UserError("every sentiment target in the training split is "
+                      f"{low}: nothing to learn")
+    target.update(low=low, high=high)
+  return target
+
+
+def sentiment_value(output, target: dict):
+  """The sentiment head's (B,) output -> (B,) values (jax or numpy in,
+  a jax array out)."""
+  if target.get("link", "linear") == "bounded":
+    return target["low"] + (target["high"] - target["low"]) * jax.nn.sigmoid(
+        jnp.asarray(output, jnp.float32))
+  return jnp.asarray(output, jnp.float32) * target["std"] + target["mean"]
+
+
+def sentiment_output(values, target: dict, margin: float = 0.01) -> np.ndarray:
+  """The inverse of `sentiment_value`: the output that gives each value
+  (a bounded link's ends are kept `margin` of the range inside, where the
+  output is finite)."""
+  values = np.asarray(values, np.float64)
+  if target.get("link", "linear") == "bounded":
+    p = (values - target["low"]) / (target["high"] - target["low"])
+    p = np.clip(p, margin, 1.0 - margin)
+    return np.log(p) - np.log1p(-p)
+  return (values - target["mean"]) / target["std"]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -78,7 +133,7 @@ class Head:
   """One trained head: its architecture, parameters and what it needs.
 
   calibration: binary kinds only, Platt's {"a", "b"} on the logit difference.
-  target: sentiment only, {"mean", "std"} the targets were standardised by.
+  target: sentiment only, the link from output to value (sentiment_target).
   """
   kind: str  # a key of N_OUT
   config: HeadConfig
@@ -88,6 +143,7 @@ class Head:
   calibration: Optional[dict] = None
   target: Optional[dict] = None
   model: str = ""  # the generator directory the head was trained on
+  bag: Optional[bag_lib.Bag] = None  # its bag of words (selector/bag.py)
   metrics: dict = dataclasses.field(default_factory=dict)
   source: str = ""  # where it was loaded from, for messages
 
@@ -99,11 +155,15 @@ class Head:
     fs.makedirs(root, exist_ok=True)
     with fs.open(f"{root}/params.safetensors", "wb") as f:
       f.write(safetensors_np.save(_flatten(self.params)))
+    if self.bag is not None:
+      with fs.open(f"{root}/bag.safetensors", "wb") as f:
+        f.write(safetensors_np.save({"weights": self.bag.weights}))
     spec = {
         "format": FORMAT, "kind": self.kind, "head": self.config.to_dict(),
         "generator": self.generator, "max_len": self.max_len,
         "calibration": self.calibration, "target": self.target,
         "model": self.model, "metrics": self.metrics,
+        "bag": self.bag.spec() if self.bag is not None else None,
     }
     with fs.open(f"{root}/head.json", "w") as f:
       json.dump(spec, f, indent=2)
@@ -126,7 +186,11 @@ class Head:
         raise ValueError("not a head description")
       config = HeadConfig.from_dict(spec["head"])
       data = fs.cat_file(f"{root}/params.safetensors")
-      return cls(kind=spec["kind"], config=config,
+      bag = None
+      if spec.get("bag"):
+        bag = bag_lib.from_spec(spec["bag"], safetensors_np.load(
+            fs.cat_file(f"{root}/bag.safetensors"))["weights"])
+      return cls(kind=spec["kind"], config=config, bag=bag,
                  params=_unflatten(safetensors_np.load(data)),
                  generator=dict(spec["generator"]),
                  max_len=int(spec["max_len"]),
@@ -134,8 +198,8 @@ class Head:
                  target=spec.get("target"), model=spec.get("model", ""),
                  metrics=spec.get("metrics", {}), source=path)
     except FileNotFoundError as e:
-      raise UserError(f"head {path} has head.json but no "
-                      "params.safetensors") from e
+      raise UserError(f"head {path} has head.json but a weights file is "
+                      f"missing ({e.filename or e})") from e
     except (ValueError, KeyError, TypeError, safetensors.SafetensorError) as e:
       raise UserError(f"head {path} is unreadable: {str(e).splitlines()[0]}"
                       ) from e
@@ -163,10 +227,20 @@ class Head:
 
   # ---- scoring -------------------------------------------------------------
 
-  def raw_outputs(self, hidden: Sequence, mask) -> np.ndarray:
-    """(B, n_out) float32 outputs for hidden states in `config.layers` order."""
-    fn = compiled_head(self.config)
-    return np.asarray(fn(self.params, tuple(hidden), mask))
+  def raw_outputs(self, hidden: Sequence, mask,
+                  texts: Optional[Sequence[str]] = None) -> np.ndarray:
+    """(B, n_out) float32 outputs for hidden states in `config.layers` order
+    and (for a head with a bag of words) the B judged texts; padding rows
+    past the texts get no bag."""
+    out = np.array(compiled_head(self.config)(self.params, tuple(hidden),
+                                              mask), np.float32)
+    if self.bag is not None:
+      if texts is None:
+        raise UserError(f"the {self.kind} head reads the candidates' texts "
+                        "as well as their hidden states (its bag of words), "
+                        "and none were given")
+      out[:len(texts), -1] += self.bag.predict(texts)
+    return out
 
   def values(self, outputs: np.ndarray) -> np.ndarray:
     """Calibrated P(label 1) for a binary head (P(does well) for a selector,
@@ -174,8 +248,7 @@ class Head:
     otherwise."""
     if self.kind in BINARY:
       return apply_platt(outputs[:, 1] - outputs[:, 0], self.calibration)
-    return (np.asarray(outputs[:, 0], np.float64) * self.target["std"] +
-            self.target["mean"])
+    return np.asarray(sentiment_value(outputs[:, 0], self.target), np.float64)
 
 
 @dataclasses.dataclass
@@ -248,18 +321,31 @@ class Heads:
       model = weights.load_model(named)
     return cls(model, batch_size=batch_size, **found)
 
-  def score_hidden(self, hidden: dict, mask) -> Scores:
+  @property
+  def reads_texts(self) -> bool:
+    """Whether any head reads the candidates' texts (a bag of words)."""
+    return any(h.bag is not None for h in self.heads)
+
+  def score_hidden(self, hidden: dict, mask,
+                   texts: Optional[Sequence[str]] = None) -> Scores:
     """Scores from hidden states already computed.
 
     hidden: {layer: (B, T, C)} covering at least `self.layers`; mask: (B, T)
-    bool, True at each candidate's judged (generated) positions.
+    bool, True at each candidate's judged (generated) positions; texts: the
+    B candidates' texts, needed when `reads_texts`.
     """
     missing = [l for l in self.layers if l not in hidden]
     if missing:
       raise UserError(f"the heads read generator layers {self.layers}, but "
                       f"the hidden states hold only {tuple(sorted(hidden))}")
+    if texts is None and self.reads_texts:
+      raise UserError("the heads read the candidates' texts as well as "
+                      "their hidden states (a bag of words), and none were "
+                      "given")
     mask = np.asarray(mask, bool)
     B, T = mask.shape
+    if texts is not None and len(texts) != B:
+      raise ValueError(f"{len(texts)} texts for {B} candidates")
     real = np.flatnonzero(mask.any(axis=0))
     T_used = int(real[-1]) + 1 if len(real) else 1
     length = -(-T_used // data_lib.LENGTH_BUCKET) * data_lib.LENGTH_BUCKET
@@ -269,6 +355,7 @@ class Heads:
       n = rows.stop - rows.start
       chunk_mask = np.zeros((self.batch_size, length), bool)
       chunk_mask[:n, :T_used] = mask[rows, :T_used]
+      chunk_texts = None if texts is None else list(texts[rows])
       chunk = {}
       for l in self.layers:
         h = np.asarray(hidden[l][rows, :T_used], np.float32)
@@ -281,7 +368,7 @@ class Heads:
         chunk[l] = padded
       for head in self.heads:
         raw = head.raw_outputs([chunk[l] for l in head.config.layers],
-                               chunk_mask)
+                               chunk_mask, chunk_texts)
         out[head.kind].append(head.values(raw[:n]))
     joined = {k: np.concatenate(v) if v else np.zeros((0,))
               for k, v in out.items()}
@@ -289,10 +376,12 @@ class Heads:
                   sentiment=joined.get("sentiment"),
                   autoreviewer=joined.get("autoreviewer"))
 
-  def score_candidates(self, candidates: Sequence[dict]) -> Scores:
-    """Scores for the sampler's per-candidate `{layer: (n_generated, C)}`."""
+  def score_candidates(self, candidates: Sequence[dict],
+                       texts: Optional[Sequence[str]] = None) -> Scores:
+    """Scores for the sampler's per-candidate `{layer: (n_generated, C)}`
+    and (for heads with a bag of words) the candidates' texts."""
     hidden, mask = pad_candidates(candidates, self.layers)
-    return self.score_hidden(hidden, mask)
+    return self.score_hidden(hidden, mask, texts)
 
   def score_texts(self, texts: Sequence[str],
                   prompts: Optional[Sequence[str]] = None) -> Scores:
@@ -309,7 +398,7 @@ class Heads:
     for i, states in data_lib.iter_hidden(cfg, self.model.params, encoded,
                                           self.layers, self.batch_size):
       rows[i] = dict(zip(self.layers, states))
-    return self.score_candidates(rows)
+    return self.score_candidates(rows, list(texts))
 
 
 def pad_candidates(candidates: Sequence[dict], layers: Sequence[int]):

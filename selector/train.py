@@ -1,7 +1,8 @@
 """Training a head on the frozen generator's cached activations.
 
 Reads top to bottom: tokens -> activation cache -> stratified split into
-train, calibration and test rows -> AdamW with warmup and cosine decay ->
+train, calibration and test rows -> the bag of words fitted on the train
+rows (selector/bag.py) -> AdamW with warmup and cosine decay ->
 training loop with orbax checkpoints (a reused workdir resumes, and sees
 exactly the batches it would have) -> calibration fitted on the calibration
 rows -> metrics on the test rows, beside a bag-of-words baseline fitted on
@@ -34,12 +35,15 @@ import tqdm
 
 from gpt2.errors import UserError
 from selector import autoreview
+from selector import bag as bag_lib
 from selector import baseline as baseline_lib
 from selector import data as data_lib
 from selector import metrics as metrics_lib
 from selector.model import (HeadConfig, apply_head, init_head_params,
                             resolve_layers)
-from selector.score import BINARY, HEAD_SUBDIR, N_OUT, Head, compiled_head
+from selector.score import (BINARY, HEAD_SUBDIR, N_OUT, Head, compiled_head,
+                            sentiment_output, sentiment_target,
+                            sentiment_value)
 
 
 @dataclasses.dataclass
@@ -123,28 +127,32 @@ def make_optimizer(tcfg, total_steps: int):
   return tx, schedule
 
 
-def loss_fn(head_cfg: HeadConfig, kind: str, params, hidden, mask, targets,
-            weights, dropout_rng):
-  """Weighted mean cross-entropy (binary heads) or squared error
-  (sentiment)."""
+def loss_fn(head_cfg: HeadConfig, kind: str, target: Optional[dict], params,
+            hidden, mask, offsets, targets, weights, dropout_rng):
+  """Weighted mean cross-entropy (binary heads) or squared error of the
+  standardised value (sentiment). `offsets` (B,): the bag of words' output
+  for each row, added to the network's last output as the scorer adds it."""
   out = apply_head(head_cfg, params, hidden, mask, deterministic=False,
                    dropout_rng=dropout_rng)  # (B, n_out)
+  out = out.at[:, -1].add(offsets)
   if kind in BINARY:
     per_example = optax.softmax_cross_entropy_with_integer_labels(
         out, targets.astype(jnp.int32))
   else:
-    per_example = (out[:, 0] - targets) ** 2
+    value = sentiment_value(out[:, 0], target)
+    per_example = ((value - target["mean"]) / target["std"] - targets) ** 2
   return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def make_train_step(head_cfg: HeadConfig, kind: str, tx):
+def make_train_step(head_cfg: HeadConfig, kind: str, tx,
+                    target: Optional[dict] = None):
   """A jitted (state, batch, rng) -> (state, loss)."""
 
-  def step(state, hidden, mask, targets, weights, rng):
+  def step(state, hidden, mask, offsets, targets, weights, rng):
     dropout_rng = jax.random.fold_in(rng, state["step"])
-    loss, grads = jax.value_and_grad(loss_fn, argnums=2)(
-        head_cfg, kind, state["params"], hidden, mask, targets, weights,
-        dropout_rng)
+    loss, grads = jax.value_and_grad(loss_fn, argnums=3)(
+        head_cfg, kind, target, state["params"], hidden, mask, offsets,
+        targets, weights, dropout_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     return {"params": params, "opt_state": opt_state,
@@ -271,10 +279,21 @@ def train_head(config, model, examples: Examples, workdir: str,
   target = None
   train_targets = targets
   if kind == "sentiment":
-    mean = float(targets[train_idx].mean())
-    std = float(max(targets[train_idx].std(), 1e-6))
-    target = {"mean": mean, "std": std}
-    train_targets = (targets - mean) / std
+    target = sentiment_target(config.get("link", "bounded"),
+                              targets[train_idx])
+    train_targets = (targets - target["mean"]) / target["std"]
+
+  # The bag of words, fitted first; the network learns what it leaves.
+  bag, offsets = None, np.zeros(len(targets), np.float64)
+  if config.head.bag_buckets:
+    start = time.time()
+    bag, offsets = bag_lib.fit(
+        examples.texts,
+        targets if binary else sentiment_output(targets, target), train_idx,
+        binary=binary, buckets=int(config.head.bag_buckets), seed=tcfg.seed)
+    log(f"bag of words fitted in {time.time() - start:.1f}s "
+        f"({bag.regularisation})")
+  offsets = offsets.astype(np.float32)
 
   head_cfg = HeadConfig(
       layers=layers, n_embd=gen.n_embd, n_out=N_OUT[kind],
@@ -289,6 +308,7 @@ def train_head(config, model, examples: Examples, workdir: str,
       "kind": kind, "data": data_lib.cache_key(fingerprint, layers, encoded,
                                                config.cache_dtype),
       "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
+      "target": target, "bag": int(config.head.bag_buckets),
       "head": head_cfg.to_dict(),
       "train": {k: v for k, v in tcfg.to_dict().items()
                 if k not in _NOT_RUN_IDENTITY},
@@ -309,7 +329,7 @@ def train_head(config, model, examples: Examples, workdir: str,
 
   # One padded length for every batch: one compile.
   length = data_lib.bucket_length(int(cache.lengths.max()), max_len)
-  train_step = make_train_step(head_cfg, kind, tx)
+  train_step = make_train_step(head_cfg, kind, tx, target)
   step = int(state["step"])
   last_step = total_steps if stop_after_steps is None else min(
       total_steps, step + stop_after_steps)
@@ -327,7 +347,9 @@ def train_head(config, model, examples: Examples, workdir: str,
     hidden, mask = cache.batch(idx, length)
     y = np.where(np.asarray(idx) >= 0, train_targets[idx], 0.0).astype(
         np.float32)
-    state, loss = train_step(state, hidden, mask, y, weights, rng)
+    bag_out = np.where(np.asarray(idx) >= 0, offsets[idx], 0.0).astype(
+        np.float32)
+    state, loss = train_step(state, hidden, mask, bag_out, y, weights, rng)
     step += 1
     running.append(loss)
     bar.update(1)
@@ -349,8 +371,11 @@ def train_head(config, model, examples: Examples, workdir: str,
   # Calibration on its own rows; every metric on the test rows; the
   # bag-of-words baseline on the same split.
   params = state["params"]
-  run_head = lambda idx: predict(head_cfg, params, cache, idx, length,
-                                 tcfg.eval_batch_size)
+  def run_head(idx):  # the network, plus the bag fitted on the train rows
+    out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
+    out[:, -1] += offsets[idx]
+    return out
+
   outputs = run_head(splits.test)
   result = {"n_train": int(len(train_idx)),
             "n_calibration": int(len(splits.calibration)),
@@ -374,18 +399,26 @@ def train_head(config, model, examples: Examples, workdir: str,
         examples.texts, targets, train_idx, splits.calibration, splits.test,
         n_bins=config.ece_bins, seed=tcfg.seed, cutoffs=cutoffs)
   else:
-    values = outputs[:, 0] * target["std"] + target["mean"]
+    values = np.asarray(sentiment_value(outputs[:, 0], target), np.float64)
     result.update(metrics_lib.regression_metrics(targets[splits.test],
                                                  values))
     result["baseline"] = baseline_lib.sentiment_baseline(
         examples.texts, targets, train_idx, splits.test)
+  if bag is not None:  # the bag alone, on the same test rows
+    alone = offsets[splits.test].astype(np.float64)
+    key = baseline_lib.KEY_METRIC[kind]
+    result["bag"] = dict(bag.regularisation, **{key: float(
+        metrics_lib.roc_auc(targets[splits.test], alone) if binary else
+        metrics_lib.regression_metrics(
+            targets[splits.test],
+            np.asarray(sentiment_value(alone, target)))[key])})
   result["beats_baseline"], line = baseline_lib.verdict(kind, result,
                                                         result["baseline"])
   if not result["beats_baseline"]:
     logging.warning(line)
   head = Head(kind=kind, config=head_cfg, params=params, generator=fingerprint,
               max_len=max_len, calibration=calibration, target=target,
-              model=_absolute(config.model), metrics=result)
+              model=_absolute(config.model), metrics=result, bag=bag)
   head.save(f"{workdir}/{HEAD_SUBDIR}")
   _write_json(f"{workdir}/metrics.json", result)
   log("test split: " + ", ".join(

@@ -9,9 +9,11 @@ activations does no better, the 64-wide random features are the limit.)
 """
 
 import copy
+import dataclasses
 import functools
 import json
 import re
+import zlib
 
 import jax
 import numpy as np
@@ -173,8 +175,10 @@ def test_scores_from_cached_hidden_states_equal_a_fresh_forward_pass(
   layers = heads.layers
   assert layers == cache.layers == (1, 2)
   picks = [0, 1, 7, 100, 333]
+  picked = [texts[i] for i in picks]
   from_cache = heads.score_candidates(
-      [dict(zip(cache.layers, cache.rows(i))) for i in picks]).selector
+      [dict(zip(cache.layers, cache.rows(i))) for i in picks],
+      picked).selector
   run = jax.jit(functools.partial(forward, generator.config, capture=layers,
                                   return_logits=False))
   fresh = []
@@ -182,7 +186,7 @@ def test_scores_from_cached_hidden_states_equal_a_fresh_forward_pass(
     ids = np.asarray([generator.tokenizer.encode(texts[i])], np.int32)
     out = run(generator.params, ids)
     fresh.append({l: np.asarray(out.hidden[l][0]) for l in layers})
-  from_forward = heads.score_candidates(fresh).selector
+  from_forward = heads.score_candidates(fresh, picked).selector
   from_texts = heads.score_texts([texts[i] for i in picks]).selector
   np.testing.assert_allclose(from_cache, from_forward, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(from_texts, from_forward, rtol=1e-5, atol=1e-6)
@@ -196,7 +200,8 @@ def test_scores_from_cached_hidden_states_equal_a_fresh_forward_pass(
   n_prompt = len(generator.tokenizer.encode(prompt))
   out = run(generator.params, ids)
   want = heads.score_candidates(
-      [{l: np.asarray(out.hidden[l][0, n_prompt:]) for l in layers}]).selector
+      [{l: np.asarray(out.hidden[l][0, n_prompt:]) for l in layers}],
+      [texts[0]]).selector
   got = heads.score_texts([texts[0]], prompts=[prompt]).selector
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -213,6 +218,8 @@ def test_calibration_lowers_ece_of_an_overconfident_head(trained, generator):
   loud.params = jax.tree.map(np.copy, head.params)
   loud.params["out"]["kernel"] *= 8.0
   loud.params["out"]["bias"] *= 8.0
+  loud.bag = dataclasses.replace(head.bag, weights=head.bag.weights * 8.0,
+                                 intercept=head.bag.intercept * 8.0)
   # Passages it never saw, with fewer telling words: the head errs, and the
   # loud copy errs with certainty.
   texts, labels = two_authors(200, seed=7, p_own=0.06)
@@ -222,7 +229,8 @@ def test_calibration_lowers_ece_of_an_overconfident_head(trained, generator):
                                         encoded, head.config.layers, 32):
     rows[i] = dict(zip(head.config.layers, states))
   hidden, mask = pad_candidates(rows, head.config.layers)
-  out = loud.raw_outputs([hidden[l] for l in head.config.layers], mask)
+  out = loud.raw_outputs([hidden[l] for l in head.config.layers], mask,
+                         texts)
   diff = out[:, 1] - out[:, 0]
   fit, check = slice(0, 200), slice(200, None)
   calibration = M.fit_platt(diff[fit], labels[fit])
@@ -234,7 +242,8 @@ def test_calibration_lowers_ece_of_an_overconfident_head(trained, generator):
   assert after < 0.75 * before
 
 
-def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus):
+def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus,
+                                                         generator):
   """The calibration is fitted on the calibration rows only, and every
   reported metric is computed on the test rows only: rebuilt here from the
   head's raw outputs on each split."""
@@ -253,7 +262,8 @@ def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus):
   def logit_diff(rows):
     hidden, mask = pad_candidates(
         [dict(zip(cache.layers, cache.rows(i))) for i in rows], cache.layers)
-    out = head.raw_outputs([hidden[l] for l in head.config.layers], mask)
+    out = head.raw_outputs([hidden[l] for l in head.config.layers], mask,
+                           [texts[i] for i in rows])
     return out[:, 1] - out[:, 0]
 
   want = M.fit_platt(logit_diff(splits.calibration),
@@ -283,9 +293,11 @@ def test_sentiment_head_and_both_heads_together(trained, corpus, generator):
                 sentiment=Head.load(str(trained["root"] / "sentiment")))
   scores = heads.score_texts(texts[:40])
   assert scores.selector.shape == scores.sentiment.shape == (40,)
-  # Values on the targets' scale, not standardised ones.
+  # Values on the targets' scale, not standardised ones, and (the bounded
+  # link) never outside the range of the training targets.
   assert np.corrcoef(scores.sentiment, mood[:40])[0, 1] > 0.8
-  assert np.abs(scores.sentiment).max() < 2.0
+  assert mood.min() <= scores.sentiment.min() < -0.3
+  assert 0.3 < scores.sentiment.max() <= mood.max()
 
 
 def test_a_head_from_another_generator_is_a_clear_error(trained, generator,
@@ -323,3 +335,84 @@ def test_a_head_from_another_generator_is_a_clear_error(trained, generator,
   with pytest.raises(UserError, match="none of selector/, sentiment/, "
                      "autoreviewer/"):
     Heads.load(str(tmp_path), model=generator)
+
+
+def test_the_bag_of_words_counts_lowercased_words_the_same_everywhere():
+  from selector import bag as bag_lib  # pylint: disable=import-outside-toplevel
+  cols = bag_lib.word_columns("The river, the RIVER's stone!", 1 << 20)
+  # the, river, the, river, s, stone: a word is its lower case.
+  assert len(cols) == 6 and cols[0] == cols[2] and cols[1] == cols[3]
+  assert len(set(cols.tolist())) == 4
+  assert cols[0] == zlib.crc32(b"the") % (1 << 20)  # not Python's salted hash
+  X = bag_lib.counts(["a b a", "", "b"], 16)
+  assert X.shape == (3, 16) and X.sum() == 4 and X[1].nnz == 0
+  assert X[0].max() == 2
+
+
+def test_the_network_never_trains_on_a_bag_that_saw_its_row():
+  """Each text has a word of its own and a random label: a bag fitted on
+  every row learns them by heart, so the network must get, for each
+  training row, the prediction of a bag that did not see it."""
+  from selector import bag as bag_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  n = 400
+  texts = [f"word{i} common text" for i in range(n)]
+  labels = rng.integers(0, 2, n).astype(np.float64)
+  train = np.arange(300)
+  bag, outputs = bag_lib.fit(texts, labels, train, binary=True,
+                             buckets=1 << 16)
+  memorised = M.roc_auc(labels[train], bag.predict([texts[i] for i in train]))
+  held_out = M.roc_auc(labels[train], outputs[train])
+  print(f"AUC on the training rows: full fit {memorised:.3f}, "
+        f"out of fold {held_out:.3f}")
+  assert memorised > 0.9 and abs(held_out - 0.5) < 0.12
+  # The rows the bag did not train on get the full fit.
+  np.testing.assert_allclose(outputs[300:],
+                             bag.predict(texts[300:]), rtol=1e-6, atol=1e-9)
+  # A real signal survives the folds: label 1 texts say "glad".
+  texts = [f"{'glad' if y else 'sad'} word{i}" for i, y in enumerate(labels)]
+  _, outputs = bag_lib.fit(texts, labels, train, binary=True, buckets=1 << 16)
+  assert M.roc_auc(labels[train], outputs[train]) > 0.99
+
+
+def test_heads_with_a_bag_need_the_texts(trained, generator):
+  heads = Heads(generator, selector=Head.load(trained["workdir"]))
+  assert heads.reads_texts and trained["metrics"]["bag"]["auc"] > 0.8
+  hidden = {l: np.zeros((2, 4, 64), np.float32) for l in heads.layers}
+  with pytest.raises(UserError, match="texts") as e:
+    heads.score_hidden(hidden, np.ones((2, 4), bool))
+  assert "\n" not in str(e.value)
+  # The same hidden states, other words: the logits move by the bag's
+  # outputs (the first author's words against the second's).
+  head = heads.selector
+  words = ["river stone candle", "engine ledger signal"]
+  out = head.raw_outputs([hidden[l] for l in head.config.layers],
+                         np.ones((2, 4), bool), words)
+  diff = out[:, 1] - out[:, 0]
+  bag = head.bag.predict(words)
+  assert bag[1] - bag[0] > 1.0  # label 1 is the second author
+  np.testing.assert_allclose(diff[1] - diff[0], bag[1] - bag[0], rtol=1e-4)
+
+
+def test_a_sentiment_value_stays_within_the_range_it_learned():
+  from selector.score import (sentiment_output, sentiment_target,  # pylint: disable=import-outside-toplevel
+                              sentiment_value)
+  train = np.array([-0.9, -0.2, 0.0, 0.3, 0.8])
+  bounded = sentiment_target("bounded", train)
+  assert (bounded["low"], bounded["high"]) == (-0.9, 0.8)
+  values = np.asarray(sentiment_value(np.array([-50.0, 0.0, 50.0]), bounded))
+  np.testing.assert_allclose(values, [-0.9, -0.05, 0.8], atol=1e-6)
+  inner = np.array([-0.5, 0.0, 0.6])
+  np.testing.assert_allclose(
+      np.asarray(sentiment_value(sentiment_output(inner, bounded), bounded)),
+      inner, atol=1e-5)
+  assert np.isfinite(sentiment_output(np.array([-0.9, 0.8]), bounded)).all()
+  linear = sentiment_target("linear", train)
+  assert "low" not in linear
+  np.testing.assert_allclose(
+      np.asarray(sentiment_value(np.array([0.0, 1.0]), linear)),
+      [train.mean(), train.mean() + train.std()], rtol=1e-6)
+  with pytest.raises(UserError, match="config.link='tanh'"):
+    sentiment_target("tanh", train)
+  with pytest.raises(UserError, match="nothing to learn"):
+    sentiment_target("bounded", np.zeros(4))
