@@ -196,6 +196,10 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
     config.activation_cache = os.path.join(workdir, "heads", "activations")
     if kind == "sentiment":
       config.sentiment_from = "column"
+    # Three epochs, not the tiny config's six: with the bag of words the
+    # network learns what the words leave, and more epochs overfit it
+    # (selector AUC 0.853 at 3, 0.849 at 6, 0.838 at 12; see the README).
+    config.train.epochs = 3
     if head_steps:
       config.train.steps = head_steps
     head_dir = os.path.join(workdir, "heads", kind)

@@ -45,6 +45,11 @@ def test_demo_writes_every_output(demo_run):
     selector = json.load(f)
   assert selector["baseline"]["auc"] == result["selector_auc_baseline"]
   assert selector["n_test"] == 180  # 10% of --head_examples
+  # The heads' bag of words, alone on the same rows: the words tell comedy
+  # from tragedy, and VADER's lexicon is words.
+  assert selector["bag"]["auc"] > 0.6
+  with open(workdir / "heads" / "sentiment" / "metrics.json") as f:
+    assert json.load(f)["bag"]["pearson"] > 0.3
   for kind in ("selector", "sentiment"):
     beaten = result["sentiment"]["beats_baseline"] if kind == "sentiment" \
         else selector["beats_baseline"]
