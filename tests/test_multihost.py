@@ -43,6 +43,10 @@ def cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("jax_cache"))
 
 
+# JAX's error when a process of a distributed run never shows up.
+_NO_PEER = "Getting local topologies failed"
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -135,8 +139,17 @@ def test_two_processes_train_like_one_through_a_sigterm(corpus, cache,
   assert str(stopped) in saved and all(int(s) <= stopped for s in saved)
   assert _losses(workdir)[0] == list(range(1, stopped + 1))
 
-  for rc, summary, err in finish(start(corpus, cache, workdir, 2, *flags)):
-    assert rc == 0, err[-3000:]
+  results = finish(start(corpus, cache, workdir, 2, *flags))
+  if any(_NO_PEER in err for _, _, err in results):
+    # Seen once in a full run of the suite on 2 cores: a restarted pair where one
+    # process never reached JAX's coordinator within its 2 minutes. Not
+    # what this test is about (the stop, the resume): start the pair again,
+    # once, and say so.
+    print("the restarted pair did not meet at the coordinator; once more")
+    results = finish(start(corpus, cache, workdir, 2, *flags))
+  for rc, summary, err in results:
+    assert rc == 0, "\n".join(f"process {j}: {e[-2000:]}"
+                              for j, (_, _, e) in enumerate(results))
     assert f"resumed {workdir} at step {stopped}" in err
     assert summary["steps"] == STEPS
   # One metrics.jsonl, each step once.
