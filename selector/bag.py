@@ -108,6 +108,11 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
                     "the head's bag of words (head.bag_buckets=0 turns it "
                     "off)")
   y = np.asarray(targets, np.float64)[train_idx]
+  # Only the columns the training rows use: the others' weights are 0 under
+  # the L2 penalty anyway, and 2^18 mostly empty columns make each solver
+  # step about ten times slower.
+  used = np.unique(X[train_idx].indices)
+  X = X[:, used]
   if binary:
     folds = int(min(FOLDS, np.bincount(y.astype(int), minlength=2).min()))
     split = StratifiedKFold(folds, shuffle=True, random_state=seed) if (
@@ -133,9 +138,10 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
     for fit_rows, held in split.split(Xt, y):
       part = _model(binary, value, seed).fit(Xt[fit_rows], y[fit_rows])
       outputs[train_idx[held]] = predict(part, Xt[held])
-  coef = np.asarray(full.coef_, np.float64).reshape(-1)
+  weights = np.zeros(buckets, np.float32)
+  weights[used] = np.asarray(full.coef_, np.float64).reshape(-1)
   intercept = float(np.asarray(full.intercept_).reshape(-1)[0])
-  return Bag(weights=coef.astype(np.float32), intercept=intercept,
+  return Bag(weights=weights, intercept=intercept,
              regularisation={name: value}), outputs
 
 
