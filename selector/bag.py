@@ -26,7 +26,7 @@ How it is fitted, so that nothing leaks into the numbers a head reports:
 import dataclasses
 import re
 import zlib
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sparse
@@ -145,10 +145,8 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
              regularisation={name: value}), outputs
 
 
-def from_spec(spec: Optional[dict], weights) -> Optional[Bag]:
-  """A Bag from head.json's "bag" entry and its weights; None without one."""
-  if not spec:
-    return None
+def from_spec(spec: dict, weights) -> Bag:
+  """A Bag from head.json's "bag" entry and its weights."""
   weights = np.asarray(weights, np.float32).reshape(-1)
   if len(weights) != int(spec["buckets"]):
     raise ValueError(f"the bag has {len(weights)} weights for "
