@@ -63,11 +63,19 @@ DRY_TAKEN = ("seen", "review")
 MAX_ATTEMPTS = 5
 
 
+def clock_of(config) -> Callable[[], float]:
+  """The bot's clock: `config.now` where set (a replayed pass), else the
+  time."""
+  now = float(config.get("now", 0.0) or 0.0)
+  return (lambda: now) if now else time.time
+
+
 class Bot:
   """The bot's resources (client, model, state) and its passes."""
 
   def __init__(self, config, *, client: TumblrClient, generator, scorer,
-               dry_run: bool = False, clock: Callable[[], float] = time.time):
+               dry_run: bool = False,
+               clock: Optional[Callable[[], float]] = None):
     if not config.blog:
       raise UserError("config key `blog` is empty: name the bot's blog")
     self.config = config
@@ -76,7 +84,7 @@ class Bot:
     self.generator = generator
     self.scorer = scorer
     self.dry_run = dry_run
-    self.clock = clock
+    self.clock = clock = clock or clock_of(config)
     self.store = Store(config.state, clock=clock)
     self.trace = Trace(config.trace or config.state + ".trace.jsonl")
     self.words = WordFilter.from_file(config.word_list)
@@ -516,9 +524,12 @@ def check_files(config) -> None:
   autoreview.check_cutoffs(config.autoreview)
 
 
-def make_client(config, check: bool = True) -> TumblrClient:
+def make_client(config, check: bool = True,
+                clock: Optional[Callable[[], float]] = None) -> TumblrClient:
   """The Tumblr client for `config`; with `check`, one authenticated call
-  first, so wrong keys fail in one line before a model is loaded."""
+  first, so wrong keys fail in one line before a model is loaded. Its clock
+  is the bot's (`clock_of(config)` unless given): Tumblr's clock is measured
+  against it, so the daily cap's day is the same day for both."""
   from bot.tumblr.credentials import load_credentials  # pylint: disable=import-outside-toplevel
   if not config.blog:
     raise UserError("config key `blog` is empty: name the bot's blog")
@@ -529,7 +540,8 @@ def make_client(config, check: bool = True) -> TumblrClient:
                         max_retries=int(c.max_retries),
                         backoff_s=float(c.backoff_s),
                         max_wait_s=float(c.max_wait_s),
-                        user_agent=config.user_agent)
+                        user_agent=config.user_agent,
+                        clock=clock or clock_of(config))
   if check:
     try:
       client.user_info()
@@ -566,14 +578,15 @@ def make_model(config, model_server: str = ""):
 
 def run_pass(config, *, dry_run: bool = False, model=None, client=None,
              model_server: str = "",
-             clock: Callable[[], float] = time.time) -> PassReport:
+             clock: Optional[Callable[[], float]] = None) -> PassReport:
   """One pass of the bot described by `config` (configs/bot.py).
 
   `model` (a generator that is also a scorer, e.g. bot.ml.LocalModel) and
   `client` may be given to reuse them across passes; otherwise they are
   built from the config (`model_server` overrides config.model_server).
   """
-  client = client or make_client(config)
+  clock = clock or clock_of(config)
+  client = client or make_client(config, clock=clock)
   model = model or make_model(config, model_server)
   bot = Bot(config, client=client, generator=model, scorer=model,
             dry_run=dry_run, clock=clock)
@@ -586,7 +599,7 @@ def run_pass(config, *, dry_run: bool = False, model=None, client=None,
 def run_passes(config, *, model, client, dry_run: bool = False,
                interval_s: float = 600.0, passes: Optional[int] = None,
                sleep: Callable[[float], None] = time.sleep,
-               clock: Callable[[], float] = time.time) -> list:
+               clock: Optional[Callable[[], float]] = None) -> list:
   """The daemon: a pass every `interval_s` seconds, `passes` times (None:
   for ever). A pass that fails is logged (a user's mistake in one line,
   anything else with its traceback) and the next pass follows; the bot

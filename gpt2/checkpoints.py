@@ -18,6 +18,7 @@ tensorstore; for a GCS emulator set `TENSORSTORE_GCS_HTTP_URL` and
 
 import json
 import os
+import socket
 from typing import Optional, Tuple
 
 import fsspec
@@ -67,7 +68,9 @@ def write_run_file(workdir: str, run: dict) -> None:
 def ensure_writable(workdir: str) -> None:
   """Creates `workdir`, or says in one line why it cannot be written."""
   fs, root = fsspec.core.url_to_fs(workdir)
-  probe = _join(root, ".write-probe")
+  # A probe of this process's own: the processes of a multi-host run probe
+  # one workdir at once, and one's `rm` must not take another's file.
+  probe = _join(root, f".write-probe-{socket.gethostname()}-{os.getpid()}")
   try:
     fs.makedirs(root, exist_ok=True)
     with fs.open(probe, "wb") as f:

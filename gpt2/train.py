@@ -39,6 +39,7 @@ from absl import logging
 
 from gpt2 import checkpoints
 from gpt2 import data as data_lib
+from gpt2 import distributed
 from gpt2 import sharding as sharding_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, forward, init_params
@@ -714,31 +715,6 @@ def _tensorboard(workdir: str, purge_step: Optional[int]):
 # ---- the loop ----------------------------------------------------------------
 
 
-def start_distributed(coordinator_address: Optional[str] = None,
-                      num_processes: Optional[int] = None,
-                      process_id: Optional[int] = None) -> None:
-  """Joins this process to a multi-process run (`jax.distributed`), before
-  anything else touches a device. Every process runs the same program on
-  its own devices; process 0 hosts the coordinator at
-  `coordinator_address` (HOST:PORT). On a TPU pod slice, or under SLURM,
-  leave all three unset: JAX reads them from the platform."""
-  given = [v is not None for v in (coordinator_address, num_processes,
-                                   process_id)]
-  if any(given) and not all(given):
-    raise UserError("--coordinator_address, --num_processes and "
-                    "--process_id go together: give all three or none")
-  if all(given) and not 0 <= process_id < num_processes:
-    raise UserError(f"--process_id={process_id} must be in 0.."
-                    f"{num_processes - 1} (--num_processes={num_processes})")
-  try:
-    jax.distributed.initialize(coordinator_address, num_processes,
-                               process_id)
-  except (RuntimeError, ValueError) as e:
-    raise UserError(f"cannot join the distributed run"
-                    f"{' at ' + coordinator_address if coordinator_address else ''}"
-                    f": {str(e).splitlines()[0]}") from e
-
-
 class _Preemption:
   """Turns SIGTERM (a preemptible TPU VM going away) into a flag."""
 
@@ -822,7 +798,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     config = config.copy_and_resolve_references()
     config.only_train_transformer_layers = False
   if config.distributed and not jax.distributed.is_initialized():
-    start_distributed()
+    distributed.start()
   workdir = _local_workdir(workdir)
   checkpoints.ensure_writable(workdir)
   if config.total_steps < 0:

@@ -26,6 +26,8 @@ and its own --process_id (process 0 hosts the coordinator):
     python -m launch.finetune --config=... --workdir=W \
         --coordinator_address=10.0.0.1:8476 --num_processes=2 --process_id=1
 
+Every process waits up to --initialization_timeout seconds (300) for the
+others to arrive, then stops with an error line naming any that did not.
 Each reads only its rows of every batch; the mesh spans all their devices;
 process 0 writes metrics.jsonl and TensorBoard; all write their shards of
 one orbax checkpoint. SIGTERM to any one makes all save the same step and
@@ -56,6 +58,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "How many processes train together.")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index, 0 .. num_processes - 1.")
+_INIT_TIMEOUT = flags.DEFINE_float(
+    "initialization_timeout", 300.0, "Seconds every process of a run over "
+    "several processes waits for the others to arrive; one that has not by "
+    "then is named in an error line.")
 
 
 class _QuietLibraries(logging.Filter):
@@ -73,10 +79,12 @@ def main(argv):
   config = common.load_config(CONFIG)
   if not _WORKDIR.value:
     raise UserError("--workdir is required")
-  from gpt2 import train  # pylint: disable=import-outside-toplevel
-  if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
-    train.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                            _PROCESS_ID.value)
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import distributed, train
+  if (_COORDINATOR.value or _NUM_PROCESSES.value or
+      _PROCESS_ID.value is not None or config.distributed):
+    distributed.start(_COORDINATOR.value, _NUM_PROCESSES.value,
+                      _PROCESS_ID.value, timeout_s=_INIT_TIMEOUT.value)
   summary = train.train_and_evaluate(config, _WORKDIR.value)
   print(json.dumps(summary))
   if summary["preempted"]:

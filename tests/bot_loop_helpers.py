@@ -7,13 +7,10 @@ the words of its answers are jumbled, which is all the loop needs. Nothing
 is canned: every candidate is sampled from the model.
 """
 
-import atexit
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +46,10 @@ WORDS = ("the sea is blue and the frogs sing all night long while i read old "
          "books about rain and summer light i think every day is a good day "
          "for tea and quiet thoughts").split()
 TAGS = ["chat", "asks", "frogs", "the sea", "books", "weather", "tea"]
+# The bot's clock in the tests (config key `now`): its seeds, its mood's daily
+# base and its prompts' dates follow the clock, so a test that is not about
+# time runs on this one, whatever today's date.
+NOW = 1_790_086_400.0  # 2026-09-22 14:13 UTC, a "meh" day (bot.mood)
 
 
 def training_documents(n: int, seed: int = 0) -> list:
@@ -159,6 +160,7 @@ def make_config(server, tmp_path, model_dir="", **jobs):
   cfg.blog = BOT
   cfg.model = model_dir
   cfg.state = str(tmp_path / "bot.db")
+  cfg.now = NOW
   cfg.tumblr_host = server.url
   cfg.feed_dir = str(tmp_path / "feed")
   cfg.tags = ("frank bot",)
@@ -189,20 +191,6 @@ def writes_to(server, path_part):
   return [r for r in server.arrived if r[0] != "GET" and path_part in r[1]]
 
 
-_JAX_CACHE = []
-
-
-def _jax_cache_env() -> dict:
-  """JAX's persistent compilation cache, one folder for the test session:
-  every `run_bot_cli` after the first reuses the compiled sampler."""
-  if not _JAX_CACHE:
-    _JAX_CACHE.append(tempfile.mkdtemp(prefix="jax-cache-"))
-    atexit.register(shutil.rmtree, _JAX_CACHE[0], ignore_errors=True)
-  return {"JAX_COMPILATION_CACHE_DIR": _JAX_CACHE[0],
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
-
-
 def run_bot_cli(cfg, *flags, timeout=240, jobs=("asks",), env=None):
   """`launch.run_bot --once` in a new process, with the config's keys."""
   args = [sys.executable, "-m", "launch.run_bot",
@@ -214,11 +202,13 @@ def run_bot_cli(cfg, *flags, timeout=240, jobs=("asks",), env=None):
           f"--config.credentials={cfg.credentials}",
           f"--config.crash_at={cfg.crash_at}",
           f"--config.queue_target={cfg.queue_target}",
-          f"--config.choice.min_chars={cfg.choice.min_chars}", "--once",
+          f"--config.choice.min_chars={cfg.choice.min_chars}",
+          f"--config.now={cfg.now}", "--once",
           *flags]
   for kind in ("asks", "notifications", "dashboard", "queue"):
     args.append(f"--config.jobs.{kind}={kind in jobs}")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **_jax_cache_env(),
-             **(env or {}))
+  # conftest's compilation cache comes with os.environ: every run after the
+  # first reuses the compiled sampler.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
   return subprocess.run(args, cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=timeout)

@@ -1,9 +1,24 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests run on the CPU whatever the machine has; multi-device tests start
 # their own subprocess with XLA_FLAGS set before JAX is imported.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# One persistent compilation cache for the whole run, set before JAX is
+# imported: the tests and every process they start (the demo, launch
+# scripts, the multi-host pair, pytest-xdist's workers) compile a program
+# once and read it from here after. A folder of this run's own, so nothing
+# compiled by another version of the code is read back.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -328,14 +328,14 @@ def test_a_low_hourly_budget_skips_the_dashboard_and_earns_no_429(tmp_path,
     ask = s.add_ask(BOT, "do you like frogs?", "alice")
     cfg = conduct_config(s, tmp_path, dashboard=True, queue=True)
     client = loop.make_client(cfg)  # one call: the header says 3 left
-    assert client.budget.left(time.time()) == 3
+    assert client.budget.left(cfg.now) == 3
     report = loop.run_pass(cfg, model=model, client=client)
     reasons = skipped(cfg)
     assert "API calls left this hour" in reasons["dashboard"]
     assert "API calls left this hour" in reasons["queue"]
     assert not [r for r in s.arrived if "dashboard" in r[1]]
     assert report.published == [f"ask:{ask}"]  # answers come first
-    assert client.budget.left(time.time()) == 0
+    assert client.budget.left(cfg.now) == 0
     # The next pass would need a call the hour does not have: it stops
     # without sending one, where a 429 would have been earned.
     sent = len(s.arrived)

@@ -419,6 +419,34 @@ def test_heads_score_the_candidates_and_greedy_takes_the_best(
     assert cands[entry["winner"]]["selector"] == max(kept)
 
 
+def test_the_helpers_clock_makes_a_pass_the_same_on_any_date(tmp_path, model,
+                                                             monkeypatch):
+  """make_config pins the bot's clock (config key `now`): a dry pass run on
+  two different real dates writes the same candidates. Left to the real
+  clock, the same two passes do not (the seeds, the mood and the prompt's
+  date follow it), so the pin is what keeps the tests off today's date."""
+
+  def candidates(real_time, now):
+    monkeypatch.setattr(loop, "time", type("T", (), {
+        "time": staticmethod(lambda: real_time)}))
+    with start_server() as s:
+      seed_asks(s, ASKS[:2])
+      room = tmp_path / f"{real_time}-{now}"
+      room.mkdir()
+      cfg = make_config(s, room)
+      if now is not None:
+        cfg.now = now
+      loop.run_pass(cfg, model=model, dry_run=True)
+    return [[c["text"] for c in e["candidates"]]
+            for e in Trace(cfg.state + ".trace.jsonl").read()
+            if "candidates" in e]
+
+  june, december = 1_780_000_000.0, 1_796_000_000.0
+  pinned = candidates(june, None)
+  assert pinned and pinned == candidates(december, None)
+  assert candidates(june, 0.0) != candidates(december, 0.0)
+
+
 # ---- the house rules: dry runs, the daemon, long listings, no heads ----------------
 
 

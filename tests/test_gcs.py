@@ -87,14 +87,10 @@ def gcs_env(tmp_path_factory):
         assert server.poll() is None and time.time() < deadline
         time.sleep(0.1)
     url = f"http://127.0.0.1:{port}"
-    cache = tmp_path_factory.mktemp("jax_cache")
     yield {**os.environ, "JAX_PLATFORMS": "cpu",
            "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
-           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-           "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
   finally:
     server.kill()
     server.wait()

@@ -94,14 +94,15 @@ class Console:
 
   def __init__(self, config, model, client=None, *, dry_run: bool = False,
                post_now: bool = False, workdir: str = "",
-               clock=time.time):
+               clock=None):
     self.config = config
     self.model = model
     self.client = client
     self.dry_run = dry_run
     self.post_now = post_now
     self.workdir = workdir
-    self.clock = clock
+    from bot import loop  # pylint: disable=import-outside-toplevel
+    self.clock = clock or loop.clock_of(config)
     self.words = WordFilter.from_file(config.word_list)
     self.lists = Lists.from_config(config.lists)
     self.mood_params = mood_lib.MoodParams.from_config(config.mood)
