@@ -45,7 +45,9 @@ setup(
         # torch is pinned: this exact version installs a CPU build from a
         # local file on our machines; anything else pulls CUDA wheels.
         # pytest-xdist: the suite over the machine's cores (pytest.ini).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=4.40",
+        # hypothesis: the post parser is fuzzed with malformed posts.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100",
+                 "torch==2.13.0", "transformers>=4.40",
                  "gcp-storage-emulator>=2024.1", "gradio>=5",
                  # drives Debian's Chromium (.ci/run installs it)
                  "playwright>=1.40", "Pillow>=10", OCR,

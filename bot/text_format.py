@@ -100,7 +100,10 @@ def _datetime(when: When, tz: datetime.tzinfo) -> Optional[datetime.datetime]:
     return None
   if isinstance(when, datetime.datetime):
     return when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)
-  return datetime.datetime.fromtimestamp(when, tz)
+  try:
+    return datetime.datetime.fromtimestamp(when, tz)
+  except (OverflowError, ValueError, OSError):  # no year a calendar has
+    return None
 
 
 def written_line(name: str, when: When, tags: Sequence[str],

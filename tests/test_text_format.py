@@ -6,6 +6,8 @@ import os
 import re
 import time
 
+import hypothesis
+from hypothesis import strategies as hypothesis_st
 import pytest
 
 from bot import text_format
@@ -511,6 +513,56 @@ def test_missing_and_wrong_fields_never_raise(post):
   thread = text_format.post_to_thread(post)
   assert thread.turns
   text_format.format_thread(thread)
+
+
+@pytest.mark.parametrize("when", [10**13, -10**13, 1e300, float("inf"),
+                                  float("-inf"), float("nan"), "1e400"])
+def test_a_time_no_calendar_has_is_left_out(when):
+  """Found by fuzzing: such times raised `year 318857 is out of range` and
+  OverflowError. The post is read with no time line."""
+  for post in ({"type": "text", "blog_name": "a", "body": "<p>hi</p>",
+                "timestamp": when, "note_count": when},
+               {"blog_name": "a", "timestamp": when, "note_count": when,
+                "content": [{"type": "text", "text": "hi"}]}):
+    thread = text_format.post_to_thread(post)
+    assert thread.turns[0].timestamp is None
+    assert "Written" not in text_format.format_thread(thread)
+  assert text_format.written_line("a", 10**13, ()) == "a's tags:"
+
+
+# Any JSON value, nested a little: what a malformed post's field may hold.
+_JSON = hypothesis_st.recursive(
+    hypothesis_st.none() | hypothesis_st.booleans()
+    | hypothesis_st.integers(-10**20, 10**20)
+    | hypothesis_st.floats() | hypothesis_st.text(max_size=12),
+    lambda inner: hypothesis_st.lists(inner, max_size=3)
+    | hypothesis_st.dictionaries(hypothesis_st.text(max_size=6), inner,
+                                 max_size=3),
+    max_leaves=8)
+_POST_KEYS = ("type", "blog_name", "blog", "id", "id_string", "timestamp",
+              "note_count", "tags", "body", "trail", "content", "layout",
+              "question", "answer", "asking_name", "caption", "photos",
+              "title", "text", "source", "url", "post", "reblogged_from_name")
+
+
+@hypothesis.settings(max_examples=250, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(hypothesis_st.dictionaries(
+    hypothesis_st.sampled_from(_POST_KEYS), _JSON, max_size=8) | hypothesis_st.
+                  builds(lambda content, layout, trail, when: {
+                      "content": content, "layout": layout, "trail": trail,
+                      "timestamp": when, "blog_name": "b"},
+                         hypothesis_st.lists(hypothesis_st.dictionaries(
+                             hypothesis_st.sampled_from(
+                                 ("type", "text", "formatting", "media",
+                                  "url", "attribution", "subtype")), _JSON,
+                             max_size=4), max_size=3),
+                         _JSON, _JSON, _JSON))
+def test_any_malformed_post_dict_is_read(post):
+  """post_to_thread never raises on a dict, whatever its fields hold."""
+  thread = text_format.post_to_thread(post)
+  assert thread.turns
+  assert isinstance(text_format.format_thread(thread), str)
 
 
 def test_a_post_is_a_dict():

@@ -23,8 +23,22 @@ def integer(value: Any) -> Optional[int]:
     return None
   try:
     return int(value)
-  except (TypeError, ValueError):
+  except (TypeError, ValueError, OverflowError):  # None, "x", nan; inf
     return None
+
+
+# Unix seconds of 0001-01-01 and 9999-12-31 23:59:59 UTC: the times a date
+# can be written for.
+_FIRST_SECOND, _LAST_SECOND = -62135596800, 253402300799
+
+
+def timestamp(value: Any) -> Optional[int]:
+  """`value` as unix seconds, or None where it is no time a calendar has
+  (10**13, -10**13, 1e300, inf, nan, "soon")."""
+  seconds = integer(value)
+  if seconds is None or not _FIRST_SECOND <= seconds <= _LAST_SECOND:
+    return None
+  return seconds
 
 
 def string(value: Any) -> str:

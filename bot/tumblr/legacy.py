@@ -172,7 +172,7 @@ def post_turns(post: dict) -> List[Turn]:
   """The turns of a legacy post, oldest first."""
   author = blog_name(post.get("blog")) or fields.string(
       post.get("blog_name")).strip() or UNKNOWN_AUTHOR
-  timestamp = fields.integer(post.get("timestamp"))
+  timestamp = fields.timestamp(post.get("timestamp"))
   tags = fields.tags(post.get("tags"))
   is_answer = post.get("type") == "answer"
 

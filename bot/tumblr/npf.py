@@ -206,13 +206,13 @@ def post_turns(post: dict) -> List[Turn]:
     post_info = item.get("post") if isinstance(item.get("post"), dict) else {}
     turns += _content_turns(item.get("content"), item.get("layout"), author,
                             not turns,
-                            fields.integer(post_info.get("timestamp")), (),
+                            fields.timestamp(post_info.get("timestamp")), (),
                             always=True)
   author = (blog_name(post.get("blog"))
             or fields.string(post.get("blog_name")).strip() or UNKNOWN_AUTHOR)
   # A reblog that adds nothing but tags still says something with them.
   turns += _content_turns(post.get("content"), post.get("layout"), author,
-                          not turns, fields.integer(post.get("timestamp")),
+                          not turns, fields.timestamp(post.get("timestamp")),
                           fields.tags(post.get("tags")), always=not turns)
   return turns
 
