@@ -227,16 +227,21 @@ def next_author_split(prompt: str, blog: str) -> Tuple[str, str]:
 # ---- generated text back to posts -------------------------------------------
 
 # A turn line the generator wrote on its own: everything from there is not
-# the bot's post.
+# the bot's post. Besides the exact `#N NAME VERB:`, the small models write
+# it mangled: a number with a stray character or none (`O3 bardolph
+# commented:`, `b asked:`): a line of at most a short number-ish word, one
+# name and a turn verb. And the thread header, whole or its `| N posts |`.
+_VERBS = "|".join((ASKED, RESPONDED, POSTED, COMMENTED))
 TURN_DELIMITER = re.compile(
-    r"(?:^|\n)(?:#\d+ [^\n]*? (?:%s):[ \t]*(?:\n|$)| Conversation between )"
-    % "|".join((ASKED, RESPONDED, POSTED, COMMENTED)))
+    r"(?:^|\n)(?:#\d+ [^\n]*? (?:%s):[ \t]*(?:\n|$)| Conversation between "
+    r"|[ \t]*(?:[#\w]{0,3}\d{1,3}[#\w]{0,2}[ \t]+|#[ \t]*)?\w[\w.-]*[ \t]+"
+    r"(?:%s):[ \t]*(?:\n|$))|\| \d+ posts? \||(?:^|\n)[ \t]*\d+ posts? \|"
+    % (_VERBS, _VERBS))
 # Where a continuation runs on past the bot's own post: a turn line or a
-# post's tags line (`Written ... | NAME's tags:`). The candidate screens
-# (bot.choice) drop a candidate whose raw continuation has one.
-TURN_DELIMITERS = (TURN_DELIMITER,
-                   re.compile(r"(?m)^(?:Written \d+ [AP]M [^\n|]*\| )?"
-                              r"\S+'s tags:"))
+# post's tags line (`Written ... | NAME's tags:`, or any `'s tags:` the model
+# wrote mid-line). The candidate screens (bot.choice) drop a candidate whose
+# raw continuation has one.
+TURN_DELIMITERS = (TURN_DELIMITER, re.compile(r"'s tags:"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from bot import choice
+from bot import choice, text_format
 from bot.choice import Candidate
 from bot.text_format import TURN_DELIMITERS
 
@@ -30,6 +30,46 @@ SCREEN = dict(prompt_text="do you like frogs?", allowed_names=["asker", "bot"],
 def test_screens(text, verdict):
   got = choice.screen(Candidate(text), **SCREEN)
   assert got.startswith(verdict)
+
+
+# Turns the small models wrote in their own spellings (the demo's console,
+# 2026-12-05; the notes of 2026-12-01; the demo's feed), and lines that only
+# look a little like them.
+@pytest.mark.parametrize("raw,cut_at", [
+    (" #fate\n\nI will, my lord.\nO3 bardolph commented:\n\nA jest",
+     "I will, my lord."),
+    (" #chat\n\nsure thing\n\nb asked:\n\nand then?", "sure thing"),
+    (" #x\n\nwell met\n#12 Anonymous asked:\nwho?", "well met"),
+    (" #x\n\nwell met\n3 horatio responded:\nso", "well met"),
+    (" #x\n\nwell met\n# hamlet posted:  \nso", "well met"),
+    (" #x\n\nwell met\n 4 posts |\n#1 a asked:", "well met"),
+    (" #x\n\nwell met | 2 posts |", "well met"),
+])
+def test_a_turn_in_any_spelling_is_cut_and_its_candidate_dropped(raw,
+                                                                 cut_at):
+  generated = text_format.split_continuation(raw)
+  assert generated.body == cut_at
+  candidate = Candidate(generated.body + " and more words", raw=raw)
+  assert choice.screen(candidate, **SCREEN).startswith("turn delimiter")
+
+
+@pytest.mark.parametrize("raw", [
+    " #x\n\nmy mother asked:\nwhy frogs?",
+    " #x\n\nI asked: why frogs? and she commented: because.",
+    " #x\n\n3 frogs sang all night",
+    " #x\n\nposts | replies | asks",
+])
+def test_lines_that_only_look_like_turns_are_kept(raw):
+  generated = text_format.split_continuation(raw)
+  assert generated.body == raw.split("\n\n", 1)[1]
+  assert choice.screen(Candidate(generated.body, raw=raw),
+                       **SCREEN) == "kept"
+
+
+def test_a_tags_line_the_model_wrote_mid_line_drops_the_candidate():
+  raw = " #act i\n\nIco should','s tags: #act iii, her good help"
+  assert choice.screen(Candidate("Ico should, her good help", raw=raw),
+                       **SCREEN).startswith("turn delimiter")
 
 
 def test_unfinished_and_raw_continuations():
