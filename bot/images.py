@@ -37,7 +37,7 @@ import time
 import urllib.parse
 from typing import List, Optional, Sequence
 
-import requests
+import urllib3
 
 from bot.tumblr import fields
 
@@ -128,7 +128,9 @@ def read_text(data: bytes, min_confidence: float = 0.95) -> str:
 
 
 def _host_allowed(url: str, patterns: Sequence[str]) -> str:
-  """The pattern that lets `url` be fetched; raises Refused otherwise."""
+  """The address to fetch `url` from: its host resolved once, allowed by a
+  pattern and checked; raises Refused otherwise. The fetch connects to this
+  address (resolving again could answer another one: DNS rebinding)."""
   parts = urllib.parse.urlsplit(url)
   if parts.scheme not in ("http", "https") or not parts.hostname:
     raise Refused(f"not an http(s) URL: {url[:80]}")
@@ -145,13 +147,34 @@ def _host_allowed(url: str, patterns: Sequence[str]) -> str:
     addresses = {ai[4][0] for ai in socket.getaddrinfo(host, port)}
   except OSError as e:
     raise Refused(f"cannot resolve {host}: {e}") from None
-  for address in addresses:
+  for address in sorted(addresses):
     ip = ipaddress.ip_address(address.split("%")[0])
     if (ip.is_private or ip.is_loopback or ip.is_link_local
         or ip.is_reserved or ip.is_unspecified or ip.is_multicast):
       if named != address:
         raise Refused(f"{host} resolves to a private address ({address})")
-  return pattern
+  return sorted(addresses)[0]
+
+
+def _get(url: str, address: str, timeout_s: float):
+  """GET `url` from `address` (its host's checked address), the request
+  and, for https, TLS (SNI and the certificate) still for the host name."""
+  parts = urllib.parse.urlsplit(url)
+  https = parts.scheme == "https"
+  port = parts.port or (443 if https else 80)
+  if https:
+    import certifi  # pylint: disable=import-outside-toplevel
+    pool = urllib3.HTTPSConnectionPool(
+        address, port, timeout=timeout_s, retries=False,
+        cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+        server_hostname=parts.hostname, assert_hostname=parts.hostname)
+  else:
+    pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout_s,
+                                      retries=False)
+  path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+  return pool.urlopen("GET", path, redirect=False, preload_content=False,
+                      headers={"Host": parts.netloc.rpartition("@")[2],
+                               "User-Agent": "tumblr-gpt2-jax-bot/0.1"})
 
 
 @dataclasses.dataclass
@@ -207,28 +230,32 @@ class ImageReader:
   def fetch(self, url: str, redirects: int = 3) -> bytes:
     """The image's bytes, within the limits; raises Refused."""
     for _ in range(redirects + 1):
-      _host_allowed(url, self.allowed_hosts)
+      address = _host_allowed(url, self.allowed_hosts)
       try:
-        resp = requests.get(url, timeout=self.timeout_s, stream=True,
-                            allow_redirects=False,
-                            headers={"User-Agent": "tumblr-gpt2-jax-bot/0.1"})
-      except requests.RequestException as e:
+        resp = _get(url, address, self.timeout_s)
+      except (urllib3.exceptions.HTTPError, OSError) as e:
         raise Refused(f"cannot fetch {url[:80]}: {type(e).__name__}") from None
-      with resp:
-        if resp.is_redirect:
+      try:
+        if resp.status in (301, 302, 303, 307, 308):
           url = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
           continue
-        if resp.status_code != 200:
-          raise Refused(f"{url[:80]} answered {resp.status_code}")
+        if resp.status != 200:
+          raise Refused(f"{url[:80]} answered {resp.status}")
         size = int(resp.headers.get("Content-Length") or 0)
         if size > self.max_bytes:
           raise Refused(f"{url[:80]} is {size} bytes (over {self.max_bytes})")
         data = b""
-        for chunk in resp.iter_content(65536):
-          data += chunk
-          if len(data) > self.max_bytes:
-            raise Refused(f"{url[:80]} is over {self.max_bytes} bytes")
+        try:
+          for chunk in resp.stream(65536):
+            data += chunk
+            if len(data) > self.max_bytes:
+              raise Refused(f"{url[:80]} is over {self.max_bytes} bytes")
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+          raise Refused(f"cannot fetch {url[:80]}: "
+                        f"{type(e).__name__}") from None
         return data
+      finally:
+        resp.release_conn()
     raise Refused(f"{url[:80]}: too many redirects")
 
 

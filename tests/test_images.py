@@ -3,6 +3,7 @@ from. Images are drawn here with Pillow and served by the local Tumblr
 server's media path."""
 
 import io
+import socket
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -99,6 +100,35 @@ def test_only_allowed_hosts_and_never_a_private_address(tmp_path):
                                max_bytes=100)
     with pytest.raises(images.Refused, match="over 100"):
       small.fetch(f"{a.url}/media/x.png")
+
+
+def test_the_fetch_connects_to_the_address_it_checked(tmp_path, monkeypatch):
+  """A name that answers a public address when checked and 127.0.0.1 when
+  asked again (DNS rebinding) is resolved once: the fetch connects to the
+  address that passed the check, never to what a second answer says. No
+  connection is made: the connect is recorded and refused here."""
+  import urllib3.util.connection  # pylint: disable=import-outside-toplevel
+  real = socket.getaddrinfo
+  answers = ["93.184.215.14", "127.0.0.1"]  # public, then loopback
+  asked, connects = [], []
+
+  def rebinding(host, port, *args, **kw):
+    if host != "rebind.example":
+      return real(host, port, *args, **kw)
+    asked.append(host)
+    address = answers[min(len(asked), len(answers)) - 1]
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+  def refuse(address, *args, **kw):
+    connects.append(address[0])
+    raise ConnectionRefusedError("the test makes no connection")
+
+  monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+  monkeypatch.setattr(urllib3.util.connection, "create_connection", refuse)
+  reader = images.ImageReader(str(tmp_path / "cache.db"), ["rebind.example"])
+  with pytest.raises(images.Refused, match="cannot fetch"):
+    reader.fetch("http://rebind.example/x.png")
+  assert asked == ["rebind.example"] and connects == ["93.184.215.14"]
 
 
 def test_low_confidence_and_border_text_is_dropped_and_gifs_are_sampled():
