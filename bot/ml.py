@@ -100,7 +100,9 @@ def vader_probabilities(texts: Sequence[str]) -> list:
 class SamplingSettings:
   """How candidates are sampled (config keys `sampling.*`); the defaults are
   gpt2.sampling_params'."""
-  max_new_tokens: int = BOT_MAX_NEW_TOKENS
+  # 0: the original's 1,600, or the most the model's context and max_steps
+  # allow where that is less (`fitted`).
+  max_new_tokens: int = 0
   max_steps: int = MAX_STEPS  # steps beyond the context (gpt2.sampling)
   temperature: float = _BOT_RULES.temperature
   top_p: float = _BOT_RULES.top_p
@@ -124,6 +126,32 @@ class SamplingSettings:
         _BOT_RULES, temperature=self.temperature, top_k=self.top_k,
         top_p=self.top_p, breakruns_tau=self.breakruns_tau)
 
+  def fitted(self, model_config) -> "SamplingSettings":
+    """These settings for a model: `max_new_tokens` 0 becomes the original's
+    1,600 or the most the model allows (said once); a number the user gave
+    that the model cannot write is one line naming the keys to change."""
+    from gpt2 import sampling  # pylint: disable=import-outside-toplevel
+    most = sampling.longest(model_config, self.max_steps)
+    context = model_config.n_positions
+    if self.max_new_tokens == 0:
+      chosen = min(BOT_MAX_NEW_TOKENS, most)
+      if chosen < BOT_MAX_NEW_TOKENS:
+        log.info("sampling.max_new_tokens: %d, the most a %d-token context "
+                 "writes in max_steps=%d steps (the original's %d where the "
+                 "context allows)", chosen, context, self.max_steps,
+                 BOT_MAX_NEW_TOKENS)
+      return dataclasses.replace(self, max_new_tokens=chosen)
+    if self.max_new_tokens > most:
+      step = sampling.window_step(model_config)
+      raise UserError(
+          f"--config.sampling.max_new_tokens={self.max_new_tokens} is more "
+          f"than this model writes: {self.max_steps} steps "
+          f"(--config.sampling.max_steps) of {step} new tokens (a quarter of "
+          f"its {context}-token context) make {most}; give "
+          f"--config.sampling.max_new_tokens={most}, or leave it out, or "
+          f"--config.sampling.max_steps={-(-self.max_new_tokens // step)}")
+    return self
+
 
 class LocalModel:
   """Generator and scorer in this process: a loaded GPT-2 and its heads."""
@@ -136,7 +164,7 @@ class LocalModel:
     trained on (VADER's compound by default)."""
     self.model = model
     self.heads = heads
-    self.settings = settings
+    self.settings = settings.fitted(model.config)
     self.sentiment_scale = tuple(sentiment_scale)
     self.batches = []  # prompts per sampler call, for tests and logs
     self._forward = None  # jitted log-probabilities, for `logprob`

@@ -13,7 +13,7 @@ a tiny CPU model (tests, demos).
 import ml_collections
 
 from configs import autoreviewer
-from gpt2.sampling_params import BOT_MAX_NEW_TOKENS, MAX_STEPS, SamplingParams
+from gpt2.sampling_params import MAX_STEPS, SamplingParams
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -66,7 +66,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Beyond the context, a candidate is written in steps of a quarter of it,
   # each reading the prompt's start and the latest tokens; at most
   # `max_steps` (gpt2.sampling.sample). The original's: 1,600 tokens, 8 steps.
-  c.sampling.max_new_tokens = BOT_MAX_NEW_TOKENS
+  # 0 takes the original's 1,600 where the model's context and `max_steps`
+  # allow it, else the most they allow (said once at start); a number is
+  # refused where the model cannot write that many.
+  c.sampling.max_new_tokens = 0
   c.sampling.max_steps = MAX_STEPS
   # The original's rules: breakruns from T 0.9, top-p 0.95
   # (gpt2.sampling_params.SamplingParams.bot_defaults, the one place).

@@ -803,9 +803,22 @@ class _Windows:
     return tokens[:header] + tokens[len(tokens) - (self.width - header):]
 
 
+def window_step(config: GPT2Config) -> int:
+  """New tokens per step beyond the context: a quarter of it."""
+  return max(1, config.n_positions // 4)
+
+
+def longest(config: GPT2Config, max_steps: int) -> int:
+  """The most new tokens a call with `max_steps` writes after any prompt
+  (with one step, the context less one: a long prompt keeps its end)."""
+  if max_steps == 1:
+    return config.n_positions - 1
+  return max_steps * window_step(config)
+
+
 def _windows(config: GPT2Config, encoded: list, max_new_tokens: int,
              max_steps: int) -> _Windows:
-  step = max(1, config.n_positions // 4)
+  step = window_step(config)
   steps = -(-max_new_tokens // step)
   if steps > max_steps:
     raise UserError(

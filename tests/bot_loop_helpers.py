@@ -191,10 +191,12 @@ def writes_to(server, path_part):
   return [r for r in server.arrived if r[0] != "GET" and path_part in r[1]]
 
 
-def run_bot_cli(cfg, *flags, timeout=240, jobs=("asks",), env=None):
-  """`launch.run_bot --once` in a new process, with the config's keys."""
+def run_bot_cli(cfg, *flags, timeout=240, jobs=("asks",), env=None,
+                variant="tiny"):
+  """`launch.run_bot --once` in a new process, with the config's keys
+  (configs/bot.py:`variant`; "" is the config as it ships)."""
   args = [sys.executable, "-m", "launch.run_bot",
-          f"--config={REPO}/configs/bot.py:tiny",
+          f"--config={REPO}/configs/bot.py" + (f":{variant}" if variant else ""),
           f"--config.blog={cfg.blog}", f"--config.model={cfg.model}",
           f"--config.state={cfg.state}",
           f"--config.tumblr_host={cfg.tumblr_host}",

@@ -269,6 +269,21 @@ def test_dry_run_sends_nothing_and_writes_the_feed(server, tmp_path,
   store.close()
 
 
+def test_the_config_as_it_ships_fits_a_small_model(server, tmp_path,
+                                                   model_dir):
+  """`launch.run_bot --config=configs/bot.py` with no sampling flags on a
+  model of a 256-token context (the demo's size): the candidates' length is
+  the most the model writes in max_steps steps, said once, and the asks are
+  answered."""
+  ask_ids = seed_asks(server, ASKS[:1])
+  cfg = make_config(server, tmp_path, model_dir)
+  proc = run_bot_cli(cfg, variant="", timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.count("sampling.max_new_tokens: 512, the most a "
+                           "256-token context writes in max_steps=8") == 1
+  assert set(answered(server, ask_ids)) == set(ask_ids)
+
+
 def test_credential_and_list_errors_are_one_clear_line(server, tmp_path, monkeypatch):
   cfg = make_config(server, tmp_path, "/nonexistent-model")
   monkeypatch.delenv("TUMBLR_OAUTH_SECRET")

@@ -206,6 +206,29 @@ def test_a_long_prompt_keeps_its_start_and_its_end(model, tok, caplog):
   assert same.tokens == result.tokens
 
 
+def test_the_default_length_fits_the_model_and_a_given_one_is_checked(
+    caplog):
+  """max_new_tokens left at 0 is the original's 1,600 where the context
+  allows, else the most it allows (said once); a number the model cannot
+  write is one line naming the config keys to change."""
+  small = M.GPT2Config.preset("tiny", vocab_size=300, n_positions=256)
+  with caplog.at_level(logging.INFO, logger="bot.ml"):
+    fitted = ml.SamplingSettings().fitted(small)
+  assert fitted.max_new_tokens == 8 * 64 == 512
+  assert "sampling.max_new_tokens: 512, the most a 256-token context writes " \
+      "in max_steps=8 steps" in caplog.text
+  assert ml.SamplingSettings(max_new_tokens=300).fitted(small) == \
+      ml.SamplingSettings(max_new_tokens=300)
+  with pytest.raises(UserError) as e:
+    ml.SamplingSettings(max_new_tokens=1600).fitted(small)
+  assert str(e.value) == (
+      "--config.sampling.max_new_tokens=1600 is more than this model writes: "
+      "8 steps (--config.sampling.max_steps) of 64 new tokens (a quarter of "
+      "its 256-token context) make 512; give "
+      "--config.sampling.max_new_tokens=512, or leave it out, or "
+      "--config.sampling.max_steps=25")
+
+
 def test_the_bot_writes_long_posts_with_its_settings(model, tok):
   """The bot's settings pass max_new_tokens and max_steps to the sampler,
   and take their defaults from gpt2.sampling_params (the one place)."""
@@ -214,7 +237,9 @@ def test_the_bot_writes_long_posts_with_its_settings(model, tok):
   assert settings == ml.SamplingSettings()
   assert settings.rules() == S.SamplingParams.bot_defaults()
   assert WriteSettings().rules() == S.SamplingParams.bot_defaults()
-  assert (settings.max_new_tokens, settings.max_steps) == (
+  # The original's 1,600 tokens in 8 steps where the context allows it.
+  gpt2_124m = M.GPT2Config.preset("124M")
+  assert (settings.fitted(gpt2_124m).max_new_tokens, settings.max_steps) == (
       sampling_params.BOT_MAX_NEW_TOKENS, sampling_params.MAX_STEPS) == (
           1600, 8)
   config, params = model
@@ -226,7 +251,7 @@ def test_the_bot_writes_long_posts_with_its_settings(model, tok):
                                     num_samples=2, max_new_tokens=100,
                                     seed=5, rules=settings.rules())]
   assert [s.raw for s in samples] == texts
-  narrow = ml.LocalModel(loaded, settings=ml.SamplingSettings(
-      max_new_tokens=100, max_steps=6))
-  with pytest.raises(UserError, match="needs 7 steps"):
-    narrow.generate(PROMPTS[:1], 2, seed=5)
+  # Refused when the model is loaded, before any pass.
+  with pytest.raises(UserError, match="--config.sampling.max_steps=7"):
+    ml.LocalModel(loaded, settings=ml.SamplingSettings(max_new_tokens=100,
+                                                       max_steps=6))

@@ -123,7 +123,7 @@ def build(console: Console) -> "gr.Blocks":
 
 
 def _write_tab(console: Console) -> None:
-  s = WriteSettings(max_new_tokens=int(console.config.sampling.max_new_tokens))
+  s = WriteSettings(max_new_tokens=console.max_new_tokens())
   with gr.Row():
     form = gr.Radio(list(FORMS), value="ask", label="prompt", elem_id="form")
     name = gr.Textbox(label="from (a blog name)", value="anonymous",

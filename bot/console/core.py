@@ -111,6 +111,10 @@ class Console:
     self.files = tempfile.mkdtemp(prefix="console-")
     self.last_written: Optional[Written] = None
 
+  def max_new_tokens(self) -> int:
+    """The bot's candidate length for this model (the Write tab's start)."""
+    return int(self.model.settings.max_new_tokens)
+
   @contextlib.contextmanager
   def store(self) -> Iterator[Store]:
     store = Store(self.config.state, clock=self.clock)
