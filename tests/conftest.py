@@ -22,6 +22,20 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# The modules that take longest (each run's `--durations` shows them), in
+# that order, before the rest: with two workers (pytest.ini) the long ones
+# start at once and the short ones fill in around them, so the workers end
+# together instead of one running the demo alone at the end.
+_LONGEST_FIRST = ("test_demo.py", "test_train_runs.py", "test_multihost.py",
+                  "test_model.py", "test_autoreviewer.py",
+                  "test_bot_crashes.py", "test_selector_launch.py",
+                  "test_gcs.py", "test_training_parity.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def bot_model_dir(tmp_path_factory):
