@@ -35,10 +35,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.feed_dir = "feed"  # feed.jsonl, feed.html, mood.png
   c.feed_live = False  # also write the feed in live runs (always in dry runs)
   c.seed = 0  # sampling and choice; each pass derives its own from the time
-  # The pass's time (unix seconds); 0 reads the clock. A fixed time replays a
-  # pass: its seeds, its mood and its prompts' dates follow the time (the
-  # trace's `t`), so `--once --dry_run --config.now=T` writes its candidates
-  # again.
+  # The pass's time (unix seconds); 0 reads the clock. Its sampling seeds,
+  # its mood and its prompts' dates follow the time (the trace's `t`): a
+  # `--once --dry_run --config.now=T` on a copy of the state runs a pass as
+  # at T.
   c.now = 0.0
 
   # What a pass does.
