@@ -11,6 +11,7 @@ is named by the others. The roll call uses the coordinator's own port, so
 real hosts need no other port open.
 """
 
+import errno
 import logging
 import socket
 import time
@@ -48,7 +49,7 @@ def _listen(port: int, address: str) -> socket.socket:
       return server
     except OSError as e:
       server.close()
-      if e.errno == 98:  # EADDRINUSE
+      if e.errno == errno.EADDRINUSE:
         raise UserError(f"process 0 cannot listen at {address}: the port is "
                         "in use (another run, or a process of an earlier "
                         "one still running?)") from e
@@ -121,7 +122,10 @@ def _roll_call_as_coordinator(address: str, num_processes: int,
       elif pid in arrived:
         problem = (f"two processes were started with --process_id={pid}")
       if problem:
-        conn.sendall(f"no {problem}\n".encode())
+        try:
+          conn.sendall(f"no {problem}\n".encode())
+        except OSError:
+          pass
         conn.close()
       else:
         arrived[pid] = conn
@@ -171,8 +175,9 @@ def _roll_call_as_member(address: str, num_processes: int, process_id: int,
       return
     if answer and answer.startswith("no "):
       raise UserError(answer[3:])
-    if answer is None and time.monotonic() >= deadline:
-      continue  # says the timeout above
+    if answer is None:  # closed without a word: knock again until the end
+      time.sleep(_RETRY_S)
+      continue
     raise UserError(f"the coordinator at {address} answered process "
                     f"{process_id} with something other than this run's "
                     "roll call: is another program listening there?")
