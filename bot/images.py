@@ -127,10 +127,10 @@ def read_text(data: bytes, min_confidence: float = 0.95) -> str:
   return "\n".join(lines)
 
 
-def _host_allowed(url: str, patterns: Sequence[str]) -> str:
-  """The address to fetch `url` from: its host resolved once, allowed by a
-  pattern and checked; raises Refused otherwise. The fetch connects to this
-  address (resolving again could answer another one: DNS rebinding)."""
+def _host_allowed(url: str, patterns: Sequence[str]) -> List[str]:
+  """The addresses to fetch `url` from (IPv4 first): its host resolved once,
+  allowed by a pattern and checked; raises Refused otherwise. The fetch
+  connects to these (resolving again could answer others: DNS rebinding)."""
   parts = urllib.parse.urlsplit(url)
   if parts.scheme not in ("http", "https") or not parts.hostname:
     raise Refused(f"not an http(s) URL: {url[:80]}")
@@ -153,7 +153,7 @@ def _host_allowed(url: str, patterns: Sequence[str]) -> str:
         or ip.is_reserved or ip.is_unspecified or ip.is_multicast):
       if named != address:
         raise Refused(f"{host} resolves to a private address ({address})")
-  return sorted(addresses)[0]
+  return sorted(addresses, key=lambda a: (":" in a, a))
 
 
 def _get(url: str, address: str, timeout_s: float):
@@ -230,11 +230,15 @@ class ImageReader:
   def fetch(self, url: str, redirects: int = 3) -> bytes:
     """The image's bytes, within the limits; raises Refused."""
     for _ in range(redirects + 1):
-      address = _host_allowed(url, self.allowed_hosts)
-      try:
-        resp = _get(url, address, self.timeout_s)
-      except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise Refused(f"cannot fetch {url[:80]}: {type(e).__name__}") from None
+      resp, failure = None, None
+      for address in _host_allowed(url, self.allowed_hosts):
+        try:
+          resp = _get(url, address, self.timeout_s)
+          break
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+          failure = e  # the next address, if the host has another
+      if resp is None:
+        raise Refused(f"cannot fetch {url[:80]}: {type(failure).__name__}")
       try:
         if resp.status in (301, 302, 303, 307, 308):
           url = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
