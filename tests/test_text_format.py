@@ -546,6 +546,7 @@ _POST_KEYS = ("type", "blog_name", "blog", "id", "id_string", "timestamp",
 
 
 @hypothesis.settings(max_examples=250, deadline=None, derandomize=True,
+                     database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(hypothesis_st.dictionaries(
     hypothesis_st.sampled_from(_POST_KEYS), _JSON, max_size=8) | hypothesis_st.
