@@ -17,6 +17,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="tests-jax-cache-")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+# Hypothesis keeps what it writes (its example database is off, but it
+# also caches the constants it finds in the project's files, paths and
+# all) in a folder of this run's own, never in the clone.
+if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+  _hypothesis = tempfile.mkdtemp(prefix="tests-hypothesis-")
+  os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _hypothesis
+  atexit.register(shutil.rmtree, _hypothesis, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

@@ -45,8 +45,16 @@ def test_the_tumblr_room_never_imports_the_model():
 
 
 def repository_files() -> list:
-  """Every file of the project (not the virtualenv, caches or runs)."""
-  skip = {".git", ".venv", "__pycache__", "runs", "build", "dist"}
+  """Every file of the project: in a git checkout what git tracks or would
+  (so nothing a tool writes to an ignored folder, such as a test run's
+  caches); elsewhere every file but the virtualenv, caches and runs."""
+  if os.path.isdir(os.path.join(REPO, ".git")):
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True).stdout
+    return [n for n in listed.decode("utf-8").split("\0") if n]
+  skip = {".git", ".venv", "__pycache__", "runs", "build", "dist",
+          ".hypothesis", ".pytest_cache"}
   out = []
   for root, dirs, names in os.walk(REPO):
     dirs[:] = [d for d in dirs if d not in skip and not d.endswith(
