@@ -1,9 +1,10 @@
 """GPT-2 124M fine-tuned from a pretrained model on one accelerator.
 
   python -m launch.finetune --config=configs/gpt2_124m.py \
-      --config.init=PATH_TO_GPT2_124M --config.data=CORPUS --workdir=DIR
+      --config.init=gpt2 --config.data=CORPUS --workdir=DIR
 
-The original's optimizer and schedule; the batch is smaller than the 1.5B
+`gpt2` is OpenAI's 124M on the Hugging Face Hub (fetched once into its
+cache); any model directory does too. The original's optimizer and schedule; the batch is smaller than the 1.5B
 run's (8 x 1024 tokens, accumulated 4 times). With rematerialised blocks it
 needs ~5.5 GiB (`python -m launch.compile_check --config=configs/gpt2_124m.py
 --devices=1`); without, ~25 GiB: on a big GPU add --config.model.remat=false.

@@ -67,8 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
   # "gpt2" = OpenAI's; or a directory holding tokenizer files.
   c.tokenizer = ""
   c.tokenizer_vocab_size = 512
-  # Start from a model directory (HF / OpenAI / ours) or another run's
-  # workdir; "" = random init of `model.size`.
+  # Start from a model directory (HF / OpenAI / ours), another run's
+  # workdir, or a Hugging Face Hub name (gpt2, gpt2-medium, gpt2-large,
+  # gpt2-xl, owner/name); "" = random init of `model.size`.
   c.init = ""
   c.model = ml_collections.ConfigDict(dict(
       size="124M",        # a GPT2Config preset, for random init

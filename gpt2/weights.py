@@ -12,6 +12,13 @@ Three kinds of directory hold a GPT-2, and `load_model` takes any of them:
 Each may hold tokenizer files (see `gpt2.tokenizer`); without them a model
 with GPT-2's vocabulary size gets OpenAI's tokenizer.
 
+Wherever a model path is taken, a Hugging Face Hub name (`gpt2`,
+`gpt2-medium`, `openai-community/gpt2-xl`, `someone/their-model`) that is no
+folder here is fetched with `huggingface_hub` into its cache (only the
+config, the safetensors weights and the tokenizer files; `HF_HOME`,
+`HF_HUB_CACHE` and `HF_HUB_OFFLINE=1` are honoured) and loaded from there.
+Nothing else downloads anything.
+
 Our parameters differ from the PyTorch ones only in that the blocks are
 stacked on a leading layer axis (`h/...` has shape `(L, ...)`); HF's Conv1D
 weights are already laid out `(in, out)` like a Flax Dense kernel.
@@ -20,6 +27,7 @@ weights are already laid out `(in, out)` like a Flax Dense kernel.
 import dataclasses
 import json
 import os
+import re
 from typing import Optional
 
 import fsspec
@@ -357,8 +365,85 @@ def model_kind(path: str) -> Optional[str]:
   return None
 
 
+# A Hub repository id: `name` or `owner/name` (letters, digits, - _ .).
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+# What is fetched of a Hub model: never the TensorFlow, Flax, ONNX or Rust
+# copies a repository may also hold.
+_HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json",
+              "vocab.json", "merges.txt"]
+
+
+def _holds_model(path: str) -> bool:
+  return os.path.exists(path) and (
+      not os.path.isdir(path) or model_kind(path) is not None
+      or os.path.exists(os.path.join(path, "run.json")))
+
+
+def hub_name(path: str) -> Optional[str]:
+  """`path` as a Hub repository id, or None when it is a local or remote
+  path: it has a scheme, starts like a path, is a model folder here, or is
+  `a/b` with a folder `a` here (a mistyped local path, not a Hub name). A
+  folder here that holds no model does not hide a Hub model of its name
+  (`gpt2` run in this repository, whose code is in a folder `gpt2/`)."""
+  if ("://" in path or path.startswith(("/", ".", "~")) or _holds_model(path)
+      or not _HUB_NAME.fullmatch(path) or path.endswith((".", "-"))):
+    return None
+  owner = path.partition("/")[0]
+  if "/" in path and os.path.isdir(owner):
+    return None
+  return path
+
+
+def hub_snapshot(name: str) -> str:
+  """The local folder of the Hub model `name`, fetched into the Hugging Face
+  cache if it is not there (only `_HUB_FILES`, or `pytorch_model.bin` for a
+  repository with no safetensors)."""
+  try:
+    # pylint: disable=import-outside-toplevel
+    import huggingface_hub
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub import errors as hub_errors
+  except ImportError as e:
+    raise UserError(f"{name} is not a folder here, and loading it from the "
+                    "Hugging Face Hub needs huggingface_hub "
+                    "(pip install huggingface_hub)") from e
+  offline = hub_constants.HF_HUB_OFFLINE
+  try:
+    folder = huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES)
+    if not os.path.exists(os.path.join(folder, "config.json")):
+      raise UserError(f"the Hub model {name} has no config.json: not a "
+                      "transformers GPT-2")
+    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+      folder = huggingface_hub.snapshot_download(
+          name, allow_patterns=_HUB_FILES + ["pytorch_model.bin"])
+  except hub_errors.LocalEntryNotFoundError:
+    raise UserError(
+        f"{name} is not a folder here nor in the Hugging Face cache "
+        f"({hub_constants.HF_HUB_CACHE})" +
+        (", and HF_HUB_OFFLINE=1 forbids fetching it" if offline else
+         ", and the Hub could not be reached to fetch it")) from None
+  except (hub_errors.RepositoryNotFoundError,
+          hub_errors.RevisionNotFoundError):
+    raise UserError(f"{name} is not a folder here nor a model on the "
+                    "Hugging Face Hub (a private one needs `hf auth login`)"
+                    ) from None
+  except (OSError, hub_errors.HfHubHTTPError) as e:
+    raise UserError(f"fetching the Hub model {name} failed: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                    ) from None
+  return folder
+
+
+def resolve(path: str) -> str:
+  """A model path as given, or the cached folder of a Hub name."""
+  name = hub_name(path)
+  return hub_snapshot(name) if name else path
+
+
 def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
-  """Loads a model directory of any kind (local or gs://)."""
+  """Loads a model directory of any kind (local or gs://), or a Hugging Face
+  Hub model by its name."""
+  path = resolve(path)
   fs, root = fsspec.core.url_to_fs(path)
   root = root.rstrip("/")
   if not fs.isdir(root):

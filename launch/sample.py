@@ -6,7 +6,8 @@ r"""Writes continuations of a prompt with a GPT-2.
   python -m launch.sample --model DIR --prompt TEXT --stream
 
 `--model` is any directory `gpt2.weights.load_model` reads (Hugging Face,
-OpenAI's release, ours, or a training workdir). The rules default to the
+OpenAI's release, ours, or a training workdir), or a Hugging Face Hub name
+(`--model gpt2`, `--model gpt2-xl`: fetched once into the Hub's cache). The rules default to the
 bot's (breakruns from temperature 0.9 by 0.02 per argmax pick, top-p 0.95);
 `--top_k 1` (or `--temperature 0`) is greedy. `--json` prints one JSON object
 per candidate: text, tokens (the generated ids), mean_logprob, finish_reason.
@@ -27,7 +28,8 @@ from launch import common
 
 _DEFAULTS = SamplingParams.bot_defaults()
 
-_MODEL = flags.DEFINE_string("model", None, "Model directory.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Model directory, or a Hugging Face Hub name (gpt2).")
 _PROMPT = flags.DEFINE_string("prompt", None, "The prompt text.")
 _MAX_NEW = flags.DEFINE_integer(
     "max_new_tokens", None, "Tokens to write at most per candidate (default "
@@ -108,7 +110,8 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _MODEL.value:
-    raise UserError("--model is required: a model directory")
+    raise UserError("--model is required: a model directory or a Hugging "
+                    "Face Hub name such as gpt2")
   if _PROMPT.value is None:
     raise UserError("--prompt is required")
   rules = _rules().validate()

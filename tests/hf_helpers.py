@@ -33,3 +33,20 @@ def hf_logits(model, ids, mask):
     out = model(torch.tensor(ids), attention_mask=torch.tensor(mask),
                 position_ids=torch.tensor(positions))
   return out.logits.numpy()
+
+
+def write_hub_cache(cache_dir, repo_id, model_dir,
+                    commit="0123456789abcdef0123456789abcdef01234567"):
+  """Lays `model_dir`'s files out as the Hugging Face Hub cache holds a
+  downloaded model (`models--OWNER--NAME/refs/main` naming a snapshot
+  folder), so `HF_HUB_CACHE=cache_dir HF_HUB_OFFLINE=1` finds `repo_id`
+  there without the network."""
+  import os  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  repo = os.path.join(str(cache_dir), "models--" + repo_id.replace("/", "--"))
+  snapshot = os.path.join(repo, "snapshots", commit)
+  shutil.copytree(str(model_dir), snapshot)
+  os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+  with open(os.path.join(repo, "refs", "main"), "w", encoding="utf-8") as f:
+    f.write(commit)
+  return snapshot

@@ -12,6 +12,7 @@ from gpt2 import model as M
 from gpt2 import sampling
 from gpt2 import weights as W
 from gpt2.tokenizer import Tokenizer
+from tests import hf_helpers
 
 TEXT = ("The woods are lovely, dark and deep, but I have promises to keep, "
         "and miles to go before I sleep. ") * 8
@@ -28,8 +29,8 @@ def model_dir(tmp_path_factory):
   return directory
 
 
-def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _run(*args, **env_vars):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_vars)
   return subprocess.run([sys.executable, "-m", "launch.sample", *args],
                         capture_output=True, text=True, env=env, timeout=300)
 
@@ -58,9 +59,17 @@ def test_json_greedy_candidates_match_the_library(greedy_json, model_dir):
   assert greedy_json[0]["tokens"] == greedy_json[1]["tokens"]
 
 
-def test_stream_types_the_same_text(greedy_json, model_dir):
-  proc = _run("--model", model_dir, "--prompt", PROMPT, "--max_new_tokens",
-              "12", "--top_k", "1", "--stream")
+def test_stream_types_the_same_text_from_the_hub_name(greedy_json, model_dir,
+                                                     tmp_path):
+  """Streamed, the same greedy text; and the model named as a Hugging Face
+  Hub model (`--model gpt2`), found in a Hub cache offline."""
+  loaded = W.load_model(model_dir)
+  W.export_hf(str(tmp_path / "hf"), loaded.config, loaded.params,
+              loaded.tokenizer)
+  hf_helpers.write_hub_cache(tmp_path / "hub", "gpt2", tmp_path / "hf")
+  proc = _run("--model", "gpt2", "--prompt", PROMPT, "--max_new_tokens",
+              "12", "--top_k", "1", "--stream", HF_HUB_OFFLINE="1",
+              HF_HUB_CACHE=str(tmp_path / "hub"))
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout == greedy_json[0]["text"] + "\n"
 

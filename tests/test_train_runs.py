@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from gpt2 import train, weights
+from tests import hf_helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -163,3 +164,31 @@ def test_config_mistakes_are_one_line(env, tmp_path):
   assert proc.stderr.strip().splitlines() == [
       f"error: --config={missing}: cannot load the config file ([Errno 2] No "
       f"such file or directory: '{missing}')"]
+
+
+def test_finetune_starts_from_a_hub_name(env, shakespeare_run, tmp_path):
+  """`--config.init=gpt2` with GPT-2 in a Hugging Face Hub cache, offline
+  (the Shakespeare run's model, exported, stands in for OpenAI's): the run
+  starts from those weights and trains."""
+  loaded = weights.load_model(shakespeare_run[0])
+  weights.export_hf(str(tmp_path / "hf"), loaded.config, loaded.params,
+                    loaded.tokenizer)
+  hf_helpers.write_hub_cache(tmp_path / "hub", "gpt2", tmp_path / "hf")
+  hub_env = {**env, "HF_HUB_OFFLINE": "1",
+             "HF_HUB_CACHE": str(tmp_path / "hub")}
+  workdir = str(tmp_path / "tuned")
+  data_dir = os.path.join(shakespeare_run[0], "data")
+  proc = finetune(hub_env, workdir, "--config.init=gpt2",
+                  f"--config.data={data_dir}", "--config.total_steps=3",
+                  "--config.val_every=0", "--config.save_every=3",
+                  "--config.only_train_transformer_layers=true")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "run.json"), encoding="utf-8") as f:
+    assert json.load(f)["init"] == "gpt2"
+  tuned = weights.load_model(workdir)
+  # The embeddings stay the Hub model's, exactly; the blocks trained.
+  np.testing.assert_array_equal(tuned.params["wte"]["embedding"],
+                                loaded.params["wte"]["embedding"])
+  assert not np.array_equal(tuned.params["h"]["mlp"]["c_fc"]["kernel"],
+                            loaded.params["h"]["mlp"]["c_fc"]["kernel"])
+  assert [r["step"] for r in train.read_metrics(workdir)] == [1, 2, 3]

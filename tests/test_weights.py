@@ -174,3 +174,63 @@ def test_our_checkpoint_with_other_config_names_the_tensor(hf_dir, tmp_path):
   with pytest.raises(UserError) as e:
     W.load_model(str(tmp_path), with_tokenizer=False)
   assert "has shape (2," in str(e.value) and "needs (3," in str(e.value)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+  """A Hugging Face Hub cache folder of the test's own, in offline mode: a
+  Hub name loads from it or not at all, and nothing reaches the network."""
+  from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+  cache = tmp_path / "hub-cache"
+  cache.mkdir()
+  monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+  monkeypatch.chdir(tmp_path)  # a name is looked for as a folder here first
+  return cache
+
+
+def test_a_hub_name_loads_from_the_hugging_face_cache(hf_dir, offline_hub,
+                                                      tmp_path):
+  local = W.load_model(hf_dir, with_tokenizer=False)
+  hf_helpers.write_hub_cache(offline_hub, "gpt2", hf_dir)
+  hf_helpers.write_hub_cache(offline_hub, "someone/tiny-blog", hf_dir)
+  # A folder of that name holding no model (this repository's own code is
+  # in gpt2/) does not hide the Hub's.
+  (tmp_path / "gpt2").mkdir()
+  (tmp_path / "gpt2" / "__init__.py").write_text("")
+  for name in ("gpt2", "someone/tiny-blog"):
+    loaded = W.load_model(name, with_tokenizer=False)
+    assert loaded.kind == "hf" and loaded.config == local.config
+    assert _trees_equal(loaded.params, local.params)
+  # A repository with PyTorch weights only is read from those.
+  import torch  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  bin_dir = tmp_path / "bin-only"
+  bin_dir.mkdir()
+  tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
+  torch.save({k: torch.from_numpy(v) for k, v in tensors.items()},
+             bin_dir / "pytorch_model.bin")
+  (bin_dir / "config.json").write_text(
+      open(os.path.join(hf_dir, "config.json"), encoding="utf-8").read())
+  hf_helpers.write_hub_cache(offline_hub, "someone/old-model", bin_dir)
+  assert _trees_equal(
+      W.load_model("someone/old-model", with_tokenizer=False).params,
+      local.params)
+
+
+def test_a_name_that_is_nowhere_is_one_line(offline_hub, tmp_path):
+  with pytest.raises(UserError) as e:
+    W.load_model("gpt2-medium")
+  assert str(e.value) == (
+      f"gpt2-medium is not a folder here nor in the Hugging Face cache "
+      f"({offline_hub}), and HF_HUB_OFFLINE=1 forbids fetching it")
+  # A mistyped local path is not taken for a Hub name.
+  (tmp_path / "runs").mkdir()
+  with pytest.raises(UserError, match="^model directory runs/model does not "
+                     "exist$"):
+    W.load_model("runs/model")
+  assert W.hub_name("gpt2") == "gpt2"
+  assert W.hub_name("openai-community/gpt2-xl") == "openai-community/gpt2-xl"
+  for path in ("runs/model", "./gpt2", "/abs/gpt2", "gs://bkt/gpt2",
+               "a/b/c", "~/gpt2", "name with space"):
+    assert W.hub_name(path) is None, path
