@@ -1,0 +1,118 @@
+"""Posts JSONL from the archive a platform hands its users.
+
+    python -m launch.import_archive --kind=twitter \\
+        --archive=twitter-2024-05-01-1a2b3c.zip --me=myhandle \\
+        --out=posts.jsonl
+    python -m launch.prepare_corpus --posts=posts.jsonl --out=docs.jsonl
+
+`--kind` is one of tumblr (the blog export), wordpress (WXR), twitter,
+mastodon, discord (DiscordChatExporter JSON or Discord's data package) and
+facebook (Download Your Information, JSON); `--archive` is the zip as
+downloaded or the folder it unpacks to. The posts written are those
+`launch.scrape` writes (NPF post dicts, one a line), so everything after is
+unchanged: a conversation is one post whose trail holds the earlier turns by
+their authors and whose last turn is `--me`'s (bot.corpus.archives.common
+says how conversations are cut and how much of others' text a thread
+keeps).
+
+`--pseudonymize` replaces every other person's name and handle (turn
+authors, @mentions, their names in the text) by a stable pseudonym keyed by
+OUT.pseudonym-key, made beside the output and reused; it is on by default
+when the archive holds direct messages (`--nopseudonymize` turns it off).
+`--report=PATH` writes the counts of the summary line as JSON. The output is
+written whole or not at all.
+"""
+
+import json
+import os
+
+from absl import flags
+
+from bot.corpus import archives, pseudonyms
+from bot.corpus.archives import KINDS
+from bot.corpus.archives.common import Options
+from gpt2.errors import UserError
+from launch import common
+
+_KIND = flags.DEFINE_string(
+    "kind", None, f"The archive's platform: {', '.join(KINDS)}.")
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None, "The archive: the zip as downloaded, or its folder.")
+_ME = flags.DEFINE_string(
+    "me", None, "Your name or handle as the archive writes it: your turns "
+    "are written under it, and it is never pseudonymized.")
+_OUT = flags.DEFINE_string("out", None, "The posts JSONL file to write.")
+_PSEUDONYMIZE = flags.DEFINE_bool(
+    "pseudonymize", None, "Replace other people's names and handles by "
+    "stable pseudonyms (default: on when the archive has direct messages).")
+_REPORT = flags.DEFINE_string(
+    "report", None, "Also write the summary's counts to this JSON file.")
+_MIN_OWN_FRACTION = flags.DEFINE_float(
+    "min_own_fraction", 0.5, "A conversation thread keeps its latest turns "
+    "while you wrote at least this share of them (prepare_corpus's "
+    "--min_own_fraction drops the posts below it).")
+_MAX_TURNS = flags.DEFINE_integer(
+    "max_turns", 10, "The most turns a conversation thread keeps.")
+_GAP_MINUTES = flags.DEFINE_integer(
+    "gap_minutes", 120, "A silence this long in a conversation starts a new "
+    "one.")
+
+
+def _check_flags():
+  if not _KIND.value:
+    raise UserError(f"--kind is required: one of {', '.join(KINDS)}")
+  if _KIND.value not in KINDS:
+    raise UserError(f"--kind {_KIND.value!r} is not one of "
+                    f"{', '.join(KINDS)}")
+  if not _ARCHIVE.value:
+    raise UserError("--archive is required (the zip the platform gave you, "
+                    "or its folder)")
+  if not (_ME.value or "").strip():
+    raise UserError("--me is required (your name or handle as the archive "
+                    "writes it)")
+  if not _OUT.value:
+    raise UserError("--out is required (the posts JSONL file)")
+  for flag, path in (("--out", _OUT.value), ("--report", _REPORT.value)):
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+      raise UserError(f"the folder of {flag} {path} does not exist")
+  if not 0 <= _MIN_OWN_FRACTION.value <= 1:
+    raise UserError(f"--min_own_fraction {_MIN_OWN_FRACTION.value} is not "
+                    "between 0 and 1")
+  if _MAX_TURNS.value < 1:
+    raise UserError(f"--max_turns {_MAX_TURNS.value} is less than 1")
+  if _GAP_MINUTES.value < 0:
+    raise UserError(f"--gap_minutes {_GAP_MINUTES.value} is negative")
+
+
+def _write_whole(path: str, lines):
+  """Writes `lines` to `path` through a temporary file: all or nothing."""
+  temporary = path + ".tmp"
+  try:
+    with open(temporary, "w", encoding="utf-8") as f:
+      for line in lines:
+        f.write(line + "\n")
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  _check_flags()
+  options = Options(_ME.value.strip(), _GAP_MINUTES.value * 60,
+                    _MAX_TURNS.value, _MIN_OWN_FRACTION.value)
+  posts, report = archives.import_archive(
+      _KIND.value, _ARCHIVE.value, options, _PSEUDONYMIZE.value,
+      pseudonyms.key_path(_OUT.value))
+  _write_whole(_OUT.value, (json.dumps(p, ensure_ascii=False) for p in posts))
+  if _REPORT.value:
+    _write_whole(_REPORT.value, [json.dumps(dict(report, out=_OUT.value),
+                                            indent=2, ensure_ascii=False)])
+  print(archives.summary(report, _ARCHIVE.value, _OUT.value))
+
+
+if __name__ == "__main__":
+  common.run(main)
