@@ -374,9 +374,11 @@ _HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json",
 
 
 def _holds_model(path: str) -> bool:
+  """A file, or a folder `load_model` reads: a model or a training workdir."""
+  from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
   return os.path.exists(path) and (
       not os.path.isdir(path) or model_kind(path) is not None
-      or os.path.exists(os.path.join(path, "run.json")))
+      or os.path.exists(os.path.join(path, checkpoints.RUN_FILE)))
 
 
 def hub_name(path: str) -> Optional[str]:
