@@ -48,7 +48,8 @@ def repository_files() -> list:
   """Every file of the project: in a git checkout what git tracks or would
   (so nothing a tool writes to an ignored folder, such as a test run's
   caches); elsewhere every file but the virtualenv, caches and runs."""
-  if os.path.isdir(os.path.join(REPO, ".git")):
+  # A clone's .git is a folder; a worktree's (git worktree add) a file.
+  if os.path.exists(os.path.join(REPO, ".git")):
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, check=True, capture_output=True).stdout
