@@ -19,6 +19,14 @@ a CPU); the two einsums in `Attention` are the reference the kernels are
 tested against, and what a decoding step runs. The sampler decodes on a CPU
 with `gpt2/cpu_decoding.py`, the same arithmetic laid out for XLA:CPU.
 
+LoRA (Hu et al. 2021): with `lora_rank` > 0 the `Dense` layers named in
+`lora_targets` add a low-rank update `alpha / rank * x A B` beside their
+frozen kernel. The adapters (`a` (in, r), `b` (r, out), float32, `b` zero at
+init so that step 0 is the base model) live in a variable collection of
+their own, "lora", stacked on the layer axis like the blocks' "params";
+`forward(..., lora=adapters)` runs them, and `merge_lora` folds them into
+the kernels once, for sampling and export.
+
 Shapes: B batch, T tokens of this call, S key/value slots (T without a
 cache, the cache's length with one), C = n_embd, H heads, D = C // H,
 L layers, V vocabulary.
@@ -56,6 +64,9 @@ PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, n_positions=128),
 }
 
+# The dense layers LoRA may adapt, by their names within a block.
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
            "float16": jnp.float16}
 
@@ -86,6 +97,12 @@ class GPT2Config:
   # The attention kernel for a call's own tokens: one of
   # `gpt2.attention.IMPLEMENTATIONS`; "auto" picks by platform.
   attention: str = "auto"
+  # LoRA adapters on the `lora_targets` layers (0: none); `alpha / rank`
+  # scales their update, `lora_dropout` drops their input in training.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: tuple = ()
 
   @classmethod
   def preset(cls, name: str, **overrides) -> "GPT2Config":
@@ -105,6 +122,17 @@ class GPT2Config:
     if self.attention not in attention_lib.IMPLEMENTATIONS:
       raise UserError(f"attention={self.attention!r} is not one of "
                       f"{', '.join(attention_lib.IMPLEMENTATIONS)}")
+    # From JSON the targets come as a list; the config must stay hashable.
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    if self.lora_rank < 0:
+      raise UserError(f"lora_rank={self.lora_rank} must be >= 0")
+    for target in self.lora_targets:
+      if target not in LORA_TARGETS:
+        raise UserError(f"lora target {target!r} is not one of "
+                        f"{', '.join(LORA_TARGETS)}")
+    if self.lora_rank and not self.lora_targets:
+      raise UserError(f"lora_rank={self.lora_rank} needs at least one of "
+                      f"{', '.join(LORA_TARGETS)} as a target")
 
   @property
   def compute_dtype(self):
@@ -120,6 +148,15 @@ class GPT2Config:
 
   def replace(self, **kw) -> "GPT2Config":
     return dataclasses.replace(self, **kw)
+
+  def without_lora(self) -> "GPT2Config":
+    """The same model with its adapters merged in (`merge_lora`)."""
+    return self.replace(lora_rank=0, lora_alpha=16.0, lora_dropout=0.0,
+                        lora_targets=())
+
+  @property
+  def lora_scale(self) -> float:
+    return self.lora_alpha / self.lora_rank
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -142,11 +179,16 @@ class GPT2Config:
 class Dense(nn.Module):
   """`nn.Dense` (`kernel` (in, out), `bias`) on x (..., in) flattened to
   (N, in): XLA:CPU computes the kernel's gradient, a contraction over batch
-  and time together, about 3x slower when they are two axes than one."""
+  and time together, about 3x slower when they are two axes than one.
+
+  When `site` (its name in the block, one of LORA_TARGETS) is a LoRA target
+  of the config, it adds `alpha / rank * dropout(x) @ a @ b`."""
   features: int
   axes: tuple
   config: GPT2Config
   init_std: float = 0.02
+  site: str = ""
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -162,7 +204,31 @@ class Dense(nn.Module):
         (self.features,), cfg.params_dtype)
     rows = x.reshape(-1, x.shape[-1]).astype(dt)
     y = rows @ kernel.astype(dt) + bias.astype(dt)
+    if cfg.lora_rank and self.site in cfg.lora_targets:
+      y = y + self._adapter(rows)
     return y.reshape(*x.shape[:-1], self.features)
+
+  def _adapter(self, rows):
+    """The low-rank update of (N, in) rows, (N, out)."""
+    cfg = self.config
+    dt = cfg.compute_dtype
+    rank, fan_in = cfg.lora_rank, rows.shape[-1]
+
+    def adapter(name, init, shape, axes):
+      boxed = nn.with_logical_partitioning(init, axes)
+      return self.variable("lora", name, lambda: boxed(
+          self.make_rng("params"), shape, jnp.float32)).value
+
+    # A as LoRA's reference code draws it (kaiming-uniform, bound
+    # 1/sqrt(in)); B zero, so that the update starts at zero.
+    a = adapter("a", nn.initializers.variance_scaling(1 / 3, "fan_in",
+                                                      "uniform"),
+                (fan_in, rank), (self.axes[0], "lora_rank"))
+    b = adapter("b", nn.initializers.zeros, (rank, self.features),
+                ("lora_rank", self.axes[-1]))
+    rows = nn.Dropout(cfg.lora_dropout)(rows, deterministic=self.deterministic)
+    return ((rows @ a.astype(dt)) @ b.astype(dt)) * jnp.asarray(
+        cfg.lora_scale, dt)
 
 
 def _layer_norm(config, name):
@@ -192,7 +258,8 @@ class Attention(nn.Module):
     cfg = self.config
     B, T, C = x.shape
     H, D = cfg.n_head, cfg.head_dim
-    qkv = Dense(3 * C, ("embed", "heads"), cfg, name="c_attn")(x)
+    qkv = Dense(3 * C, ("embed", "heads"), cfg, site="attn.c_attn",
+                deterministic=deterministic, name="c_attn")(x)
     q, k, v = (t.reshape(B, T, H, D) for t in jnp.split(qkv, 3, axis=-1))
     # The tokens attend only to themselves without a cache, or when they
     # are the first written into one (nothing before them; causality hides
@@ -221,19 +288,23 @@ class Attention(nn.Module):
       out = jnp.einsum("bhts,bshd->bthd", probs.astype(q.dtype),
                        values.astype(q.dtype))
     out = Dense(C, ("heads", "embed"), cfg, _residual_std(cfg),
+                site="attn.c_proj", deterministic=deterministic,
                 name="c_proj")(out.reshape(B, T, C))
     return out, layer_cache
 
 
 class MLP(nn.Module):
   config: GPT2Config
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    h = Dense(4 * cfg.n_embd, ("embed", "mlp"), cfg, name="c_fc")(x)
+    h = Dense(4 * cfg.n_embd, ("embed", "mlp"), cfg, site="mlp.c_fc",
+              deterministic=self.deterministic, name="c_fc")(x)
     h = jax.nn.gelu(h, approximate=True)  # GPT-2's "gelu_new"
     return Dense(cfg.n_embd, ("mlp", "embed"), cfg, _residual_std(cfg),
+                 site="mlp.c_proj", deterministic=self.deterministic,
                  name="c_proj")(h)
 
 
@@ -254,7 +325,7 @@ class Block(nn.Module):
         _layer_norm(cfg, "ln_1")(x).astype(cfg.compute_dtype), bias, valid,
         layer_cache, cache_index, self.deterministic)
     x = x + drop(a, deterministic=self.deterministic)
-    m = MLP(cfg, name="mlp")(
+    m = MLP(cfg, self.deterministic, name="mlp")(
         _layer_norm(cfg, "ln_2")(x).astype(cfg.compute_dtype))
     x = x + drop(m, deterministic=self.deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
@@ -335,8 +406,13 @@ class GPT2(nn.Module):
     if layers is not None and (cache is not None or not cfg.scan_layers or
                                isinstance(layers, (list, tuple))):
       if not isinstance(layers, (list, tuple)):
-        layers = [jax.tree.map(lambda p, i=i: p[i], layers)
-                  for i in range(cfg.n_layer)]
+        layers = _layer_slices(layers, cfg.n_layer)
+      adapters = self.variables.get("lora", {}).get("h")
+      if adapters is not None:  # each block's own slice of the adapters
+        layers = [{"params": p, "lora": a} for p, a in
+                  zip(layers, _layer_slices(adapters, cfg.n_layer))]
+      else:
+        layers = [{"params": p} for p in layers]
       rng = None if deterministic else self.make_rng("dropout")
       x, cache, layer_out = _blocks_in_turn(cfg, layers, x, bias, valid, cache,
                                             cache_index, deterministic, rng)
@@ -346,7 +422,7 @@ class GPT2(nn.Module):
         block = nn.remat(Block, prevent_cse=False,
                          policy=jax.checkpoint_policies.nothing_saveable)
       blocks = nn.scan(
-          block, variable_axes={"params": 0}, split_rngs={
+          block, variable_axes={"params": 0, "lora": 0}, split_rngs={
               "params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layer,
           metadata_params={nn.PARTITION_NAME: "layers"})(
@@ -374,10 +450,15 @@ def check_capture(cfg: GPT2Config, capture: Sequence[int]) -> None:
       raise UserError(f"capture layer {layer} is outside 0..{cfg.n_layer}")
 
 
+def _layer_slices(stacked, n_layer: int) -> list:
+  return [jax.tree.map(lambda p, i=i: p[i], stacked) for i in range(n_layer)]
+
+
 def _blocks_in_turn(cfg, layers, x, bias, valid, cache, cache_index,
                     deterministic, rng):
-  """The blocks one after another, block i on `layers[i]` (its parameters)
-  and `cache[i]`; returns (x, cache, [each block's output]).
+  """The blocks one after another, block i on `layers[i]` (its variables:
+  {"params": ..., and "lora" with adapters}) and `cache[i]`; returns (x,
+  cache, [each block's output]).
 
   The path of cached calls and of `scan_layers=False`: XLA then reads every
   weight and cache buffer where it lies (a scan slices each layer's out of
@@ -385,19 +466,19 @@ def _blocks_in_turn(cfg, layers, x, bias, valid, cache, cache_index,
   pass). `rng` gives the blocks' dropout keys.
   """
 
-  def block(layer_params, x, layer_cache, key):
+  def block(layer_variables, x, layer_cache, key):
     rngs = None if key is None else {"dropout": key}
     x, (layer_cache, _) = Block(cfg, deterministic, parent=None).apply(
-        {"params": layer_params}, x, bias, valid, layer_cache, cache_index,
-        rngs=rngs)
+        layer_variables, x, bias, valid, layer_cache, cache_index, rngs=rngs)
     return x, layer_cache
 
   if cfg.remat and cache is None:
     block = jax.checkpoint(block, prevent_cse=False,
                            policy=jax.checkpoint_policies.nothing_saveable)
   outputs, caches = [], []
-  for i, layer_params in enumerate(layers):
-    x, layer_cache = block(layer_params, x, None if cache is None else cache[i],
+  for i, layer_variables in enumerate(layers):
+    x, layer_cache = block(layer_variables, x,
+                           None if cache is None else cache[i],
                            None if rng is None else jax.random.fold_in(rng, i))
     outputs.append(x)
     caches.append(layer_cache)
@@ -443,16 +524,29 @@ def init_params(config: GPT2Config, rng) -> dict:
   return nn.unbox(variables["params"])
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def init_lora(config: GPT2Config, rng) -> dict:
+  """Fresh LoRA adapters of a config with `lora_rank` > 0: {"h": {"attn":
+  {"c_attn": {"a", "b"}}, ...}}, stacked on the layer axis."""
+  if not config.lora_rank:
+    raise ValueError("init_lora needs a config with lora_rank > 0")
+  return nn.unbox(_init_variables(config, rng)["lora"])
+
+
 def _init_variables(config, rng):
   dummy = jnp.zeros((1, 1), jnp.int32)
   return GPT2(config).init(rng, dummy)
 
 
-def param_logical_axes(config: GPT2Config):
-  """A pytree like the params whose leaves are PartitionSpecs of logical names."""
-  abstract = jax.eval_shape(
-      functools.partial(_init_variables, config), jax.random.PRNGKey(0))
-  return nn.get_partition_spec(abstract)["params"]
+def _abstract_variables(config):
+  return jax.eval_shape(functools.partial(_init_variables, config),
+                        jax.random.PRNGKey(0))
+
+
+def param_logical_axes(config: GPT2Config, collection: str = "params"):
+  """A pytree like the params (or, with collection="lora", the adapters)
+  whose leaves are PartitionSpecs of logical names."""
+  return nn.get_partition_spec(_abstract_variables(config))[collection]
 
 
 def param_shapes(config: GPT2Config):
@@ -461,7 +555,35 @@ def param_shapes(config: GPT2Config):
       functools.partial(init_params, config), jax.random.PRNGKey(0))
 
 
-def forward(config: GPT2Config, params, input_ids, **kw) -> GPT2Output:
-  """`GPT2(config).apply` on plain params; keyword arguments as in `__call__`."""
+def lora_shapes(config: GPT2Config):
+  """A pytree like the adapters whose leaves are ShapeDtypeStructs."""
+  return jax.eval_shape(
+      functools.partial(init_lora, config), jax.random.PRNGKey(0))
+
+
+def merge_lora(config: GPT2Config, params: dict, lora: dict) -> tuple:
+  """(config without LoRA, params with each target kernel W replaced by
+  W + alpha / rank * A B): the same model as `params` with `lora`, in one
+  set of weights. Merged in float32, stored in the kernel's dtype."""
+  blocks = jax.tree.map(lambda p: p, params["h"])  # a copy of the dicts
+  for target in config.lora_targets:
+    module, layer = target.split(".")
+    adapter = lora["h"][module][layer]
+    kernel = blocks[module][layer]["kernel"]
+    update = jnp.matmul(jnp.asarray(adapter["a"], jnp.float32),
+                        jnp.asarray(adapter["b"], jnp.float32))
+    merged = jnp.asarray(kernel, jnp.float32) + config.lora_scale * update
+    blocks[module][layer] = {**blocks[module][layer],
+                             "kernel": merged.astype(kernel.dtype)}
+  return config.without_lora(), {**params, "h": blocks}
+
+
+def forward(config: GPT2Config, params, input_ids, *, lora=None,
+            **kw) -> GPT2Output:
+  """`GPT2(config).apply` on plain params (and a LoRA config's adapters);
+  keyword arguments as in `__call__`."""
   rngs = kw.pop("rngs", None)
-  return GPT2(config).apply({"params": params}, input_ids, rngs=rngs, **kw)
+  variables = {"params": params}
+  if lora is not None:
+    variables["lora"] = lora
+  return GPT2(config).apply(variables, input_ids, rngs=rngs, **kw)

@@ -38,6 +38,7 @@ DEFAULT_RULES = (
     ("vocab", "model"),
     ("positions", None),
     ("norm", None),
+    ("lora_rank", None),  # LoRA's adapters: the rank axis is never split
 )
 
 
