@@ -3,10 +3,13 @@
 A workdir describes itself, so any command that takes a model takes it:
 
   WORKDIR/run.json            {"format": "gpt2-flax-run", "model": GPT2Config,
-                               "init": ..., "data": ..., "config": ...}
+                               "init": ..., "data": ..., "config": ...,
+                               and for a LoRA run "base": the model its
+                               adapters sit on, as any process finds it}
   WORKDIR/tokenizer.json ...  the run's tokenizer (HF layout)
-  WORKDIR/checkpoints/STEP/   orbax: params, train_state (optimizer state,
-                               step, loss and noise-scale EMAs), sampler (JSON)
+  WORKDIR/checkpoints/STEP/   orbax: params (a LoRA run's: its adapters),
+                               train_state (optimizer state, step, loss and
+                               noise-scale EMAs), sampler (JSON)
   WORKDIR/metrics.jsonl, events.out.tfevents.*, data/ (when the run tokenized
                                its own corpus)
 
@@ -25,7 +28,7 @@ import fsspec
 import jax
 
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, param_shapes
+from gpt2.model import GPT2Config, lora_shapes, param_shapes
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "gpt2-flax-run"
@@ -144,6 +147,8 @@ class Checkpoints:
 def latest_params_in_workdir(path: str) -> Optional[tuple]:
   """(config, params) of the newest checkpoint in a training workdir.
 
+  For a LoRA run (`config.lora_rank` > 0) the params are its adapters, to
+  be merged onto run.json's `base` (`gpt2.weights.load_model` does).
   Returns None when `path` is not a training workdir.
   """
   run = read_run_file(path)
@@ -160,7 +165,7 @@ def latest_params_in_workdir(path: str) -> Optional[tuple]:
     step = store.latest_step()
     if step is None:
       raise UserError(f"the training workdir {path} has no checkpoint yet")
-    target = param_shapes(config)
+    target = lora_shapes(config) if config.lora_rank else param_shapes(config)
     params = store.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(target)))["params"]
   finally:

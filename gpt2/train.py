@@ -7,6 +7,15 @@ accumulation over micro-batches with `lax.scan`, the gradient noise scale);
 their sharded, jitted forms; and `train_and_evaluate`, the loop with its side
 effects (data, checkpoints, metrics, TensorBoard, SIGTERM).
 
+LoRA (`config.lora.rank` > 0): the trained tree, `state["params"]`, is the
+adapters alone (`gpt2.model`'s "lora" collection), so gradients and Adam
+state exist only for them; the base model (`config.init`, kept in
+`config.model.param_dtype`) is a separate argument of the steps that nothing
+differentiates or updates, and checkpoints hold the adapters while run.json
+names the base (`base`), which a resume or `gpt2.weights.load_model` loads
+again. Everything else (resume, sharding, accumulation, the schedule,
+metrics.jsonl) is the full fine-tune's code.
+
 Steps are counted from 1: step s is the s-th update, it uses the learning
 rate `schedule(s)` (the original's `--learning_rate_initial_step 1`), and the
 checkpoint "s" holds the state after it.
@@ -42,7 +51,8 @@ from gpt2 import data as data_lib
 from gpt2 import distributed
 from gpt2 import sharding as sharding_lib
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, forward, init_params
+from gpt2.model import GPT2Config, LORA_TARGETS, forward, init_lora
+from gpt2.model import init_params, lora_shapes, merge_lora
 from gpt2.model import param_logical_axes, param_shapes
 from gpt2.tokenizer import Tokenizer
 
@@ -81,6 +91,12 @@ def default_config() -> ml_collections.ConfigDict:
       scan_layers=True,   # False: blocks unrolled (faster on CPU)
       attention="auto",   # see gpt2/attention.py; auto picks by platform
       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0))
+  # LoRA: rank 0 trains the model itself; rank r > 0 freezes `init` and
+  # trains rank-r adapters on `targets` (comma-separated, of
+  # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), scaled by alpha / r,
+  # their input dropped out at `dropout` in training.
+  c.lora = ml_collections.ConfigDict(dict(
+      rank=0, alpha=16.0, dropout=0.0, targets="attn.c_attn"))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
   # `accumulate` micro-batches per update.
   c.seq_len = 1024
@@ -141,6 +157,32 @@ def check_config(config, reference=None, prefix="") -> None:
 
 def _config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
+
+
+def lora_settings(config) -> dict:
+  """The GPT2Config fields `config.lora` asks for, or a UserError naming
+  the setting at fault."""
+  lora = config.lora
+  if lora.rank < 0:
+    raise UserError(f"lora.rank={lora.rank} must be >= 0 (0: no LoRA)")
+  if not lora.rank:
+    return {}
+  if not lora.alpha > 0:
+    raise UserError(f"lora.alpha={lora.alpha} must be positive")
+  if not 0 <= lora.dropout < 1:
+    raise UserError(f"lora.dropout={lora.dropout} must be in [0, 1)")
+  targets = tuple(t.strip() for t in str(lora.targets).split(",")
+                  if t.strip())
+  for target in targets:
+    if target not in LORA_TARGETS:
+      raise UserError(f"lora.targets: unknown target {target!r}; choose "
+                      f"from {', '.join(LORA_TARGETS)}")
+  if not targets:
+    raise UserError(f"lora.targets is empty; name one or more of "
+                    f"{', '.join(LORA_TARGETS)}")
+  return dict(lora_rank=lora.rank, lora_alpha=float(lora.alpha),
+              lora_dropout=float(lora.dropout),
+              lora_targets=tuple(dict.fromkeys(targets)))
 
 
 # ---- the schedule ------------------------------------------------------------
@@ -230,13 +272,17 @@ def init_state(params, optimizer) -> dict:
 
 def _deterministic(model_config: GPT2Config) -> bool:
   return not (model_config.embd_pdrop or model_config.attn_pdrop or
-              model_config.resid_pdrop)
+              model_config.resid_pdrop or
+              (model_config.lora_rank and model_config.lora_dropout))
 
 
-def token_losses(model_config: GPT2Config, params, tokens, rng=None):
-  """(B, T-1) next-token cross-entropies of (B, T) windows."""
+def token_losses(model_config: GPT2Config, params, tokens, rng=None,
+                 lora=None):
+  """(B, T-1) next-token cross-entropies of (B, T) windows (of the model
+  `params`, with the adapters `lora` on it for a LoRA config)."""
   deterministic = _deterministic(model_config) or rng is None
-  out = forward(model_config, params, tokens, deterministic=deterministic,
+  out = forward(model_config, params, tokens, lora=lora,
+                deterministic=deterministic,
                 rngs=None if deterministic else {"dropout": rng})
   # Every position is scored against the next token (the last against the
   # first, then dropped): slicing the (B, T, V) logits instead would copy
@@ -247,14 +293,22 @@ def token_losses(model_config: GPT2Config, params, tokens, rng=None):
   return losses[:, :-1]
 
 
-def train_step(state, batch, *, model_config: GPT2Config, optimizer, labels,
-               schedule, avg_loss_beta: float, base_rng, noise_scale=True,
-               grad_shardings=None):
+def _model_and_adapters(params, base) -> tuple:
+  """`forward`'s (params, lora) from a state's trained tree: the model
+  itself (base None), or the adapters on the frozen `base`."""
+  return (params, None) if base is None else (base, params)
+
+
+def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
+               labels, schedule, avg_loss_beta: float, base_rng,
+               noise_scale=True, grad_shardings=None):
   """One update from `batch` (k, B, T): k micro-batches of B windows.
 
   Gradients of the k micro-batches are averaged in a `lax.scan` (memory of
   one micro-batch); their squared norms give the gradient noise scale:
   |G_small|^2 is the mean over micro-batches, |G_big|^2 that of the mean.
+  With LoRA, `state["params"]` are the adapters and `base` the frozen model
+  (an argument, so that no gradient of it is ever formed); else None.
   """
   k, micro = batch.shape[0], batch.shape[1]
   top = _top_labels(labels)
@@ -265,7 +319,8 @@ def train_step(state, batch, *, model_config: GPT2Config, optimizer, labels,
   rng = jax.random.fold_in(base_rng, step)
 
   def micro_loss(trained, tokens, rng):
-    return token_losses(model_config, {**frozen, **trained}, tokens, rng).mean()
+    model, lora = _model_and_adapters({**frozen, **trained}, base)
+    return token_losses(model_config, model, tokens, rng, lora).mean()
 
   grad_fn = jax.value_and_grad(micro_loss)
 
@@ -316,9 +371,11 @@ def train_step(state, batch, *, model_config: GPT2Config, optimizer, labels,
   return new_state, metrics
 
 
-def eval_step(params, tokens, weights, *, model_config: GPT2Config):
-  """(sum of token losses, token count) over (B, T) windows with row weights."""
-  losses = token_losses(model_config, params, tokens)  # (B, T-1)
+def eval_step(params, tokens, weights, base, *, model_config: GPT2Config):
+  """(sum of token losses, token count) over (B, T) windows with row weights
+  (`params` and `base` as in `train_step`)."""
+  model, lora = _model_and_adapters(params, base)
+  losses = token_losses(model_config, model, tokens, lora=lora)  # (B, T-1)
   row = losses.sum(axis=1) * weights
   return row.sum(), weights.sum() * losses.shape[1]
 
@@ -352,7 +409,11 @@ class _InMesh:
 
 @dataclasses.dataclass
 class Steps:
-  """The sharded step functions of one model on one mesh."""
+  """The sharded step functions of one model on one mesh.
+
+  `params` are the trained tree: the model, or with LoRA its adapters; `base`
+  is None, or with LoRA the frozen model they sit on.
+  """
   mesh: Any
   rules: tuple
   labels: Any
@@ -360,13 +421,15 @@ class Steps:
   param_shardings: Any
   state_shardings: Any
   abstract_state: Any        # ShapeDtypeStructs with shardings
+  base_shardings: Any        # LoRA: the base model's; else None
+  abstract_base: Any         # LoRA: its ShapeDtypeStructs; else None
   batch_sharding: Any        # (k, B, T)
   eval_sharding: Any         # (B, T)
   weight_sharding: Any       # (B,)
-  init_params: Callable      # rng -> GPT-2's random init, sharded
+  init_params: Callable      # rng -> GPT-2's random init (LoRA: adapters)
   init: Callable             # params -> state
-  train: Callable            # (state, batch) -> (state, metrics)
-  evaluate: Callable         # (params, tokens, weights) -> (sum, count)
+  train: Callable            # (state, batch, base) -> (state, metrics)
+  evaluate: Callable         # (params, tokens, weights, base) -> (sum, count)
 
 
 # Config keys the compiled steps never read: the data, the batch's shape (jit
@@ -407,9 +470,20 @@ def build_steps(model_config: GPT2Config, config, mesh) -> Steps:
 
 def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  shapes = param_shapes(model_config)
+  base_shardings = abstract_base = None
+  if model_config.lora_rank:
+    base_shapes = param_shapes(model_config)
+    base_shardings = sharding_lib.tree_shardings(
+        param_logical_axes(model_config), base_shapes, mesh, rules)
+    abstract_base = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        base_shapes, base_shardings)
+    shapes, collection, init_fn = lora_shapes(model_config), "lora", init_lora
+  else:
+    shapes, collection, init_fn = param_shapes(model_config), "params", \
+        init_params
   param_shardings = sharding_lib.tree_shardings(
-      param_logical_axes(model_config), shapes, mesh, rules)
+      param_logical_axes(model_config, collection), shapes, mesh, rules)
   labels = trainable_labels(shapes, config.only_train_transformer_layers)
   optimizer = make_optimizer(config, labels)
   abstract = jax.eval_shape(functools.partial(init_state, optimizer=optimizer),
@@ -435,21 +509,24 @@ def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   batch_sharding = sharding_lib.batch_sharding(mesh, rules, 3, batch_dim=1)
   eval_sharding = sharding_lib.batch_sharding(mesh, rules, 2, batch_dim=0)
   weight_sharding = sharding_lib.batch_sharding(mesh, rules, 1, batch_dim=0)
-  train = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
+  train = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding,
+                                         base_shardings),
                   out_shardings=(state_shardings, repl), donate_argnums=0)
   evaluate = jax.jit(
       functools.partial(eval_step, model_config=model_config),
-      in_shardings=(param_shardings, eval_sharding, weight_sharding),
+      in_shardings=(param_shardings, eval_sharding, weight_sharding,
+                    base_shardings),
       out_shardings=(repl, repl))
   init = jax.jit(functools.partial(init_state, optimizer=optimizer),
                  in_shardings=(param_shardings,), out_shardings=state_shardings,
                  donate_argnums=0)
-  make_params = jax.jit(functools.partial(init_params, model_config),
+  make_params = jax.jit(functools.partial(init_fn, model_config),
                         out_shardings=param_shardings)
   return Steps(
       mesh=mesh, rules=rules, labels=labels, optimizer=optimizer,
       param_shardings=param_shardings, state_shardings=state_shardings,
-      abstract_state=abstract_state, batch_sharding=batch_sharding,
+      abstract_state=abstract_state, base_shardings=base_shardings,
+      abstract_base=abstract_base, batch_sharding=batch_sharding,
       eval_sharding=eval_sharding, weight_sharding=weight_sharding,
       init_params=_InMesh(make_params, mesh, rules),
       init=_InMesh(init, mesh, rules), train=_InMesh(train, mesh, rules),
@@ -475,8 +552,9 @@ def _numerics(config) -> dict:
 
 
 def model_config_for(config, vocab_size: int) -> GPT2Config:
-  """The architecture `config.model` asks for, with the given vocabulary."""
-  overrides = _numerics(config)
+  """The architecture `config.model` asks for, with the given vocabulary
+  (and `config.lora`'s adapters)."""
+  overrides = {**_numerics(config), **lora_settings(config)}
   if config.model.n_positions:
     overrides["n_positions"] = config.model.n_positions
   return GPT2Config.preset(config.model.size,
@@ -517,6 +595,14 @@ class _RunSetup:
   data_dir: str
   init_params: Optional[dict]   # None when resuming or randomly initialised
   run: dict
+  base_params: Optional[dict] = None  # LoRA: the frozen base model
+
+
+def _base_name(init: str) -> str:
+  """A LoRA run's `init` as run.json names its base, for any later process
+  and directory: a Hub name or URL as given, a local path made absolute."""
+  from gpt2 import weights  # pylint: disable=import-outside-toplevel
+  return init if weights.hub_name(init) else checkpoints.absolute(init)
 
 
 def _join(path: str, *parts: str) -> str:
@@ -579,7 +665,8 @@ def _setup_run(config, workdir: str) -> _RunSetup:
     tokenizer = tokenizer or Tokenizer.from_dir(data_dir)
 
   if loaded is not None:
-    model_config = loaded.config.replace(**_numerics(config))
+    model_config = loaded.config.replace(**_numerics(config),
+                                         **lora_settings(config))
     params = loaded.params
   else:
     model_config = model_config_for(config, tokenizer.vocab_size)
@@ -590,11 +677,22 @@ def _setup_run(config, workdir: str) -> _RunSetup:
   run = {"model": model_config.to_dict(), "init": config.init,
          "data_source": config.data, "data": data_dir,
          "config": _config_dict(config)}
+  base = None
+  if model_config.lora_rank:  # the model is the base; adapters start fresh
+    run["base"] = _base_name(config.init)
+    base, params = params, None
   if main:
     tokenizer.save(workdir)
     checkpoints.write_run_file(workdir, run)
   _barrier("described the run")
-  return _RunSetup(model_config, tokenizer, data_dir, params, run)
+  return _RunSetup(model_config, tokenizer, data_dir, params, run, base)
+
+
+def _lora_description(c: GPT2Config) -> str:
+  if not c.lora_rank:
+    return "a full fine-tune (no LoRA)"
+  return (f"LoRA rank {c.lora_rank}, alpha {c.lora_alpha:g} on "
+          f"{', '.join(c.lora_targets)}")
 
 
 def _resume_setup(config, workdir: str, run: dict) -> _RunSetup:
@@ -618,9 +716,22 @@ def _resume_setup(config, workdir: str, run: dict) -> _RunSetup:
         f"the workdir {workdir} was trained on "
         f"{run.get('data_source') or 'the default corpus'!r}, but config.data "
         f"is {config.data or 'the default corpus'!r}; use a new --workdir")
+  wanted = saved.replace(**lora_settings(config)) if config.lora.rank else \
+      saved.without_lora()
+  if (wanted.lora_rank, wanted.lora_alpha, wanted.lora_targets) != (
+      saved.lora_rank, saved.lora_alpha, saved.lora_targets):
+    raise UserError(
+        f"the workdir {workdir} holds {_lora_description(saved)}, but the "
+        f"config asks for {_lora_description(wanted)}; use a new --workdir")
   model_config = saved.replace(**_numerics(config))
+  if model_config.lora_rank:
+    model_config = model_config.replace(lora_dropout=config.lora.dropout)
+  base = None
+  if saved.lora_rank:
+    from gpt2 import weights  # pylint: disable=import-outside-toplevel
+    base = weights.load_lora_base(workdir, run, saved)
   tokenizer = Tokenizer.from_dir(workdir)
-  return _RunSetup(model_config, tokenizer, run["data"], None, run)
+  return _RunSetup(model_config, tokenizer, run["data"], None, run, base)
 
 
 # ---- metrics -----------------------------------------------------------------
@@ -742,17 +853,37 @@ def _local_workdir(workdir: str) -> str:
   return checkpoints.absolute(workdir)
 
 
+def _on_devices(params, dtype, shardings) -> dict:
+  return jax.device_put(jax.tree.map(lambda p: np.asarray(p, dtype), params),
+                        shardings)
+
+
 def _initial_params(setup: _RunSetup, config, steps: Steps) -> dict:
-  """The init model's params, or GPT-2's random init made in place, sharded."""
+  """The init model's params, or GPT-2's random init made in place (LoRA:
+  fresh adapters), sharded."""
   if setup.init_params is not None:
-    dtype = setup.model_config.params_dtype
-    return jax.device_put(
-        jax.tree.map(lambda p: np.asarray(p, dtype), setup.init_params),
-        steps.param_shardings)
+    return _on_devices(setup.init_params, setup.model_config.params_dtype,
+                       steps.param_shardings)
   return steps.init_params(jax.random.PRNGKey(config.seed))
 
 
-def _evaluate(steps: Steps, state, stream: data_lib.TokenStream, config,
+def _base_on_devices(setup: _RunSetup, steps: Steps) -> Optional[dict]:
+  """LoRA: the frozen base in `param_dtype`, sharded; else None."""
+  if setup.base_params is None:
+    return None
+  return _on_devices(setup.base_params, setup.model_config.params_dtype,
+                     steps.base_shardings)
+
+
+def _model_params(state, base, model_config: GPT2Config) -> tuple:
+  """(config, params) of the model trained so far: with LoRA, the base with
+  the adapters merged in."""
+  if base is None:
+    return model_config, state["params"]
+  return merge_lora(model_config, base, state["params"])
+
+
+def _evaluate(steps: Steps, state, base, stream: data_lib.TokenStream, config,
               seq_len: int) -> float:
   starts = data_lib.eval_starts(len(stream), seq_len, config.val_max_windows)
   per_batch = config.val_batch_size
@@ -767,16 +898,17 @@ def _evaluate(steps: Steps, state, stream: data_lib.TokenStream, config,
         (per_batch, seq_len), steps.eval_sharding, 0)
     w = sharding_lib.put_batch(lambda lo, hi, w=weights: w[lo:hi],
                                (per_batch,), steps.weight_sharding, 0)
-    s, c = steps.evaluate(state["params"], tokens, w)
+    s, c = steps.evaluate(state["params"], tokens, w, base)
     total, count = total + s, count + c
   return float(total) / float(count)
 
 
-def _sample(state, setup: _RunSetup, config, step: int) -> str:
+def _sample(state, base, setup: _RunSetup, config, step: int) -> str:
   """A text the model writes after <|endoftext|> (for the log)."""
   from gpt2 import sampling  # pylint: disable=import-outside-toplevel
   length = min(config.sample_length, setup.model_config.n_positions - 1)
-  result = sampling.sample(setup.model_config, state["params"],
+  model_config, params = _model_params(state, base, setup.model_config)
+  result = sampling.sample(model_config, params,
                            setup.tokenizer, [[setup.tokenizer.eot_id]],
                            max_new_tokens=length, seed=config.seed + step)
   return result[0].text
@@ -790,6 +922,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `last_loss`, `loss_ema`, `tokens_per_sec`, `preempted`, `workdir`.
   """
   check_config(config)
+  if lora_settings(config) and not config.init:
+    raise UserError(
+        f"lora.rank={config.lora.rank} trains adapters on a base model, but "
+        "config.init is empty; set it to the base (a model directory, a "
+        "training workdir or a Hub name such as gpt2-xl)")
   if config.only_train_transformer_layers and not config.init:
     # Frozen embeddings are for fine-tuning: from random init they would
     # stay random.
@@ -834,6 +971,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     start = 0
     state = steps.init(_initial_params(setup, config, steps))
+  base = _base_on_devices(setup, steps)
 
   main = jax.process_index() == 0
   metrics_log = MetricsLog(workdir, start) if main else None
@@ -845,7 +983,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
              "tokens_per_sec": None, "preempted": False}
 
   if config.eval_at_start and start == 0 and total > 0:
-    val_loss = _evaluate(steps, state, val_stream, config, seq_len)
+    val_loss = _evaluate(steps, state, base, val_stream, config, seq_len)
     setup.run["initial_val_loss"] = val_loss
     if main:
       checkpoints.write_run_file(workdir, setup.run)
@@ -870,7 +1008,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       tokens = sharding_lib.put_batch(
           lambda lo, hi, s=starts: train_stream.windows(s[:, lo:hi], seq_len),
           (k, batch, seq_len), steps.batch_sharding, 1)
-      state, metrics = steps.train(state, tokens)
+      state, metrics = steps.train(state, tokens, base)
       step += 1
       record = None
       if step % config.log_every == 0 or step == total:
@@ -887,8 +1025,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if config.val_every and (step % config.val_every == 0 or step == total):
         record = record or {"step": step, **{
             n: float(v) for n, v in jax.device_get(metrics).items()}}
-        record["val_loss"] = _evaluate(steps, state, val_stream, config,
-                                       seq_len)
+        record["val_loss"] = _evaluate(steps, state, base, val_stream,
+                                       config, seq_len)
       if record is not None and main:
         metrics_log.write(record)
         for name, value in record.items():
@@ -897,7 +1035,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # Samples need every row on this host: single-host runs only.
       if (config.sample_every and step % config.sample_every == 0 and
           jax.process_count() == 1):
-        text = _sample(state, setup, config, step)
+        text = _sample(state, base, setup, config, step)
         writer.add_text("sample", text, step)
         logging.info("sample at step %d:\n%s", step, text)
       bar.update(1)
@@ -932,12 +1070,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    last_val_loss=vals[-1] if vals else first)
   if config.export_hf and not summary["preempted"]:
     from gpt2 import weights  # pylint: disable=import-outside-toplevel
-    params = state["params"]
+    export_config, params = _model_params(state, base, model_config)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       params = multihost_utils.process_allgather(params, tiled=True)
     if main:
-      weights.export_hf(config.export_hf, model_config,
+      weights.export_hf(config.export_hf, export_config,
                         jax.device_get(params), setup.tokenizer)
   return summary
 

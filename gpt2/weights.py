@@ -7,7 +7,8 @@ Three kinds of directory hold a GPT-2, and `load_model` takes any of them:
   TensorFlow installed to read the checkpoint).
 - Ours: `model.json` (our config) + `params/` (an orbax checkpoint), written
   by `save_model`; and a training run's `--workdir`, whose latest checkpoint
-  is read.
+  is read. A LoRA run's workdir is a model too: its adapters are merged once,
+  at load, into the base model its run.json names (itself loaded by name).
 
 Each may hold tokenizer files (see `gpt2.tokenizer`); without them a model
 with GPT-2's vocabulary size gets OpenAI's tokenizer.
@@ -36,7 +37,7 @@ import numpy as np
 
 from gpt2 import paths
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, param_shapes
+from gpt2.model import GPT2Config, merge_lora, param_shapes
 from gpt2.tokenizer import Tokenizer
 
 OUR_MARKER = "model.json"
@@ -73,7 +74,9 @@ class LoadedModel:
   config: GPT2Config
   params: dict
   tokenizer: Optional[Tokenizer]
-  kind: str  # "hf", "openai", "ours" or "workdir"
+  # "hf", "openai", "ours", "workdir", or "lora" (a LoRA run's workdir,
+  # merged onto its base)
+  kind: str
 
 
 # ---- the HF naming, both ways ----------------------------------------------
@@ -253,6 +256,32 @@ def export_hf(path: str, config: GPT2Config, params: dict,
     f.write(data)
   if tokenizer is not None:
     tokenizer.save(path)
+
+
+# ---- LoRA runs --------------------------------------------------------------
+
+
+def _lora_base_name(run: dict, workdir: str) -> str:
+  from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
+  if not run.get("base"):
+    raise UserError(f"{workdir}/{checkpoints.RUN_FILE} names no base model "
+                    "for its LoRA adapters")
+  return run["base"]
+
+
+def load_lora_base(workdir: str, run: dict, config: GPT2Config) -> dict:
+  """The params of the base model a LoRA run's adapters sit on (run.json's
+  `base`), checked against the run's model `config`."""
+  from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
+  name = _lora_base_name(run, workdir)
+  base = load_model(name, with_tokenizer=False)
+  if checkpoints.describe(base.config) != checkpoints.describe(config):
+    raise UserError(
+        f"the base model {name} of the LoRA run in {workdir} is not the "
+        f"model its adapters were trained on "
+        f"({checkpoints.describe(base.config)}, not "
+        f"{checkpoints.describe(config)})")
+  return base.params
 
 
 # ---- OpenAI's TensorFlow release -------------------------------------------
@@ -460,6 +489,11 @@ def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
     if found is not None:
       config, params = found
       kind = "workdir"
+      if config.lora_rank:  # the adapters, merged into their base once
+        base = load_lora_base(path, checkpoints.read_run_file(path), config)
+        config, params = merge_lora(config, base, params)
+        params = jax.device_get(params)
+        kind = "lora"
     else:
       raise UserError(
           f"{path} holds no model: expected config.json + model.safetensors "

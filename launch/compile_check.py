@@ -1,16 +1,24 @@
-"""Compile the train step ahead of time for a TPU-shaped mesh; print its memory.
+r"""Compile the train step ahead of time for a TPU-shaped mesh; print its memory.
 
     python -m launch.compile_check --config=configs/gpt2_1558m_tpuv3.py
     python -m launch.compile_check --config=configs/gpt2_1558m_tpuv3.py --json
+    python -m launch.compile_check --config=configs/gpt2_1558m_lora.py \
+        --devices=1
 
 Shows without a TPU that a config fits: the train step (gradient
 accumulation, Adam, sharding) is lowered with abstract inputs
 (`jax.ShapeDtypeStruct`s carrying their shardings, so no parameter is ever
 allocated) for a mesh of `--devices` simulated CPU devices (8: a TPU v3-8),
 compiled, and `compiled.memory_analysis()` gives the bytes one device needs:
-arguments + outputs - donated aliases + temporaries + code. The CPU compiler
-is not the TPU's; its numbers are close, not identical (it keeps some bf16
-temporaries in float32, so it errs high).
+arguments + outputs - donated aliases + temporaries + code. A LoRA config's
+step is compiled with its frozen base model as an argument (in
+`model.param_dtype`), so the base counts once and its gradient never.
+
+The CPU compiler is not the TPU's or the GPU's; its numbers are close, not
+identical, and err high: it keeps some bf16 temporaries in float32, and for
+a base stored in bfloat16 it hoists a float32 copy of every layer's weights
+out of the layer loop (its matmuls take float32), which an accelerator's
+bf16 matmuls never make.
 """
 
 import os
@@ -60,7 +68,8 @@ def compile_train_step(config, devices=None) -> dict:
       (config.accumulate, config.batch_size, config.seq_len), jnp.int32,
       sharding=steps.batch_sharding)
   start = time.perf_counter()
-  compiled = steps.train.lower(steps.abstract_state, batch).compile()
+  compiled = steps.train.lower(steps.abstract_state, batch,
+                               steps.abstract_base).compile()
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes -
@@ -75,6 +84,10 @@ def compile_train_step(config, devices=None) -> dict:
       "temp_bytes": int(mem.temp_size_in_bytes),
       "mesh": dict(mesh.shape),
       "params": model_config.num_params(),
+      "trained_params": int(sum(
+          x.size for x, label in zip(
+              jax.tree.leaves(steps.abstract_state["params"]),
+              jax.tree.leaves(steps.labels)) if label == train.TRAIN)),
       "compile_seconds": round(seconds, 1),
   }
 
@@ -90,9 +103,13 @@ def main(argv):
     return
   c = config
   fits = report["per_device_bytes"] <= _LIMIT.value * GIB
-  print(f"model: {c.model.size} ({report['params'] / 1e6:.0f}M params), "
-        f"batch {c.batch_size} x {c.seq_len} tokens x {c.accumulate} "
-        f"accumulated, mesh {report['mesh']}")
+  trained = f"{report['trained_params'] / 1e6:.1f}M trained"
+  if c.lora.rank:
+    trained = (f"LoRA rank {c.lora.rank} on {c.lora.targets}: {trained}, "
+               f"the base in {c.model.param_dtype}")
+  print(f"model: {c.model.size} ({report['params'] / 1e6:.0f}M params, "
+        f"{trained}), batch {c.batch_size} x {c.seq_len} tokens x "
+        f"{c.accumulate} accumulated, mesh {report['mesh']}")
   for name in ("argument", "output", "alias", "temp"):
     print(f"  {name:>9}: {report[name + '_bytes'] / GIB:7.2f} GiB")
   print(f"per device: {report['per_device_bytes'] / GIB:.2f} GiB of "

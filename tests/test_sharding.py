@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a fresh process: XLA_FLAGS must be set before JAX is imported.
@@ -53,7 +55,7 @@ SHARDED_VS_SINGLE = textwrap.dedent("""
       for batch in batches:
         state, metrics = steps.train(
             state, jax.device_put(batch.astype(np.int32),
-                                  steps.batch_sharding))
+                                  steps.batch_sharding), None)
         losses.append(float(metrics["loss"]))
         norms.append(float(metrics["grad_norm"]))
       kernel = state["params"]["h"]["mlp"]["c_fc"]["kernel"]
@@ -78,6 +80,34 @@ SHARDED_VS_SINGLE = textwrap.dedent("""
           "kernel_shard_shape": list(
               kernel.addressable_shards[0].data.shape),
       }
+
+    # LoRA: rank-4 adapters on a frozen base, sharded by their own logical
+    # axes, against the same step on one device.
+    lora_config = model_config.replace(
+        lora_rank=4, lora_alpha=8.0,
+        lora_targets=("attn.c_attn", "mlp.c_fc"))
+    lora = {}
+    for name, shape, devs in [
+        ("single", dict(data=1, fsdp=1, model=1), devices[:1]),
+        ("data2_fsdp2_model2", dict(data=2, fsdp=2, model=2), devices)]:
+      mesh = sharding.make_mesh(shape, devs)
+      steps = train.build_steps(lora_config, config, mesh)
+      state = steps.init(steps.init_params(jax.random.PRNGKey(1)))
+      base = jax.device_put(params, steps.base_shardings)
+      for batch in batches:
+        state, metrics = steps.train(
+            state, jax.device_put(batch.astype(np.int32),
+                                  steps.batch_sharding), base)
+      fc = state["params"]["h"]["mlp"]["c_fc"]
+      lora[name] = {
+          "loss": float(metrics["loss"]),
+          "leaves": [np.asarray(x).tolist() for x in
+                     jax.tree.leaves(jax.device_get(state["params"]))],
+          "a_spec": [str(a) for a in fc["a"].sharding.spec],
+          "b_spec": [str(a) for a in fc["b"].sharding.spec],
+          "base_spec": [str(a) for a in
+                        base["h"]["mlp"]["c_fc"]["kernel"].sharding.spec]}
+    out["lora"] = lora
     print(json.dumps(out))
 """)
 
@@ -88,6 +118,7 @@ def test_sharded_step_equals_single_device_step():
                         check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
+  lora = out.pop("lora")
   single = out.pop("single")
   assert single["kernel_shard_shape"] == [2, 64, 256]
   expected_specs = {"fsdp8": (["None", "fsdp", "model"], [2, 8, 256]),
@@ -105,6 +136,18 @@ def test_sharded_step_equals_single_device_step():
     assert result["param_max_diff"] <= 1e-5, (name, result)
     # The steps moved the weights by far more than the tolerance.
     assert result["params_moved"] > 1e-4, result["params_moved"]
+
+  # LoRA's adapters split like the layers they adapt (a: (layers, embed,
+  # rank), b: (layers, rank, mlp)), the base like the model, and the
+  # sharded step equals the single-device one.
+  sharded, one = lora["data2_fsdp2_model2"], lora["single"]
+  assert sharded["a_spec"] == ["None", "fsdp", "None"]
+  assert sharded["b_spec"] == ["None", "None", "model"]
+  assert sharded["base_spec"] == ["None", "fsdp", "model"]
+  assert abs(sharded["loss"] - one["loss"]) <= 1e-5 * abs(one["loss"])
+  for a, b in zip(sharded["leaves"], one["leaves"]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert max(np.abs(np.asarray(b)).max() for b in one["leaves"][1::2]) > 1e-3
 
 
 def test_compile_check_1558m_fits_a_v3_core():

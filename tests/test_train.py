@@ -99,7 +99,7 @@ def test_accumulation_equals_one_big_batch_and_frozen_params(prepared):
 
   def one_step(batch):
     state = steps.init(jax.device_put(params, steps.param_shardings))
-    state, metrics = steps.train(state, jnp.asarray(batch))
+    state, metrics = steps.train(state, jnp.asarray(batch), None)
     return jax.device_get(state), jax.device_get(metrics)
 
   acc_state, acc = one_step(tokens.reshape(2, 4, 32))
@@ -252,7 +252,8 @@ def test_a_setting_that_changes_the_step_compiles_a_new_one(prepared):
                               _config(prepared, **{**SCHEDULE, **change}),
                               mesh)
     state, metrics = steps.train(
-        steps.init(jax.device_put(params, steps.param_shardings)), tokens)
+        steps.init(jax.device_put(params, steps.param_shardings)), tokens,
+        None)
     kernel = np.asarray(state["params"]["h"]["mlp"]["c_fc"]["kernel"])
     return (np.abs(kernel - params["h"]["mlp"]["c_fc"]["kernel"]).max(),
             float(metrics["lr"]))
