@@ -50,6 +50,8 @@ setup(
         # hypothesis: the post parser is fuzzed with malformed posts.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100",
                  "torch==2.13.0", "transformers>=4.40",
+                 # LoRA adapters exported for peft are loaded by peft
+                 "peft>=0.13",
                  "gcp-storage-emulator>=2024.1", "gradio>=5",
                  # drives Debian's Chromium (.ci/run installs it)
                  "playwright>=1.40", "Pillow>=10", OCR,

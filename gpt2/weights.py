@@ -23,6 +23,10 @@ Nothing else downloads anything.
 Our parameters differ from the PyTorch ones only in that the blocks are
 stacked on a leading layer axis (`h/...` has shape `(L, ...)`); HF's Conv1D
 weights are already laid out `(in, out)` like a Flax Dense kernel.
+
+Out: our format (`save_model`), Hugging Face's (`export_hf`), and a LoRA
+run's adapters as a PEFT adapter directory (`export_peft`), which
+`peft.PeftModel.from_pretrained` puts on the base's `GPT2LMHeadModel`.
 """
 
 import dataclasses
@@ -258,7 +262,87 @@ def export_hf(path: str, config: GPT2Config, params: dict,
     tokenizer.save(path)
 
 
-# ---- LoRA runs --------------------------------------------------------------
+# ---- LoRA runs: their base, and PEFT's adapter directories ------------------
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclasses.dataclass
+class LoraAdapters:
+  """A LoRA run's adapters, unmerged: {"h": {"attn": {"c_attn": {"a" (L, in,
+  r), "b" (L, r, out)}}, ...}}, and the base model they sit on."""
+  config: GPT2Config  # with lora_rank > 0
+  adapters: dict
+  base: str           # a Hub name, URL or absolute path
+  tokenizer: Optional[Tokenizer]
+
+
+def adapters_to_peft_tensors(adapters: dict, config: GPT2Config) -> dict:
+  """PEFT's state-dict names for GPT-2 (its Conv1D layers, fan_in_fan_out)
+  -> numpy float32: lora_A.weight (r, in) = a.T, lora_B.weight (out, r) =
+  b.T, so that PEFT's update (B A).T * alpha / r is our a b * alpha / r."""
+  out = {}
+  for target in config.lora_targets:
+    module, layer = target.split(".")
+    pair = adapters["h"][module][layer]
+    a = np.asarray(jax.device_get(pair["a"]), np.float32)
+    b = np.asarray(jax.device_get(pair["b"]), np.float32)
+    for i in range(config.n_layer):
+      name = f"base_model.model.transformer.h.{i}.{target}"
+      out[f"{name}.lora_A.weight"] = np.ascontiguousarray(a[i].T)
+      out[f"{name}.lora_B.weight"] = np.ascontiguousarray(b[i].T)
+  return out
+
+
+def peft_config_dict(config: GPT2Config, base: str) -> dict:
+  return {
+      "peft_type": "LORA",
+      "task_type": "CAUSAL_LM",
+      "base_model_name_or_path": base,
+      "r": config.lora_rank,
+      "lora_alpha": config.lora_alpha,
+      "lora_dropout": config.lora_dropout,
+      # Our names are the modules' within a block; PEFT matches a module
+      # whose name ends with one, so `attn.c_proj` is not `mlp.c_proj`.
+      "target_modules": list(config.lora_targets),
+      "fan_in_fan_out": True,  # GPT-2's Conv1D keeps weights (in, out)
+      "bias": "none",
+      "use_rslora": False,
+      "use_dora": False,
+      "modules_to_save": None,
+      "init_lora_weights": True,
+      "inference_mode": True,
+  }
+
+
+def export_peft(path: str, lora: LoraAdapters) -> None:
+  """Writes a PEFT adapter directory (adapter_config.json,
+  adapter_model.safetensors, the tokenizer) that
+  `peft.PeftModel.from_pretrained(base GPT2LMHeadModel, path)` loads."""
+  from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
+  fs, root = paths.output_dir(path)
+  with fs.open(f"{root}/{PEFT_CONFIG}", "w") as f:
+    json.dump(peft_config_dict(lora.config, lora.base), f, indent=2)
+  data = save(adapters_to_peft_tensors(lora.adapters, lora.config),
+              metadata={"format": "pt"})
+  with fs.open(f"{root}/{PEFT_WEIGHTS}", "wb") as f:
+    f.write(data)
+  if lora.tokenizer is not None:
+    lora.tokenizer.save(path)
+
+
+def load_adapters(path: str) -> Optional[LoraAdapters]:
+  """A LoRA run's adapters and the name of its base, unmerged; None when
+  `path` is no LoRA run's workdir."""
+  from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
+  run = checkpoints.read_run_file(path)
+  if run is None or not checkpoints.model_from_run(run, path).lora_rank:
+    return None
+  config, adapters = checkpoints.latest_params_in_workdir(path)
+  return LoraAdapters(config=config, adapters=adapters,
+                      base=_lora_base_name(run, path),
+                      tokenizer=tokenizer_for(path, config))
 
 
 def _lora_base_name(run: dict, workdir: str) -> str:

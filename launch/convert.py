@@ -1,13 +1,17 @@
 r"""Converts a GPT-2 between checkpoint kinds.
 
-  python -m launch.convert --src DIR --dst DIR [--to ours|hf]
+  python -m launch.convert --src DIR --dst DIR [--to ours|hf|peft]
 
 `--src` is any directory `gpt2.weights.load_model` reads: Hugging Face
 (config.json + model.safetensors / pytorch_model.bin), OpenAI's TensorFlow
 release (hparams.json + model.ckpt.*), ours (model.json + params/), or a
-training run's workdir (its newest checkpoint). `--to hf` writes a directory
+training run's workdir (its newest checkpoint; a LoRA run's adapters merged
+into its base). `--to hf` writes a directory
 `transformers.GPT2LMHeadModel.from_pretrained` loads; `--to ours` (the
-default) writes our orbax format. Tokenizer files go along.
+default) writes our orbax format; `--to peft` writes a LoRA run's adapters,
+unmerged, as a PEFT adapter directory (adapter_config.json,
+adapter_model.safetensors) that `peft.PeftModel.from_pretrained` puts on the
+base's `GPT2LMHeadModel`. Tokenizer files go along.
 """
 
 import os
@@ -21,7 +25,7 @@ from launch import common
 _SRC = flags.DEFINE_string("src", None, "Model directory to read.",
                            required=True)
 _DST = flags.DEFINE_string("dst", None, "Directory to write.", required=True)
-_TO = flags.DEFINE_enum("to", "ours", ["ours", "hf"], "Kind to write.")
+_TO = flags.DEFINE_enum("to", "ours", ["ours", "hf", "peft"], "Kind to write.")
 
 
 def main(argv):
@@ -29,6 +33,19 @@ def main(argv):
   if os.path.abspath(_SRC.value) == os.path.abspath(_DST.value):
     raise UserError("--dst must differ from --src (converting in place could "
                     "lose the source)")
+  if _TO.value == "peft":
+    lora = weights.load_adapters(_SRC.value)
+    if lora is None:
+      raise UserError(
+          f"--to=peft writes a LoRA run's adapters, but {_SRC.value} is no "
+          "LoRA run's workdir (one trained with config.lora.rank > 0); "
+          "--to=hf writes any model")
+    weights.export_peft(_DST.value, lora)
+    c = lora.config
+    print(f"wrote peft adapters (rank {c.lora_rank} on "
+          f"{', '.join(c.lora_targets)}, {c.n_layer} layers) for the base "
+          f"{lora.base} from {_SRC.value} to {_DST.value}")
+    return
   model = weights.load_model(_SRC.value)
   if _TO.value == "hf":
     weights.export_hf(_DST.value, model.config, model.params, model.tokenizer)
