@@ -104,9 +104,18 @@ def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
 def flops_per_token(config, seq_len: int) -> float:
   """Model FLOPs of a training step per token: 6 N + 12 L T C (N the
   parameters apart from position embeddings, counting the tied output
-  projection), the count of PaLM's appendix B and nanoGPT."""
+  projection), the count of PaLM's appendix B and nanoGPT.
+
+  A LoRA config's step forms no weight gradient of its frozen N: 4 N +
+  6 A + 12 L T C, A the adapters' parameters."""
   n = config.num_params() - config.n_positions * config.n_embd
-  return 6 * n + 12 * config.n_layer * seq_len * config.n_embd
+  attention = 12 * config.n_layer * seq_len * config.n_embd
+  if not config.lora_rank:
+    return 6 * n + attention
+  import jax  # pylint: disable=import-outside-toplevel
+  from gpt2.model import lora_shapes  # pylint: disable=import-outside-toplevel
+  adapters = sum(x.size for x in jax.tree.leaves(lora_shapes(config)))
+  return 4 * n + 6 * adapters + attention
 
 
 def measured_matmul_flops() -> float:
@@ -127,11 +136,15 @@ def measured_matmul_flops() -> float:
 
 def train_ours(config, tokens, warmup: int, steps: int) -> dict:
   """`gpt2.train`'s jitted step (forward, backward, clipping, Adam, every
-  parameter trained) on one device and `tokens` (B, T): seconds per step
-  over `steps` timed steps after `warmup` untimed ones, and the first step's
-  seconds (mostly compiling)."""
+  parameter trained; a LoRA config: its adapters on a random frozen base in
+  its `param_dtype`) on one device and `tokens` (B, T): seconds per step
+  over `steps` timed steps after `warmup` untimed ones, the first step's
+  seconds (mostly compiling), and the device's peak bytes in use so far
+  (None where the device does not say: a CPU)."""
+  import functools  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from gpt2 import sharding, train  # pylint: disable=import-outside-toplevel
+  from gpt2.model import init_params  # pylint: disable=import-outside-toplevel
   settings = train.default_config()
   settings.only_train_transformer_layers = False
   settings.warmup = 0
@@ -139,21 +152,28 @@ def train_ours(config, tokens, warmup: int, steps: int) -> dict:
                             jax.devices()[:1])
   train_steps = train.build_steps(config, settings, mesh)
   state = train_steps.init(train_steps.init_params(jax.random.PRNGKey(0)))
+  base = None
+  if config.lora_rank:
+    base = jax.jit(functools.partial(init_params, config),
+                   out_shardings=train_steps.base_shardings)(
+                       jax.random.PRNGKey(1))
   batch = jax.device_put(tokens.reshape(1, *tokens.shape),
                          train_steps.batch_sharding)
   start = time.perf_counter()
-  state, metrics = train_steps.train(state, batch)
+  state, metrics = train_steps.train(state, batch, base)
   jax.block_until_ready(metrics)
   first = time.perf_counter() - start
   for _ in range(warmup - 1):
-    state, metrics = train_steps.train(state, batch)
+    state, metrics = train_steps.train(state, batch, base)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = train_steps.train(state, batch)
+    state, metrics = train_steps.train(state, batch, base)
   jax.block_until_ready((state, metrics))
-  return {"step_seconds": (time.perf_counter() - start) / steps,
-          "first_step_seconds": first}
+  seconds = (time.perf_counter() - start) / steps
+  stats = jax.devices()[0].memory_stats() or {}
+  return {"step_seconds": seconds, "first_step_seconds": first,
+          "peak_bytes": stats.get("peak_bytes_in_use")}
 
 
 def load_average() -> str:

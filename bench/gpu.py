@@ -17,6 +17,11 @@ Rows, all in bfloat16 with random weights:
   parameter trained, `gpt2.train`'s jitted step): tokens/s and MFU, model
   FLOP/s (6 N + 12 L T C per token) over the datasheet's dense bfloat16
   peak. Target: 124M >= 40%.
+- the LoRA train step of 1558M as `configs/gpt2_1558m_lora.py` sets it
+  (rank 16 on the four dense layers, the frozen base stored in bfloat16,
+  rematerialised blocks, 4 x 1024 tokens): tokens/s, MFU (4 N + 6 A +
+  12 L T C per token: no weight gradient of the base) and the device's peak
+  memory. It runs first, so that the peak is its own.
 - each row's compile seconds: the first call's extra time (sampling) or the
   first step's (training).
 
@@ -45,10 +50,17 @@ _JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
 # (size, batch sizes) sampled, and (size, batch, seq_len) trained.
 SAMPLING = (("124M", (1, 8, 64)), ("1558M", (1, 8, 64)))
 TRAINING = (("124M", 16, 1024), ("355M", 8, 1024))
+LORA_TRAINING = (("1558M", 4, 1024),)
 PROMPT = 128
 SMOKE_SAMPLING = (("tiny", (1, 8)),)
 SMOKE_TRAINING = (("tiny", 4, 64),)
+SMOKE_LORA_TRAINING = (("tiny", 4, 64),)
 SMOKE_PROMPT = 64
+# configs/gpt2_1558m_lora.py's adapters and numerics.
+LORA = dict(lora_rank=16, lora_alpha=32.0, lora_dropout=0.05,
+            lora_targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                          "mlp.c_proj"),
+            param_dtype="bfloat16", remat=True)
 
 
 def device_bounds() -> dict:
@@ -88,22 +100,26 @@ def sampling_rows(bounds: dict, plan, prompt_len: int, new: int) -> list:
   return rows
 
 
-def training_rows(bounds: dict, plan, steps: int) -> list:
+def training_rows(bounds: dict, plan, steps: int, lora=None) -> list:
+  """Training rows; with `lora` (GPT2Config fields), LoRA ones."""
   from gpt2.model import GPT2Config  # pylint: disable=import-outside-toplevel
   rows = []
   for size, batch, seq_len in plan:
     config = GPT2Config.preset(size, vocab_size=50257, dtype="bfloat16",
-                               n_positions=max(seq_len, 64))
+                               n_positions=max(seq_len, 64), **(lora or {}))
     tokens = np.random.default_rng(0).integers(
         0, config.vocab_size, (batch, seq_len)).astype(np.int32)
     run = train_ours(config, tokens, warmup=2, steps=steps)
     seconds = run["step_seconds"]
-    rows.append({
-        "job": "training", "size": size, "batch": batch,
+    row = {
+        "job": "lora" if lora else "training", "size": size, "batch": batch,
         "tokens_per_s": batch * seq_len / seconds,
         "mfu": flops_per_token(config, seq_len) * batch * seq_len / seconds /
                bounds["peak_flops"],
-        "compile_s": max(0.0, run["first_step_seconds"] - seconds)})
+        "compile_s": max(0.0, run["first_step_seconds"] - seconds)}
+    if lora:
+      row["peak_bytes"] = run["peak_bytes"]
+    rows.append(row)
   return rows
 
 
@@ -114,10 +130,14 @@ def main(argv):
   smoke = _SMOKE.value
   new = min(_NEW.value, 16) if smoke else _NEW.value
   prompt = SMOKE_PROMPT if smoke else PROMPT
+  steps = 2 if smoke else 10
+  # First, so that the device's peak memory after it is this step's.
+  lora_rows = training_rows(
+      bounds, SMOKE_LORA_TRAINING if smoke else LORA_TRAINING, steps, LORA)
   rows = sampling_rows(bounds, SMOKE_SAMPLING if smoke else SAMPLING, prompt,
                        new)
-  rows += training_rows(bounds, SMOKE_TRAINING if smoke else TRAINING,
-                        steps=2 if smoke else 10)
+  rows += training_rows(bounds, SMOKE_TRAINING if smoke else TRAINING, steps)
+  rows += lora_rows
   report = {**bounds, "rows": rows, "new_tokens": new,
             "prompt_tokens": prompt, "smoke": smoke,
             "seconds": time.perf_counter() - start,
@@ -129,13 +149,18 @@ def main(argv):
         f"{bounds['bandwidth'] / 1e9:.0f} GB/s ({bounds['source']}); "
         f"bfloat16; sampling: prompt {prompt}, {new} new tokens, top-p 0.95")
   print(f"{'job':9s} {'model':6s} {'batch':>5s} {'tokens/s':>10s} "
-        f"{'of roofline':>11s} {'MFU':>6s} {'compile s':>9s}")
+        f"{'of roofline':>11s} {'MFU':>6s} {'compile s':>9s} "
+        f"{'peak GiB':>8s}")
   for r in rows:
     roof = f"{r['roofline_fraction']:.2f}" if "roofline_fraction" in r else ""
     mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else ""
+    peak = ""
+    if "peak_bytes" in r:  # the LoRA row; "n/a" where the device says none
+      peak = ("n/a" if r["peak_bytes"] is None else
+              f"{r['peak_bytes'] / 2**30:.2f}")
     print(f"{r['job']:9s} {r['size']:6s} {r['batch']:5d} "
           f"{r['tokens_per_s']:10.1f} {roof:>11s} {mfu:>6s} "
-          f"{r['compile_s']:9.1f}")
+          f"{r['compile_s']:9.1f} {peak:>8s}")
   print(f"total {report['seconds']:.0f} s")
 
 
