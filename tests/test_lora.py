@@ -1,7 +1,6 @@
 """LoRA: adapters trained on a frozen base, a LoRA run loaded as a model,
 exported in PEFT's format, and the memory of its train step."""
 
-import contextlib
 import glob
 import json
 import os
@@ -21,7 +20,7 @@ from gpt2 import data, sampling, sharding, train, weights
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, forward, init_params
 from gpt2.tokenizer import Tokenizer
-from tests import hf_helpers
+from tests import hf_helpers, processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -194,15 +193,9 @@ def _launch(env, module, *args, wait=True):
                         text=True, timeout=300, check=False)
 
 
-@contextlib.contextmanager
 def _running(env, *args):
-  proc = _launch(env, "launch.finetune", *args, wait=False)
-  try:
-    yield proc
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
+  return processes.killed_on_exit(
+      _launch(env, "launch.finetune", *args, wait=False))
 
 
 def test_kill_9_then_resume_matches_the_uninterrupted_run(

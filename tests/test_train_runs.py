@@ -4,7 +4,6 @@ The processes share a JAX compilation cache (a temporary folder), so only the
 first one compiles the tiny model's steps.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from gpt2 import train, weights
-from tests import hf_helpers
+from tests import hf_helpers, processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -76,16 +75,9 @@ def test_tiny_config_learns_shakespeare(shakespeare_run):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@contextlib.contextmanager
 def running(env, workdir, *flags):
   """A finetune process in the background, killed if the test fails."""
-  proc = finetune(env, workdir, *flags, wait=False)
-  try:
-    yield proc
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
+  return processes.killed_on_exit(finetune(env, workdir, *flags, wait=False))
 
 
 def _wait_for(path, proc, timeout=240):
