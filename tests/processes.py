@@ -1,6 +1,7 @@
 """Child processes a test starts."""
 
 import contextlib
+import socket
 
 
 @contextlib.contextmanager
@@ -13,3 +14,10 @@ def killed_on_exit(proc):
     if proc.poll() is None:
       proc.kill()
       proc.communicate()
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]

@@ -31,6 +31,7 @@ import time
 import pytest
 
 from gpt2 import data
+from tests.processes import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -65,15 +66,9 @@ EMULATOR = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs_env(tmp_path_factory):
-  port = _free_port()
+  port = free_port()
   server = subprocess.Popen([sys.executable, "-c", EMULATOR, str(port)],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
