@@ -790,6 +790,23 @@ def test_launch_writes_posts_that_prepare_corpus_reads(tmp_path):
   assert reply[0] == "meme_lord" and reply[2].startswith("I disagree")
 
 
+def test_the_heads_read_imported_posts_as_posts(tmp_path):
+  # launch.train_selector --config.data=posts.jsonl takes an import as it
+  # takes a scrape: the rows are NPF posts, each text one's own turn.
+  # pylint: disable-next=import-outside-toplevel
+  from bot.corpus import head_examples
+  from configs import sentiment
+  config = sentiment.get_config()
+  config.data = "posts.jsonl"
+  posts, _ = archives.import_archive(
+      "twitter", write_archive(tmp_path, twitter_files()),
+      common.Options("meme_lord"), False, str(tmp_path / "key"))
+  assert {head_examples.detect_format(p, config) for p in posts} == {"posts"}
+  rows = [head_examples.post_example(p) for p in posts]
+  assert rows[1]["text"].strip().startswith("I disagree")
+  assert "meme_lord" not in rows[1]["text"] and rows[1]["prompt"]
+
+
 def test_launch_wrong_kind_is_one_line_and_writes_nothing(tmp_path):
   archive = write_archive(tmp_path, mastodon_files())
   out = tmp_path / "posts.jsonl"

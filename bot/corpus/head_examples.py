@@ -30,7 +30,10 @@ def detect_format(row: dict, config) -> str:
     by_notes = ("kind" in row and config.label_field not in row and
                 config.kind == "selector")
     return "records" if by_notes else "labeled"
-  if "type" in row and any(k in row for k in ("blog_name", "id", "id_string")):
+  # A legacy post has its "type"; an NPF one (the scraper's with npf=true,
+  # launch.import_archive's) its "content" blocks.
+  if (("type" in row or "content" in row) and
+      any(k in row for k in ("blog_name", "id", "id_string"))):
     return "posts"
   raise UserError(
       f"{config.data} line 1 has neither {config.text_field!r} nor the fields "
