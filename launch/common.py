@@ -5,15 +5,27 @@
 `error: ...` and exits with status 2, and so do the config-flag mistakes that
 ml_collections raises while absl parses flags, before `main` runs (a
 `--config.key` the config lacks, a config file that cannot be loaded).
+Orbax's and tensorstore's INFO lines (some thirty for each checkpoint read
+or written) are dropped; their warnings still show.
 """
 
+import logging
 import re
 import sys
 
 from absl import app
+from absl import logging as absl_logging
 
 from bot.tumblr.errors import UserError as TumblrUserError
 from gpt2.errors import UserError
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops orbax's and tensorstore's INFO chatter."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+        part in record.pathname for part in ("/orbax/", "/tensorstore/"))
 
 
 def run(main):
@@ -22,6 +34,7 @@ def run(main):
 
   def guarded(argv):
     started.append(True)
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
       return main(argv)
     except (UserError, TumblrUserError) as e:

@@ -36,11 +36,9 @@ the processes from the platform; launch/tpu_vm.sh does it).
 """
 
 import json
-import logging
 import sys
 
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from gpt2.errors import UserError
@@ -64,16 +62,7 @@ _INIT_TIMEOUT = flags.DEFINE_float(
     "then is named in an error line.")
 
 
-class _QuietLibraries(logging.Filter):
-  """Drops orbax's and tensorstore's INFO chatter (~30 lines a save)."""
-
-  def filter(self, record):
-    return record.levelno >= logging.WARNING or not any(
-        part in record.pathname for part in ("/orbax/", "/tensorstore/"))
-
-
 def main(argv):
-  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = common.load_config(CONFIG)
