@@ -56,7 +56,10 @@ setup(
                  # drives Debian's Chromium (.ci/run installs it)
                  "playwright>=1.40", "Pillow>=10", OCR,
                  # bench.sampling's second peer, run by tests/test_bench.py
-                 "ctranslate2>=4.5"],
+                 "ctranslate2>=4.5",
+                 # the notebook, executed in a real kernel, and its twin
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                 "jupytext>=1.16"],
         "demo": [OCR],
         # Text in images (bot.images); its models ship in the wheel.
         "ocr": [OCR],
