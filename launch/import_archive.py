@@ -19,8 +19,12 @@ keeps).
 authors, @mentions, their names in the text) by a stable pseudonym keyed by
 OUT.pseudonym-key, made beside the output and reused; it is on by default
 when the archive holds direct messages (`--nopseudonymize` turns it off).
-`--report=PATH` writes the counts of the summary line as JSON. The output is
-written whole or not at all.
+A thread met twice (the same turns by the same people) is written once;
+`--lang=en` also drops the posts whose own turn is in another language
+(langdetect; a text under 20 letters is kept). `--report=PATH` writes what
+the import gave (posts, threads and words of yours, public and direct,
+what was dropped and why, a histogram of lengths): a page when PATH ends in
+.html, else the counts as JSON. The output is written whole or not at all.
 """
 
 import json
@@ -30,6 +34,7 @@ from absl import flags
 
 from bot.corpus import archives, pseudonyms
 from bot.corpus.archives import KINDS
+from bot.corpus.archives import report as report_lib
 from bot.corpus.archives.common import Options
 from gpt2.errors import UserError
 from launch import common
@@ -46,7 +51,11 @@ _PSEUDONYMIZE = flags.DEFINE_bool(
     "pseudonymize", None, "Replace other people's names and handles by "
     "stable pseudonyms (default: on when the archive has direct messages).")
 _REPORT = flags.DEFINE_string(
-    "report", None, "Also write the summary's counts to this JSON file.")
+    "report", None, "Also write what the import gave to this file: a page "
+    "(report.html) or JSON (any other name).")
+_LANG = flags.DEFINE_string(
+    "lang", None, "Keep only posts written in this language (ISO 639-1, "
+    "e.g. en), as langdetect tells.")
 _MIN_OWN_FRACTION = flags.DEFINE_float(
     "min_own_fraction", 0.5, "A conversation thread keeps its latest turns "
     "while you wrote at least this share of them (prepare_corpus's "
@@ -80,6 +89,10 @@ def _check_flags():
                     "between 0 and 1")
   if _MAX_TURNS.value < 1:
     raise UserError(f"--max_turns {_MAX_TURNS.value} is less than 1")
+  if _LANG.value and _LANG.value not in report_lib.known_languages():
+    raise UserError(f"--lang {_LANG.value!r} is not a language code "
+                    f"langdetect knows: "
+                    f"{', '.join(report_lib.known_languages())}")
   if _GAP_MINUTES.value < 0:
     raise UserError(f"--gap_minutes {_GAP_MINUTES.value} is negative")
 
@@ -106,11 +119,15 @@ def main(argv):
                     _MAX_TURNS.value, _MIN_OWN_FRACTION.value)
   posts, report = archives.import_archive(
       _KIND.value, _ARCHIVE.value, options, _PSEUDONYMIZE.value,
-      pseudonyms.key_path(_OUT.value))
+      pseudonyms.key_path(_OUT.value), _LANG.value or None)
   _write_whole(_OUT.value, (json.dumps(p, ensure_ascii=False) for p in posts))
   if _REPORT.value:
-    _write_whole(_REPORT.value, [json.dumps(dict(report, out=_OUT.value),
-                                            indent=2, ensure_ascii=False)])
+    if _REPORT.value.lower().endswith((".html", ".htm")):
+      page = report_lib.html(report, _ARCHIVE.value, _OUT.value)
+    else:
+      page = json.dumps(dict(report, out=_OUT.value), indent=2,
+                        ensure_ascii=False)
+    _write_whole(_REPORT.value, [page])
   print(archives.summary(report, _ARCHIVE.value, _OUT.value))
 
 

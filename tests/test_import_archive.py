@@ -22,6 +22,7 @@ import pytest
 
 from bot.corpus import archives, documents, pseudonyms
 from bot.corpus.archives import common
+from bot.corpus.archives.report import html as report_page
 from gpt2.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -708,7 +709,7 @@ def test_pseudonymized_output_names_no_one_else(tmp_path, kind):
   docs, posts, report = import_docs(tmp_path, kind, files, me,
                                     pseudonymize=True, min_own_fraction=0.0)
   written = json.dumps(posts, ensure_ascii=False) + json.dumps(report)
-  written += "\n".join(docs)
+  written += "\n".join(docs) + report_page(report, "archive.zip", "out")
   for name in others:
     assert name.lower() not in written.lower(), name
   assert me in written  # one's own name stays
@@ -769,7 +770,8 @@ def test_launch_writes_posts_that_prepare_corpus_reads(tmp_path):
                     "--pseudonymize")
   assert done.returncode == 0, done.stderr
   summary = done.stdout.strip()
-  assert summary.startswith(f"wrote 3 posts (1 with several turns) from "
+  assert summary.startswith(f"wrote 3 posts (1 with several turns; 32 words "
+                            f"of yours) from "
                             f"{archive} to {out}; skipped 1 retweets")
   assert re.search(r"pseudonymized 2 people \(\d+ names replaced", summary)
   counts = json.loads(report.read_text())
@@ -880,3 +882,99 @@ def test_a_download_cut_short_is_named(tmp_path):
   with pytest.raises(UserError, match=r"twitter-cut.zip is not a readable "
                      r"zip or tar file \(a download cut short\?\)$"):
     archives.import_archive("twitter", str(cut), common.Options("me"))
+
+
+# ---- dedupe, --lang and the report ---------------------------------------------
+
+
+def statuses_archive(root, texts):
+  """A Mastodon export of one's own statuses, `texts` in order."""
+  me = "https://example.social/users/tootsie"
+  notes = [{"type": "Create", "actor": me, "object": {
+      "type": "Note", "id": f"{me}/statuses/{i}",
+      "published": f"2023-05-01T{i:02d}:00:00Z", "inReplyTo": None,
+      "to": [PUBLIC], "content": f"<p>{text}</p>"}}
+           for i, text in enumerate(texts)]
+  files = {"outbox.json": json.dumps({
+      "type": "OrderedCollection", "totalItems": len(notes),
+      "orderedItems": notes}),
+           "actor.json": json.dumps({"type": "Person", "id": me,
+                                     "preferredUsername": "tootsie"})}
+  return write_archive(root, files)
+
+
+ENGLISH = ("the butler did it, and I knew it from the first chapter",
+           "I made soup tonight and it was far too salty to eat",
+           "my cat has learned to open the kitchen door by herself")
+FRENCH = "le majordome l'a fait, je le savais depuis le premier chapitre"
+
+
+def test_duplicates_and_other_languages_are_dropped_and_counted(tmp_path):
+  texts = [*ENGLISH, "The  butler did it, and I knew it from the FIRST "
+           "chapter", FRENCH, "lol"]
+  archive = statuses_archive(tmp_path, texts)
+  options = common.Options("tootsie")
+  posts, report = archives.import_archive("mastodon", archive, options,
+                                          lang="en")
+  kept = [p["content"][0]["text"] for p in posts]
+  # The repeat (case and spacing aside) and the French post are dropped;
+  # "lol" is too short to tell its language, so it stays.
+  assert kept == [*ENGLISH, "lol"]
+  assert report["skipped"] == {"duplicates": 1,
+                               "in another language than en": 1}
+  assert report["words"] == sum(len(t.split()) for t in kept)
+  assert report["lengths"]["counts"] == [1, 0, 3, 0, 0, 0, 0, 0, 0]
+  assert report["sources"]["public posts"] == {
+      "posts": 4, "threads": 0, "words": report["words"]}
+  # Without --lang only the repeat goes.
+  posts, report = archives.import_archive("mastodon", archive, options)
+  assert len(posts) == 5 and report["skipped"] == {"duplicates": 1}
+
+
+def test_a_language_langdetect_does_not_know_is_one_line(tmp_path):
+  archive = statuses_archive(tmp_path, ENGLISH)
+  out = tmp_path / "posts.jsonl"
+  done = run_launch("--kind=mastodon", f"--archive={archive}", "--me=tootsie",
+                    f"--out={out}", "--lang=english")
+  assert done.returncode == 2 and not out.exists()
+  (line,) = done.stderr.strip().splitlines()
+  assert line.startswith("error: --lang 'english' is not a language code")
+  assert " en," in line
+
+
+def test_the_html_report_in_a_browser(tmp_path):
+  # pylint: disable-next=import-outside-toplevel
+  from playwright import sync_api as playwright_api
+  texts = [*ENGLISH, ENGLISH[0], FRENCH, " ".join(ENGLISH * 4)]
+  archive = statuses_archive(tmp_path, texts)
+  out, page_path = tmp_path / "posts.jsonl", tmp_path / "report.html"
+  done = run_launch("--kind=mastodon", f"--archive={archive}", "--me=tootsie",
+                    f"--out={out}", f"--report={page_path}", "--lang=en")
+  assert done.returncode == 0, done.stderr
+  assert "; skipped 1 duplicates, 1 in another language than en" in (
+      done.stdout)
+  with playwright_api.sync_playwright() as p:
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                args=["--no-sandbox"])
+    try:
+      tab = browser.new_page()
+      tab.goto(page_path.as_uri())
+      assert tab.inner_text("h1") == "4 posts from your mastodon archive"
+      sources = tab.inner_text("#sources")
+      assert "public posts\t4\t0\t175" in sources, sources
+      assert "direct messages" not in sources  # none in this archive
+      body = tab.inner_text("body")
+      assert "duplicates\t1" in body and "in another language than en\t1" \
+          in body
+      assert "175 words of yours is little" in body
+      # One bar per length bin; the tallest is 10-19 words, then 100-199.
+      heights = tab.eval_on_selector_all(
+          "rect.bar", "bars => bars.map(b => +b.getAttribute('height'))")
+      titles = tab.eval_on_selector_all(
+          "rect.bar", "bars => bars.map(b => b.textContent)")
+      assert len(heights) == 9 and heights.index(max(heights)) == 2
+      assert titles[2] == "3 posts" and titles[5] == "1 post"
+      assert tab.locator("script").count() == 0
+      tab.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+      browser.close()

@@ -3,16 +3,20 @@
 Each module reads one platform's download (a zip or its unpacked folder)
 into threads whose last turn is the archive owner's (`common`);
 `import_archive` turns those into the post dicts `launch.prepare_corpus`
-reads, pseudonymized where asked, with the counts of what was read.
+reads, pseudonymized where asked, without duplicates (and, given a
+language, without posts in others), with the counts of what was read
+(`report` words them, and writes them as a page).
 `KINDS` maps `--kind` to its module; every module has `KIND`, `NAME` (what
 the archive is called in errors) and `read(archive, options)`.
 """
 
+import collections
 from typing import Dict, List, Optional, Tuple
 
 from bot.corpus import pseudonyms
 from bot.corpus.archives import (common, discord, facebook, mastodon,
                                  tumblr_export, twitter, wordpress)
+from bot.corpus.archives import report as report_lib
 from gpt2.errors import UserError
 
 KINDS = {module.KIND: module for module in (
@@ -20,6 +24,7 @@ KINDS = {module.KIND: module for module in (
 
 # Skips that say --me may not be the name the archive gives its owner.
 _REASONS_NOT_ME = (common.NO_OWN_TURN, common.BY_OTHERS)
+DUPLICATES = "duplicates"
 
 
 def _counted(counts: Dict[str, int]) -> str:
@@ -28,12 +33,15 @@ def _counted(counts: Dict[str, int]) -> str:
 
 def import_archive(kind: str, path: str, options: common.Options,
                    pseudonymize: Optional[bool] = None,
-                   key_file: Optional[str] = None
+                   key_file: Optional[str] = None,
+                   lang: Optional[str] = None
                    ) -> Tuple[List[dict], dict]:
   """(the post dicts, the report's counts) of the archive at `path`.
 
   `pseudonymize` None: only where the archive holds direct messages; the
-  key is read from `key_file`, or made there.
+  key is read from `key_file`, or made there. A thread met before (the same
+  turns by the same people, case and spacing aside) is dropped, and so,
+  given `lang` (ISO 639-1), is one whose own turn is in another language.
   """
   with common.Archive(path) as archive:
     result = KINDS[kind].read(archive, options)
@@ -54,22 +62,45 @@ def import_archive(kind: str, path: str, options: common.Options,
     threads, counts = pseudonyms.pseudonymize(
         threads, result.people, pseudonyms.load_key(key_file),
         keep=[options.me, *result.own_names], platform=kind)
-  report = {
+  skipped = collections.Counter(result.skipped)
+  other_language = report_lib.language_detector(lang) if lang else None
+  kept, seen = [], set()
+  for imported, thread in zip(result.threads, threads):
+    key = tuple((turn.author.lower(), " ".join(turn.text.lower().split()))
+                for turn in thread.turns)
+    if key in seen:
+      skipped[DUPLICATES] += 1
+    elif other_language and other_language(thread.turns[-1].text):
+      skipped[f"in another language than {lang}"] += 1
+    else:
+      seen.add(key)
+      kept.append((imported.direct, thread))
+  if not kept:
+    raise UserError(f"{path}: every post was dropped ({_counted(skipped)})")
+  threads = [thread for _, thread in kept]
+  own_words = [report_lib.words(t.turns[-1].text) for t in threads]
+  counts_out = {
       "kind": kind, "posts": len(threads),
       "threads": sum(len(t.turns) > 1 for t in threads),
-      "skipped": dict(sorted(result.skipped.items())),
+      "words": sum(own_words),
+      "sources": report_lib.source_counts(
+          [(direct, len(t.turns), n)
+           for (direct, t), n in zip(kept, own_words)]),
+      "lengths": report_lib.lengths(own_words),
+      "lang": lang,
+      "skipped": dict(sorted(skipped.items())),
       "kept_alone": dict(sorted(result.notes.items())),
       "pseudonymized": pseudonymize,
       "people_pseudonymized": counts.people,
       "names_replaced": counts.names,
       "pseudonym_key": key_file if pseudonymize else None}
-  return [common.to_post(t, kind) for t in threads], report
+  return [common.to_post(t, kind) for t in threads], counts_out
 
 
 def summary(report: dict, path: str, out: str) -> str:
   """The line a run ends with: the report's counts in words."""
   line = (f"wrote {report['posts']} posts ({report['threads']} with several "
-          f"turns) from {path} to {out}")
+          f"turns; {report['words']} words of yours) from {path} to {out}")
   if report["skipped"]:
     line += f"; skipped {_counted(report['skipped'])}"
   if report["kept_alone"]:
