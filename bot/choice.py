@@ -39,6 +39,9 @@ class Candidate:
   raw: str = ""  # the continuation as sampled
   finished: bool = True  # it ended with end-of-text
   kept_id: Optional[int] = None  # a kept candidate of an earlier post
+  # The autoreviewer's P(the operator turns it down), from the same forward
+  # as the other scores; None without an autoreviewer head.
+  p_reject: Optional[float] = None
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -408,11 +408,17 @@ class Bot:
   def _autoreview(self, ctx: Context, winner, hits: list,
                   entry: dict) -> tuple:
     """(verdict, why) of the autoreviewer on the chosen post, also put in
-    the trace `entry`; (None, "") without an autoreviewer head."""
+    the trace `entry`; (None, "") without an autoreviewer head. P(reject)
+    came with the candidate's other scores, from the sampler's forward;
+    only a candidate kept from an earlier pass (sampled after another
+    prompt) is run through the generator again."""
     if not winner.raw:
       return None, ""
-    from bot.ml import Sample  # pylint: disable=import-outside-toplevel
-    (p,) = self.scorer.autoreview([Sample(raw=winner.raw, prompt=ctx.prompt)])
+    p = winner.p_reject if winner.kept_id is None else None
+    if p is None:
+      from bot.ml import Sample  # pylint: disable=import-outside-toplevel
+      (p,) = self.scorer.autoreview([Sample(raw=winner.raw,
+                                            prompt=ctx.prompt)])
     if p is None:
       return None, ""
     c = self.cutoffs

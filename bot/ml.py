@@ -6,10 +6,12 @@ The loop talks to two small interfaces:
     candidate r is sampled with its seed + r, whatever else is in the
     batch;
   - `Scorer.score(samples)`: the calibrated selector probability (None
-    without a selector head) and the sentiment (as P(positive)) of each
-    sample; `Scorer.sentiment(texts)`: the sentiment of what users send;
-    `Scorer.autoreview(samples)`: the autoreviewer's P(the operator turns
-    the post down) of each (None without an autoreviewer head).
+    without a selector head), the sentiment (as P(positive)) and the
+    autoreviewer's P(the operator turns the post down) (None without an
+    autoreviewer head) of each sample, all from the one forward the sampler
+    made; `Scorer.sentiment(texts)`: the sentiment of what users send;
+    `Scorer.autoreview(samples)`: P(reject) of texts the sampler did not
+    write (a forward of prompt + text).
 `LocalModel` implements both in this process (gpt2.sampling + selector
 heads, scoring from the hidden states the sampler already computed).
 `RemoteModel` implements both over HTTP against `ModelServer`
@@ -50,6 +52,7 @@ class Sample:
   # Set when a server scored the sample already.
   selector: Optional[float] = None
   sentiment: Optional[float] = None
+  p_reject: Optional[float] = None
 
 
 class Generator(Protocol):
@@ -67,7 +70,8 @@ class Generator(Protocol):
 class Scorer(Protocol):
 
   def score(self, samples: Sequence[Sample]) -> list:
-    """[(selector P(liked) or None, sentiment P(positive))] per sample."""
+    """[(selector P(liked) or None, sentiment P(positive), autoreviewer
+    P(reject) or None)] per sample."""
 
   def sentiment(self, texts: Sequence[str]) -> list:
     """P(positive) per text."""
@@ -267,6 +271,7 @@ class LocalModel:
     if not samples:
       return []
     selector = [None] * len(samples)
+    p_reject = [None] * len(samples)
     sentiment = None
     if self.heads is not None:
       if all(s.hidden for s in samples):
@@ -281,9 +286,11 @@ class LocalModel:
       if scores.sentiment is not None:
         sentiment = [sentiment_probability(v, self.sentiment_scale)
                      for v in scores.sentiment]
+      if scores.autoreviewer is not None:
+        p_reject = _p_reject(scores.autoreviewer)
     if sentiment is None:
       sentiment = vader_probabilities([s.raw for s in samples])
-    return list(zip(selector, sentiment))
+    return list(zip(selector, sentiment, p_reject))
 
   def sentiment(self, texts: Sequence[str]) -> list:
     texts = list(texts)
@@ -302,9 +309,8 @@ class LocalModel:
       return []
     # The prompt and the candidate through the generator, as the head was
     # trained on them (the review examples keep no hidden states).
-    values = self.heads.score_texts([s.raw for s in samples],
-                                    [s.prompt for s in samples]).autoreviewer
-    return [float(np.nan_to_num(p, nan=0.5)) for p in values]
+    return _p_reject(self.heads.score_texts(
+        [s.raw for s in samples], [s.prompt for s in samples]).autoreviewer)
 
   def describe(self) -> dict:
     c = self.model.config
@@ -323,6 +329,11 @@ def prompt_seeds(seed: Union[int, Sequence[int]], prompts: int,
   if len(seeds) != prompts:
     raise ValueError(f"{len(seeds)} seeds for {prompts} prompts")
   return seeds
+
+
+def _p_reject(values) -> list:
+  """The autoreviewer's values as floats (an empty candidate: unsure)."""
+  return [float(np.nan_to_num(p, nan=0.5)) for p in values]
 
 
 def _finite(x) -> Optional[float]:
@@ -368,14 +379,15 @@ class RemoteModel:
   def score(self, samples: Sequence[Sample]) -> list:
     samples = list(samples)
     # The server scores what it samples (a sentiment always; a selector
-    # probability when it has the head).
+    # probability and P(reject) when it has those heads).
     missing = [s for s in samples if s.sentiment is None]
     if missing:
       data = self._post("/score", {"texts": [s.raw for s in missing],
                                    "prompts": [s.prompt for s in missing]})
-      for s, sel, sen in zip(missing, data["selector"], data["sentiment"]):
-        s.selector, s.sentiment = sel, sen
-    return [(s.selector, s.sentiment) for s in samples]
+      for s, sel, sen, rej in zip(missing, data["selector"],
+                                  data["sentiment"], data["autoreviewer"]):
+        s.selector, s.sentiment, s.p_reject = sel, sen, rej
+    return [(s.selector, s.sentiment, s.p_reject) for s in samples]
 
   def sentiment(self, texts: Sequence[str]) -> list:
     if not texts:
@@ -491,8 +503,9 @@ class ModelServer:
           samples = self.model.generate(prompts, first.n, seed=seeds)
           flat = [s for per_prompt in samples for s in per_prompt]
           scores = self.model.score(flat)
-        for s, (sel, sen) in zip(flat, scores):
-          s.selector, s.sentiment, s.hidden = sel, sen, None
+        for s, (sel, sen, rej) in zip(flat, scores):
+          s.selector, s.sentiment, s.p_reject = sel, sen, rej
+          s.hidden = None
         self.batches.append(len(prompts))
         start = 0
         for r in batch:
@@ -516,7 +529,8 @@ class ModelServer:
       raise req.error
     return {"candidates": [[{"raw": s.raw, "mean_logprob": s.mean_logprob,
                              "finished": s.finished, "selector": s.selector,
-                             "sentiment": s.sentiment} for s in per_prompt]
+                             "sentiment": s.sentiment,
+                             "p_reject": s.p_reject} for s in per_prompt]
                            for per_prompt in req.result]}
 
   def _score(self, body: dict) -> dict:
@@ -526,7 +540,8 @@ class ModelServer:
     with self._model_lock:
       scores = self.model.score(samples)
     return {"selector": [s[0] for s in scores],
-            "sentiment": [s[1] for s in scores]}
+            "sentiment": [s[1] for s in scores],
+            "autoreviewer": [s[2] for s in scores]}
 
   def _sentiment(self, body: dict) -> dict:
     with self._model_lock:

@@ -10,15 +10,17 @@ from bot.jobs.base import Context
 from bot.lists import Lists
 
 
-def candidate(sample, selector, sentiment) -> Candidate:
-  """A sampled continuation read back into a post's text and tags."""
+def candidate(sample, selector, sentiment, p_reject=None) -> Candidate:
+  """A sampled continuation read back into a post's text and tags, with
+  its scores (`Scorer.score`'s)."""
   generated = text_format.split_continuation(sample.raw)
   return Candidate(text=generated.body,
                    selector=None if selector is None else float(selector),
                    sentiment=float(sentiment),
                    mean_logprob=sample.mean_logprob,
                    tags=list(generated.tags), raw=sample.raw,
-                   finished=bool(sample.finished))
+                   finished=bool(sample.finished),
+                   p_reject=None if p_reject is None else float(p_reject))
 
 
 def screen_args(ctx: Context, blog: str, min_chars: int,

@@ -371,8 +371,63 @@ def test_the_bot_publishes_reviews_or_drops_by_the_cutoffs(
     remote = ml.RemoteModel(model_server.url)
     (p,) = remote.autoreview([ml.Sample(raw=" #chat\n\nhello", prompt="hi")])
     assert p == pytest.approx(0.3)
+    # P(reject) travels with what the server samples, and with /score.
+    ((sampled,),) = remote.generate(["hi"], 1, seed=0)
+    assert sampled.p_reject == pytest.approx(0.3)
+    ((_, _, p),) = remote.score([ml.Sample(raw=" #chat\n\nhello",
+                                           prompt="hi")])
+    assert p == pytest.approx(0.3)
   finally:
     model_server.stop()
+
+
+def test_p_reject_comes_with_the_candidate_one_forward_per_sampling_call(
+    server, tmp_path, bot_model_dir, monkeypatch):
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import sampling
+  from selector import data as data_lib
+  heads_dir = str(tmp_path / "heads")
+  constant_autoreviewer(heads_dir, bot_model_dir)
+  cfg = make_config(server, tmp_path, bot_model_dir)
+  cfg.heads = heads_dir
+  model = ml.LocalModel.load(bot_model_dir, heads_dir,
+                             ml.SamplingSettings.from_config(cfg.sampling))
+  # P(reject) follows what the head reads (a = 1): each candidate its own.
+  model.heads.autoreviewer.calibration = {"a": 1.0, "b": 0.0}
+  forwards = {"sampler": 0, "prompt + text": 0, "logprob": 0}
+
+  def counted(name, fn):
+    def wrapper(*args, **kwargs):
+      forwards[name] += 1
+      return fn(*args, **kwargs)
+    return wrapper
+
+  monkeypatch.setattr(sampling, "sample", counted("sampler", sampling.sample))
+  monkeypatch.setattr(data_lib, "iter_hidden",
+                      counted("prompt + text", data_lib.iter_hidden))
+  monkeypatch.setattr(ml.LocalModel, "logprob",
+                      counted("logprob", ml.LocalModel.logprob))
+  asks = seed_asks(server, [("do you like frogs?", "alice"),
+                            ("what is the best soup?", "bob")])
+  loop.run_pass(cfg, model=model)
+  entries = [e for e in Trace(cfg.state + ".trace.jsonl").read()
+             if "autoreview" in e]
+  assert {e["job"] for e in entries} == {f"ask:{a}" for a in asks}
+  # The generator ran once per sampling call (both asks in one), and never
+  # again for the autoreviewer (nor for anything else).
+  assert forwards == {"sampler": len(model.batches), "prompt + text": 0,
+                      "logprob": 0}
+  assert model.batches == [2]
+  for entry in entries:
+    winner = entry["candidates"][entry["winner"]]
+    assert entry["autoreview"]["p_reject"] == winner["p_reject"]
+    assert len({c["p_reject"] for c in entry["candidates"]}) > 1
+    # What the sampler's hidden states gave is what a forward of the
+    # prompt and the post gives (the second forward the bot no longer makes).
+    (fresh,) = model.autoreview([ml.Sample(raw=winner["raw"],
+                                           prompt=entry["prompt"])])
+    assert fresh == pytest.approx(winner["p_reject"], abs=1e-3)
+  assert forwards["prompt + text"] == len(entries)
 
 
 def test_without_an_autoreviewer_nothing_changes_and_bad_cutoffs_are_one_line(

@@ -342,3 +342,21 @@ def test_another_host_needs_a_password(cfg, bot_model, tmp_path):
     assert session.get(base + "/config", timeout=10).status_code == 200
   finally:
     page.close()
+
+
+def test_p_reject_is_shown_beside_the_other_scores_where_there_is_one():
+  # pylint: disable-next=import-outside-toplevel
+  from bot.choice import Candidate
+  reviewed = [Candidate("yes", 0.7, 0.6, p_reject=0.125),
+              Candidate("no", 0.2, 0.4, p_reject=0.875)]
+  table = app.candidates_html({"candidates": [c.as_dict() for c in reviewed],
+                               "winner": 0})
+  assert "<th>P(reject)</th>" in table
+  assert "<td>0.125</td>" in table and "<td>0.875</td>" in table
+  plain = app.candidates_html({"candidates": [Candidate("yes").as_dict()]})
+  assert "P(reject)" not in plain  # no autoreviewer, no column
+  written = core.Written("hi", "hi", "alice", reviewed, [[], []], 0, "", 0.5,
+                         (0.0, 1.0))
+  assert "P(reject) 0.875" in app._scores_html(written, 1)  # pylint: disable=protected-access
+  written.candidates = [Candidate("yes", 0.7, 0.6)]
+  assert "P(reject)" not in app._scores_html(written, 0)  # pylint: disable=protected-access

@@ -44,15 +44,20 @@ def candidates_html(entry: dict) -> str:
   """A table of a decision's candidates: text, scores, verdict, the pick."""
   esc = html.escape
   rows = []
-  for i, c in enumerate(entry.get("candidates") or []):
+  candidates = entry.get("candidates") or []
+  # P(reject) where an autoreviewer scored the candidates.
+  reviewed = any(c.get("p_reject") is not None for c in candidates)
+  for i, c in enumerate(candidates):
     pick = i == entry.get("winner")
+    p_reject = f"<td>{_num(c.get('p_reject'))}</td>" if reviewed else ""
     rows.append(
         f"<tr class='{'pick' if pick else ''}'><td>{i}{' ★' if pick else ''}"
         f"</td><td class='text'>{esc(c.get('text', ''))}</td>"
         f"<td>{_num(c.get('selector'))}</td><td>{_num(c.get('sentiment'))}"
-        f"</td><td>{esc(c.get('verdict', ''))}</td></tr>")
+        f"</td>{p_reject}<td>{esc(c.get('verdict', ''))}</td></tr>")
   return ("<table class='cand-table'><tr><th>#</th><th>candidate</th>"
-          "<th>selector</th><th>sentiment</th><th>verdict</th></tr>"
+          "<th>selector</th><th>sentiment</th>"
+          + ("<th>P(reject)</th>" if reviewed else "") + "<th>verdict</th></tr>"
           + "".join(rows) + "</table>")
 
 
@@ -81,6 +86,8 @@ def _scores_html(written, i: int) -> str:
   hits = written.hits[i]
   mood = choice_mood(c, written.sentiment_range)
   parts = [f"selector {_num(c.selector)}", f"sentiment {_num(c.sentiment)}",
+           *([f"P(reject) {_num(c.p_reject)}"] if c.p_reject is not None
+             else []),
            f"filters: {esc(c.verdict if not c.verdict.startswith('mood:') else 'kept')}",
            f"mood: {esc(mood)}",
            f"word list: {esc(', '.join(hits)) if hits else 'no hit'}"]

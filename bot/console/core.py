@@ -184,8 +184,8 @@ class Console:
       mood = MoodLog(store, self.mood_params, dry_run=True)
       mood.advance(self.clock())
       value, allowed = mood.value, mood.sentiment_range
-    cands = [writing.candidate(s, sel, sen)
-             for s, (sel, sen) in zip(samples, scores)]
+    cands = [writing.candidate(s, *scores_of)
+             for s, scores_of in zip(samples, scores)]
     choice.apply_screens(
         cands, sentiment_range=allowed, **writing.screen_kwargs(
             user_text, author, self.config.blog,

@@ -99,7 +99,7 @@ class Dashboard(Reblogs):
     from bot.ml import Sample  # pylint: disable=import-outside-toplevel
     prompt, text = text_format.own_turn_split(
         text_format.post_to_thread(ctx.job.payload["post"]))
-    ((alone, _),) = desk.model.score([Sample(raw=text, prompt=prompt)])
+    ((alone, _, _),) = desk.model.score([Sample(raw=text, prompt=prompt)])
     if alone is not None and winner.selector <= alone:
       return (f"the comment's selector {winner.selector:.3f} does not beat "
               f"the post alone ({alone:.3f})")
