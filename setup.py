@@ -42,7 +42,8 @@ setup(
     description=__doc__,
     packages=find_packages(include=["gpt2*", "selector*", "bot*", "launch*",
                                     "configs*", "bench*"]),
-    package_data={"launch": ["*.sh"]},
+    # The int8 kernel's source, compiled on first use (gpt2/int8.py).
+    package_data={"launch": ["*.sh"], "gpt2": ["kernels/*.cc"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={

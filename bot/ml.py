@@ -116,6 +116,7 @@ class SamplingSettings:
   # (padded with copies), so a bot whose passes have 1, 2, 3... jobs compiles
   # a handful of programs rather than one per count.
   min_prompts: int = 1
+  weights: str = "float32"  # or "int8" (gpt2.int8, the CPU path)
 
   @classmethod
   def from_config(cls, cfg) -> "SamplingSettings":
@@ -123,7 +124,8 @@ class SamplingSettings:
                max_steps=int(cfg.max_steps),
                temperature=float(cfg.temperature), top_p=float(cfg.top_p),
                top_k=int(cfg.top_k), breakruns_tau=float(cfg.breakruns_tau),
-               min_prompts=int(cfg.min_prompts))
+               min_prompts=int(cfg.min_prompts),
+               weights=str(cfg.get("weights", "float32")))
 
   def rules(self) -> SamplingParams:
     return dataclasses.replace(
@@ -210,7 +212,7 @@ class LocalModel:
         self.model.config, self.model.params, self.model.tokenizer,
         padded, num_samples=n, max_new_tokens=s.max_new_tokens,
         max_steps=s.max_steps, seed=[p + r for p in seeds for r in range(n)],
-        rules=s.rules(), capture=self.capture)
+        rules=s.rules(), capture=self.capture, weights=s.weights)
     out = []
     for i, prompt in enumerate(prompts):
       out.append([Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
@@ -230,7 +232,7 @@ class LocalModel:
         self.model.config, self.model.params, self.model.tokenizer, [prompt],
         num_samples=n, max_new_tokens=max_new_tokens or s.max_new_tokens,
         max_steps=s.max_steps, seed=seed, rules=rules or s.rules(),
-        capture=self.capture)
+        capture=self.capture, weights=s.weights)
     return [Sample(raw=r.text, mean_logprob=_finite(r.mean_logprob),
                    finished=r.finished, hidden=r.hidden or None,
                    prompt=prompt) for r in results]

@@ -81,6 +81,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Prompts per sampler call are padded to a power of two, at least this
   # many: few compiled programs however many jobs a pass has.
   c.sampling.min_prompts = 1
+  # "float32" (the weights as loaded) or "int8": on a CPU, decoding from
+  # weights quantized per output channel (gpt2.int8; README, int8 decoding).
+  c.sampling.weights = "float32"
 
   # Choice.
   c.choice = ml_collections.ConfigDict()

@@ -19,6 +19,12 @@ reference model):
   the segments written so far, so a loop per segment reads on average about
   half of the slots.
 
+- int8 weights (`prepare(..., weights="int8")`): each block's kernels and
+  the tied head quantized per output row (`gpt2.int8`), multiplied by the
+  int8 kernel, which reads a quarter of the bytes; embeddings, layer norms
+  and the cache stay as they are. Without the kernel the dequantized
+  weights are used in float32 (the same numbers, today's speed).
+
 Cache: {"k", "v": L arrays (B H, S, D)} (or L tuples of segments), rows and
 heads merged row-major (row b, head h at b H + h), and optionally a shared
 prefix "prefix_k", "prefix_v" (L arrays (P H, Sp, D), P dividing B): rows b
@@ -32,26 +38,52 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from gpt2 import int8
 from gpt2 import model as model_lib
 from gpt2.model import GPT2Config, GPT2Output
 
+WEIGHTS = ("float32", "int8")
 
-def prepare(config: GPT2Config, params) -> dict:
+
+def prepare(config: GPT2Config, params, weights: str = "float32") -> dict:
   """The parameters as `forward` reads them: per layer, in the compute dtype
   (`model.unstack_layers`), each block's kernels transposed to (out, in) as
-  `kernel_t`."""
+  `kernel_t`. With `weights="int8"` each kernel is `kernel_q` (int8) and
+  `scale` instead, and the head `head_q`, `head_scale` (the embedding
+  stays for the inputs); without the kernel (`gpt2.int8.available()`),
+  `kernel_t` and `head_t` hold the dequantized weights."""
+  if weights not in WEIGHTS:
+    raise ValueError(f"weights={weights!r} is not one of {WEIGHTS}")
   params = model_lib.unstack_layers(params, config.compute_dtype)
+  quantized = weights == "int8"
+  kernel = quantized and int8.available()
 
   def transpose_kernels(tree):
     if not isinstance(tree, dict):
       return tree
     tree = {k: transpose_kernels(v) for k, v in tree.items()}
     if "kernel" in tree:
-      tree["kernel_t"] = tree.pop("kernel").T
+      w = tree.pop("kernel").T
+      if not quantized:
+        tree["kernel_t"] = w
+      else:
+        q, scale = int8.quantize_jnp(w)
+        if kernel:
+          tree["kernel_q"], tree["scale"] = q, scale
+        else:
+          tree["kernel_t"] = int8.dequantize(q, scale).astype(w.dtype)
     return tree
 
-  return {**params, "h": tuple(transpose_kernels(layer)
-                               for layer in params["h"])}
+  out = {**params, "h": tuple(transpose_kernels(layer)
+                              for layer in params["h"])}
+  if quantized:
+    q, scale = int8.quantize_jnp(params["wte"]["embedding"])
+    if kernel:
+      out["head_q"], out["head_scale"] = q, scale
+    else:
+      out["head_t"] = int8.dequantize(q, scale).astype(
+          params["wte"]["embedding"].dtype)
+  return out
 
 
 def init_cache(config: GPT2Config, batch: int, length: int, dtype=None,
@@ -134,7 +166,11 @@ def forward(config: GPT2Config, params, token_ids, *, positions, cache,
         dt)
 
   def dense(p, x):
-    return p["kernel_t"] @ x.astype(dt) + p["bias"].astype(dt)[:, None]
+    if "kernel_q" in p:
+      y = int8.matmul(p["kernel_q"], p["scale"], x).astype(dt)
+    else:
+      y = p["kernel_t"] @ x.astype(dt)
+    return y + p["bias"].astype(dt)[:, None]
 
   wte = params["wte"]["embedding"]
   x = (wte[token_ids.reshape(-1)].astype(dt) +
@@ -160,14 +196,20 @@ def forward(config: GPT2Config, params, token_ids, *, positions, cache,
     model_lib.check_capture(cfg, capture)
     hidden = {layer: taps[layer].T.reshape(B, T, C) for layer in capture}
   logits = None
-  if return_logits:
+  if return_logits and "head_q" in params and B * T <= int8.MAX_KERNEL_ROWS:
+    logits = int8.matmul(params["head_q"], params["head_scale"],
+                         norm(params["ln_f"], x)).T.reshape(B, T, -1)
+  elif return_logits:
     # The head reads rows: (B T, C) x (V, C) -> (B T, V), the form XLA:CPU
     # runs fastest for the (V, C) embedding. The barrier keeps XLA from
     # folding the transpose into the matmul (a contraction over axis 0,
     # ~4x slower).
     rows = jax.lax.optimization_barrier(norm(params["ln_f"], x).T)
+    head = params.get("head_t", wte)
+    if "head_q" in params:
+      head = int8.dequantize(params["head_q"], params["head_scale"])
     logits = jax.lax.dot_general(
-        rows, wte.astype(dt), (((1,), (1,)), ((), ()))).astype(
+        rows, head.astype(dt), (((1,), (1,)), ((), ()))).astype(
             jnp.float32).reshape(B, T, -1)
   cache = {**cache, "k": tuple(keys), "v": tuple(values)}
   return GPT2Output(logits=logits, cache=cache, hidden=hidden)

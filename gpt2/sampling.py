@@ -50,6 +50,7 @@ import numpy as np
 
 from gpt2 import attention as attention_lib
 from gpt2 import cpu_decoding
+from gpt2 import int8 as int8_lib
 from gpt2 import model as model_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
@@ -414,7 +415,11 @@ class Decoding:
   max_segments: int
 
 
-def _reference_prepare(config: GPT2Config, params) -> dict:
+def _reference_prepare(config: GPT2Config, params,
+                       weights: str = "float32") -> dict:
+  if weights != "float32":
+    raise UserError(f"weights={weights!r} decodes on a CPU only in this "
+                    "version; on a GPU or TPU use weights=float32")
   return model_lib.unstack_layers(params, config.compute_dtype)
 
 
@@ -659,15 +664,25 @@ def _stream_step(params, state, values, stop, **static):
 # The state (with the cache) is donated: the step updates it in place.
 _step_jit = jax.jit(_stream_step, donate_argnums=(1,), static_argnames=(
     "config", "decoding", "structure", "max_new_tokens", "capture", "eot_id"))
-_prepare_jit = jax.jit(lambda decoding, config, params: DECODINGS[
-    decoding].prepare(config, params), static_argnums=(0, 1))
+_prepare_jit = jax.jit(lambda decoding, config, weights, params: DECODINGS[
+    decoding].prepare(config, params, weights), static_argnums=(0, 1, 2))
+_said: set = set()
+
+
+def _say_once(line: str) -> None:
+  """A warning logged once per process."""
+  if line not in _said:
+    _said.add(line)
+    log.warning(line)
+
+
 # The last model's decoding parameters: (decoding, config, tree structure,
 # weak references to its leaves, the prepared parameters).
 _last_prepared: list = []
 
 
-def prepared_params(config: GPT2Config, params, decoding: str = "auto"
-                    ) -> dict:
+def prepared_params(config: GPT2Config, params, decoding: str = "auto",
+                    weights: str = "float32") -> dict:
   """The decoding's `prepare(config, params)`, kept for the last model seen.
 
   The bot and the benchmarks sample many times from one model; preparing
@@ -677,11 +692,17 @@ def prepared_params(config: GPT2Config, params, decoding: str = "auto"
   """
   name = decoding_for(decoding).name
   leaves = jax.tree.leaves(params)
-  key = (name, config, jax.tree.structure(params))
+  if weights not in cpu_decoding.WEIGHTS:
+    raise UserError(f"weights={weights!r} is not one of "
+                    f"{', '.join(cpu_decoding.WEIGHTS)}")
+  if weights == "int8" and name == "cpu" and not int8_lib.available():
+    _say_once(f"int8 decoding without its kernel ({int8_lib.why_not()}): "
+              "the dequantized weights in float32")
+  key = (name, config, weights, jax.tree.structure(params))
   if _last_prepared and _last_prepared[0] == key and all(
       ref() is leaf for ref, leaf in zip(_last_prepared[1], leaves)):
     return _last_prepared[2]
-  prepared = _prepare_jit(name, config, params)
+  prepared = _prepare_jit(name, config, weights, params)
   _last_prepared.clear()
   # Only immutable arrays are kept track of: a numpy array changed in place
   # would be the same object with other weights.
@@ -1081,7 +1102,7 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
-           max_steps: int = MAX_STEPS, **rule_overrides) -> list:
+           max_steps: int = MAX_STEPS, weights: str = "float32", **rule_overrides) -> list:
   """`num_samples` continuations of each prompt, in one jitted call.
 
   prompts: texts or token-id lists.
@@ -1102,13 +1123,15 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
     override its fields.
   capture: layers whose hidden states to return (0 = embeddings, i = block i).
   decoding: how the model runs (`DECODINGS`); "auto" picks by platform.
+  weights: "float32" (the weights as loaded) or "int8" (quantized per
+    output channel at the first call, on the CPU path; `gpt2.int8`).
   Returns a flat, prompt-major list of SampleResult.
   """
   decoding = decoding_for(decoding).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture, max_steps)
-  params = prepared_params(config, params, decoding)
+  params = prepared_params(config, params, decoding, weights)
   static = dict(config=config, decoding=decoding,
                 structure=rules.structure(),
                 max_new_tokens=request.max_new_tokens,
@@ -1167,7 +1190,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
            stop: Sequence[str] = (), seed: Union[int, Sequence[int]] = 0,
            rules: Optional[SamplingParams] = None,
            capture: Sequence[int] = (), decoding: str = "auto",
-           max_steps: int = MAX_STEPS,
+           max_steps: int = MAX_STEPS, weights: str = "float32",
            **rule_overrides) -> Iterator[TextPiece]:
   """Like `sample`, but yields TextPiece(row, text) as the text is written.
 
@@ -1181,7 +1204,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture, max_steps)
-  params = prepared_params(config, params, decoding)
+  params = prepared_params(config, params, decoding, weights)
   rows = request.keys.shape[0]
   texts = [_RowText(tokenizer, request.stops) for _ in range(rows)]
   prefill = functools.partial(

@@ -62,6 +62,9 @@ _STOP = flags.DEFINE_multi_string("stop", [], "A string that ends a "
 _STREAM = flags.DEFINE_boolean("stream", False, "Type the text as it is "
                                "written.")
 _JSON = flags.DEFINE_boolean("json", False, "One JSON object per candidate.")
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", "float32", ["float32", "int8"], "Decode from the weights as "
+    "loaded, or quantized to int8 per output channel (CPU; gpt2.int8).")
 
 
 def _rules():
@@ -127,7 +130,7 @@ def main(argv):
     max_new = min(200, model.config.n_positions // 2)
   kwargs = dict(num_samples=_NUM.value, max_new_tokens=max_new,
                 stop=_STOP.value, seed=_SEED.value,
-                max_steps=_MAX_STEPS.value)
+                max_steps=_MAX_STEPS.value, weights=_WEIGHTS.value)
   if _STREAM.value:
     results = _stream(model, rules, kwargs, _JSON.value)
     if _JSON.value:

@@ -59,6 +59,19 @@ def test_json_greedy_candidates_match_the_library(greedy_json, model_dir):
   assert greedy_json[0]["tokens"] == greedy_json[1]["tokens"]
 
 
+def test_weights_int8_decodes_as_the_library_does(model_dir):
+  proc = _run("--model", model_dir, "--prompt", PROMPT, "--max_new_tokens",
+              "12", "--top_k", "1", "--weights", "int8", "--json")
+  assert proc.returncode == 0, proc.stderr
+  (line,) = [json.loads(l) for l in proc.stdout.splitlines()]
+  loaded = W.load_model(model_dir)
+  (want,) = sampling.sample(loaded.config, loaded.params, loaded.tokenizer,
+                            [PROMPT], max_new_tokens=12, top_k=1,
+                            weights="int8")
+  assert line["tokens"] == want.tokens
+  assert abs(line["mean_logprob"] - want.mean_logprob) < 1e-4
+
+
 def test_stream_types_the_same_text_from_the_hub_name(greedy_json, model_dir,
                                                      tmp_path):
   """Streamed, the same greedy text; and the model named as a Hugging Face

@@ -1,0 +1,174 @@
+"""int8 weight-only decoding on a CPU: per-channel quantization and the
+matrix product kernel (gpt2/kernels/int8_matmul.cc) registered with XLA.
+
+`quantize(w)` turns a float (O, I) weight into int8 codes and one float32
+scale per output row (symmetric: w ~ scale[o] * q[o, i], |q| <= 127).
+`matmul(q, scale, x)` is (O, I) x (I, R) -> (O, R) in float32, by the kernel
+when it is built, else by XLA on the dequantized weight.
+
+The kernel is compiled on first use with the C++ compiler the machine has
+(`c++`, or $CXX) against the XLA FFI headers that ship with jaxlib, into
+the cache folder ($XDG_CACHE_HOME or ~/.cache)/tumblr-gpt2-jax, once per
+source and jax version (a few seconds). `python -m gpt2.int8` builds it
+ahead and says which vector width it uses. Without a compiler, or where the
+build fails, `available()` is False and the sampler decodes from the
+dequantized weights in float32, having said so once.
+"""
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger("gpt2.int8")
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels",
+                      "int8_matmul.cc")
+TARGET = "tumblr_gpt2_int8_matmul"
+LEVELS = {0: "plain C++", 1: "AVX2", 2: "AVX-512"}
+# Products with more rows than this (a prompt's prefill) are XLA's own on
+# the dequantized weight: the kernel is made for the few rows of decoding.
+MAX_KERNEL_ROWS = 16
+
+_state = {"lib": None, "tried": False, "why": ""}
+
+
+def quantize(w) -> Tuple[np.ndarray, np.ndarray]:
+  """(int8 codes (O, I), float32 scales (O,)) of a float weight (O, I),
+  symmetric per output row."""
+  w = np.asarray(w, np.float32)
+  scale = np.abs(w).max(axis=1) / 127.0
+  scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+  q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+  return q, scale
+
+
+def quantize_jnp(w):
+  """`quantize` inside a jitted program."""
+  w = w.astype(jnp.float32)
+  scale = jnp.max(jnp.abs(w), axis=1) / 127.0
+  scale = jnp.where(scale > 0, scale, 1.0)
+  q = jnp.clip(jnp.round(w / scale[:, None]), -127, 127).astype(jnp.int8)
+  return q, scale
+
+
+def dequantize(q, scale):
+  return q.astype(jnp.float32) * scale[:, None]
+
+
+def _cache_dir() -> str:
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "tumblr-gpt2-jax")
+
+
+def _library_path() -> str:
+  with open(SOURCE, "rb") as f:
+    digest = hashlib.sha256(f.read() + jax.__version__.encode()).hexdigest()
+  return os.path.join(_cache_dir(), f"int8_matmul-{digest[:16]}.so")
+
+
+def build(path: Optional[str] = None) -> str:
+  """Compiles the kernel into `path` (default: the cache's); raises
+  RuntimeError saying why it could not."""
+  path = path or _library_path()
+  compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which(
+      "g++") or shutil.which("clang++")
+  if not compiler:
+    raise RuntimeError("no C++ compiler (c++, g++ or clang++; or set CXX)")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+  os.close(fd)
+  try:
+    done = subprocess.run(
+        [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-w",
+         f"-I{jax.ffi.include_dir()}", SOURCE, "-o", temporary],
+        capture_output=True, text=True, check=False)
+    if done.returncode:
+      errors = [l for l in done.stderr.splitlines() if "error" in l]
+      raise RuntimeError(f"{compiler} failed: "
+                         f"{errors[0] if errors else done.returncode}")
+    os.replace(temporary, path)  # whole, even with builds side by side
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+  return path
+
+
+def _load():
+  if _state["tried"]:
+    return _state["lib"]
+  _state["tried"] = True
+  if os.environ.get("TUMBLR_INT8_KERNEL", "1") == "0":
+    _state["why"] = "TUMBLR_INT8_KERNEL=0"
+    return None
+  try:
+    path = _library_path()
+    if not os.path.exists(path):
+      build(path)
+    lib = ctypes.cdll.LoadLibrary(path)
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.Int8Matmul),
+                                platform="cpu")
+  except (OSError, RuntimeError, AttributeError) as e:
+    _state["why"] = str(e)
+    return None
+  _state["lib"] = lib
+  return lib
+
+
+def available() -> bool:
+  """Whether the kernel is built and registered (it is built if need be)."""
+  return _load() is not None
+
+
+def why_not() -> str:
+  """Why the kernel is not available ("" when it is)."""
+  _load()
+  return _state["why"]
+
+
+def level() -> str:
+  """The vector width the kernel uses on this CPU."""
+  lib = _load()
+  return "none" if lib is None else LEVELS[lib.int8_level()]
+
+
+def set_level(value: int) -> None:
+  """Caps the kernel's vector width (2 AVX-512, 1 AVX2, 0 plain C++; -1
+  none): the tests compare the paths."""
+  lib = _load()
+  if lib is not None:
+    lib.int8_set_level(int(value))
+
+
+def matmul(q, scale, x):
+  """(O, I) int8 codes with their (O,) scales times x (I, R) float32:
+  (O, R) float32."""
+  rows = x.shape[1]
+  if rows <= MAX_KERNEL_ROWS and available():
+    return jax.ffi.ffi_call(
+        TARGET, jax.ShapeDtypeStruct((q.shape[0], rows), jnp.float32))(
+            q, scale, x.astype(jnp.float32))
+  return dequantize(q, scale) @ x.astype(jnp.float32)
+
+
+def main() -> None:
+  if available():
+    print(f"int8 kernel: {_library_path()} ({level()} on this CPU)")
+  else:
+    print(f"int8 kernel: not available ({why_not()}); int8 decoding uses "
+          "the dequantized weights in float32")
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  main()
