@@ -81,7 +81,7 @@ def step_bytes(config, batch: int, prompt: int, new: int,
 
 
 def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
-                decoding: str = "auto") -> dict:
+                decoding: str = "auto", weights: str = "float32") -> dict:
   """Our sampler writing `batch` candidates of `new` tokens after `prompt`
   (top-p 0.95): tokens/s, seconds and compile seconds (the first call's
   extra time)."""
@@ -93,7 +93,7 @@ def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
   def call():
     return sampling.sample(config, params, tokenizer, [prompt],
                            num_samples=batch, max_new_tokens=new, seed=0,
-                           rules=rules, decoding=decoding)
+                           rules=rules, decoding=decoding, weights=weights)
 
   first, best, results = timed(call, repeats)
   written = sum(len(r.tokens) + (r.finish_reason == "eot") for r in results)

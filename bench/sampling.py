@@ -13,7 +13,9 @@ top_p=0.95, top_k=0`; CTranslate2: `sampling_topp=0.95, sampling_topk=0`;
 neither stops at end-of-text). CTranslate2 (`pip install ctranslate2`) runs
 the same weights converted by its Transformers converter, once in float32
 and once quantized to int8 (rows `ct2-float32`, `ct2-int8`), with as many
-threads as PyTorch. Tokens/s counts the tokens each candidate wrote (ours
+threads as PyTorch. `ours-int8` is ours with `weights="int8"` (gpt2.int8:
+every matmul weight, the head included, int8 per output channel; the
+kernel built for this CPU). Tokens/s counts the tokens each candidate wrote (ours
 stops a row at <|endoftext|>, rare with random weights) over the wall time
 of the whole call, prefill included; the best of `--repeats` timed calls
 after one untimed call (which for ours compiles).
@@ -44,8 +46,9 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _PROMPT = flags.DEFINE_integer("prompt_tokens", 128, "Prompt length.")
 _NEW = flags.DEFINE_integer("new_tokens", 256, "Tokens to write per row.")
 _BATCH = flags.DEFINE_list("batch", ["1", "8"], "Batch sizes.")
-_IMPL = flags.DEFINE_list("impl", ["ours", "hf", "ct2"],
-                          "Implementations to run: ours, hf, ct2.")
+_IMPL = flags.DEFINE_list("impl", ["ours", "ours-int8", "hf", "ct2"],
+                          "Implementations to run: ours, ours-int8, hf, "
+                          "ct2.")
 _DECODING = flags.DEFINE_enum("decoding", "auto", ["auto", "cpu", "reference"],
                               "How ours runs the model (gpt2.sampling).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed calls per row.")
@@ -145,7 +148,7 @@ def main(argv):
   # Measured again after every run: the best figure (the quietest moment on
   # a shared machine) makes the strictest roofline.
   bandwidth = copy_bandwidth(_COPY_MB.value)
-  unknown = set(_IMPL.value) - {"ours", "hf", "ct2"}
+  unknown = set(_IMPL.value) - {"ours", "ours-int8", "hf", "ct2"}
   if unknown:
     raise app.UsageError(f"unknown --impl {', '.join(sorted(unknown))}")
   runs = []  # (row name, runner(batch))
@@ -153,6 +156,9 @@ def main(argv):
   if "ours" in _IMPL.value:
     runs.append(("ours", lambda b: sample_ours(config, params, prompt, b, new,
                                                repeats, _DECODING.value)))
+  if "ours-int8" in _IMPL.value:
+    runs.append(("ours-int8", lambda b: sample_ours(
+        config, params, prompt, b, new, repeats, _DECODING.value, "int8")))
   # The peers run on the CPU in float32 here.
   if "hf" in _IMPL.value and _DTYPE.value == "float32":
     runs.append(("hf", lambda b: run_hf(config, params, prompt, b, new,
@@ -179,6 +185,7 @@ def main(argv):
   summary = {
       "rows": rows,
       "ours_over": _ratios(rows),
+      "ours_int8_over": _ratios(rows, "ours-int8"),
       "roofline_fraction": (max(ours, key=lambda r: r["batch"])
                             ["roofline_fraction"] if ours else None),
       "copy_bandwidth_gb_s": bandwidth / 1e9,
@@ -199,18 +206,19 @@ def main(argv):
     print(f"{r['impl']:11s} {r['batch']:5d} {r['tokens_per_s']:9.1f} "
           f"{r['seconds']:8.2f} {r['compile_s']:9.1f} "
           f"{r['roofline_tokens_per_s']:14.1f} {r['roofline_fraction']:8.2f}")
-  for batch, ratios in summary["ours_over"].items():
-    print(f"batch {batch}: " + ", ".join(
-        f"ours / {impl} = {ratio:.2f}x" for impl, ratio in ratios.items()))
+  for name, key in (("ours", "ours_over"), ("ours-int8", "ours_int8_over")):
+    for batch, ratios in summary[key].items():
+      print(f"batch {batch}: " + ", ".join(
+          f"{name} / {impl} = {ratio:.2f}x" for impl, ratio in ratios.items()))
 
 
-def _ratios(rows) -> dict:
-  """{batch: {peer: ours' tokens/s over the peer's}}."""
+def _ratios(rows, mine: str = "ours") -> dict:
+  """{batch: {peer: `mine`'s tokens/s over the peer's}}."""
   out = {}
   for row in rows:
-    ours = [r for r in rows if r["impl"] == "ours" and
+    ours = [r for r in rows if r["impl"] == mine and
             r["batch"] == row["batch"]]
-    if ours and row["impl"] != "ours":
+    if ours and not row["impl"].startswith("ours"):
       out.setdefault(row["batch"], {})[row["impl"]] = (
           ours[0]["tokens_per_s"] / row["tokens_per_s"])
   return out
