@@ -420,19 +420,66 @@ def _load_openai(fs, root, path) -> tuple:
 # ---- our own format ----------------------------------------------------------
 
 
+def _quantized_kernels(params: dict) -> dict:
+  """Every block kernel (..., in, out) (layers stacked or not) as
+  `kernel_q` int8 of the same shape and `kernel_scale` (..., out) float32:
+  the per-output-channel codes of gpt2.int8.quantize."""
+
+  def visit(tree):
+    if not isinstance(tree, dict):
+      return tree
+    tree = {k: visit(v) for k, v in tree.items()}
+    if "kernel" in tree:
+      k = np.asarray(tree.pop("kernel"), np.float32)
+      scale = np.abs(k).max(axis=-2) / np.float32(127.0)
+      scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+      tree["kernel_q"] = np.clip(np.rint(k / scale[..., None, :]), -127,
+                                 127).astype(np.int8)
+      tree["kernel_scale"] = scale
+    return tree
+
+  return {**params, "h": visit(params["h"])}
+
+
+def _dequantized_kernels(tree):
+  """The float32 kernels back from `_quantized_kernels`' codes."""
+  if not isinstance(tree, dict):
+    return tree
+  tree = {k: _dequantized_kernels(v) for k, v in tree.items()}
+  if "kernel_q" in tree:
+    q, scale = tree.pop("kernel_q"), tree.pop("kernel_scale")
+    tree["kernel"] = np.asarray(q, np.float32) * np.asarray(
+        scale, np.float32)[..., None, :]
+  return tree
+
+
 def save_model(path: str, config: GPT2Config, params: dict,
-               tokenizer: Optional[Tokenizer]) -> None:
-  """Writes our format: `model.json`, `params/` (orbax), tokenizer files."""
+               tokenizer: Optional[Tokenizer], quantize: str = "") -> None:
+  """Writes our format: `model.json`, `params/` (orbax), tokenizer files.
+  `quantize="int8"` stores the block kernels as int8 codes with their
+  per-output-channel scales (a quarter of their bytes); loading gives the
+  dequantized float32 weights, which `weights="int8"` decoding quantizes
+  back to the same codes."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  if quantize not in ("", "int8"):
+    raise UserError(f"quantize={quantize!r} is not int8 (or empty)")
+  if quantize and config.lora_rank:
+    raise UserError("a LoRA model is saved merged before quantizing")
+  params = jax.device_get(params)
+  if quantize:
+    params = _quantized_kernels(params)
   fs, root = paths.output_dir(path)
   target = os.path.abspath(f"{path.rstrip('/')}/params") if "://" not in path \
       else f"{path.rstrip('/')}/params"
   if fs.exists(f"{root}/params"):
     fs.rm(f"{root}/params", recursive=True)
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(target, jax.device_get(params))
+    ckptr.save(target, params)
+  meta = {"format": OUR_FORMAT, "config": config.to_dict()}
+  if quantize:
+    meta["quantization"] = quantize
   with fs.open(f"{root}/{OUR_MARKER}", "w") as f:
-    json.dump({"format": OUR_FORMAT, "config": config.to_dict()}, f, indent=2)
+    json.dump(meta, f, indent=2)
   if tokenizer is not None:
     tokenizer.save(path)
 
@@ -442,16 +489,28 @@ def _load_ours(fs, root, path) -> tuple:
   if meta.get("format") != OUR_FORMAT:
     raise UserError(f"{path}/{OUR_MARKER} is not a {OUR_FORMAT} description")
   config = GPT2Config.from_dict(meta["config"])
-  return config, restore_params(f"{path.rstrip('/')}/params", config, path)
+  quantization = meta.get("quantization")
+  if quantization not in (None, "int8"):
+    raise UserError(f"{path}/{OUR_MARKER}: quantization {quantization!r} is "
+                    "not one this version reads (int8)")
+  return config, restore_params(f"{path.rstrip('/')}/params", config, path,
+                                quantized=quantization == "int8")
 
 
-def restore_params(params_path: str, config: GPT2Config, source: str) -> dict:
-  """Reads an orbax params tree, checked against the config's shapes."""
+def restore_params(params_path: str, config: GPT2Config, source: str,
+                   quantized: bool = False) -> dict:
+  """Reads an orbax params tree, checked against the config's shapes (int8
+  kernels, `quantized`, dequantized first)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   target = os.path.abspath(params_path) if "://" not in params_path \
       else params_path
   try:
     with ocp.StandardCheckpointer() as ckptr:
+      if quantized:
+        params = _dequantized_kernels(ckptr.restore(target))
+        check_shapes(params, config, source)
+        dtype = jax.numpy.dtype(config.param_dtype)
+        return jax.tree.map(lambda a: jax.numpy.asarray(a, dtype), params)
       meta = ckptr.metadata(target)
       tree = getattr(meta, "item_metadata", meta)
       shapes = jax.tree.map(lambda m: tuple(m.shape), dict(tree),

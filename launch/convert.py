@@ -1,6 +1,7 @@
 r"""Converts a GPT-2 between checkpoint kinds.
 
   python -m launch.convert --src DIR --dst DIR [--to ours|hf|peft]
+  python -m launch.convert --src DIR --dst DIR --quantize=int8
 
 `--src` is any directory `gpt2.weights.load_model` reads: Hugging Face
 (config.json + model.safetensors / pytorch_model.bin), OpenAI's TensorFlow
@@ -11,7 +12,11 @@ into its base). `--to hf` writes a directory
 default) writes our orbax format; `--to peft` writes a LoRA run's adapters,
 unmerged, as a PEFT adapter directory (adapter_config.json,
 adapter_model.safetensors) that `peft.PeftModel.from_pretrained` puts on the
-base's `GPT2LMHeadModel`. Tokenizer files go along.
+base's `GPT2LMHeadModel`. Tokenizer files go along. `--quantize=int8`
+(with `--to ours`) stores the blocks' matmul weights as int8 codes with a
+scale per output channel, a quarter of their bytes: every command loads it
+(as the dequantized float32 weights), and decoding with `weights=int8`
+(gpt2.int8) quantizes it back to exactly those codes.
 """
 
 import os
@@ -26,6 +31,8 @@ _SRC = flags.DEFINE_string("src", None, "Model directory to read.",
                            required=True)
 _DST = flags.DEFINE_string("dst", None, "Directory to write.", required=True)
 _TO = flags.DEFINE_enum("to", "ours", ["ours", "hf", "peft"], "Kind to write.")
+_QUANTIZE = flags.DEFINE_enum("quantize", "", ["", "int8"], "Store the "
+                              "matmul weights as int8 (with --to ours).")
 
 
 def main(argv):
@@ -33,6 +40,9 @@ def main(argv):
   if os.path.abspath(_SRC.value) == os.path.abspath(_DST.value):
     raise UserError("--dst must differ from --src (converting in place could "
                     "lose the source)")
+  if _QUANTIZE.value and _TO.value != "ours":
+    raise UserError(f"--quantize=int8 writes our format; --to={_TO.value} "
+                    "holds float weights only")
   if _TO.value == "peft":
     lora = weights.load_adapters(_SRC.value)
     if lora is None:
@@ -50,8 +60,9 @@ def main(argv):
   if _TO.value == "hf":
     weights.export_hf(_DST.value, model.config, model.params, model.tokenizer)
   else:
-    weights.save_model(_DST.value, model.config, model.params, model.tokenizer)
-  print(f"wrote {_TO.value} model ({model.config.n_layer} layers, "
+    weights.save_model(_DST.value, model.config, model.params, model.tokenizer,
+                       quantize=_QUANTIZE.value)
+  print(f"wrote {_TO.value} model{' (int8)' if _QUANTIZE.value else ''} ({model.config.n_layer} layers, "
         f"{model.config.num_params() / 1e6:.1f}M parameters) from "
         f"{model.kind} {_SRC.value} to {_DST.value}")
 
