@@ -21,11 +21,11 @@ def tok():
   return Tokenizer.train([TEXT], 300)
 
 
-@pytest.fixture(scope="module")
-def model(tok):
-  config = M.GPT2Config.preset("tiny", vocab_size=tok.vocab_size)
-  # Every parameter moved off its init (biases 0, norms 1) and the
-  # activations made large enough for every term to show.
+def noisy_tiny(vocab_size: int):
+  """A tiny GPT-2 with every parameter moved off its init (biases 0, norms
+  1) and activations large enough for every term to show: (config,
+  params)."""
+  config = M.GPT2Config.preset("tiny", vocab_size=vocab_size)
   params = M.init_params(config, jax.random.PRNGKey(0))
   leaves, treedef = jax.tree.flatten(params)
   noise = np.random.RandomState(0)
@@ -33,6 +33,11 @@ def model(tok):
       leaf + 0.3 * noise.standard_normal(leaf.shape).astype(np.float32)
       for leaf in leaves])
   return config, params
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+  return noisy_tiny(tok.vocab_size)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

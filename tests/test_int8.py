@@ -11,10 +11,10 @@ import pytest
 
 from gpt2 import cpu_decoding as C
 from gpt2 import int8
-from gpt2 import model as M
 from gpt2 import sampling as S
 from gpt2.errors import UserError
 from gpt2.tokenizer import Tokenizer
+from tests.test_cpu_decoding import noisy_tiny
 
 TEXT = "I have promises to keep, and miles to go before I sleep. " * 8
 
@@ -50,14 +50,7 @@ def test_the_kernel_equals_numpy_at_every_width(level, shape):
 @pytest.fixture(scope="module")
 def tiny():
   tok = Tokenizer.train([TEXT], 300)
-  config = M.GPT2Config.preset("tiny", vocab_size=tok.vocab_size)
-  params = M.init_params(config, jax.random.PRNGKey(0))
-  leaves, treedef = jax.tree.flatten(params)
-  noise = np.random.RandomState(0)
-  params = jax.tree.unflatten(treedef, [
-      leaf + 0.3 * noise.standard_normal(leaf.shape).astype(np.float32)
-      for leaf in leaves])
-  return config, params, tok
+  return (*noisy_tiny(tok.vocab_size), tok)
 
 
 def dequantized(params):
