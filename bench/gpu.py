@@ -13,6 +13,10 @@ Rows, all in bfloat16 with random weights:
   over the most a step could do reading every weight and the KV cache once
   at the datasheet's HBM bandwidth (`bench.common.step_bytes`). Targets:
   1558M at batch 8 >= 0.7.
+- sampling 1558M at batch 1 and 8 with `weights="int8"` (job
+  `sampling-int8`): the blocks' weights int8 per output channel, widened
+  inside the program where XLA fuses the conversion into the matmul
+  (gpt2.sampling's reference path); its roofline counts one byte a weight.
 - a training step of 124M and 355M (1024-token windows, Adam, every
   parameter trained, `gpt2.train`'s jitted step): tokens/s and MFU, model
   FLOP/s (6 N + 12 L T C per token) over the datasheet's dense bfloat16
@@ -53,6 +57,8 @@ TRAINING = (("124M", 16, 1024), ("355M", 8, 1024))
 LORA_TRAINING = (("1558M", 4, 1024),)
 PROMPT = 128
 SMOKE_SAMPLING = (("tiny", (1, 8)),)
+INT8_SAMPLING = (("1558M", (1, 8)),)
+SMOKE_INT8_SAMPLING = (("tiny", (1,)),)
 SMOKE_TRAINING = (("tiny", 4, 64),)
 SMOKE_LORA_TRAINING = (("tiny", 4, 64),)
 SMOKE_PROMPT = 64
@@ -77,7 +83,8 @@ def device_bounds() -> dict:
           "source": "measured here (f32 matmul, copy)"}
 
 
-def sampling_rows(bounds: dict, plan, prompt_len: int, new: int) -> list:
+def sampling_rows(bounds: dict, plan, prompt_len: int, new: int,
+                  weights: str = "float32") -> list:
   import jax  # pylint: disable=import-outside-toplevel
   from gpt2.model import GPT2Config, init_params  # pylint: disable=import-outside-toplevel
   rows = []
@@ -89,10 +96,12 @@ def sampling_rows(bounds: dict, plan, prompt_len: int, new: int) -> list:
         0, config.vocab_size - 1, prompt_len).tolist()
     for batch in batches:
       row = sample_ours(config, params, prompt, batch, new, repeats=1,
-                        decoding="reference")
+                        decoding="reference", weights=weights)
       roofline = bounds["bandwidth"] / step_bytes(
-          config, batch, prompt_len, new) * batch
-      rows.append({"job": "sampling", "size": size, "batch": batch,
+          config, batch, prompt_len, new,
+          1 if weights == "int8" else 0) * batch
+      job = "sampling" if weights == "float32" else f"sampling-{weights}"
+      rows.append({"job": job, "size": size, "batch": batch,
                    "tokens_per_s": row["tokens_per_s"],
                    "roofline_fraction": row["tokens_per_s"] / roofline,
                    "compile_s": row["compile_s"]})
@@ -136,6 +145,8 @@ def main(argv):
       bounds, SMOKE_LORA_TRAINING if smoke else LORA_TRAINING, steps, LORA)
   rows = sampling_rows(bounds, SMOKE_SAMPLING if smoke else SAMPLING, prompt,
                        new)
+  rows += sampling_rows(bounds, SMOKE_INT8_SAMPLING if smoke else
+                        INT8_SAMPLING, prompt, new, "int8")
   rows += training_rows(bounds, SMOKE_TRAINING if smoke else TRAINING, steps)
   rows += lora_rows
   report = {**bounds, "rows": rows, "new_tokens": new,
@@ -148,7 +159,7 @@ def main(argv):
   print(f"{bounds['device']}: peak {bounds['peak_flops'] / 1e12:.1f} TFLOP/s, "
         f"{bounds['bandwidth'] / 1e9:.0f} GB/s ({bounds['source']}); "
         f"bfloat16; sampling: prompt {prompt}, {new} new tokens, top-p 0.95")
-  print(f"{'job':9s} {'model':6s} {'batch':>5s} {'tokens/s':>10s} "
+  print(f"{'job':13s} {'model':6s} {'batch':>5s} {'tokens/s':>10s} "
         f"{'of roofline':>11s} {'MFU':>6s} {'compile s':>9s} "
         f"{'peak GiB':>8s}")
   for r in rows:
@@ -158,7 +169,7 @@ def main(argv):
     if "peak_bytes" in r:  # the LoRA row; "n/a" where the device says none
       peak = ("n/a" if r["peak_bytes"] is None else
               f"{r['peak_bytes'] / 2**30:.2f}")
-    print(f"{r['job']:9s} {r['size']:6s} {r['batch']:5d} "
+    print(f"{r['job']:13s} {r['size']:6s} {r['batch']:5d} "
           f"{r['tokens_per_s']:10.1f} {roof:>11s} {mfu:>6s} "
           f"{r['compile_s']:9.1f} {peak:>8s}")
   print(f"total {report['seconds']:.0f} s")

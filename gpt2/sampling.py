@@ -417,10 +417,43 @@ class Decoding:
 
 def _reference_prepare(config: GPT2Config, params,
                        weights: str = "float32") -> dict:
-  if weights != "float32":
-    raise UserError(f"weights={weights!r} decodes on a CPU only in this "
-                    "version; on a GPU or TPU use weights=float32")
-  return model_lib.unstack_layers(params, config.compute_dtype)
+  """The reference model's layers, unstacked; with `weights="int8"` each
+  block kernel (in, out) as `kernel_q` int8 codes and `kernel_scale`
+  (out,), gpt2.int8's per-output-channel quantization (the embedding, and
+  so the tied head, stays as it is)."""
+  params = model_lib.unstack_layers(params, config.compute_dtype)
+  if weights == "float32":
+    return params
+
+  def quantized(tree):
+    if not isinstance(tree, dict):
+      return tree
+    tree = {k: quantized(v) for k, v in tree.items()}
+    if "kernel" in tree:
+      q, scale = int8_lib.quantize_jnp(tree.pop("kernel").T)
+      tree["kernel_q"], tree["kernel_scale"] = q.T, scale
+    return tree
+
+  return {**params, "h": tuple(quantized(layer) for layer in params["h"])}
+
+
+def _widened(config: GPT2Config, params) -> dict:
+  """int8 kernels widened to the compute dtype inside the decoding program,
+  next to the matmul that reads each, where the platform's compiler can
+  fuse the conversion into it (XLA's GPU matmul fusions do); the rest as
+  it is."""
+  dt = config.compute_dtype
+
+  def visit(tree):
+    if not isinstance(tree, dict):
+      return tree
+    tree = {k: visit(v) for k, v in tree.items()}
+    if "kernel_q" in tree:
+      q, scale = tree.pop("kernel_q"), tree.pop("kernel_scale")
+      tree["kernel"] = q.astype(dt) * scale.astype(dt)[None, :]
+    return tree
+
+  return {**params, "h": tuple(visit(layer) for layer in params["h"])}
 
 
 def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
@@ -431,7 +464,8 @@ def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
   cache = model_lib.init_cache(config, n_prompts, length + own_slots)
   if length:
     cache = model_lib.forward(
-        config, params, ids, positions=positions, cache=cache, cache_index=0,
+        config, _widened(config, params), ids, positions=positions,
+        cache=cache, cache_index=0,
         kv_mask=jnp.pad(mask.astype(bool), ((0, 0), (0, own_slots))),
         return_logits=False).cache
   return jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=0), cache)
@@ -439,7 +473,7 @@ def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
 
 def _reference_forward(config, params, token_ids, *, segment=None, **kw):
   del segment
-  return model_lib.forward(config, params, token_ids, **kw)
+  return model_lib.forward(config, _widened(config, params), token_ids, **kw)
 
 
 DECODINGS = {
@@ -1124,7 +1158,9 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   capture: layers whose hidden states to return (0 = embeddings, i = block i).
   decoding: how the model runs (`DECODINGS`); "auto" picks by platform.
   weights: "float32" (the weights as loaded) or "int8" (quantized per
-    output channel at the first call, on the CPU path; `gpt2.int8`).
+    output channel at the first call, `gpt2.int8`: multiplied by the int8
+    kernel on the CPU path, widened inside the program on the reference
+    path).
   Returns a flat, prompt-major list of SampleResult.
   """
   decoding = decoding_for(decoding).name

@@ -199,3 +199,21 @@ def test_convert_quantize_int8_stores_codes_every_command_loads(tiny,
   assert bad.stderr.strip().splitlines() == [
       "error: --quantize=int8 writes our format; --to=hf holds float "
       "weights only"]
+
+
+def test_the_reference_path_decodes_int8_as_its_dequantized_weights(tiny):
+  # The GPU/TPU path keeps int8 codes and widens them inside the program;
+  # on this CPU it must write what float32 writes from the same numbers.
+  config, params, tok = tiny
+  prepared = S.DECODINGS["reference"].prepare(config, params, "int8")
+  mlp = prepared["h"][1]["mlp"]["c_fc"]
+  assert mlp["kernel_q"].dtype == jnp.int8 and "kernel" not in mlp
+  deq, _ = dequantized(params)
+  greedy = dict(num_samples=2, max_new_tokens=12, top_k=1, seed=0,
+                decoding="reference")
+  got = S.sample(config, params, tok, ["I have", "miles"], weights="int8",
+                 **greedy)
+  want = S.sample(config, deq, tok, ["I have", "miles"], **greedy)
+  assert [r.tokens for r in got] == [r.tokens for r in want]
+  for a, b in zip(got, want):
+    assert abs(a.mean_logprob - b.mean_logprob) < 1e-4
