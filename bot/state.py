@@ -550,6 +550,14 @@ def read_review_examples(path: str) -> list:
   """The operator's decisions in a state file, oldest first, read without
   writing to it (a bot may be running on it): dicts with prompt, text,
   label, decision, source."""
+  return read_only_rows(path, "SELECT * FROM review_examples ORDER BY id",
+                        "review decisions")
+
+
+def read_only_rows(path: str, query: str, what: str) -> list:
+  """The rows of `query` on a state file opened read-only (a bot may be
+  running on it), as dicts; a missing file, or one that is not the bot's
+  state, is a UserError naming `what` was looked for."""
   if not os.path.isfile(path):
     raise UserError(f"state file {path} does not exist")
   try:
@@ -559,11 +567,10 @@ def read_review_examples(path: str) -> list:
     raise UserError(f"state: cannot open {path} ({e})") from None
   db.row_factory = sqlite3.Row
   try:
-    return [dict(r) for r in db.execute(
-        "SELECT * FROM review_examples ORDER BY id").fetchall()]
+    return [dict(r) for r in db.execute(query).fetchall()]
   except sqlite3.OperationalError as e:
-    raise UserError(f"{path} is not the bot's state: it has no review "
-                    f"decisions table ({e})") from None
+    raise UserError(f"{path} is not the bot's state: it has no {what} "
+                    f"table ({e})") from None
   except sqlite3.DatabaseError as e:
     raise UserError(f"state: {path} is not a usable SQLite file ({e})"
                     ) from None
