@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from bot.records import written_by  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FEED_JSONL = "feed.jsonl"
 FEED_HTML = "feed.html"
 MOOD_PNG = "mood.png"
@@ -170,5 +172,7 @@ def _entry_html(entry: dict) -> str:
       f"<div class='prompt'>{esc(entry.get('prompt_shown', ''))}</div>"
       f"{answer}<div class='meta'>{esc(tags)}</div>"
       f"<p class='why'>{esc(entry.get('reason', ''))}</p>"
+      + (f"<p class='by'>{esc(written_by(entry))}</p>"
+         if written_by(entry) else "") +
       f"<table><tr><th>#</th><th>candidate</th><th>selector</th>"
       f"<th>sentiment</th><th>verdict</th></tr>{''.join(rows)}</table></div>")

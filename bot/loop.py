@@ -103,6 +103,10 @@ class Bot:
         clock=clock, tumblr_offset=lambda: client.budget.clock_offset)
     self.review_tags = review.review_tags(config)
     self.cutoffs = autoreview.check_cutoffs(config.autoreview)
+    # Which generator and heads write and choose this bot's posts: in every
+    # traced decision (and so the feed and the console's History).
+    provenance = getattr(generator, "provenance", None)
+    self.provenance = provenance() if provenance else {}
 
   def close(self):
     self.store.close()
@@ -365,7 +369,7 @@ class Bot:
              "user_sentiment": ctx.user_sentiment,
              "candidates": [c.as_dict() for c in cands],
              "winner": decision.index, "reason": decision.reason,
-             "dry_run": self.dry_run}
+             "dry_run": self.dry_run, **self.provenance}
     veto = (decision.reason if decision.index is None
             else kind.gate(cands[decision.index], ctx, self.desk))
     if veto is not None:

@@ -188,7 +188,18 @@ class LocalModel:
     if heads_dir:
       from selector.score import Heads  # pylint: disable=import-outside-toplevel
       heads = Heads.load(heads_dir, model=model)
-    return cls(model, heads, settings, sentiment_scale)
+    loaded = cls(model, heads, settings, sentiment_scale)
+    loaded.heads_dir = heads_dir
+    return loaded
+
+  heads_dir = ""
+
+  def provenance(self) -> dict:
+    """Which generator (its directory or Hub name, and a training run's
+    checkpoint step) and heads this is: recorded with every post."""
+    return {"model": getattr(self.model, "source", "") or None,
+            "model_step": getattr(self.model, "step", None),
+            "heads": self.heads_dir or None}
 
   @property
   def capture(self) -> tuple:
@@ -318,7 +329,8 @@ class LocalModel:
     c = self.model.config
     return {"n_layer": c.n_layer, "n_embd": c.n_embd,
             "vocab_size": c.vocab_size, "kind": self.model.kind,
-            "heads": [h.kind for h in self.heads.heads] if self.heads else []}
+            "heads": [h.kind for h in self.heads.heads] if self.heads else [],
+            "provenance": self.provenance()}
 
 
 def prompt_seeds(seed: Union[int, Sequence[int]], prompts: int,
@@ -408,6 +420,11 @@ class RemoteModel:
     return self._post("/autoreview", {
         "texts": [s.raw for s in samples],
         "prompts": [s.prompt for s in samples]})["autoreviewer"]
+
+  def provenance(self) -> dict:
+    """The server's generator and heads (see LocalModel.provenance)."""
+    return dict(self.describe().get("provenance") or {},
+                model_server=self.url)
 
   def logprob(self, prefixes: Sequence[str],
               continuations: Sequence[str]) -> list:

@@ -132,3 +132,16 @@ class PassReport:
     parts.append(f"mood {self.mood:.2f}")
     text = ", ".join(parts)
     return text + (f" (stopped: {self.stopped})" if self.stopped else "")
+
+
+def written_by(entry: dict) -> str:
+  """"model DIR at step N, heads DIR": which generator and heads wrote and
+  chose a traced post ("" for entries from before they were recorded)."""
+  if not entry.get("model"):
+    return ""
+  text = f"model {entry['model']}"
+  if entry.get("model_step") is not None:
+    text += f" at step {entry['model_step']}"
+  if entry.get("heads"):
+    text += f", heads {entry['heads']}"
+  return text

@@ -81,6 +81,10 @@ class LoadedModel:
   # "hf", "openai", "ours", "workdir", or "lora" (a LoRA run's workdir,
   # merged onto its base)
   kind: str
+  # Where it came from, as the caller named it (a directory or a Hub
+  # name), and for a training workdir the step of the checkpoint read.
+  source: str = ""
+  step: Optional[int] = None
 
 
 # ---- the HF naming, both ways ----------------------------------------------
@@ -617,6 +621,7 @@ def resolve(path: str) -> str:
 def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
   """Loads a model directory of any kind (local or gs://), or a Hugging Face
   Hub model by its name."""
+  source, step = path, None
   path = resolve(path)
   fs, root = fsspec.core.url_to_fs(path)
   root = root.rstrip("/")
@@ -632,6 +637,7 @@ def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
     if found is not None:
       config, params = found
       kind = "workdir"
+      step = checkpoints.checkpoint_step_in_workdir(path)
       if config.lora_rank:  # the adapters, merged into their base once
         base = load_lora_base(path, checkpoints.read_run_file(path), config)
         config, params = merge_lora(config, base, params)
@@ -646,7 +652,7 @@ def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
   if with_tokenizer:
     tokenizer = tokenizer_for(path, config)
   return LoadedModel(config=config, params=params, tokenizer=tokenizer,
-                     kind=kind)
+                     kind=kind, source=source, step=step)
 
 
 def tokenizer_for(path: str, config: GPT2Config) -> Tokenizer:

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from bot import loop, ml
+from bot import loop, ml, records
 from bot.corpus import plays
 from bot.corpus.head_examples import train_from_config
 from bot.state import DECISION_LABELS, Store, Trace
@@ -381,6 +381,16 @@ def test_the_bot_publishes_reviews_or_drops_by_the_cutoffs(
     model_server.stop()
 
 
+def app_html(entry: dict) -> str:
+  """The feed's and the console History's rendering of a traced post."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from bot import feed
+  from bot.console import app
+  job = type("Job", (), dict(updated=entry["t"], kind=entry["kind"],
+                             key=entry["job"], status="done", retries=0))()
+  return feed._entry_html(entry) + app.card_html(job, entry)
+
+
 def test_p_reject_comes_with_the_candidate_one_forward_per_sampling_call(
     server, tmp_path, bot_model_dir, monkeypatch):
   # pylint: disable=import-outside-toplevel
@@ -419,6 +429,12 @@ def test_p_reject_comes_with_the_candidate_one_forward_per_sampling_call(
                       "logprob": 0}
   assert model.batches == [2]
   for entry in entries:
+    # Which generator and heads wrote and chose it.
+    assert (entry["model"], entry["model_step"], entry["heads"]) == (
+        bot_model_dir, None, heads_dir)
+    assert records.written_by(entry) == (
+        f"model {bot_model_dir}, heads {heads_dir}")
+    assert records.written_by(entry) in app_html(entry)
     winner = entry["candidates"][entry["winner"]]
     assert entry["autoreview"]["p_reject"] == winner["p_reject"]
     assert len({c["p_reject"] for c in entry["candidates"]}) > 1

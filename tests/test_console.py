@@ -360,3 +360,13 @@ def test_p_reject_is_shown_beside_the_other_scores_where_there_is_one():
   assert "P(reject) 0.875" in app._scores_html(written, 1)  # pylint: disable=protected-access
   written.candidates = [Candidate("yes", 0.7, 0.6)]
   assert "P(reject)" not in app._scores_html(written, 0)  # pylint: disable=protected-access
+
+
+def test_written_by_names_the_model_its_step_and_heads():
+  # pylint: disable-next=import-outside-toplevel
+  from bot.records import written_by
+  assert written_by({}) == ""  # entries from before provenance was kept
+  assert written_by({"model": "runs/blog", "model_step": 1200,
+                     "heads": "heads"}) == (
+      "model runs/blog at step 1200, heads heads")
+  assert written_by({"model": "gpt2", "model_step": None}) == "model gpt2"

@@ -68,6 +68,8 @@ def test_tiny_config_learns_shakespeare(shakespeare_run):
 
   loaded = weights.load_model(workdir)
   assert loaded.kind == "workdir" and loaded.config.n_layer == 2
+  # Where it came from, for the bot's records of which model wrote a post.
+  assert loaded.source == workdir and loaded.step == 80
   assert loaded.tokenizer.vocab_size == 512
   png = os.path.join(workdir, "loss.png")
   train.plot_metrics(workdir, png)

@@ -11,6 +11,7 @@ import html
 import os
 
 from bot.console.core import FORMS, MAX_CANDIDATES, Console, WriteSettings
+from bot.records import written_by
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -76,6 +77,8 @@ def card_html(job, entry: dict, posted: str = "") -> str:
     out.append(f"<div class='posted'><b>{_POSTED.get(job.status, job.status)}"
                f":</b> {esc(posted)}</div>")
   out.append(f"<div class='meta'>{esc(entry.get('reason', ''))}</div>")
+  if written_by(entry):
+    out.append(f"<div class='meta by'>{esc(written_by(entry))}</div>")
   out.append(candidates_html(entry) + "</div>")
   return "".join(out)
 

@@ -226,7 +226,9 @@ class Console:
           "prompt_shown": _shown(written),
           "candidates": [c.as_dict() for c in written.candidates],
           "winner": index, "reason": "the operator's choice",
-          "state": state, "mood": written.mood, "dry_run": False})
+          "state": state, "mood": written.mood, "dry_run": False,
+          **(self.model.provenance() if hasattr(self.model, "provenance")
+             else {})})
       store.save_plan(key, plan)
       store.mark_sending(key)
       post_id = Poster(self.client, store, self.config.blog).send(plan, key)
