@@ -164,12 +164,14 @@ class LocalModel:
 
   def __init__(self, model, heads=None,
                settings: SamplingSettings = SamplingSettings(),
-               sentiment_scale: tuple = COMPOUND_SCALE):
+               sentiment_scale: tuple = COMPOUND_SCALE, heads_dir: str = ""):
     """`model`: gpt2.weights.LoadedModel; `heads`: selector.score.Heads;
     `sentiment_scale`: the (lowest, highest) values the sentiment head was
-    trained on (VADER's compound by default)."""
+    trained on (VADER's compound by default); `heads_dir`: where the heads
+    came from (for `provenance`)."""
     self.model = model
     self.heads = heads
+    self.heads_dir = heads_dir
     self.settings = settings.fitted(model.config)
     self.sentiment_scale = tuple(sentiment_scale)
     self.batches = []  # prompts per sampler call, for tests and logs
@@ -188,11 +190,7 @@ class LocalModel:
     if heads_dir:
       from selector.score import Heads  # pylint: disable=import-outside-toplevel
       heads = Heads.load(heads_dir, model=model)
-    loaded = cls(model, heads, settings, sentiment_scale)
-    loaded.heads_dir = heads_dir
-    return loaded
-
-  heads_dir = ""
+    return cls(model, heads, settings, sentiment_scale, heads_dir)
 
   def provenance(self) -> dict:
     """Which generator (its directory or Hub name, and a training run's

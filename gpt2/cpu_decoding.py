@@ -48,8 +48,8 @@ WEIGHTS = ("float32", "int8")
 def prepare(config: GPT2Config, params, weights: str = "float32") -> dict:
   """The parameters as `forward` reads them: per layer, in the compute dtype
   (`model.unstack_layers`), each block's kernels transposed to (out, in) as
-  `kernel_t`. With `weights="int8"` each kernel is `kernel_q` (int8) and
-  `scale` instead, and the head `head_q`, `head_scale` (the embedding
+  `kernel_t`. With `weights="int8"` each kernel is `kernel_q` (int8, (out,
+  in)) and `kernel_scale` instead, and the head `head_q`, `head_scale` (the embedding
   stays for the inputs); without the kernel (`gpt2.int8.available()`),
   `kernel_t` and `head_t` hold the dequantized weights."""
   if weights not in WEIGHTS:
@@ -58,23 +58,18 @@ def prepare(config: GPT2Config, params, weights: str = "float32") -> dict:
   quantized = weights == "int8"
   kernel = quantized and int8.available()
 
-  def transpose_kernels(tree):
-    if not isinstance(tree, dict):
-      return tree
-    tree = {k: transpose_kernels(v) for k, v in tree.items()}
-    if "kernel" in tree:
-      w = tree.pop("kernel").T
-      if not quantized:
-        tree["kernel_t"] = w
-      else:
-        q, scale = int8.quantize_jnp(w)
-        if kernel:
-          tree["kernel_q"], tree["scale"] = q, scale
-        else:
-          tree["kernel_t"] = int8.dequantize(q, scale).astype(w.dtype)
-    return tree
+  def transposed(p):
+    dtype = p["kernel"].dtype
+    if quantized:
+      p = int8.quantize_dense(p)
+      if kernel:
+        return {**p, "kernel_q": p["kernel_q"].T}
+      p = int8.dequantize_dense(p)  # float32, as the kernel computes
+    p = dict(p)
+    p["kernel_t"] = p.pop("kernel").T.astype(dtype)
+    return p
 
-  out = {**params, "h": tuple(transpose_kernels(layer)
+  out = {**params, "h": tuple(int8.map_dense(layer, transposed)
                               for layer in params["h"])}
   if quantized:
     q, scale = int8.quantize_jnp(params["wte"]["embedding"])
@@ -167,7 +162,7 @@ def forward(config: GPT2Config, params, token_ids, *, positions, cache,
 
   def dense(p, x):
     if "kernel_q" in p:
-      y = int8.matmul(p["kernel_q"], p["scale"], x).astype(dt)
+      y = int8.matmul(p["kernel_q"], p["kernel_scale"], x).astype(dt)
     else:
       y = p["kernel_t"] @ x.astype(dt)
     return y + p["bias"].astype(dt)[:, None]

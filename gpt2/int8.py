@@ -2,7 +2,10 @@
 matrix product kernel (gpt2/kernels/int8_matmul.cc) registered with XLA.
 
 `quantize(w)` turns a float (O, I) weight into int8 codes and one float32
-scale per output row (symmetric: w ~ scale[o] * q[o, i], |q| <= 127).
+scale per output row (symmetric: w ~ scale[o] * q[o, i], |q| <= 127);
+`quantize_dense` does the same to a dense layer's kernel (..., in, out),
+one scale per output column, and `map_dense` applies such a change to
+every dense layer of a parameter tree.
 `matmul(q, scale, x)` is (O, I) x (I, R) -> (O, R) in float32, by the kernel
 when it is built, else by XLA on the dequantized weight.
 
@@ -42,27 +45,61 @@ MAX_KERNEL_ROWS = 16
 _state = {"lib": None, "tried": False, "why": ""}
 
 
+def _codes(w, axis: int, xp):
+  """Symmetric int8 codes of `w` and one float32 scale per slice along
+  `axis` (the axis each scale covers), with numpy or jax.numpy (`xp`)."""
+  w = xp.asarray(w, xp.float32)
+  scale = xp.max(xp.abs(w), axis=axis) / 127.0
+  scale = xp.where(scale > 0, scale, 1.0).astype(xp.float32)
+  q = xp.clip(xp.round(w / xp.expand_dims(scale, axis)), -127, 127)
+  return q.astype(xp.int8), scale
+
+
 def quantize(w) -> Tuple[np.ndarray, np.ndarray]:
   """(int8 codes (O, I), float32 scales (O,)) of a float weight (O, I),
   symmetric per output row."""
-  w = np.asarray(w, np.float32)
-  scale = np.abs(w).max(axis=1) / 127.0
-  scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-  q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-  return q, scale
+  return _codes(w, -1, np)
 
 
 def quantize_jnp(w):
   """`quantize` inside a jitted program."""
-  w = w.astype(jnp.float32)
-  scale = jnp.max(jnp.abs(w), axis=1) / 127.0
-  scale = jnp.where(scale > 0, scale, 1.0)
-  q = jnp.clip(jnp.round(w / scale[:, None]), -127, 127).astype(jnp.int8)
-  return q, scale
+  return _codes(w, -1, jnp)
 
 
-def dequantize(q, scale):
-  return q.astype(jnp.float32) * scale[:, None]
+def dequantize(q, scale, axis: int = -1):
+  """The float32 weight back from codes and their scales (`axis` as in
+  `_codes`: -1 for `quantize`'s rows)."""
+  return q.astype(jnp.float32) * jnp.expand_dims(scale, axis)
+
+
+def quantize_dense(p: dict, xp=jnp) -> dict:
+  """A dense layer's params with its kernel (..., in, out) as `kernel_q`
+  int8 codes and `kernel_scale` (..., out), one scale per output column:
+  the codes of `quantize` on each (out, in) transpose."""
+  p = dict(p)
+  p["kernel_q"], p["kernel_scale"] = _codes(p.pop("kernel"), -2, xp)
+  return p
+
+
+def dequantize_dense(p: dict, dtype=jnp.float32, xp=jnp) -> dict:
+  """`quantize_dense` undone: `kernel` in `dtype` (layers without codes as
+  they are)."""
+  if "kernel_q" not in p:
+    return p
+  p = dict(p)
+  q, scale = p.pop("kernel_q"), p.pop("kernel_scale")
+  p["kernel"] = (xp.asarray(q, dtype) *
+                 xp.expand_dims(xp.asarray(scale, dtype), -2))
+  return p
+
+
+def map_dense(tree, fn):
+  """`tree` with each dense layer's dict (one holding `kernel` or
+  `kernel_q`) replaced by `fn(that dict)`."""
+  if not isinstance(tree, dict):
+    return tree
+  tree = {k: map_dense(v, fn) for k, v in tree.items()}
+  return fn(tree) if "kernel" in tree or "kernel_q" in tree else tree
 
 
 def _cache_dir() -> str:

@@ -424,17 +424,9 @@ def _reference_prepare(config: GPT2Config, params,
   params = model_lib.unstack_layers(params, config.compute_dtype)
   if weights == "float32":
     return params
-
-  def quantized(tree):
-    if not isinstance(tree, dict):
-      return tree
-    tree = {k: quantized(v) for k, v in tree.items()}
-    if "kernel" in tree:
-      q, scale = int8_lib.quantize_jnp(tree.pop("kernel").T)
-      tree["kernel_q"], tree["kernel_scale"] = q.T, scale
-    return tree
-
-  return {**params, "h": tuple(quantized(layer) for layer in params["h"])}
+  return {**params, "h": tuple(int8_lib.map_dense(layer,
+                                                  int8_lib.quantize_dense)
+                               for layer in params["h"])}
 
 
 def _widened(config: GPT2Config, params) -> dict:
@@ -442,18 +434,9 @@ def _widened(config: GPT2Config, params) -> dict:
   next to the matmul that reads each, where the platform's compiler can
   fuse the conversion into it (XLA's GPU matmul fusions do); the rest as
   it is."""
-  dt = config.compute_dtype
-
-  def visit(tree):
-    if not isinstance(tree, dict):
-      return tree
-    tree = {k: visit(v) for k, v in tree.items()}
-    if "kernel_q" in tree:
-      q, scale = tree.pop("kernel_q"), tree.pop("kernel_scale")
-      tree["kernel"] = q.astype(dt) * scale.astype(dt)[None, :]
-    return tree
-
-  return {**params, "h": tuple(visit(layer) for layer in params["h"])}
+  widen = lambda p: int8_lib.dequantize_dense(p, config.compute_dtype)
+  return {**params, "h": tuple(int8_lib.map_dense(layer, widen)
+                               for layer in params["h"])}
 
 
 def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,

@@ -426,35 +426,18 @@ def _load_openai(fs, root, path) -> tuple:
 
 def _quantized_kernels(params: dict) -> dict:
   """Every block kernel (..., in, out) (layers stacked or not) as
-  `kernel_q` int8 of the same shape and `kernel_scale` (..., out) float32:
-  the per-output-channel codes of gpt2.int8.quantize."""
-
-  def visit(tree):
-    if not isinstance(tree, dict):
-      return tree
-    tree = {k: visit(v) for k, v in tree.items()}
-    if "kernel" in tree:
-      k = np.asarray(tree.pop("kernel"), np.float32)
-      scale = np.abs(k).max(axis=-2) / np.float32(127.0)
-      scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-      tree["kernel_q"] = np.clip(np.rint(k / scale[..., None, :]), -127,
-                                 127).astype(np.int8)
-      tree["kernel_scale"] = scale
-    return tree
-
-  return {**params, "h": visit(params["h"])}
+  `kernel_q` int8 of the same shape and `kernel_scale` (..., out)
+  (gpt2.int8.quantize_dense)."""
+  from gpt2 import int8  # pylint: disable=import-outside-toplevel
+  return {**params, "h": int8.map_dense(
+      params["h"], lambda p: int8.quantize_dense(p, np))}
 
 
 def _dequantized_kernels(tree):
   """The float32 kernels back from `_quantized_kernels`' codes."""
-  if not isinstance(tree, dict):
-    return tree
-  tree = {k: _dequantized_kernels(v) for k, v in tree.items()}
-  if "kernel_q" in tree:
-    q, scale = tree.pop("kernel_q"), tree.pop("kernel_scale")
-    tree["kernel"] = np.asarray(q, np.float32) * np.asarray(
-        scale, np.float32)[..., None, :]
-  return tree
+  from gpt2 import int8  # pylint: disable=import-outside-toplevel
+  return int8.map_dense(
+      tree, lambda p: int8.dequantize_dense(p, np.float32, np))
 
 
 def save_model(path: str, config: GPT2Config, params: dict,
