@@ -468,7 +468,26 @@ def build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   return _steps_cache[key]
 
 
-def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
+@dataclasses.dataclass
+class StateLayout:
+  """Where a run's trained tree, its optimizer state and (LoRA) its frozen
+  base live on a mesh: what every trainer of this package shares."""
+  rules: tuple
+  labels: Any
+  optimizer: Any
+  param_shardings: Any
+  state_shardings: Any
+  abstract_state: Any
+  base_shardings: Any
+  abstract_base: Any
+  grad_shardings: Any        # the trained leaves' shardings
+  init_fn: Callable          # (model_config, rng) -> fresh trained tree
+
+
+def state_layout(model_config: GPT2Config, config, mesh) -> StateLayout:
+  """Shardings of the trained tree (the model, or with LoRA its adapters),
+  of `init_state`'s state around it with `config`'s optimizer, and of a
+  LoRA run's frozen base, from `config.sharding_rules`."""
   rules = sharding_lib.rules_from_config(config.sharding_rules)
   base_shardings = abstract_base = None
   if model_config.lora_rank:
@@ -500,6 +519,18 @@ def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   top = _top_labels(labels)
   grad_shardings = {n: s for n, s in param_shardings.items()
                     if top[n] == TRAIN}
+  return StateLayout(rules, labels, optimizer, param_shardings,
+                     state_shardings, abstract_state, base_shardings,
+                     abstract_base, grad_shardings, init_fn)
+
+
+def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
+  layout = state_layout(model_config, config, mesh)
+  rules, labels, optimizer = layout.rules, layout.labels, layout.optimizer
+  param_shardings, state_shardings = (layout.param_shardings,
+                                      layout.state_shardings)
+  base_shardings, grad_shardings = layout.base_shardings, layout.grad_shardings
+  repl = sharding_lib.replicated(mesh)
   step_fn = functools.partial(
       train_step, model_config=model_config, optimizer=optimizer,
       labels=labels, schedule=schedule_from_config(config),
@@ -520,13 +551,13 @@ def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   init = jax.jit(functools.partial(init_state, optimizer=optimizer),
                  in_shardings=(param_shardings,), out_shardings=state_shardings,
                  donate_argnums=0)
-  make_params = jax.jit(functools.partial(init_fn, model_config),
+  make_params = jax.jit(functools.partial(layout.init_fn, model_config),
                         out_shardings=param_shardings)
   return Steps(
       mesh=mesh, rules=rules, labels=labels, optimizer=optimizer,
       param_shardings=param_shardings, state_shardings=state_shardings,
-      abstract_state=abstract_state, base_shardings=base_shardings,
-      abstract_base=abstract_base, batch_sharding=batch_sharding,
+      abstract_state=layout.abstract_state, base_shardings=base_shardings,
+      abstract_base=layout.abstract_base, batch_sharding=batch_sharding,
       eval_sharding=eval_sharding, weight_sharding=weight_sharding,
       init_params=_InMesh(make_params, mesh, rules),
       init=_InMesh(init, mesh, rules), train=_InMesh(train, mesh, rules),

@@ -106,3 +106,27 @@ def test_too_few_pairs_or_one_prompt_is_one_line(tmp_path):
   sqlite3.connect(not_state).execute("CREATE TABLE t (x)").connection.close()
   with pytest.raises(UserError, match="is not the bot's state"):
     P.read_pairs(str(not_state))
+
+
+def test_both_sides_of_the_split_hold_a_prompt():
+  two = [P.Pair(ask_prompt(i), "good", "bad", "review", f"ask:{i}")
+         for i in (1, 2)]
+  for fraction in (1e-9, 0.5, 1 - 1e-9):
+    train, test = P.split(two, fraction)
+    assert len(train) == len(test) == 1
+  one = two[:1] * 3
+  assert P.split(one, 1e-9) == (one, [])
+
+
+def test_turned_down_phrases_are_those_never_let_through():
+  pairs = [P.Pair(ask_prompt(i), f"a calm answer {i}",
+                  f"the Purple  elephant! says {i}", "review", f"ask:{i}")
+           for i in range(20)]
+  pairs.append(P.Pair(ask_prompt(30), "elephant says hi", "purple rain",
+                      "review", "ask:30"))
+  # "elephant says" was once let through; "purple elephant" never was.
+  assert P.turned_down_phrases(pairs) == ["purple elephant", "the purple"]
+  assert P.holds_phrase("I saw THE purple elephant.", ["purple elephant"])
+  assert not P.holds_phrase("a purple-ish elephant", ["purple elephant"])
+  assert not P.holds_phrase("purpleelephant", ["purple elephant"])
+  assert not P.holds_phrase("anything", [" ", ""])

@@ -22,6 +22,7 @@ prompts are never trained on.
 import collections
 import dataclasses
 import hashlib
+import re
 from typing import Dict, List, Tuple
 
 from bot import text_format
@@ -122,14 +123,62 @@ def check_enough(pairs: List[Pair], path: str, minimum: int = 8) -> None:
         "or candidates sent from the console's Write tab)")
 
 
-def in_test(prompt: str, test_fraction: float) -> bool:
+def _position(prompt: str) -> float:
+  """Where a prompt falls in [0, 1), by a hash of it (spacing aside)."""
   digest = hashlib.sha256(_norm(prompt).encode("utf-8")).digest()
-  return int.from_bytes(digest[:8], "big") / 2.0**64 < test_fraction
+  return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def in_test(prompt: str, test_fraction: float) -> bool:
+  return _position(prompt) < test_fraction
 
 
 def split(pairs: List[Pair], test_fraction: float
           ) -> Tuple[List[Pair], List[Pair]]:
-  """(train, test), every pair of one prompt on one side."""
-  train = [p for p in pairs if not in_test(p.prompt, test_fraction)]
-  test = [p for p in pairs if in_test(p.prompt, test_fraction)]
+  """(train, test), every pair of one prompt on one side. With two or more
+  prompts neither side is empty: the prompt that hashes lowest goes to the
+  test side, or the highest to the train side, where the fraction left one
+  side without any."""
+  test_prompts = {_norm(p.prompt) for p in pairs
+                  if in_test(p.prompt, test_fraction)}
+  prompts = sorted({_norm(p.prompt) for p in pairs}, key=_position)
+  if len(prompts) >= 2 and not test_prompts:
+    test_prompts = {prompts[0]}
+  elif len(prompts) >= 2 and test_prompts == set(prompts):
+    test_prompts.discard(prompts[-1])
+  train = [p for p in pairs if _norm(p.prompt) not in test_prompts]
+  test = [p for p in pairs if _norm(p.prompt) in test_prompts]
   return train, test
+
+
+def _words(text: str) -> List[str]:
+  return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _bigrams(text: str) -> set:
+  words = _words(text)
+  return {" ".join(words[i:i + 2]) for i in range(len(words) - 1)}
+
+
+def turned_down_phrases(pairs: List[Pair], limit: int = 10) -> List[str]:
+  """Word pairs the operator turned down and never let through: in at
+  least two (and a tenth) of the distinct turned-down texts and in none of
+  the chosen ones, the most frequent first."""
+  rejected = {_norm(p.rejected) for p in pairs}
+  chosen = {_norm(p.chosen) for p in pairs}
+  counts = collections.Counter()
+  for text in rejected:
+    counts.update(_bigrams(text))
+  in_chosen = set().union(*(_bigrams(t) for t in chosen)) if chosen else set()
+  least = max(2, -(-len(rejected) // 10))
+  found = [(n, g) for g, n in counts.items()
+           if n >= least and g not in in_chosen]
+  return [g for _, g in sorted(found, key=lambda x: (-x[0], x[1]))[:limit]]
+
+
+def holds_phrase(text: str, phrases: List[str]) -> bool:
+  """Whether `text` says any of `phrases` (words in order, case and
+  punctuation aside)."""
+  words = " " + " ".join(_words(text)) + " "
+  return any(f" {' '.join(_words(p))} " in words for p in phrases
+             if _words(p))

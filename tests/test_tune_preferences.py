@@ -1,0 +1,189 @@
+"""Tuning the generator on its operator's choices (launch.tune_preferences,
+gpt2.dpo): a tiny model that says "purple elephant" in a share of its
+answers, a real state file in which the operator always turned the phrase
+down, and the share measured on held-out asks before and after; with the
+decisions shuffled, the share must not fall.
+
+The noise of the share: each measurement samples 16 held-out asks x 16
+candidates = 256 answers with the same seeds before and after, so its
+binomial standard error near the world's ~27% is sqrt(0.27 * 0.73 / 256) =
+2.8 points and that of a before/after difference 3.9 points; the shuffled
+control may fall by at most three of those (12 points).
+"""
+
+import hashlib
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from bot.corpus import preferences as P
+from configs import preferences as preference_configs
+from gpt2 import dpo, train
+from gpt2.errors import UserError
+from bench import preference_world as world
+
+N, PROMPTS = world.N, world.PROMPTS
+
+
+@pytest.fixture(scope="module")
+def world_model(tmp_path_factory):
+  """The world's corpus and a tiny GPT-2 trained on it."""
+  return world.train_model(str(tmp_path_factory.mktemp("preference_world")))
+
+
+def launch(model, data, workdir, expect_rc=0, **extra):
+  done = world.tune(model, data, workdir, **extra)
+  assert done.returncode == expect_rc, done.stderr[-3000:]
+  return done
+
+
+def digest(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_tuned_on_turned_down_phrase_says_it_a_tenth_as_often(world_model,
+                                                              tmp_path):
+  db, shuffled_db = str(tmp_path / "bot.db"), str(tmp_path / "shuffled.db")
+  world.decisions(db)
+  world.decisions(shuffled_db, shuffled=True)
+  before_db = digest(db)
+  tuned = str(tmp_path / "tuned")
+  done = launch(world_model, db, tuned)
+  assert digest(db) == before_db  # the bot's state is only read
+  out = done.stdout.strip().splitlines()
+  result = json.loads(out[-1])
+  # The phrase was found in the turned-down texts, not given.
+  assert "purple elephant" in result["phrases"]
+  assert out[0].startswith("240 pairs over 120 prompts")
+  before, after = result["before"], result["after"]
+  assert before["candidates"] == after["candidates"] == N * PROMPTS
+  assert before["turned_down_rate"] > 0.2
+  assert after["turned_down_rate"] <= before["turned_down_rate"] / 10
+  assert after["lm_loss"] <= before["lm_loss"] * 1.02
+  assert after["preference_accuracy"] > before["preference_accuracy"]
+  assert after["reward_margin"] > 0 and after["kl"] > 0
+  assert before["reward_margin"] == 0 and before["kl"] == pytest.approx(0)
+  assert out[-2].startswith("held out (") and "of candidates" in out[-2]
+  with open(os.path.join(tuned, "metrics.json"), encoding="utf-8") as f:
+    saved = json.load(f)
+  assert saved["before"] == before and saved["after"] == after
+  assert saved["steps"] == 60 and saved["train_pairs"] + \
+      saved["test_pairs"] == 240
+  records = train.read_metrics(tuned)
+  assert [r["step"] for r in records] == list(range(1, 61))
+  assert {"loss", "dpo_loss", "sft_loss", "reward_margin", "reward_accuracy",
+          "lr", "grad_norm"} <= set(records[0])
+  assert {"val_reward_accuracy", "val_kl", "val_lm_loss"} <= set(records[29])
+
+  # The tuned model is a model every command takes: the LoRA adapters on
+  # the model it started from, which is left as it was.
+  from gpt2 import weights  # pylint: disable=import-outside-toplevel
+  loaded = weights.load_model(tuned)
+  assert loaded.kind == "lora" and loaded.step == 60
+  base = weights.load_model(world_model)
+  assert base.step == 300
+  changed = jax.tree.leaves(jax.tree.map(
+      lambda a, b: not np.allclose(a, b), loaded.params, base.params))
+  assert any(changed)
+  from bot import ml  # pylint: disable=import-outside-toplevel
+  assert ml.LocalModel(loaded).provenance() == {
+      "model": tuned, "model_step": 60, "heads": None}
+
+  # Shuffled decisions: no preference to learn, and the share does not fall
+  # by more than the noise (module docstring).
+  done = launch(world_model, shuffled_db, str(tmp_path / "control"),
+                phrases="purple elephant")
+  control = json.loads(done.stdout.strip().splitlines()[-1])
+  p = control["before"]["turned_down_rate"]
+  noise = math.sqrt(2 * p * (1 - p) / (N * PROMPTS))
+  assert control["before"]["turned_down_rate"] == before["turned_down_rate"]
+  assert control["after"]["turned_down_rate"] >= p - 3 * noise
+  assert control["after"]["lm_loss"] <= before["lm_loss"] * 1.02
+
+
+def quick_config(model: str, data: str, steps: int):
+  c = preference_configs.get_config()
+  c.model, c.data, c.seq_len, c.total_steps = model, data, 128, steps
+  c.lr, c.batch_size, c.sft_batch_size = 2e-4, 4, 4
+  c.progress, c.async_checkpoints, c.val_every = False, False, 0
+  c.save_every, c.period = 5, 10
+  return c
+
+
+def pairs_of(db: str):
+  pairs, _ = P.read_pairs(db)
+  train_pairs, test_pairs = P.split(pairs, 0.2)
+  return ([(p.prompt, p.chosen, p.rejected) for p in train_pairs],
+          [(p.prompt, p.chosen, p.rejected) for p in test_pairs[:8]])
+
+
+def test_a_resumed_run_ends_where_an_unbroken_one_does(world_model, tmp_path):
+  db = str(tmp_path / "bot.db")
+  world.decisions(db)
+  train_pairs, test_pairs = pairs_of(db)
+  straight = str(tmp_path / "straight")
+  dpo.tune(quick_config(world_model, db, 10), straight, train_pairs,
+           test_pairs)
+  broken = str(tmp_path / "broken")
+  first = dpo.tune(quick_config(world_model, db, 5), broken, train_pairs,
+                   test_pairs)
+  assert first["steps"] == 5
+  again = dpo.tune(quick_config(world_model, db, 10), broken, train_pairs,
+                   test_pairs)
+  assert again["steps"] == 10 and again["before"] == first["before"]
+  from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
+  _, a = checkpoints.latest_params_in_workdir(straight)
+  _, b = checkpoints.latest_params_in_workdir(broken)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  assert [r["step"] for r in train.read_metrics(broken)] == list(range(1, 11))
+  # Another state file in the same workdir is one line, not a mixed run.
+  other = str(tmp_path / "other.db")
+  world.decisions(other, seed=2)
+  with pytest.raises(UserError, match="was tuned with data="):
+    dpo.tune(quick_config(world_model, other, 10), broken, train_pairs,
+             test_pairs)
+
+
+def test_full_fine_tune_keeps_a_frozen_reference(world_model, tmp_path):
+  db = str(tmp_path / "bot.db")
+  world.decisions(db)
+  train_pairs, test_pairs = pairs_of(db)
+  c = quick_config(world_model, db, 5)
+  c.lora.rank = 0
+  got = dpo.tune(c, str(tmp_path / "full"), train_pairs, test_pairs)
+  assert got["before"]["kl"] == pytest.approx(0, abs=1e-6)
+  assert got["after"]["kl"] > 0 and got["after"]["reward_margin"] > 0
+  from gpt2 import weights  # pylint: disable=import-outside-toplevel
+  loaded = weights.load_model(str(tmp_path / "full"))
+  assert loaded.kind == "workdir" and not loaded.config.lora_rank
+
+
+def test_too_few_pairs_is_one_line_and_the_state_is_untouched(world_model,
+                                                              tmp_path):
+  from bot.state import Store  # pylint: disable=import-outside-toplevel
+  db = str(tmp_path / "bot.db")
+  store = Store(db)
+  prompt = world.prompts()[0]
+  for i in range(3):
+    store.add_review_example("ask:1", prompt, f" #a\n\nbad {i}", "retry",
+                             "console")
+  store.add_review_example("ask:1", prompt, " #a\n\ngood", "accept",
+                           "console")
+  store.close()
+  before = digest(db)
+  done = launch(world_model, db, str(tmp_path / "w"), expect_rc=2)
+  lines = done.stderr.strip().splitlines()
+  assert lines[-1].startswith("error: ") and "3 preference pairs over 1 " \
+      "prompts" in lines[-1]
+  assert digest(db) == before
+  assert not os.path.exists(tmp_path / "w")
+  done = launch(world_model, str(tmp_path / "nowhere.db"),
+                str(tmp_path / "w"), expect_rc=2)
+  assert done.stderr.strip().splitlines()[-1] == (
+      f"error: state file {tmp_path / 'nowhere.db'} does not exist")
