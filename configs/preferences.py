@@ -14,11 +14,27 @@ held out to measure the tuning. Rank-16 adapters on every dense layer
 language-model loss on the corpus (`sft_weight`; the model's own training
 data when it is a training workdir, else `--config.corpus=posts.jsonl`, else
 the chosen texts) so the voice stays the blog's.
+
+`--config=configs/preferences.py:1558m` is sized for GPT-2 1.5B (or a LoRA
+run on it) on one 16 GB GPU, as configs/gpt2_1558m_lora.py is: the base in
+bfloat16, rematerialised blocks, 2 pairs per micro-batch accumulated 4
+times. It has not been run on a GPU here; the peak memory is not measured.
 """
 
 from gpt2.dpo import default_config
 
 
 def get_config(arg=None):
-  del arg
-  return default_config()
+  c = default_config()
+  if arg == "1558m":
+    c.numerics.dtype = "bfloat16"
+    c.numerics.param_dtype = "bfloat16"
+    c.numerics.remat = True
+    c.seq_len = 512
+    c.batch_size = 2
+    c.sft_batch_size = 2
+    c.accumulate = 4
+  elif arg:
+    raise ValueError(f"configs/preferences.py takes no argument or "
+                     f"'1558m', not {arg!r}")
+  return c
