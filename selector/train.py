@@ -246,17 +246,18 @@ def train_head(config, model, examples: Examples, workdir: str,
     if counts.min() < 2:
       raise UserError(f"the {kind} needs at least 2 examples of each label; "
                       f"the data has {counts[0]} zeros and {counts[1]} ones")
+  choose = bool(tcfg.get("choose_epoch", False))
   splits = split_rows(strata, tcfg.holdout_fraction,
-                      tcfg.calibration_fraction if binary else 0.0,
+                      tcfg.calibration_fraction if binary or choose else 0.0,
                       tcfg.seed)
   train_idx = splits.train
   if len(splits.test) < 2 or len(train_idx) < 2 or (
-      binary and len(splits.calibration) < 2):
+      (binary or choose) and len(splits.calibration) < 2):
     raise UserError(
         f"{len(targets)} examples are too few to hold out "
         f"{tcfg.holdout_fraction:.0%} for testing" +
         (f" and {tcfg.calibration_fraction:.0%} for calibration"
-         if binary else ""))
+         if binary or choose else ""))
 
   # Activations of the frozen generator, once.
   layers = resolve_layers(config.layers, gen.n_layer)
@@ -318,6 +319,10 @@ def train_head(config, model, examples: Examples, workdir: str,
   params = init_head_params(head_cfg, jax.random.fold_in(rng, 0))
   state = {"params": params, "opt_state": tx.init(params),
            "step": jnp.zeros((), jnp.int32)}
+  if choose:  # the best epoch so far on the calibration rows
+    state["best"] = {"params": jax.tree.map(jnp.copy, params),
+                     "score": jnp.full((), -jnp.inf),
+                     "epoch": jnp.zeros((), jnp.int32)}
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   manager = ocp.CheckpointManager(
       f"{workdir}/checkpoints",
@@ -330,6 +335,18 @@ def train_head(config, model, examples: Examples, workdir: str,
   # One padded length for every batch: one compile.
   length = data_lib.bucket_length(int(cache.lengths.max()), max_len)
   train_step = make_train_step(head_cfg, kind, tx, target)
+  choice_key = baseline_lib.KEY_METRIC[kind]
+
+  def choice_score(params) -> float:
+    """The head's key metric on the calibration rows (never the test
+    rows): what `choose_epoch` keeps the best epoch by."""
+    idx = splits.calibration
+    out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
+    out[:, -1] += offsets[idx]
+    if binary:
+      return float(metrics_lib.roc_auc(targets[idx], out[:, 1] - out[:, 0]))
+    return float(metrics_lib.regression_metrics(targets[idx], np.asarray(
+        sentiment_value(out[:, 0], target), np.float64))[choice_key])
   step = int(state["step"])
   last_step = total_steps if stop_after_steps is None else min(
       total_steps, step + stop_after_steps)
@@ -349,8 +366,19 @@ def train_head(config, model, examples: Examples, workdir: str,
         np.float32)
     bag_out = np.where(np.asarray(idx) >= 0, offsets[idx], 0.0).astype(
         np.float32)
+    best = state.pop("best", None)
     state, loss = train_step(state, hidden, mask, bag_out, y, weights, rng)
     step += 1
+    if best is not None:
+      state["best"] = best
+      if step % steps_per_epoch == 0 or step == total_steps:
+        score = choice_score(state["params"])
+        if score > float(best["score"]):
+          state["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
+                           "score": jnp.asarray(score),
+                           "epoch": jnp.asarray(-(-step // steps_per_epoch))}
+        log(f"epoch {-(-step // steps_per_epoch)}: {choice_key} on the "
+            f"calibration rows {score:.4f}")
     running.append(loss)
     bar.update(1)
     if step % tcfg.log_every == 0 or step == last_step:
@@ -371,6 +399,11 @@ def train_head(config, model, examples: Examples, workdir: str,
   # Calibration on its own rows; every metric on the test rows; the
   # bag-of-words baseline on the same split.
   params = state["params"]
+  chosen_epoch = None
+  if choose:
+    params, chosen_epoch = state["best"]["params"], int(state["best"]["epoch"])
+    log(f"kept epoch {chosen_epoch}, the best {choice_key} on the "
+        f"calibration rows ({float(state['best']['score']):.4f})")
   def run_head(idx):  # the network, plus the bag fitted on the train rows
     out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
     out[:, -1] += offsets[idx]
@@ -381,6 +414,8 @@ def train_head(config, model, examples: Examples, workdir: str,
             "n_calibration": int(len(splits.calibration)),
             "n_test": int(len(splits.test)), "steps": total_steps,
             "layers": list(layers)}
+  if chosen_epoch is not None:
+    result["chosen_epoch"] = chosen_epoch
   calibration = None
   if binary:
     logit_diff = lambda out: out[:, 1] - out[:, 0]

@@ -43,19 +43,36 @@ def test_demo_writes_every_output(demo_run):
   assert 0.3 < result["sentiment"]["pearson_baseline"] <= 1.0
   with open(workdir / "heads" / "selector" / "metrics.json") as f:
     selector = json.load(f)
-  assert selector["baseline"]["auc"] == result["selector_auc_baseline"]
+  # Three split seeds: the mean under the one-seed keys, and each; the
+  # bot's heads are seed 0's.
+  for key, values in (
+      ("selector_auc", result["selector_auc_per_seed"]),
+      ("selector_auc_baseline", result["selector_auc_baseline_per_seed"])):
+    assert len(values) == 3 and result[key] == pytest.approx(
+        sum(values) / 3), key
+  sent = result["sentiment"]
+  assert len(sent["pearson_per_seed"]) == 3
+  assert sent["pearson"] == pytest.approx(sum(sent["pearson_per_seed"]) / 3)
+  assert selector["baseline"]["auc"] == result[
+      "selector_auc_baseline_per_seed"][0]
+  assert selector["auc"] == result["selector_auc_per_seed"][0]
   assert selector["n_test"] == 180  # 10% of --head_examples
+  # The epoch kept was chosen on the calibration rows, not the test rows.
+  assert 1 <= selector["chosen_epoch"] <= 6
+  seed1 = workdir / "heads" / "seeds" / "selector-1" / "metrics.json"
+  assert json.loads(seed1.read_text())["auc"] == result[
+      "selector_auc_per_seed"][1]
   # The heads' bag of words, alone on the same rows: the words tell comedy
   # from tragedy, and VADER's lexicon is words.
   assert selector["bag"]["auc"] > 0.6
   with open(workdir / "heads" / "sentiment" / "metrics.json") as f:
     assert json.load(f)["bag"]["pearson"] > 0.3
   for kind in ("selector", "sentiment"):
-    beaten = result["sentiment"]["beats_baseline"] if kind == "sentiment" \
-        else selector["beats_baseline"]
+    beaten = sent["beats_baseline_per_seed"] if kind == "sentiment" \
+        else result["selector_beats_baseline_per_seed"]
     said = f"the {kind} head does not beat its bag-of-words baseline"
-    assert (said in done.stdout) == (not beaten), kind
-  assert "selector held-out AUC" in done.stdout
+    assert done.stdout.count(said) == beaten.count(False), kind
+  assert "over 3 split seeds, selector held-out AUC" in done.stdout
   # Not a terminal: the stage lines, no progress bars.
   assert "\r" not in done.stdout + done.stderr
   assert "[demo " in done.stdout

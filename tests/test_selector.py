@@ -416,3 +416,33 @@ def test_a_sentiment_value_stays_within_the_range_it_learned():
     sentiment_target("tanh", train)
   with pytest.raises(UserError, match="nothing to learn"):
     sentiment_target("bounded", np.zeros(4))
+
+
+def test_the_kept_epoch_is_the_best_on_the_calibration_rows(trained, corpus,
+                                                            generator):
+  """choose_epoch: every epoch is scored on the calibration rows only, the
+  best one is kept (and survives a resume), and for sentiment the same
+  rows are held apart for it."""
+  texts, labels = corpus
+  for kind, targets in (("selector", labels),
+                        ("sentiment", np.clip(
+                            np.where(labels > 0, 0.5, -0.3) +
+                            np.random.default_rng(2).normal(0, 0.2, len(
+                                labels)), -0.95, 0.95).astype(np.float32))):
+    config = make_config(trained["root"] / "activations", kind=kind,
+                         choose_epoch=True, epochs=4)
+    lines = []
+    workdir = str(trained["root"] / f"chosen-{kind}")
+    steps_per_epoch = 480 // 16
+    partial = train_head(config, generator, Examples(texts, targets),
+                         workdir, log=lines.append,
+                         stop_after_steps=steps_per_epoch + 3)
+    assert partial["step"] == steps_per_epoch + 3
+    m = train_head(config, generator, Examples(texts, targets), workdir,
+                   log=lines.append)
+    scores = [float(re.search(r"rows (-?[\d.]+)", line).group(1))
+              for line in lines if re.match(r"epoch \d+: ", line)]
+    assert len(scores) == 4, lines
+    assert m["chosen_epoch"] == int(np.argmax(scores)) + 1
+    assert (m["n_train"], m["n_calibration"], m["n_test"]) == (480, 60, 60)
+    assert sum(line.startswith("kept epoch") for line in lines) == 1
