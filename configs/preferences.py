@@ -30,7 +30,6 @@ def get_config(arg=None):
     c.numerics.dtype = "bfloat16"
     c.numerics.param_dtype = "bfloat16"
     c.numerics.remat = True
-    c.seq_len = 512
     c.batch_size = 2
     c.sft_batch_size = 2
     c.accumulate = 4

@@ -78,7 +78,9 @@ def default_config() -> ml_collections.ConfigDict:
       rank=16, alpha=32.0, dropout=0.0,
       targets="attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj"))
   c.only_train_transformer_layers = True  # a full fine-tune's embeddings
-  c.seq_len = 512         # prompt + text; a longer prompt loses its start
+  # Tokens of prompt + text (a longer prompt loses its start); 0 = the
+  # model's context, at most 512.
+  c.seq_len = 0
   c.batch_size = 8        # pairs per micro-batch
   c.sft_batch_size = 8    # LM windows (or chosen texts) per micro-batch
   c.accumulate = 1
@@ -318,7 +320,10 @@ def check(config) -> None:
                     "(a model directory, a training workdir or a Hub name)")
   if not config.data:
     raise UserError("config.data is empty: name the bot's state file")
-  for key in ("beta", "seq_len", "batch_size", "accumulate", "lr"):
+  if config.seq_len < 0 or config.seq_len == 1:
+    raise UserError(f"seq_len={config.seq_len} must be 0 (the model's "
+                    "context) or at least 2")
+  for key in ("beta", "batch_size", "accumulate", "lr"):
     if not config[key] > 0:
       raise UserError(f"{key}={config[key]} must be positive")
   if config.sft_weight < 0:
@@ -466,15 +471,15 @@ def held_out(jitted: _Jitted, params, reference, chosen: Rows,
   }
 
 
-def _lm_rows(setup: Setup, config, test_pairs) -> Rows:
+def _lm_rows(setup: Setup, config, test_pairs, seq_len: int) -> Rows:
   if setup.corpus is not None:
     stream = data_lib.TokenStream.open(setup.corpus, "val")
-    data_lib.check_fits(stream, config.seq_len)
-    starts = data_lib.eval_starts(len(stream), config.seq_len,
+    data_lib.check_fits(stream, seq_len)
+    starts = data_lib.eval_starts(len(stream), seq_len,
                                   config.val_max_windows)
-    return windows(stream, starts, config.seq_len)
+    return windows(stream, starts, seq_len)
   return encode(setup.tokenizer, [p[0] for p in test_pairs],
-                [p[1] for p in test_pairs], config.seq_len)
+                [p[1] for p in test_pairs], seq_len)
 
 
 def merged(model_config: GPT2Config, params, reference) -> tuple:
@@ -496,7 +501,8 @@ def tune(config, workdir: str, train_pairs: Sequence[tuple],
   workdir = checkpoints.absolute(workdir)
   checkpoints.ensure_writable(workdir)
   setup = prepare(config, workdir)
-  model_config, tok, seq = setup.model_config, setup.tokenizer, config.seq_len
+  model_config, tok = setup.model_config, setup.tokenizer
+  seq = config.seq_len or min(512, model_config.n_positions)
   if seq > model_config.n_positions:
     raise UserError(f"seq_len={seq} is longer than the model's n_positions="
                     f"{model_config.n_positions}")
@@ -521,7 +527,7 @@ def tune(config, workdir: str, train_pairs: Sequence[tuple],
                        [p[1] for p in test_pairs], seq)
   test_rejected = encode(tok, [p[0] for p in test_pairs],
                          [p[2] for p in test_pairs], seq)
-  lm = _lm_rows(setup, config, test_pairs)
+  lm = _lm_rows(setup, config, test_pairs, seq)
   if setup.corpus is not None:
     sft_stream = data_lib.TokenStream.open(setup.corpus, "train")
     data_lib.check_fits(sft_stream, seq)

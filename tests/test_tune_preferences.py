@@ -156,6 +156,7 @@ def test_full_fine_tune_keeps_a_frozen_reference(world_model, tmp_path):
   train_pairs, test_pairs = pairs_of(db)
   c = quick_config(world_model, db, 5)
   c.lora.rank = 0
+  c.seq_len = 0  # the model's context
   got = dpo.tune(c, str(tmp_path / "full"), train_pairs, test_pairs)
   assert got["before"]["kl"] == pytest.approx(0, abs=1e-6)
   assert got["after"]["kl"] > 0 and got["after"]["reward_margin"] > 0
