@@ -308,10 +308,6 @@ class Setup:
   corpus: Optional[str]           # a prepared token folder, or None
 
 
-def _lora_settings(config) -> dict:
-  return train_lib.lora_settings(config)
-
-
 def check(config) -> None:
   """A UserError naming the first bad key or value."""
   train_lib.check_config(config, default_config())
@@ -364,7 +360,7 @@ def prepare(config, workdir: str) -> Setup:
                       "--workdir")
   loaded = weights.load_model(config.model)
   numerics = dict(config.numerics)
-  model_config = loaded.config.replace(**numerics, **_lora_settings(config))
+  model_config = loaded.config.replace(**numerics, **train_lib.lora_settings(config))
   corpus = _corpus(config, workdir, loaded)
   if run is None:
     run = {"kind": KIND, "model": model_config.to_dict(),
@@ -456,12 +452,16 @@ def score(jitted: _Jitted, params, reference, rows: Rows, batch: int
 
 
 def held_out(jitted: _Jitted, params, reference, chosen: Rows,
-             rejected: Rows, lm: Rows, beta: float, batch: int) -> dict:
-  """The held-out preference metrics and LM loss of the policy `params`."""
+             rejected: Rows, lm: Optional[Rows], beta: float,
+             batch: int) -> dict:
+  """The held-out preference metrics and LM loss of the policy `params`
+  (on the `lm` rows, or None: on the chosen texts)."""
   pc, rc, nc, klc = score(jitted, params, reference, chosen, batch)
   pr, rr, nr, klr = score(jitted, params, reference, rejected, batch)
   margin = beta * ((pc - rc) - (pr - rr))
-  lp, _, nl, _ = score(jitted, params, reference, lm, batch)
+  lp, nl = pc, nc
+  if lm is not None:
+    lp, _, nl, _ = score(jitted, params, reference, lm, batch)
   return {
       "preference_accuracy": float(np.mean(pc / nc > pr / nr)),
       "reward_margin": float(np.mean(margin)),
@@ -471,15 +471,12 @@ def held_out(jitted: _Jitted, params, reference, chosen: Rows,
   }
 
 
-def _lm_rows(setup: Setup, config, test_pairs, seq_len: int) -> Rows:
-  if setup.corpus is not None:
-    stream = data_lib.TokenStream.open(setup.corpus, "val")
-    data_lib.check_fits(stream, seq_len)
-    starts = data_lib.eval_starts(len(stream), seq_len,
-                                  config.val_max_windows)
-    return windows(stream, starts, seq_len)
-  return encode(setup.tokenizer, [p[0] for p in test_pairs],
-                [p[1] for p in test_pairs], seq_len)
+def _corpus_rows(corpus: str, config, seq_len: int) -> Rows:
+  """The held-out windows of a prepared corpus, for `lm_loss`."""
+  stream = data_lib.TokenStream.open(corpus, "val")
+  data_lib.check_fits(stream, seq_len)
+  starts = data_lib.eval_starts(len(stream), seq_len, config.val_max_windows)
+  return windows(stream, starts, seq_len)
 
 
 def merged(model_config: GPT2Config, params, reference) -> tuple:
@@ -515,19 +512,16 @@ def tune(config, workdir: str, train_pairs: Sequence[tuple],
   jitted = _Jitted(model_config, config, mesh)
   layout = jitted.layout
   dtype = model_config.params_dtype
-  reference = jax.device_put(
-      jax.tree.map(lambda p: np.asarray(p, dtype), setup.reference),
-      jitted.reference_shardings)
+  on_devices = train_lib._on_devices  # pylint: disable=protected-access
+  reference = on_devices(setup.reference, dtype, jitted.reference_shardings)
 
-  chosen = encode(tok, [p[0] for p in train_pairs],
-                  [p[1] for p in train_pairs], seq)
-  rejected = encode(tok, [p[0] for p in train_pairs],
-                    [p[2] for p in train_pairs], seq)
-  test_chosen = encode(tok, [p[0] for p in test_pairs],
-                       [p[1] for p in test_pairs], seq)
-  test_rejected = encode(tok, [p[0] for p in test_pairs],
-                         [p[2] for p in test_pairs], seq)
-  lm = _lm_rows(setup, config, test_pairs, seq)
+  def texts(pairs, which: int) -> Rows:  # 1: the chosen texts, 2: rejected
+    return encode(tok, [p[0] for p in pairs], [p[which] for p in pairs], seq)
+
+  chosen, rejected = texts(train_pairs, 1), texts(train_pairs, 2)
+  test_chosen, test_rejected = texts(test_pairs, 1), texts(test_pairs, 2)
+  lm = (_corpus_rows(setup.corpus, config, seq) if setup.corpus is not None
+        else None)  # None: the held-out chosen texts
   if setup.corpus is not None:
     sft_stream = data_lib.TokenStream.open(setup.corpus, "train")
     data_lib.check_fits(sft_stream, seq)
@@ -549,9 +543,8 @@ def tune(config, workdir: str, train_pairs: Sequence[tuple],
     if model_config.lora_rank:
       params = jitted.init_params(jax.random.PRNGKey(config.seed))
     else:
-      params = jax.device_put(
-          jax.tree.map(lambda p: np.asarray(p, dtype), setup.reference),
-          layout.param_shardings)
+      # Its own buffers: the step donates the state, never the reference.
+      params = on_devices(setup.reference, dtype, layout.param_shardings)
     state = jitted.init(params)
 
   def evaluate(params, extra: bool) -> dict:
@@ -604,8 +597,7 @@ def tune(config, workdir: str, train_pairs: Sequence[tuple],
                         margin=f"{record['reward_margin']:.2f}")
       if config.val_every and (step % config.val_every == 0 or step == total):
         record = record or {"step": step}
-        got = held_out(jitted, state["params"], reference, test_chosen,
-                       test_rejected, lm, float(config.beta), b * 2)
+        got = evaluate(state["params"], extra=False)
         record.update({f"val_{n}": v for n, v in got.items()})
       if record is not None:
         metrics_log.write(record)

@@ -17,6 +17,7 @@ Workdir layout:
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -337,12 +338,16 @@ def train_head(config, model, examples: Examples, workdir: str,
   train_step = make_train_step(head_cfg, kind, tx, target)
   choice_key = baseline_lib.KEY_METRIC[kind]
 
+  def head_outputs(params, idx):  # the network plus the train rows' bag
+    out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
+    out[:, -1] += offsets[idx]
+    return out
+
   def choice_score(params) -> float:
     """The head's key metric on the calibration rows (never the test
     rows): what `choose_epoch` keeps the best epoch by."""
     idx = splits.calibration
-    out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
-    out[:, -1] += offsets[idx]
+    out = head_outputs(params, idx)
     if binary:
       return float(metrics_lib.roc_auc(targets[idx], out[:, 1] - out[:, 0]))
     return float(metrics_lib.regression_metrics(targets[idx], np.asarray(
@@ -404,10 +409,7 @@ def train_head(config, model, examples: Examples, workdir: str,
     params, chosen_epoch = state["best"]["params"], int(state["best"]["epoch"])
     log(f"kept epoch {chosen_epoch}, the best {choice_key} on the "
         f"calibration rows ({float(state['best']['score']):.4f})")
-  def run_head(idx):  # the network, plus the bag fitted on the train rows
-    out = predict(head_cfg, params, cache, idx, length, tcfg.eval_batch_size)
-    out[:, -1] += offsets[idx]
-    return out
+  run_head = functools.partial(head_outputs, params)
 
   outputs = run_head(splits.test)
   result = {"n_train": int(len(train_idx)),
