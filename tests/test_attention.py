@@ -124,7 +124,8 @@ def test_auto_picks_by_platform_and_a_forced_choice_is_checked():
 
 SPLASH_ON_A_MESH = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
+        " --xla_force_host_platform_device_count=4")
     os.environ["JAX_PLATFORMS"] = "cpu"
     import flax.linen as nn
     import jax

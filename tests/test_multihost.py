@@ -56,8 +56,8 @@ def start(corpus, workdir, processes, *flags, ids=None):
          "--config.progress=false", f"--config.total_steps={STEPS}",
          "--config.mesh.fsdp=-1", *flags]
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count="
-                      f"{8 // processes}"}
+         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") +
+                      f" --xla_force_host_platform_device_count={8 // processes}"}
   port = _free_port()
   distributed = lambda i: [] if processes == 1 else [
       f"--coordinator_address=127.0.0.1:{port}",
