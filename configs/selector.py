@@ -46,6 +46,10 @@ def base_config(kind: str) -> ml_collections.ConfigDict:
   # text's word counts, hashed into this many columns, fitted before the
   # network, whose output it is added to; 0: the network alone.
   c.head.bag_buckets = 2**18
+  # Binary heads (the selector, an autoreviewer): a linear probe on each
+  # layer's mean, first and last judged state (and the bag's output),
+  # blended with the network on the calibration rows (selector/probe.py).
+  c.head.probe = False
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0

@@ -208,6 +208,8 @@ def train_heads(workdir: str, paths: dict, head_steps: int,
       config.activation_cache = os.path.join(workdir, "heads", "activations")
       if kind == "sentiment":
         config.sentiment_from = "column"
+      else:  # the linear probe, blended with the network on the
+        config.head.probe = True  # calibration rows (selector/probe.py)
       # Up to EPOCHS epochs, keeping the one that scores best on the
       # calibration rows: with the bag of words the network learns what the
       # words leave, and a few epochs more overfit it. The test rows never

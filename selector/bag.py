@@ -10,7 +10,11 @@ then add what word counts cannot see.
 
 How it is fitted, so that nothing leaks into the numbers a head reports:
 - features: counts of each lower-cased word (`\\w+`) of the judged text,
-  hashed to `buckets` columns (CRC-32, the same on every machine);
+  hashed to `buckets` columns (CRC-32, the same on every machine), and
+  beside them the same columns as TF-IDF (sublinear term frequency, the
+  inverse document frequency of the training rows, each row scaled to
+  unit length): on the demo's three splits the two together beat either
+  alone, for both heads;
 - model: logistic regression on the 0/1 label (binary heads) or ridge
   regression on the sentiment target in the head's output space (through
   the inverse of its link), its regularisation chosen by cross-validation
@@ -26,7 +30,7 @@ How it is fitted, so that nothing leaks into the numbers a head reports:
 import dataclasses
 import re
 import zlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sparse
@@ -58,14 +62,27 @@ def counts(texts: Sequence[str], buckets: int) -> sparse.csr_matrix:
                            shape=(len(texts), buckets))
 
 
+def tfidf(X: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
+  """Counts -> TF-IDF rows: (1 + log count) * idf, each row scaled to unit
+  length (columns whose idf is 0 count for nothing)."""
+  X = X.tocsr(copy=True)
+  X.data = 1.0 + np.log(X.data)
+  X = (X @ sparse.diags(np.asarray(idf, np.float64))).tocsr()
+  norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).reshape(-1))
+  return (sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ X).tocsr()
+
+
 @dataclasses.dataclass
 class Bag:
-  """A fitted bag: output = weights . counts + intercept, added to the
-  network's output (a binary head's logit of label 1, the sentiment head's
-  value before its link)."""
+  """A fitted bag: output = weights . counts + tfidf_weights . TF-IDF +
+  intercept, added to the network's output (a binary head's logit of label
+  1, the sentiment head's value before its link). A bag saved before the
+  TF-IDF columns existed has none (idf None)."""
   weights: np.ndarray  # (buckets,) float32
   intercept: float
   regularisation: dict  # {"C": ...} or {"alpha": ...}, as chosen
+  tfidf_weights: Optional[np.ndarray] = None  # (buckets,) float32
+  idf: Optional[np.ndarray] = None  # (buckets,) float32, 0: never seen
 
   @property
   def buckets(self) -> int:
@@ -73,12 +90,23 @@ class Bag:
 
   def predict(self, texts: Sequence[str]) -> np.ndarray:
     """(len(texts),) float64 outputs."""
-    return counts(texts, self.buckets) @ self.weights.astype(
-        np.float64) + self.intercept
+    X = counts(texts, self.buckets)
+    out = X @ self.weights.astype(np.float64) + self.intercept
+    if self.idf is not None:
+      out += tfidf(X, self.idf) @ self.tfidf_weights.astype(np.float64)
+    return out
+
+  def arrays(self) -> dict:
+    """What bag.safetensors holds."""
+    out = {"weights": self.weights}
+    if self.idf is not None:
+      out.update(tfidf_weights=self.tfidf_weights, idf=self.idf)
+    return out
 
   def spec(self) -> dict:
     return {"buckets": self.buckets, "intercept": self.intercept,
-            "regularisation": self.regularisation}
+            "regularisation": self.regularisation,
+            "features": "counts" if self.idf is None else "counts+tfidf"}
 
 
 def _model(binary: bool, value: float, seed: int):
@@ -112,7 +140,12 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
   # the L2 penalty anyway, and 2^18 mostly empty columns make each solver
   # step about ten times slower.
   used = np.unique(X[train_idx].indices)
-  X = X[:, used]
+  # Document frequencies on the training rows (sklearn's smoothed idf);
+  # columns no training row uses get 0, and so no weight.
+  idf = np.zeros(buckets, np.float64)
+  df = np.asarray((X[train_idx] > 0).sum(axis=0)).reshape(-1)
+  idf[used] = np.log((1.0 + len(train_idx)) / (1.0 + df[used])) + 1.0
+  X = sparse.hstack([X[:, used], tfidf(X, idf)[:, used]]).tocsr()
   if binary:
     folds = int(min(FOLDS, np.bincount(y.astype(int), minlength=2).min()))
     split = StratifiedKFold(folds, shuffle=True, random_state=seed) if (
@@ -138,18 +171,28 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
     for fit_rows, held in split.split(Xt, y):
       part = _model(binary, value, seed).fit(Xt[fit_rows], y[fit_rows])
       outputs[train_idx[held]] = predict(part, Xt[held])
+  coef = np.asarray(full.coef_, np.float64).reshape(-1)
   weights = np.zeros(buckets, np.float32)
-  weights[used] = np.asarray(full.coef_, np.float64).reshape(-1)
+  weights[used] = coef[:len(used)]
+  tfidf_weights = np.zeros(buckets, np.float32)
+  tfidf_weights[used] = coef[len(used):]
   intercept = float(np.asarray(full.intercept_).reshape(-1)[0])
   return Bag(weights=weights, intercept=intercept,
-             regularisation={name: value}), outputs
+             regularisation={name: value}, tfidf_weights=tfidf_weights,
+             idf=idf.astype(np.float32)), outputs
 
 
-def from_spec(spec: dict, weights) -> Bag:
-  """A Bag from head.json's "bag" entry and its weights."""
-  weights = np.asarray(weights, np.float32).reshape(-1)
-  if len(weights) != int(spec["buckets"]):
-    raise ValueError(f"the bag has {len(weights)} weights for "
-                     f"{spec['buckets']} buckets")
-  return Bag(weights=weights, intercept=float(spec["intercept"]),
-             regularisation=dict(spec.get("regularisation", {})))
+def from_spec(spec: dict, arrays: dict) -> Bag:
+  """A Bag from head.json's "bag" entry and bag.safetensors' arrays."""
+  features = spec.get("features", "counts")
+  if features not in ("counts", "counts+tfidf"):
+    raise ValueError(f"the bag's features {features!r} are unknown")
+  names = ["weights"] + (["tfidf_weights", "idf"]
+                         if features == "counts+tfidf" else [])
+  got = {k: np.asarray(arrays[k], np.float32).reshape(-1) for k in names}
+  for name, values in got.items():
+    if len(values) != int(spec["buckets"]):
+      raise ValueError(f"the bag has {len(values)} {name} for "
+                       f"{spec['buckets']} buckets")
+  return Bag(intercept=float(spec["intercept"]),
+             regularisation=dict(spec.get("regularisation", {})), **got)

@@ -36,6 +36,7 @@ from gpt2.errors import UserError
 from gpt2.model import GPT2Config
 from selector import bag as bag_lib
 from selector import data as data_lib
+from selector import probe as probe_lib
 from selector.metrics import apply_platt
 from selector.model import HeadConfig, apply_head
 
@@ -144,6 +145,7 @@ class Head:
   target: Optional[dict] = None
   model: str = ""  # the generator directory the head was trained on
   bag: Optional[bag_lib.Bag] = None  # its bag of words (selector/bag.py)
+  probe: Optional[probe_lib.Probe] = None  # binary kinds (selector/probe.py)
   metrics: dict = dataclasses.field(default_factory=dict)
   source: str = ""  # where it was loaded from, for messages
 
@@ -157,13 +159,17 @@ class Head:
       f.write(safetensors_np.save(_flatten(self.params)))
     if self.bag is not None:
       with fs.open(f"{root}/bag.safetensors", "wb") as f:
-        f.write(safetensors_np.save({"weights": self.bag.weights}))
+        f.write(safetensors_np.save(self.bag.arrays()))
+    if self.probe is not None:
+      with fs.open(f"{root}/probe.safetensors", "wb") as f:
+        f.write(safetensors_np.save(self.probe.arrays()))
     spec = {
         "format": FORMAT, "kind": self.kind, "head": self.config.to_dict(),
         "generator": self.generator, "max_len": self.max_len,
         "calibration": self.calibration, "target": self.target,
         "model": self.model, "metrics": self.metrics,
         "bag": self.bag.spec() if self.bag is not None else None,
+        "probe": self.probe.spec() if self.probe is not None else None,
     }
     with fs.open(f"{root}/head.json", "w") as f:
       json.dump(spec, f, indent=2)
@@ -189,8 +195,14 @@ class Head:
       bag = None
       if spec.get("bag"):
         bag = bag_lib.from_spec(spec["bag"], safetensors_np.load(
-            fs.cat_file(f"{root}/bag.safetensors"))["weights"])
-      return cls(kind=spec["kind"], config=config, bag=bag,
+            fs.cat_file(f"{root}/bag.safetensors")))
+      probe = None
+      if spec.get("probe"):
+        if spec["kind"] not in BINARY:
+          raise ValueError(f"a {spec['kind']} head has no probe")
+        probe = probe_lib.from_spec(spec["probe"], safetensors_np.load(
+            fs.cat_file(f"{root}/probe.safetensors")))
+      return cls(kind=spec["kind"], config=config, bag=bag, probe=probe,
                  params=_unflatten(safetensors_np.load(data)),
                  generator=dict(spec["generator"]),
                  max_len=int(spec["max_len"]),
@@ -239,7 +251,15 @@ class Head:
         raise UserError(f"the {self.kind} head reads the candidates' texts "
                         "as well as their hidden states (its bag of words), "
                         "and none were given")
-      out[:len(texts), -1] += self.bag.predict(texts)
+      bag = self.bag.predict(texts)
+      out[:len(texts), -1] += bag
+    if self.probe is not None:  # blended with the network (selector/probe.py)
+      bag_column = np.zeros(len(out))
+      if self.bag is not None:
+        bag_column[:len(texts)] = bag
+      logit = self.probe.logit(probe_lib.pooled(hidden, mask), bag_column)
+      diff = self.probe.blended(out[:, 1] - out[:, 0], logit)
+      out = np.stack([np.zeros_like(diff), diff], axis=1).astype(np.float32)
     return out
 
   def values(self, outputs: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from selector import bag as bag_lib
 from selector import baseline as baseline_lib
 from selector import data as data_lib
 from selector import metrics as metrics_lib
+from selector import probe as probe_lib
 from selector.model import (HeadConfig, apply_head, init_head_params,
                             resolve_layers)
 from selector.score import (BINARY, HEAD_SUBDIR, N_OUT, Head, compiled_head,
@@ -248,6 +249,10 @@ def train_head(config, model, examples: Examples, workdir: str,
       raise UserError(f"the {kind} needs at least 2 examples of each label; "
                       f"the data has {counts[0]} zeros and {counts[1]} ones")
   choose = bool(tcfg.get("choose_epoch", False))
+  use_probe = bool(config.head.get("probe", False))
+  if use_probe and not binary:
+    raise UserError(f"config.head.probe is for the binary heads "
+                    f"({', '.join(BINARY)}), not a {kind} head")
   splits = split_rows(strata, tcfg.holdout_fraction,
                       tcfg.calibration_fraction if binary or choose else 0.0,
                       tcfg.seed)
@@ -297,6 +302,17 @@ def train_head(config, model, examples: Examples, workdir: str,
         f"({bag.regularisation})")
   offsets = offsets.astype(np.float32)
 
+  # The linear probe on the pooled states (selector/probe.py), fitted on the
+  # train rows beside the bag; blended with the network after it trains.
+  probe, probe_logits = None, None
+  if use_probe:
+    start = time.time()
+    probe, probe_logits = probe_lib.fit(
+        probe_lib.cache_features(cache), offsets, targets, train_idx,
+        seed=tcfg.seed)
+    log(f"linear probe fitted in {time.time() - start:.1f}s "
+        f"({probe.regularisation})")
+
   head_cfg = HeadConfig(
       layers=layers, n_embd=gen.n_embd, n_out=N_OUT[kind],
       n_head=config.head.n_head, pool_width=config.head.pool_width,
@@ -310,11 +326,13 @@ def train_head(config, model, examples: Examples, workdir: str,
       "kind": kind, "data": data_lib.cache_key(fingerprint, layers, encoded,
                                                config.cache_dtype),
       "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
-      "target": target, "bag": int(config.head.bag_buckets),
+      "target": target, "bag": ({"buckets": int(config.head.bag_buckets),
+                                 "features": "counts+tfidf"}
+                                if config.head.bag_buckets else 0),
       "head": head_cfg.to_dict(),
       "train": {k: v for k, v in tcfg.to_dict().items()
                 if k not in _NOT_RUN_IDENTITY},
-      "total_steps": total_steps})
+      "total_steps": total_steps, **({"probe": True} if use_probe else {})})
 
   rng = jax.random.PRNGKey(tcfg.seed)
   params = init_head_params(head_cfg, jax.random.fold_in(rng, 0))
@@ -410,6 +428,18 @@ def train_head(config, model, examples: Examples, workdir: str,
     log(f"kept epoch {chosen_epoch}, the best {choice_key} on the "
         f"calibration rows ({float(state['best']['score']):.4f})")
   run_head = functools.partial(head_outputs, params)
+  if probe is not None:  # the blend, on the calibration rows
+    network = lambda out: out[:, 1] - out[:, 0]
+    probe.blend = probe_lib.fit_blend(
+        network(run_head(splits.calibration)),
+        probe_logits[splits.calibration], targets[splits.calibration])
+    log(f"blend on the calibration rows: {probe.blend[0]:.3f} x network + "
+        f"{probe.blend[1]:.3f} x probe")
+
+    def run_head(idx):  # pylint: disable=function-redefined
+      diff = probe.blended(network(head_outputs(params, idx)),
+                           probe_logits[idx])
+      return np.stack([np.zeros_like(diff), diff], axis=1)
 
   outputs = run_head(splits.test)
   result = {"n_train": int(len(train_idx)),
@@ -449,13 +479,19 @@ def train_head(config, model, examples: Examples, workdir: str,
         metrics_lib.regression_metrics(
             targets[splits.test],
             np.asarray(sentiment_value(alone, target)))[key])})
+  if probe is not None:  # the probe alone, on the same test rows
+    result["probe"] = dict(probe.regularisation, blend=list(probe.blend),
+                           auc=float(metrics_lib.roc_auc(
+                               targets[splits.test],
+                               probe_logits[splits.test])))
   result["beats_baseline"], line = baseline_lib.verdict(kind, result,
                                                         result["baseline"])
   if not result["beats_baseline"]:
     logging.warning(line)
   head = Head(kind=kind, config=head_cfg, params=params, generator=fingerprint,
               max_len=max_len, calibration=calibration, target=target,
-              model=_absolute(config.model), metrics=result, bag=bag)
+              model=_absolute(config.model), metrics=result, bag=bag,
+              probe=probe)
   head.save(f"{workdir}/{HEAD_SUBDIR}")
   _write_json(f"{workdir}/metrics.json", result)
   log("test split: " + ", ".join(

@@ -59,6 +59,10 @@ def test_demo_writes_every_output(demo_run):
   assert selector["n_test"] == 180  # 10% of --head_examples
   # The epoch kept was chosen on the calibration rows, not the test rows.
   assert 1 <= selector["chosen_epoch"] <= 6
+  # The demo's selector blends a linear probe with the network, the blend
+  # fitted on the calibration rows.
+  assert 0.5 < selector["probe"]["auc"] <= 1.0
+  assert len(selector["probe"]["blend"]) == 3
   seed1 = workdir / "heads" / "seeds" / "selector-1" / "metrics.json"
   assert json.loads(seed1.read_text())["auc"] == result[
       "selector_auc_per_seed"][1]

@@ -446,3 +446,104 @@ def test_the_kept_epoch_is_the_best_on_the_calibration_rows(trained, corpus,
     assert m["chosen_epoch"] == int(np.argmax(scores)) + 1
     assert (m["n_train"], m["n_calibration"], m["n_test"]) == (480, 60, 60)
     assert sum(line.startswith("kept epoch") for line in lines) == 1
+
+
+def test_the_probe_pools_the_same_from_the_cache_and_from_a_padded_batch():
+  from selector import probe as probe_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  rows = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 1, 5)]
+  want = np.stack([np.concatenate([r.mean(0), r[0], r[-1]]) for r in rows])
+  hidden = np.zeros((4, 7, 4), np.float32)  # one more row, all padding
+  mask = np.zeros((4, 7), bool)
+  for i, r in enumerate(rows):
+    hidden[i, :len(r)] = r
+    mask[i, :len(r)] = True
+  got = probe_lib.pooled([hidden], mask)
+  np.testing.assert_allclose(got[:3], want, rtol=1e-6, atol=1e-6)
+  assert not got[3].any()
+
+
+def test_the_probe_never_fits_on_a_row_it_scores_out_of_fold():
+  """Random features and labels, each row with a column of its own: the
+  full fit learns the training rows by heart, the out-of-fold logits do
+  not; the rows outside training, and their labels, change nothing."""
+  from selector import probe as probe_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  n = 300
+  features = np.eye(n) + rng.normal(0, 0.01, (n, n))
+  labels = rng.integers(0, 2, n).astype(np.float64)
+  train = np.arange(200)
+  probe, logits = probe_lib.fit(features, np.zeros(n), labels, train)
+  full = probe.logit(features, np.zeros(n))
+  assert M.roc_auc(labels[train], full[train]) > 0.9
+  assert abs(M.roc_auc(labels[train], logits[train]) - 0.5) < 0.15
+  # (its saved weights are float32)
+  np.testing.assert_allclose(logits[200:], full[200:], rtol=1e-5, atol=1e-6)
+  flipped = labels.copy()
+  flipped[200:] = 1 - flipped[200:]
+  again, _ = probe_lib.fit(features, np.zeros(n), flipped, train)
+  # (the same fit; the solver's threads may round the last digits apart)
+  np.testing.assert_allclose(again.weights, probe.weights, rtol=1e-4,
+                             atol=1e-6)
+
+
+def test_a_selector_with_a_probe_scores_as_it_was_measured(trained, corpus,
+                                                           generator):
+  """head.probe: the probe is fitted, blended on the calibration rows,
+  saved with the head, and the scorer (from texts or from the sampler's
+  hidden states) gives the test rows the AUC training reported."""
+  texts, labels = corpus
+  config = make_config(trained["root"] / "activations", steps=60)
+  config.head.probe = True
+  workdir = str(trained["root"] / "probe")
+  lines = []
+  m = train_head(config, generator, Examples(texts, labels), workdir,
+                 log=lines.append)
+  assert m["probe"]["auc"] > 0.8 and len(m["probe"]["blend"]) == 3
+  assert any(line.startswith("blend on the calibration rows") for line in
+             lines)
+  head = Head.load(workdir)
+  assert head.probe is not None and head.probe.blend == tuple(
+      m["probe"]["blend"])
+  heads = Heads(generator, selector=head)
+  test = split_rows(labels.astype(np.int64), 0.1, 0.1, 0).test
+  probs = heads.score_texts([texts[i] for i in test]).selector
+  assert M.roc_auc(labels[test], probs) == pytest.approx(m["auc"], abs=2e-3)
+  cache = data_lib.ActivationCache(str(trained["root"] / "activations"))
+  from_cache = heads.score_candidates(
+      [dict(zip(cache.layers, cache.rows(i))) for i in test[:5]],
+      [texts[i] for i in test[:5]]).selector
+  np.testing.assert_allclose(from_cache, probs[:5], rtol=1e-5, atol=1e-6)
+  # The probe is for the binary heads: asked of sentiment, one line.
+  config = make_config(trained["root"] / "activations", kind="sentiment")
+  config.head.probe = True
+  with pytest.raises(UserError, match="head.probe is for the binary heads"):
+    train_head(config, generator, Examples(texts, labels),
+               str(trained["root"] / "probe-sentiment"))
+
+
+def test_a_bag_saved_before_its_tfidf_columns_still_scores():
+  """A bag of counts only (head.json with no "features") loads and scores
+  as counts . weights + intercept; one with the TF-IDF columns adds them."""
+  from selector import bag as bag_lib  # pylint: disable=import-outside-toplevel
+  weights = np.zeros(16, np.float32)
+  texts = ["a b a", "b", "c c"]
+  for w in ("a", "b"):
+    weights[bag_lib.word_columns(w, 16)[0]] = 1.0 if w == "a" else -1.0
+  old = bag_lib.from_spec({"buckets": 16, "intercept": 0.5},
+                          {"weights": weights})
+  assert old.idf is None and old.spec()["features"] == "counts"
+  np.testing.assert_allclose(old.predict(texts),
+                             bag_lib.counts(texts, 16) @ weights + 0.5)
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 40).astype(np.float64)
+  new, outputs = bag_lib.fit(
+      [f"{'glad' if y else 'sad'} word{i}" for i, y in enumerate(labels)],
+      labels, np.arange(30), binary=True, buckets=1 << 12)
+  again = bag_lib.from_spec(new.spec(), new.arrays())
+  assert again.spec()["features"] == "counts+tfidf"
+  assert np.any(again.tfidf_weights != 0)
+  held = [f"{'glad' if y else 'sad'} word{i}" for i, y in
+          enumerate(labels)][30:]
+  np.testing.assert_allclose(again.predict(held), outputs[30:], rtol=1e-5,
+                             atol=1e-6)
