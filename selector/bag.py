@@ -41,6 +41,7 @@ _WORD = re.compile(r"\w+")
 _C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
 _ALPHAS = (1.0, 3.0, 10.0, 30.0)
 FOLDS = 5
+FEATURES = "counts+tfidf"  # what a bag fitted now reads (spec "features")
 
 
 def word_columns(text: str, buckets: int) -> np.ndarray:
@@ -106,7 +107,7 @@ class Bag:
   def spec(self) -> dict:
     return {"buckets": self.buckets, "intercept": self.intercept,
             "regularisation": self.regularisation,
-            "features": "counts" if self.idf is None else "counts+tfidf"}
+            "features": "counts" if self.idf is None else FEATURES}
 
 
 def _model(binary: bool, value: float, seed: int):
@@ -185,10 +186,10 @@ def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
 def from_spec(spec: dict, arrays: dict) -> Bag:
   """A Bag from head.json's "bag" entry and bag.safetensors' arrays."""
   features = spec.get("features", "counts")
-  if features not in ("counts", "counts+tfidf"):
+  if features not in ("counts", FEATURES):
     raise ValueError(f"the bag's features {features!r} are unknown")
   names = ["weights"] + (["tfidf_weights", "idf"]
-                         if features == "counts+tfidf" else [])
+                         if features == FEATURES else [])
   got = {k: np.asarray(arrays[k], np.float32).reshape(-1) for k in names}
   for name, values in got.items():
     if len(values) != int(spec["buckets"]):

@@ -82,9 +82,14 @@ class Probe:
     return z @ self.weights.astype(np.float64) + self.bag_weight * np.asarray(
         bag, np.float64) + self.intercept
 
-  def blended(self, network: np.ndarray, probe: np.ndarray) -> np.ndarray:
+  def outputs(self, network: np.ndarray, logit: np.ndarray) -> np.ndarray:
+    """A binary head's (B, 2) outputs blended: the network's (with its
+    bag) in, (0, blended logit) out, so the logit difference the
+    calibration and the metrics read is the blend."""
+    network = np.asarray(network, np.float64)
     a, b, c = self.blend
-    return a * np.asarray(network, np.float64) + b * probe + c
+    diff = a * (network[:, 1] - network[:, 0]) + b * logit + c
+    return np.stack([np.zeros_like(diff), diff], axis=1)
 
   def arrays(self) -> dict:
     return {"mean": self.mean, "scale": self.scale, "weights": self.weights}

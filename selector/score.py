@@ -258,8 +258,7 @@ class Head:
       if self.bag is not None:
         bag_column[:len(texts)] = bag
       logit = self.probe.logit(probe_lib.pooled(hidden, mask), bag_column)
-      diff = self.probe.blended(out[:, 1] - out[:, 0], logit)
-      out = np.stack([np.zeros_like(diff), diff], axis=1).astype(np.float32)
+      out = self.probe.outputs(out, logit).astype(np.float32)
     return out
 
   def values(self, outputs: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ Workdir layout:
 """
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -327,7 +326,7 @@ def train_head(config, model, examples: Examples, workdir: str,
                                                config.cache_dtype),
       "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
       "target": target, "bag": ({"buckets": int(config.head.bag_buckets),
-                                 "features": "counts+tfidf"}
+                                 "features": bag_lib.FEATURES}
                                 if config.head.bag_buckets else 0),
       "head": head_cfg.to_dict(),
       "train": {k: v for k, v in tcfg.to_dict().items()
@@ -427,19 +426,17 @@ def train_head(config, model, examples: Examples, workdir: str,
     params, chosen_epoch = state["best"]["params"], int(state["best"]["epoch"])
     log(f"kept epoch {chosen_epoch}, the best {choice_key} on the "
         f"calibration rows ({float(state['best']['score']):.4f})")
-  run_head = functools.partial(head_outputs, params)
   if probe is not None:  # the blend, on the calibration rows
-    network = lambda out: out[:, 1] - out[:, 0]
+    out = head_outputs(params, splits.calibration)
     probe.blend = probe_lib.fit_blend(
-        network(run_head(splits.calibration)),
-        probe_logits[splits.calibration], targets[splits.calibration])
+        out[:, 1] - out[:, 0], probe_logits[splits.calibration],
+        targets[splits.calibration])
     log(f"blend on the calibration rows: {probe.blend[0]:.3f} x network + "
         f"{probe.blend[1]:.3f} x probe")
 
-    def run_head(idx):  # pylint: disable=function-redefined
-      diff = probe.blended(network(head_outputs(params, idx)),
-                           probe_logits[idx])
-      return np.stack([np.zeros_like(diff), diff], axis=1)
+  def run_head(idx):  # the network and its bag, blended with any probe
+    out = head_outputs(params, idx)
+    return out if probe is None else probe.outputs(out, probe_logits[idx])
 
   outputs = run_head(splits.test)
   result = {"n_train": int(len(train_idx)),

@@ -25,6 +25,7 @@ if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
   os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _hypothesis
   atexit.register(shutil.rmtree, _hypothesis, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tests' programs are tiny and most are run a few times, so compiling
 # them is most of the suite's time: LLVM's cheapest optimisation level
 # (XLA's own graph passes all still run, and the arithmetic is the same IEEE
@@ -35,7 +36,6 @@ FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0",
 os.environ["XLA_FLAGS"] = " ".join(
     [f for f in os.environ.get("XLA_FLAGS", "").split()
      if f not in FAST_COMPILE_FLAGS] + list(FAST_COMPILE_FLAGS))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
