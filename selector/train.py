@@ -195,6 +195,17 @@ def _write_json(path: str, obj) -> None:
     json.dump(obj, f, indent=2, sort_keys=True)
 
 
+def _finished_metrics(workdir: str) -> Optional[dict]:
+  """The test metrics of a run that trained to its end and saved its head
+  (metrics.json is written last), else None."""
+  path = f"{workdir}/metrics.json"
+  fs, _ = fsspec.core.url_to_fs(path)
+  if not (fs.exists(path) and fs.exists(f"{workdir}/{HEAD_SUBDIR}")):
+    return None
+  with fsspec.open(path, "r") as f:
+    return json.load(f)
+
+
 def _check_run(workdir: str, run: dict) -> None:
   """Writes run.json, or checks that a resumed run trains the same thing."""
   path = f"{workdir}/run.json"
@@ -264,12 +275,45 @@ def train_head(config, model, examples: Examples, workdir: str,
         (f" and {tcfg.calibration_fraction:.0%} for calibration"
          if binary or choose else ""))
 
-  # Activations of the frozen generator, once.
+  # What the run trains, checked against a resumed run's before any work:
+  # a finished run is answered from its saved metrics.
   layers = resolve_layers(config.layers, gen.n_layer)
   max_len = min(int(config.max_len), gen.n_positions)
   encoded = data_lib.encode_examples(model.tokenizer, examples.texts,
                                      examples.prompts, max_len=max_len)
   fingerprint = data_lib.generator_fingerprint(gen, model.params)
+  target = None
+  train_targets = targets
+  if kind == "sentiment":
+    target = sentiment_target(config.get("link", "bounded"),
+                              targets[train_idx])
+    train_targets = (targets - target["mean"]) / target["std"]
+  head_cfg = HeadConfig(
+      layers=layers, n_embd=gen.n_embd, n_out=N_OUT[kind],
+      n_head=config.head.n_head, pool_width=config.head.pool_width,
+      mlp_ratio=config.head.mlp_ratio, dropout=config.head.dropout)
+  B = int(tcfg.batch_size)
+  steps_per_epoch = max(1, math.ceil(len(train_idx) / B))
+  total_steps = int(tcfg.steps) if tcfg.steps > 0 else int(
+      tcfg.epochs * steps_per_epoch)
+  _check_run(workdir, {
+      "kind": kind, "data": data_lib.cache_key(fingerprint, layers, encoded,
+                                               config.cache_dtype),
+      "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
+      "target": target, "bag": ({"buckets": int(config.head.bag_buckets),
+                                 "features": bag_lib.FEATURES}
+                                if config.head.bag_buckets else 0),
+      "head": head_cfg.to_dict(),
+      "train": {k: v for k, v in tcfg.to_dict().items()
+                if k not in _NOT_RUN_IDENTITY},
+      "total_steps": total_steps, **({"probe": True} if use_probe else {})})
+  finished = _finished_metrics(workdir)
+  if finished is not None:
+    log(f"already trained in {workdir}; its test metrics: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in finished.items() if isinstance(v, float)))
+    return finished
+
+  # Activations of the frozen generator, once.
   cache_dir = config.activation_cache or (
       f"{workdir}/activations" if _is_local(workdir) else os.path.join(
           tempfile.gettempdir(), "selector-activations",
@@ -281,13 +325,6 @@ def train_head(config, model, examples: Examples, workdir: str,
       progress=progress)
   log(f"activations of {len(cache)} examples at layers {layers} ready in "
       f"{time.time() - start:.1f}s ({cache_dir})")
-
-  target = None
-  train_targets = targets
-  if kind == "sentiment":
-    target = sentiment_target(config.get("link", "bounded"),
-                              targets[train_idx])
-    train_targets = (targets - target["mean"]) / target["std"]
 
   # The bag of words, fitted first; the network learns what it leaves.
   bag, offsets = None, np.zeros(len(targets), np.float64)
@@ -311,27 +348,7 @@ def train_head(config, model, examples: Examples, workdir: str,
         seed=tcfg.seed)
     log(f"linear probe fitted in {time.time() - start:.1f}s "
         f"({probe.regularisation})")
-
-  head_cfg = HeadConfig(
-      layers=layers, n_embd=gen.n_embd, n_out=N_OUT[kind],
-      n_head=config.head.n_head, pool_width=config.head.pool_width,
-      mlp_ratio=config.head.mlp_ratio, dropout=config.head.dropout)
-  B = int(tcfg.batch_size)
-  steps_per_epoch = max(1, math.ceil(len(train_idx) / B))
-  total_steps = int(tcfg.steps) if tcfg.steps > 0 else int(
-      tcfg.epochs * steps_per_epoch)
   tx, schedule = make_optimizer(tcfg, total_steps)
-  _check_run(workdir, {
-      "kind": kind, "data": data_lib.cache_key(fingerprint, layers, encoded,
-                                               config.cache_dtype),
-      "targets": hashlib.sha256(targets.tobytes()).hexdigest(),
-      "target": target, "bag": ({"buckets": int(config.head.bag_buckets),
-                                 "features": bag_lib.FEATURES}
-                                if config.head.bag_buckets else 0),
-      "head": head_cfg.to_dict(),
-      "train": {k: v for k, v in tcfg.to_dict().items()
-                if k not in _NOT_RUN_IDENTITY},
-      "total_steps": total_steps, **({"probe": True} if use_probe else {})})
 
   rng = jax.random.PRNGKey(tcfg.seed)
   params = init_head_params(head_cfg, jax.random.fold_in(rng, 0))
