@@ -1,4 +1,5 @@
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -24,6 +25,14 @@ if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
   _hypothesis = tempfile.mkdtemp(prefix="tests-hypothesis-")
   os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _hypothesis
   atexit.register(shutil.rmtree, _hypothesis, ignore_errors=True)
+# Artefacts the whole run shares (a trained tiny model, ...): a folder of
+# this run's own that pytest-xdist's workers inherit like the cache above;
+# the first worker to ask builds one, under a lock, and every test only
+# reads it (see `shared_build`).
+if "TESTS_SHARED_DIR" not in os.environ:
+  _shared = tempfile.mkdtemp(prefix="tests-shared-")
+  os.environ["TESTS_SHARED_DIR"] = _shared
+  atexit.register(shutil.rmtree, _shared, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tests' programs are tiny and most are run a few times, so compiling
@@ -56,14 +65,30 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-@pytest.fixture(scope="session")
-def bot_model_dir(tmp_path_factory):
-  """A tiny GPT-2 that has learned the bot's text format (trained once for
-  the session; see bot_loop_helpers.train_tiny_model)."""
-  from tests import bot_loop_helpers  # pylint: disable=import-outside-toplevel
-  directory = str(tmp_path_factory.mktemp("tiny_bot_model"))
-  bot_loop_helpers.train_tiny_model(directory)
+def shared_build(name: str, build) -> str:
+  """The directory TESTS_SHARED_DIR/NAME, made by `build(directory)` once
+  for the whole run, whichever worker asks first (the others wait for it
+  on a lock); a build that failed is tried again by the next one to ask."""
+  directory = os.path.join(os.environ["TESTS_SHARED_DIR"], name)
+  done = os.path.join(directory, ".built")
+  with open(directory + ".lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(done):
+      shutil.rmtree(directory, ignore_errors=True)
+      os.makedirs(directory)
+      build(directory)
+      with open(done, "w", encoding="utf-8"):
+        pass
   return directory
+
+
+@pytest.fixture(scope="session")
+def bot_model_dir():
+  """A tiny GPT-2 that has learned the bot's text format (trained once for
+  the whole run, read by every test that takes it; see
+  bot_loop_helpers.train_tiny_model)."""
+  from tests import bot_loop_helpers  # pylint: disable=import-outside-toplevel
+  return shared_build("tiny_bot_model", bot_loop_helpers.train_tiny_model)
 
 
 @pytest.fixture(scope="session")

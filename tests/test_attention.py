@@ -43,6 +43,7 @@ def _with_gradients(fn, q, k, v, valid, weights):
 
 # The splash kernel needs lengths in multiples of 128; it runs here in
 # Pallas' interpreter.
+@pytest.mark.slow
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("impl", ["cpu", "xla", "splash"])
 def test_kernel_equals_the_reference(impl, padded):
@@ -61,6 +62,7 @@ def test_kernel_equals_the_reference(impl, padded):
     assert float(jnp.abs(b).max()) > 0.1, name  # something to compare
 
 
+@pytest.mark.slow
 def test_cpu_kernel_keeps_bfloat16():
   """The hand-written backward returns gradients in the operands' dtype."""
   keys = jax.random.split(jax.random.PRNGKey(0), 4)
@@ -75,6 +77,7 @@ def test_cpu_kernel_keeps_bfloat16():
                                np.asarray(b, np.float32), atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.slow
 def test_model_with_each_kernel_equals_the_reference():
   """Logits and every parameter's gradient, on a left-padded batch."""
   config = M.GPT2Config.preset("tiny", vocab_size=100, scan_layers=False)
@@ -146,6 +149,7 @@ SPLASH_ON_A_MESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_splash_on_a_mesh_runs_per_device():
   """Under a mesh, each device runs the kernel on its rows and heads
   (`shard_map`); the result equals one device's."""

@@ -150,6 +150,7 @@ def test_what_the_cutoffs_would_have_done_on_held_out_decisions():
 # ---- training on the bot's state ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_trained_on_decisions_it_learns_the_phrase(states, bot_model_dir):
   """The paste-able command on the state file: held-out AUC >= 0.9, and
   the bot's scoring path (the generator run on prompt + candidate) agrees
@@ -190,6 +191,7 @@ def test_trained_on_decisions_it_learns_the_phrase(states, bot_model_dir):
   assert roc_auc([bad for _, _, bad in fresh], p) >= 0.9
 
 
+@pytest.mark.slow
 def test_shuffled_decisions_stay_near_chance(states, bot_model_dir):
   config = autoreviewer_config.get_config("tiny")
   config.model = bot_model_dir
@@ -201,6 +203,7 @@ def test_shuffled_decisions_stay_near_chance(states, bot_model_dir):
   assert 0.35 <= metrics["baseline"]["auc"] <= 0.65
 
 
+@pytest.mark.slow
 def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
   only_good = write_state(str(tmp_path / "good.db"), [
       ("prompt", "a fine answer", False), ("prompt", "another", False)])
@@ -236,6 +239,7 @@ def test_too_few_decisions_is_one_line(tmp_path, bot_model_dir):
 # ---- decisions on Tumblr's drafts become examples too ------------------------
 
 
+@pytest.mark.slow
 def test_decisions_by_tags_and_on_tumblr_are_labelled_examples(
     server, tmp_path, bot_model):
   """The operator works on Tumblr, not in the console: tags one draft
@@ -302,6 +306,7 @@ def constant_autoreviewer(heads_dir: str, model_dir: str) -> None:
        ).save(f"{heads_dir}/autoreviewer")
 
 
+@pytest.mark.slow
 def test_the_bot_publishes_reviews_or_drops_by_the_cutoffs(
     server, tmp_path, bot_model_dir):
   heads_dir = str(tmp_path / "heads")

@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_sampling_benchmark_prints_ours_against_hf_and_ctranslate2():
   proc = subprocess.run(
       [sys.executable, "-m", "bench.sampling", "--size=tiny",

@@ -93,6 +93,7 @@ def test_lists_read_files_and_say_what_is_missing(tmp_path):
 # ---- asks -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_avoided_screened_and_limited_users(server, tmp_path, model):
   avoided = server.add_ask(BOT, "do you like frogs?", "mallory")
   screened = server.add_ask(BOT, "what is the sea like?", "sybil")
@@ -117,6 +118,7 @@ def test_avoided_screened_and_limited_users(server, tmp_path, model):
   assert server.posts(BOT, "submission")[0]["id"] == avoided  # left alone
 
 
+@pytest.mark.slow
 def test_asks_too_short_without_text_or_with_many_images(server, tmp_path,
                                                          model):
   short = server.add_ask(BOT, "hi", "alice")

@@ -68,6 +68,7 @@ def assert_each_job_posted_once(server, ids, cfg):
   assert done == {k: "done" for k in KINDS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_plan", "before_send", "after_send"])
 def test_every_kind_killed_at_every_point_posts_once(server, tmp_path,
                                                      bot_model_dir,
@@ -97,6 +98,7 @@ def test_every_kind_killed_at_every_point_posts_once(server, tmp_path,
   assert loop.run_pass(cfg, model=bot_model).writes == 0
 
 
+@pytest.mark.slow
 def test_accepted_draft_killed_before_it_is_sent_is_published_once(
     server, tmp_path, bot_model_dir, bot_model):
   (ask,) = helpers.seed_asks(server, helpers.ASKS[:1])

@@ -240,6 +240,7 @@ def test_replies_reblogs_dashboard_and_queue(server, tmp_path, model):
 # ---- dry run and the command line -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dry_run_sends_nothing_and_writes_the_feed(server, tmp_path,
                                                    model_dir):
   seed_asks(server)
@@ -269,6 +270,7 @@ def test_dry_run_sends_nothing_and_writes_the_feed(server, tmp_path,
   store.close()
 
 
+@pytest.mark.slow
 def test_the_config_as_it_ships_fits_a_small_model(server, tmp_path,
                                                    model_dir):
   """`launch.run_bot --config=configs/bot.py` with no sampling flags on a
@@ -284,6 +286,7 @@ def test_the_config_as_it_ships_fits_a_small_model(server, tmp_path,
   assert set(answered(server, ask_ids)) == set(ask_ids)
 
 
+@pytest.mark.slow
 def test_credential_and_list_errors_are_one_clear_line(server, tmp_path, monkeypatch):
   cfg = make_config(server, tmp_path, "/nonexistent-model")
   monkeypatch.delenv("TUMBLR_OAUTH_SECRET")
@@ -411,6 +414,7 @@ def test_the_pass_keeps_mood_history(server, tmp_path, model):
 # ---- scoring with the heads ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_heads_score_the_candidates_and_greedy_takes_the_best(
     server, tmp_path, model_dir):
   heads_dir = str(tmp_path / "heads")
@@ -613,6 +617,7 @@ def test_an_original_post_is_written_in_the_mood_of_its_publish_time(
       t0 + 10900)
 
 
+@pytest.mark.slow
 def test_a_kept_candidate_is_posted_later_once_without_sampling(
     server, tmp_path, model_dir):
   heads_dir = str(tmp_path / "heads")

@@ -125,6 +125,7 @@ def puts_to(server, post_id):
 # ---- Write -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_write_types_the_candidates_out_then_scores_them(console, server,
                                                          tmp_path):
   r = console()
@@ -172,6 +173,7 @@ def test_nothing_is_sent_in_a_dry_run(console):
 # ---- Review ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_accepted_edit_is_posted_once_beside_a_bot_pass(console, server,
                                                            cfg, bot_model,
                                                            tmp_path):
@@ -217,6 +219,7 @@ def test_an_accepted_edit_is_posted_once_beside_a_bot_pass(console, server,
   assert (example["decision"], example["label"]) == ("accept_edited", 0)
 
 
+@pytest.mark.slow
 def test_a_retry_shows_new_candidates_and_the_limit_holds(console, server, cfg,
                                                           bot_model):
   (ask,) = parked(cfg, server, bot_model, [("do you like frogs?", "alice")])
@@ -243,6 +246,7 @@ def test_a_retry_shows_new_candidates_and_the_limit_holds(console, server, cfg,
   store.close()
 
 
+@pytest.mark.slow
 def test_reject_deletes_the_draft(console, server, cfg, bot_model):
   (ask,) = parked(cfg, server, bot_model, [("do you like frogs?", "alice")])
   r = console(post_now=True)
@@ -263,6 +267,7 @@ def test_reject_deletes_the_draft(console, server, cfg, bot_model):
 # ---- untrusted text and the history ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_ask_with_markup_is_shown_as_text(console, server, cfg, bot_model,
                                              tmp_path):
   evil = ("<script>window.pwned=1</script> hello "
@@ -280,6 +285,7 @@ def test_an_ask_with_markup_is_shown_as_text(console, server, cfg, bot_model,
   assert r.tab.locator("#history img, #history script").count() == 0
 
 
+@pytest.mark.slow
 def test_history_lists_a_dry_run_with_its_candidates(console, server, cfg,
                                                      bot_model, tmp_path):
   seed_asks(server)

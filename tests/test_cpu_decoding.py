@@ -40,6 +40,7 @@ def model(tok):
   return noisy_tiny(tok.vocab_size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_prefill_and_steps_equal_the_reference(model, dtype):
   """Three rows share one prompt prefix (with a padded slot) written by
@@ -81,6 +82,7 @@ def test_prefill_and_steps_equal_the_reference(model, dtype):
   assert cache["prefix_k"][0].shape == (config.n_head, 4, config.head_dim)
 
 
+@pytest.mark.slow
 def test_segmented_cache_decodes_like_the_full_forward(tok):
   """A long budget splits each row's cache into segments, one decoding loop
   each (`cache_segments`): greedy tokens, log-probs and hidden states still
@@ -122,6 +124,7 @@ def test_segmented_cache_decodes_like_the_full_forward(tok):
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_samples", [1, 3])
 def test_decoding_loop_updates_the_cache_in_place(model, tok, num_samples):
   """The compiled sampler copies no layer cache inside its loop (a copy per

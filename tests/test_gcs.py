@@ -126,6 +126,7 @@ CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_gs_data_and_checkpoints(gcs_env):
   plays = sorted(glob.glob(os.path.join(data.default_corpus(), "**", "*.md"),
                            recursive=True))[:3]

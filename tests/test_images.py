@@ -131,6 +131,7 @@ def test_the_fetch_connects_to_the_address_it_checked(tmp_path, monkeypatch):
   assert asked == ["rebind.example"] and connects == ["93.184.215.14"]
 
 
+@pytest.mark.slow
 def test_low_confidence_and_border_text_is_dropped_and_gifs_are_sampled():
   border = drawn(["edge", SENTENCE], size=(1000, 500),
                  at=((2, 2), (60, 220)))

@@ -942,6 +942,7 @@ def test_a_language_langdetect_does_not_know_is_one_line(tmp_path):
   assert " en," in line
 
 
+@pytest.mark.slow
 def test_the_html_report_in_a_browser(tmp_path):
   # pylint: disable-next=import-outside-toplevel
   from playwright import sync_api as playwright_api

@@ -73,6 +73,7 @@ def dequantized(params):
   return out, jnp.asarray(q * s[:, None])
 
 
+@pytest.mark.slow
 def test_int8_decoding_is_float32_decoding_of_the_quantized_weights(tiny):
   config, params, _ = tiny
   prepared = C.prepare(config, params, "int8")
@@ -122,6 +123,7 @@ def test_sample_int8_with_and_without_the_kernel(tiny, monkeypatch):
     S.sample(config, params, tok, ["I have"], weights="int4", **greedy)
 
 
+@pytest.mark.slow
 def test_the_bots_sampling_settings_carry_the_weights(tiny):
   # pylint: disable-next=import-outside-toplevel
   from bot import ml
@@ -142,6 +144,7 @@ def test_the_bots_sampling_settings_carry_the_weights(tiny):
   assert samples[0].raw == want.text
 
 
+@pytest.mark.slow
 def test_bench_quantization_measures_kl_perplexity_and_greedy_agreement(tiny):
   # pylint: disable-next=import-outside-toplevel
   from bench import quantization
@@ -160,6 +163,7 @@ def test_bench_quantization_measures_kl_perplexity_and_greedy_agreement(tiny):
   assert greedy["prompts"] == 3 and 0 <= greedy["greedy_alike_share"] <= 1
 
 
+@pytest.mark.slow
 def test_convert_quantize_int8_stores_codes_every_command_loads(tiny,
                                                                tmp_path):
   # pylint: disable-next=import-outside-toplevel

@@ -44,6 +44,7 @@ def greedy_json(model_dir):
   return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_json_greedy_candidates_match_the_library(greedy_json, model_dir):
   assert len(greedy_json) == 2
   loaded = W.load_model(model_dir)
@@ -59,6 +60,7 @@ def test_json_greedy_candidates_match_the_library(greedy_json, model_dir):
   assert greedy_json[0]["tokens"] == greedy_json[1]["tokens"]
 
 
+@pytest.mark.slow
 def test_weights_int8_decodes_as_the_library_does(model_dir):
   proc = _run("--model", model_dir, "--prompt", PROMPT, "--max_new_tokens",
               "12", "--top_k", "1", "--weights", "int8", "--json")
@@ -72,6 +74,7 @@ def test_weights_int8_decodes_as_the_library_does(model_dir):
   assert abs(line["mean_logprob"] - want.mean_logprob) < 1e-4
 
 
+@pytest.mark.slow
 def test_stream_types_the_same_text_from_the_hub_name(greedy_json, model_dir,
                                                      tmp_path):
   """Streamed, the same greedy text; and the model named as a Hugging Face
@@ -87,6 +90,7 @@ def test_stream_types_the_same_text_from_the_hub_name(greedy_json, model_dir,
   assert proc.stdout == greedy_json[0]["text"] + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--max_new_tokens", "0"], "error: --max_new_tokens must be >= 1"),
     (["--top_p", "1.5"], "error: top_p must be in (0, 1]"),

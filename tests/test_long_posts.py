@@ -63,6 +63,7 @@ def window(prompt: list, written: list) -> list:
   return header + tokens[len(tokens) - (WIDTH - len(header)):]
 
 
+@pytest.mark.slow
 def test_a_long_request_writes_all_its_tokens_in_steps(long_run, model):
   config, _ = model
   assert config.n_positions == CONTEXT
@@ -113,6 +114,7 @@ def test_the_first_step_is_the_one_call_sampler(long_run, model, tok):
     assert a.tokens[:STEP] == b.tokens[:STEP]
 
 
+@pytest.mark.slow
 def test_same_seed_same_text_and_a_candidate_ignores_its_batch(
     long_run, model, tok):
   config, params = model
@@ -140,6 +142,7 @@ def _boundary_stop(tok, tokens: list, boundary: int) -> str:
   raise AssertionError(f"no stop string first seen at token {boundary}")
 
 
+@pytest.mark.slow
 def test_a_stop_string_across_two_steps_stops_the_row(long_run, model, tok):
   """A stop string that begins in one step's last token and ends in the
   next step's first one stops the row in that step: the byte automaton's
@@ -161,6 +164,7 @@ def test_a_stop_string_across_two_steps_stops_the_row(long_run, model, tok):
   assert boundary - 1 <= len(after.tokens) <= boundary + 1
 
 
+@pytest.mark.slow
 def test_stream_joins_to_the_long_text(long_run, model, tok):
   config, params = model
   pieces = S.stream(config, params, tok, PROMPTS, num_samples=2,

@@ -105,6 +105,7 @@ def _stored_tree(path):
           _leaves(dict(tree)).items()}
 
 
+@pytest.mark.slow
 def test_lora_trains_only_the_adapters(lora_run, base_dir):
   """The checkpoint and the Adam state hold the adapters alone; the merged
   model is the base, bit for bit, except the target kernels; the validation
@@ -149,6 +150,7 @@ def test_lora_trains_only_the_adapters(lora_run, base_dir):
     assert np.isfinite(r["b_simple"])  # the noise scale, over 2 micro-batches
 
 
+@pytest.mark.slow
 def test_rank_0_is_the_full_fine_tune_exactly(prepared):
   """With lora.rank=0 the other LoRA settings change nothing: two steps
   give the plain config's parameters and metrics, bit for bit."""
@@ -198,6 +200,7 @@ def _running(env, *args):
       _launch(env, "launch.finetune", *args, wait=False))
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_the_uninterrupted_run(
     lora_run, prepared, hub_env, tmp_path):
   """launch.finetune with the base named `gpt2` (the Hub cache's): killed
@@ -245,6 +248,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(
       want[0].tokens
 
 
+@pytest.mark.slow
 def test_peft_and_merged_exports_match_ours(lora_run, base_dir, tmp_path):
   """`launch.convert --to=peft` loads with peft onto the base's
   GPT2LMHeadModel, and `--to=hf` (merged) in transformers: both give our
@@ -336,6 +340,7 @@ MEMORY = textwrap.dedent("""
 """ % ALL_TARGETS)
 
 
+@pytest.mark.slow
 def test_lora_step_needs_less_memory_than_the_full_one():
   """launch.compile_check's measure of the `small` preset's step, at the
   same shape and dtypes: LoRA saves at least the blocks' Adam moments."""

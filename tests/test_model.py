@@ -39,6 +39,7 @@ def test_small_logits_match_hf_on_padded_batch(small):
   assert diff < 1e-4
 
 
+@pytest.mark.slow
 def test_124m_logits_match_hf_on_padded_batch(tmp_path):
   shape = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12,
                n_head=12)
@@ -51,6 +52,7 @@ def test_124m_logits_match_hf_on_padded_batch(tmp_path):
   assert diff < 1e-4
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_full_forward(small):
   _, loaded = small
   cfg, params = loaded.config, loaded.params
@@ -97,6 +99,7 @@ def test_capture_returns_chosen_layers(small):
   assert not np.allclose(out.hidden[2], out.hidden[3])
 
 
+@pytest.mark.slow
 def test_dropout_and_remat_train_forward():
   cfg = M.GPT2Config.preset("tiny", vocab_size=100, resid_pdrop=0.5,
                             remat=True)
@@ -117,6 +120,7 @@ def test_dropout_and_remat_train_forward():
   assert float(jnp.abs(grads["h"]["mlp"]["c_fc"]["kernel"]).sum()) > 0
 
 
+@pytest.mark.slow
 def test_unrolled_layers_match_scan(small):
   """scan_layers=False: the same parameters and results, loss gradients too."""
   _, loaded = small
@@ -150,6 +154,7 @@ def test_unrolled_layers_match_scan(small):
   assert not np.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_fp32_params():
   cfg = M.GPT2Config.preset("tiny", vocab_size=100, dtype="bfloat16")
   params = M.init_params(cfg, jax.random.PRNGKey(0))

@@ -105,6 +105,7 @@ def _stderrs(results) -> str:
                    for i, (rc, _, err) in enumerate(results))
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_through_a_sigterm(corpus, one_process,
                                                        tmp_path):
   """Two processes train; SIGTERM to one stops both at the same step, and
@@ -220,6 +221,7 @@ def test_roll_call_refuses_processes_started_with_other_flags():
                      "program listening there?")
 
 
+@pytest.mark.slow
 def test_a_process_that_never_comes_is_one_error_line(corpus, tmp_path):
   """launch.finetune's process 0 of 2, alone: within its timeout it stops
   with one `error:` line naming process 1, status 2, no JAX abort."""

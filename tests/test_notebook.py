@@ -68,6 +68,7 @@ def mastodon_archive(folder) -> str:
   return folder
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_on_a_cpu_with_the_tiny_preset(tmp_path):
   archive = mastodon_archive(str(tmp_path / "mastodon-export"))
   workdir = str(tmp_path / "run")

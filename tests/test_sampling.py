@@ -65,6 +65,7 @@ def greedy_run(model, tok):
   return prompts, results
 
 
+@pytest.mark.slow
 def test_greedy_equals_argmax_of_full_forward(greedy_run, full_forward, tok):
   prompts, results = greedy_run
   assert [r.prompt_index for r in results] == [0, 1]
@@ -157,6 +158,7 @@ def batch_run(model, tok):
                   rules=RULES)
 
 
+@pytest.mark.slow
 def test_batch_equals_single_runs_with_the_same_seeds(batch_run, model, tok):
   config, params = model
   for seed, row in zip([11, 22, 33], batch_run):
@@ -173,6 +175,7 @@ def test_batch_equals_single_runs_with_the_same_seeds(batch_run, model, tok):
   assert [r.tokens for r in again] == [r.tokens for r in batch_run]
 
 
+@pytest.mark.slow
 def test_stream_pieces_join_to_the_sampled_text(batch_run, model, tok):
   config, params = model
   pieces = S.stream(config, params, tok, "I hold with those", num_samples=3,
@@ -387,6 +390,7 @@ def test_breakruns_temperature_grows_by_tau_per_argmax_pick_and_resets():
       base + tau * np.arange(4), rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["top_p", "typical_p"])
 def test_fast_draw_matches_the_filtered_distribution(rule):
   """The rejection draw keeps the filter's support and its frequencies."""
@@ -456,6 +460,7 @@ def test_long_prompt_is_left_truncated_with_a_warning(model, tok, caplog):
   assert short.tokens == result.tokens
 
 
+@pytest.mark.slow
 def test_reference_decoding_samples_like_the_cpu_decoding(greedy_run, model,
                                                         tok):
   """The sampler on the reference model (GPUs' and TPUs' path) writes what
@@ -478,6 +483,7 @@ def test_reference_decoding_samples_like_the_cpu_decoding(greedy_run, model,
     S.sample(config, params, tok, "I", max_new_tokens=2, decoding="gpu")
 
 
+@pytest.mark.slow
 def test_decoding_parameters_are_kept_per_model_and_renewed(model, tok):
   """The transposed decoding copy is made once per model: the same params
   reuse it, other params (or the same values as numpy) get their own."""

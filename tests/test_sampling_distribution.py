@@ -118,6 +118,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_draws_follow_the_exact_distribution(case):
   params, run, rules = CASES[case]
@@ -134,6 +135,7 @@ def test_draws_follow_the_exact_distribution(case):
   assert p > 1e-3
 
 
+@pytest.mark.slow
 def test_the_chi_square_test_rejects_a_nearby_distribution():
   """The test above has the power to see a small change of the rules: the
   bot's draws against the exact distribution at T 1.0 instead of 0.9, or

@@ -104,6 +104,7 @@ def trained(tmp_path_factory, corpus, generator):
           "before": before, "config": config}
 
 
+@pytest.mark.slow
 def test_head_learns_which_author_wrote_a_passage(trained):
   m = trained["metrics"]
   print(f"held-out AUC {m['auc']:.3f} accuracy {m['accuracy']:.3f} "
@@ -133,6 +134,7 @@ def test_generator_params_are_bit_identical_after_training(trained, generator):
     assert a.tobytes() == b.tobytes(), path
 
 
+@pytest.mark.slow
 def test_shuffled_labels_stay_near_chance(trained, corpus, generator):
   texts, labels = corpus
   shuffled = np.random.default_rng(1).permutation(labels)
@@ -145,6 +147,7 @@ def test_shuffled_labels_stay_near_chance(trained, corpus, generator):
   assert abs(m["auc"] - 0.5) <= 0.15
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_head(trained, corpus,
                                                      generator, capsys):
   texts, labels = corpus
@@ -277,6 +280,7 @@ def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus,
                                                     abs=1e-4), key
 
 
+@pytest.mark.slow
 def test_sentiment_head_and_both_heads_together(trained, corpus, generator):
   texts, labels = corpus
   rng = np.random.default_rng(3)
@@ -418,6 +422,7 @@ def test_a_sentiment_value_stays_within_the_range_it_learned():
     sentiment_target("bounded", np.zeros(4))
 
 
+@pytest.mark.slow
 def test_the_kept_epoch_is_the_best_on_the_calibration_rows(trained, corpus,
                                                             generator):
   """choose_epoch: every epoch is scored on the calibration rows only, the
@@ -487,6 +492,7 @@ def test_the_probe_never_fits_on_a_row_it_scores_out_of_fold():
                              atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_selector_with_a_probe_scores_as_it_was_measured(trained, corpus,
                                                            generator):
   """head.probe: the probe is fitted, blended on the calibration rows,

@@ -93,6 +93,7 @@ def files(tmp_path_factory):
   }
 
 
+@pytest.mark.slow
 def test_train_both_heads_and_score_offline(files):
   heads = files["root"] / "heads"
   common = [f"--config.model={files['model']}", "--config.train.epochs=2"]
@@ -147,6 +148,7 @@ def test_train_both_heads_and_score_offline(files):
   assert "n_layer=2" in message and "n_layer=3" in message
 
 
+@pytest.mark.slow
 def test_a_label_that_is_not_a_number_is_one_line(files):
   result = run("launch.train_selector", "--config=configs/selector.py:tiny",
                f"--config.model={files['model']}",

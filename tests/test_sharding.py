@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,6 +114,7 @@ SHARDED_VS_SINGLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device_step():
   proc = subprocess.run([sys.executable, "-c", SHARDED_VS_SINGLE], cwd=REPO,
                         capture_output=True, text=True, timeout=600,
@@ -151,6 +153,7 @@ def test_sharded_step_equals_single_device_step():
   assert max(np.abs(np.asarray(b)).max() for b in one["leaves"][1::2]) > 1e-3
 
 
+@pytest.mark.slow
 def test_compile_check_1558m_fits_a_v3_core():
   """GPT-2 1.5B, Adam, batch 24 x 1024 x 5 accumulated, on a v3-8 mesh."""
   proc = subprocess.run(

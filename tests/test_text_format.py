@@ -545,6 +545,7 @@ _POST_KEYS = ("type", "blog_name", "blog", "id", "id_string", "timestamp",
               "title", "text", "source", "url", "post", "reblogged_from_name")
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=250, deadline=None, derandomize=True,
                      database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))

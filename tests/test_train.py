@@ -85,6 +85,7 @@ def _config(data_dir, **overrides):
   return c
 
 
+@pytest.mark.slow
 def test_accumulation_equals_one_big_batch_and_frozen_params(prepared):
   """k micro-batches of B give the update of one batch of k*B; the
   embeddings and ln_f stay bit-identical and get no Adam state; the noise
@@ -145,6 +146,7 @@ def test_accumulation_equals_one_big_batch_and_frozen_params(prepared):
   assert "b_simple" not in big  # one micro-batch: no noise scale
 
 
+@pytest.mark.slow
 def test_restarts_follow_the_schedule(prepared, tmp_path, caplog):
   """A run stopped and resumed twice: one line per step, lr = formula(step),
   the workdir a loadable model. From random init every parameter trains
@@ -206,6 +208,7 @@ def test_restarts_follow_the_schedule(prepared, tmp_path, caplog):
   assert run["init"] == workdir
 
 
+@pytest.mark.slow
 def test_a_setting_that_changes_the_step_compiles_a_new_one(prepared):
   """The compiled steps are cached per config: every setting the loop does
   not read is in the key, a new setting too, so a changed one never reuses

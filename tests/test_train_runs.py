@@ -47,6 +47,7 @@ def shakespeare_run(env, tmp_path_factory):
   return workdir, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_tiny_config_learns_shakespeare(shakespeare_run):
   workdir, summary = shakespeare_run
   train_tokens = np.fromfile(os.path.join(workdir, "data", "train-00000.bin"),
@@ -95,6 +96,7 @@ def _trajectory(workdir):
            r["b_simple"]) for r in train.read_metrics(workdir)]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(env, shakespeare_run,
                                                          tmp_path):
   data_dir = os.path.join(shakespeare_run[0], "data")
@@ -120,6 +122,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(env, shakespeare_run,
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits(env, shakespeare_run, tmp_path):
   data_dir = os.path.join(shakespeare_run[0], "data")
   workdir = str(tmp_path / "preempted")
@@ -139,6 +142,7 @@ def test_sigterm_saves_and_exits(env, shakespeare_run, tmp_path):
       str(last)]
 
 
+@pytest.mark.slow
 def test_config_mistakes_are_one_line(env, tmp_path):
   proc = finetune(env, str(tmp_path / "w"), "--config.model.sise=3")
   assert proc.returncode == 2
@@ -160,6 +164,7 @@ def test_config_mistakes_are_one_line(env, tmp_path):
       f"such file or directory: '{missing}')"]
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_a_hub_name(env, shakespeare_run, tmp_path):
   """`--config.init=gpt2` with GPT-2 in a Hugging Face Hub cache, offline
   (the Shakespeare run's model, exported, stands in for OpenAI's): the run

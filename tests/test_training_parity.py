@@ -22,6 +22,7 @@ def report(tmp_path_factory):
                                  corpus=str(corpus))
 
 
+@pytest.mark.slow
 def test_losses_match_pytorch_at_every_step(report):
   for run in report["runs"]:
     ours, ref = run["loss_ours"], run["loss_pytorch"]

@@ -46,6 +46,7 @@ def digest(path: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+@pytest.mark.slow
 def test_tuned_on_turned_down_phrase_says_it_a_tenth_as_often(world_model,
                                                               tmp_path):
   db, shuffled_db = str(tmp_path / "bot.db"), str(tmp_path / "shuffled.db")
@@ -122,6 +123,7 @@ def pairs_of(db: str):
           [(p.prompt, p.chosen, p.rejected) for p in test_pairs[:8]])
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_where_an_unbroken_one_does(world_model, tmp_path):
   db = str(tmp_path / "bot.db")
   world.decisions(db)
@@ -150,6 +152,7 @@ def test_a_resumed_run_ends_where_an_unbroken_one_does(world_model, tmp_path):
              test_pairs)
 
 
+@pytest.mark.slow
 def test_full_fine_tune_keeps_a_frozen_reference(world_model, tmp_path):
   db = str(tmp_path / "bot.db")
   world.decisions(db)
@@ -165,6 +168,7 @@ def test_full_fine_tune_keeps_a_frozen_reference(world_model, tmp_path):
   assert loaded.kind == "workdir" and not loaded.config.lora_rank
 
 
+@pytest.mark.slow
 def test_too_few_pairs_is_one_line_and_the_state_is_untouched(world_model,
                                                               tmp_path):
   from bot.state import Store  # pylint: disable=import-outside-toplevel

@@ -32,6 +32,7 @@ def _trees_equal(a, b):
       lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
 
 
+@pytest.mark.slow
 def test_export_loads_in_transformers_with_same_logits(tmp_path):
   import transformers  # pylint: disable=import-outside-toplevel
   cfg = M.GPT2Config(**SMALL)
@@ -149,6 +150,7 @@ def _convert(*args):
                         capture_output=True, text=True, cwd=REPO, check=False)
 
 
+@pytest.mark.slow
 def test_convert_cli_between_kinds(hf_dir, tmp_path):
   tok = Tokenizer.train(["a few words for the vocabulary"] * 10, 300)
   tok.save(hf_dir)
