@@ -62,7 +62,9 @@ setup(
                  "ctranslate2>=4.5",
                  # the notebook, executed in a real kernel, and its twin
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                 "jupytext>=1.16"],
+                 "jupytext>=1.16",
+                 # tests/test_docs.py builds the documentation site
+                 "mkdocs>=1.6", "mkdocs-material>=9.5"],
         "demo": [OCR],
         # Text in images (bot.images); its models ship in the wheel.
         "ocr": [OCR],
@@ -70,5 +72,7 @@ setup(
         "console": ["gradio>=5"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        # The documentation site (mkdocs.yml, docs/): mkdocs serve.
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
     },
 )
