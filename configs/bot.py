@@ -82,7 +82,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # many: few compiled programs however many jobs a pass has.
   c.sampling.min_prompts = 1
   # "float32" (the weights as loaded) or "int8": on a CPU, decoding from
-  # weights quantized per output channel (gpt2.int8; README, int8 decoding).
+  # weights quantized per output channel (gpt2.int8; docs/sampling.md).
   c.sampling.weights = "float32"
 
   # Choice.

@@ -9,7 +9,7 @@ bfloat16; rank-16 adapters on all four dense layers of every block
 (19.7M parameters, 1.3% of the model) are trained in float32 with Adam.
 bf16 matmuls, rematerialised blocks, 4 x 1024 tokens per micro-batch,
 accumulated 8 times (32 sequences per update). It fits a 16 GiB card
-(13.3 GiB as the CPU compiler counts it, which errs high; see the README):
+(13.3 GiB as the CPU compiler counts it, which errs high; see docs/training.md):
 
   python -m launch.compile_check --config=configs/gpt2_1558m_lora.py --devices=1
 

@@ -133,7 +133,7 @@ def build_corpus(workdir: str, head_examples: int = 0) -> dict:
         judged.append(dict(plays.judged_example(thread), label=label))
   rng.shuffle(judged)
   # Every answer of the tragedies and as many of the comedies: 1800 were too
-  # few for the sentiment head (see the README's heads section).
+  # few for the sentiment head (see docs/demo.md).
   judged = _balanced(judged, head_examples // 2)
   _write_jsonl(paths["selector"], judged)
   # The sentiment head's target: VADER's compound score of the answer.
@@ -215,7 +215,7 @@ def train_heads(workdir: str, paths: dict, head_steps: int,
       # Up to EPOCHS epochs, keeping the one that scores best on the
       # calibration rows: with the bag of words the network learns what the
       # words leave, and a few epochs more overfit it. The test rows never
-      # choose (see the README's heads section).
+      # choose (see docs/demo.md).
       config.train.epochs = EPOCHS
       config.train.choose_epoch = True
       config.train.seed = seed

@@ -153,7 +153,7 @@ PATHS = {name: os.path.join(WORKDIR, name) for name in (
 # ## 2. Your posts
 #
 # `launch.import_archive` reads the archive as the platform hands it out
-# (the README lists the files each kind holds) and writes the posts
+# (docs/corpus.md lists the files each kind holds) and writes the posts
 # `launch.scrape` would; conversations stay threads, with your turns last.
 # A posts.jsonl is used as it is.
 
@@ -233,7 +233,7 @@ display(Image(loss_png))
 # A small head on the frozen generator's activations learns the mood of
 # your posts (VADER's score of each). The bot reads it to keep a mood; here
 # it scores the samples. (The selector, which predicts how well a post
-# will do, needs note counts: `launch.scrape` gives them, see the README.)
+# will do, needs note counts: `launch.scrape` gives them, see docs/heads.md.)
 
 # %%
 head_config = "configs/sentiment.py" + (":tiny" if PRESET == "tiny" else "")
@@ -290,7 +290,7 @@ for i, row in enumerate(scored):
 # The operator's console (write live, the review queue, the history, the
 # training curves) runs beside this notebook, in `--dry_run`: it sends
 # nothing to Tumblr. To let it post, put your Tumblr keys in a credentials
-# file (see the README) and start it without `--dry_run`. In Colab the link
+# file (see docs/bot.md) and start it without `--dry_run`. In Colab the link
 # goes through Colab's proxy; elsewhere it is this machine's loopback.
 
 # %%
@@ -332,6 +332,6 @@ print(f"the console of {BLOG}: {CONSOLE_URL}")
 
 # %% [markdown]
 # The console stops with this notebook's kernel, or with
-# `CONSOLE.terminate()`. Next: the README's sections on the bot
+# `CONSOLE.terminate()`. Next: the docs' pages on the bot
 # (`launch.run_bot`), the selector, and exporting the model
 # (`launch.convert --to=hf`, or `--to=peft` for the LoRA adapters).

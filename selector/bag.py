@@ -1,7 +1,7 @@
 """A head's bag of words: a linear model on the judged text's word counts,
 fitted in closed form before the network, which then learns what it leaves.
 
-Why a head has one (measured on the demo, see the README's heads section):
+Why a head has one (measured on the demo, see docs/heads.md):
 the labels a head learns are often about which words a text uses (VADER's
 sentiment is a squashed sum of word valences; a play's vocabulary tells
 comedy from tragedy), and a small generator's hidden states do not say

@@ -1,6 +1,6 @@
 """A binary head's linear probe, blended with its network.
 
-Why (measured on the demo, see the README's heads section): on a few
+Why (measured on the demo, see docs/heads.md): on a few
 thousand examples the attention-pooling network and a plain linear model on
 the pooled hidden states see the texts differently, and their blend ranks
 better than either. The probe is a logistic regression on, for each layer

@@ -3,7 +3,7 @@ driven by Playwright, against the console on 127.0.0.1 with the tiny model,
 the local Tumblr server and a real SQLite state.
 
 Set CONSOLE_SCREENSHOTS=DIR to keep the screenshots of the tabs (the
-README's come from there).
+docs' come from there).
 """
 
 import os

@@ -297,6 +297,7 @@ def test_peft_and_merged_exports_match_ours(lora_run, base_dir, tmp_path):
       "writes any model"]
 
 
+@pytest.mark.slow
 def test_lora_mistakes_are_one_line(lora_run, prepared, base_dir, tmp_path):
   cases = [
       ({"lora.rank": -1}, base_dir,

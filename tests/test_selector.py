@@ -124,6 +124,7 @@ def test_head_learns_which_author_wrote_a_passage(trained):
   assert written["beats_baseline"] == (m["auc"] > baseline["auc"])
 
 
+@pytest.mark.slow
 def test_generator_params_are_bit_identical_after_training(trained, generator):
   before = jax.tree_util.tree_leaves_with_path(trained["before"])
   after = jax.tree_util.tree_leaves_with_path(generator.params)

@@ -35,6 +35,7 @@ def test_losses_match_pytorch_at_every_step(report):
       r["max_rel_diff_first_50"] for r in report["runs"])
 
 
+@pytest.mark.slow
 def test_frozen_embeddings_stay_bit_identical_on_both_sides(report):
   frozen = [r for r in report["runs"] if r["only_train_transformer_layers"]]
   assert len(frozen) == 1
