@@ -58,10 +58,9 @@ OLD_README_HEADINGS = [
 ]
 
 # The README's test command: .ci/run runs it verbatim.
-TEST_COMMAND = ('pip install -q --no-compile -e ".[test]" && '
-                'python -m pytest -x -q')
+TEST_COMMAND = 'pip install -q -e ".[test]" && python -m pytest -x -q'
 DEMO_COMMAND = ('python3 -m venv .venv && . .venv/bin/activate && '
-                'pip install -q --no-compile -e ".[demo]" && '
+                'pip install -q -e ".[demo]" && '
                 'python -m launch.demo --workdir=runs/demo')
 README_MAX_LINES = 160
 MIN_COMMANDS = 40
