@@ -19,7 +19,6 @@ generator stages run first (a few minutes).
 import json
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 
