@@ -41,7 +41,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["gpt2*", "selector*", "bot*", "launch*",
-                                    "configs*", "bench*"]),
+                                    "configs*", "bench*", "atomic_files*"]),
     # The int8 kernel's source, compiled on first use (gpt2/int8.py).
     package_data={"launch": ["*.sh"], "gpt2": ["kernels/*.cc"]},
     python_requires=">=3.10",

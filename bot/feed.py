@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from atomic_files import atomic_write  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bot.records import written_by  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FEED_JSONL = "feed.jsonl"
@@ -84,10 +85,8 @@ class Feed:
     for entry in reversed(self.entries()):
       parts.append(_entry_html(entry))
     parts.append("</body></html>")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
       f.write("\n".join(parts))
-    os.replace(tmp, path)
     return path
 
   @property
@@ -136,11 +135,20 @@ def _score(value) -> str:
   return "–" if value is None else f"{value:.3f}"
 
 
+def _error_line(entry: dict) -> str:
+  """A job whose handling raised (bot.loop): tried again, or parked."""
+  if entry.get("parked"):
+    return f"parked after {entry['errors']} errors: {entry['error']}"
+  return (f"error {entry['errors']} of {entry['max_errors']} (tried again "
+          f"next pass): {entry['error']}")
+
+
 def _entry_html(entry: dict) -> str:
   esc = html.escape
-  if "skipped" in entry or "command" in entry:
+  if "skipped" in entry or "command" in entry or "error" in entry:
     what = (f"skipped: {entry['skipped']}" if "skipped" in entry
-            else f"command {entry['command']}")
+            else f"command {entry['command']}" if "command" in entry
+            else _error_line(entry))
     return (f"<div class='post skip'><div class='meta'>"
             f"{esc(_when(entry['t']))} · {esc(entry.get('kind', ''))} · "
             f"{esc(entry.get('job') or entry.get('stage', ''))}</div>"

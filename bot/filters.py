@@ -10,14 +10,54 @@ get past a plain list:
   - stretched letters: "baaad".
 An entry only matches as a whole word (not "class" for "ass"), so ordinary
 text does not end in the drafts.
+
+Entries and texts are both compared in `normalize`d form, so the spellings
+that look the same to a reader match too: full-width letters, accents, a
+zero-width space or soft hyphen inside a word, Cyrillic or Greek letters
+that look Latin.
 """
 
 import dataclasses
 import os
+import logging
 import re
+import unicodedata
 from typing import Optional, Sequence
 
 from gpt2.errors import UserError
+
+log = logging.getLogger("bot.filters")
+
+# Letters of other scripts drawn like a Latin letter (lowercase: `normalize`
+# casefolds first, so the capitals of Cyrillic and Greek come here too).
+_LOOKALIKES = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "һ": "h", "н": "h",
+    "і": "i", "ј": "j", "к": "k", "ӏ": "l", "м": "m", "о": "o", "р": "p",
+    "ԛ": "q", "ѕ": "s", "т": "t", "ԝ": "w", "х": "x", "у": "y",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v",
+    "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w",
+    # Latin letters that are not a-z but look like them
+    "ı": "i", "ɑ": "a", "ɡ": "g", "ȷ": "j",
+})
+# Characters dropped before comparing: combining marks (accents, once NFKD
+# has split them off their letters) and invisible format characters (zero
+# width spaces and joiners, the soft hyphen, direction marks).
+_DROPPED = {"Mn", "Me", "Cf"}
+
+
+def normalize(text: str) -> str:
+  """`text` as the word list and the operator's lists compare it: the
+  compatibility forms folded (full-width letters, ligatures), accents and
+  invisible characters removed, letters of other scripts that look Latin
+  folded to it, case folded. For matching only: never shown or posted."""
+  split = unicodedata.normalize("NFKD", text)
+  kept = "".join(ch for ch in split
+                 if unicodedata.category(ch) not in _DROPPED)
+  return unicodedata.normalize("NFKC", kept).casefold().translate(
+      _LOOKALIKES)
+
 
 # Stand-ins per letter, beyond the letter itself.
 _LEET = {
@@ -61,7 +101,17 @@ class WordFilter:
 
   @classmethod
   def from_words(cls, words: Sequence[str]) -> "WordFilter":
-    entries = tuple(w.strip().lower() for w in words if w.strip())
+    entries = []
+    for word in words:
+      entry = normalize(word).strip()
+      if not any(c.isalnum() for c in entry):
+        # Nothing a text could be matched against: said once, at start.
+        if word.strip():
+          log.warning("word list: %r has no letter or digit; it matches "
+                      "nothing", word.strip())
+        continue
+      if entry not in entries:
+        entries.append(entry)
     if not entries:
       return cls(entries=(), _pattern=None)
     # Longest first, so a phrase wins over a word inside it. Every entry is
@@ -83,7 +133,7 @@ class WordFilter:
     if self._pattern is None or not text:
       return []
     found = []
-    for m in self._pattern.finditer(text):
+    for m in self._pattern.finditer(normalize(text)):
       entry = self.entries[int(m.lastgroup[1:])]
       if entry not in found:
         found.append(entry)

@@ -28,22 +28,31 @@ passes):
 With `dry_run` no write request is sent: the plans go to the feed (JSONL,
 HTML, mood plot) and the jobs are marked `dry_run`, which a later live pass
 redoes. Every decision is traced (JSONL) with all candidates and scores.
+An unexpected error in one job's handling is that job's, not the pass's:
+it is logged with its traceback, counted on the job and traced, the other
+jobs go on, and the job is tried again by the next pass until it has failed
+`jobs.max_errors` times; then it is parked (a status no pass takes), with
+the error as its note. What is not one job's stops the pass as before
+(`_NOT_THE_JOBS`: a user's mistake, Tumblr's errors, the state file, the
+machine), and so does anything in the model's sampling of all the jobs.
 `run_passes` is the daemon: passes every `interval_s`, and an error in one
 pass is logged and the next pass follows.
 """
 
+import contextlib
 import hashlib
 import logging
 import math
 import random
+import sqlite3
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from bot import choice, images, mood as mood_lib, review, writing
 from bot.feed import Feed
 from bot.filters import WordFilter
 from bot.jobs import DISCOVERERS, KINDS
-from bot.jobs.base import Context, Desk
+from bot.jobs.base import Context, Desk, check_others_hits
 from bot.lists import Lists
 from bot.mood_log import MoodLog
 from bot.posting import Poster
@@ -61,6 +70,15 @@ log = logging.getLogger("bot.loop")
 LIVE_TAKEN = ("seen", "review", "dry_run")
 DRY_TAKEN = ("seen", "review")
 MAX_ATTEMPTS = 5
+# Errors that are not one job's: they stop the pass (and a --once run), as
+# they did before a job could fail alone. A user's mistake (the state's lock
+# included); Tumblr's answers (refused credentials, the rate limit, an
+# outage: not this job's, and a job's own write errors are handled in
+# `_send`); the state file; the machine and the network (OSError, which
+# requests' errors are: e.g. the model server); memory. KeyboardInterrupt
+# and SystemExit are not Exceptions: never caught.
+_NOT_THE_JOBS = (UserError, TumblrUserError, TumblrError, sqlite3.Error,
+                 OSError, MemoryError)
 
 
 def clock_of(config) -> Callable[[], float]:
@@ -88,6 +106,7 @@ class Bot:
     self.store = Store(config.state, clock=clock)
     self.trace = Trace(config.trace or config.state + ".trace.jsonl")
     self.words = WordFilter.from_file(config.word_list)
+    check_others_hits(config)
     self.lists = Lists.from_config(config.lists)
     self.images = images.reader_from_config(config)
     self.mood = MoodLog(self.store, mood_lib.MoodParams.from_config(
@@ -103,6 +122,10 @@ class Bot:
         clock=clock, tumblr_offset=lambda: client.budget.clock_offset)
     self.review_tags = review.review_tags(config)
     self.cutoffs = autoreview.check_cutoffs(config.autoreview)
+    self.max_errors = int(config.jobs.max_errors)
+    if self.max_errors < 1:
+      raise UserError(f"config key jobs.max_errors is {self.max_errors}: it "
+                      f"must be at least 1 (the tries a job gets)")
     # Which generator and heads write and choose this bot's posts: in every
     # traced decision (and so the feed and the console's History).
     provenance = getattr(generator, "provenance", None)
@@ -136,7 +159,7 @@ class Bot:
                      store=self.store, report=report, now=now,
                      dry_run=self.dry_run,
                      rng=random.Random(self._seed(now, "choice")),
-                     lists=self.lists, trace=self._trace,
+                     lists=self.lists, words=self.words, trace=self._trace,
                      model=self.generator, mood=self.mood)
     self.posts_this_pass = 0
     self.mood.advance(now)
@@ -146,7 +169,8 @@ class Bot:
         self.budget.server = post_limits(self.client.user_limits())
         self._resume(report)
         for job in review.carry_out(self.desk):
-          self._send(job, report)
+          with self._own_errors(job, report):
+            self._send(job, report)
       for name, discover, calls in () if review_only else DISCOVERERS:
         short = self._budget_short(calls)
         if short:
@@ -156,7 +180,9 @@ class Bot:
           continue
         discover(self.desk)
       for key in self.desk.planned:  # spam asks to delete
-        self._carry_out(self.store.job(key), report)
+        job = self.store.job(key)
+        with self._own_errors(job, report):
+          self._carry_out(job, report)
       self._work(report, ("review",) if review_only else None)
     except RateLimited as e:
       report.stopped = str(e)
@@ -191,16 +217,51 @@ class Bot:
 
   def _resume(self, report: PassReport) -> None:
     for job in self.store.jobs(("sending",)):
-      post_id = self.poster.landed(job.plan, job.key)
-      if post_id is not None:
-        log.info("%s: the post had landed before the crash (%s)", job.key,
-                 post_id)
-        self._finish(job, post_id, report, reconciled=True)
-      else:
-        log.info("%s: the post had not landed; sending again", job.key)
-        self._send(job, report)
+      with self._own_errors(job, report):
+        post_id = self.poster.landed(job.plan, job.key)
+        if post_id is not None:
+          log.info("%s: the post had landed before the crash (%s)", job.key,
+                   post_id)
+          self._finish(job, post_id, report, reconciled=True)
+        else:
+          log.info("%s: the post had not landed; sending again", job.key)
+          self._send(job, report)
     for job in self.store.jobs(("chosen",)):
-      self._send(job, report)
+      with self._own_errors(job, report):
+        self._send(job, report)
+
+  # ---- a job that fails alone -------------------------------------------------
+
+  @contextlib.contextmanager
+  def _own_errors(self, job: Job, report: PassReport) -> Iterator[None]:
+    """Runs a step of one job's handling: an unexpected error in it is the
+    job's (`_job_failed`) and the pass goes on after the `with`; an error in
+    _NOT_THE_JOBS stops the pass."""
+    try:
+      yield
+    except _NOT_THE_JOBS:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      self._job_failed(job, e, report)
+
+  def _job_failed(self, job: Job, error: Exception,
+                  report: PassReport) -> None:
+    """Logs the error with its traceback, counts it on the job (parked at
+    `jobs.max_errors`), and traces it (the feed shows it)."""
+    summary = _one_line(error)
+    log.warning("%s: its handling failed: %s", job.key, summary,
+                exc_info=error)
+    status, errors = self.store.job_error(job.key, summary, self.max_errors)
+    if status is None:  # it had no work left: nothing to try again
+      return
+    parked = status == "parked"
+    (report.parked if parked else report.failed).append(job.key)
+    if parked:
+      log.warning("%s: parked after %d errors", job.key, errors)
+    self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
+                 "error": summary, "errors": errors,
+                 "max_errors": self.max_errors, "parked": parked,
+                 "dry_run": self.dry_run})
 
   # ---- the work -----------------------------------------------------------------
 
@@ -226,7 +287,7 @@ class Bot:
           why = tier.name
         elif job.user and job.user in users:
           why = f"one job per user a pass ({job.user})"
-        elif job.user and job.user.lower() in self.lists.limited_users:
+        elif self.lists.limited(job.user):
           last = self.store.last_answered(job.user, answer_kinds)
           if last is not None and self.desk.now - last < hours * 3600:
             why = (f"{job.user} is a limited user, answered "
@@ -251,37 +312,43 @@ class Bot:
       return
     writing_jobs = []
     for job in jobs:
-      plan = KINDS[job.kind].immediate(job, self.desk)
-      if plan is None:
-        writing_jobs.append(job)
-        continue
-      self.store.save_plan(job.key, plan)
-      self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
-                   "command": plan.action, "text": plan.text,
-                   "dry_run": self.dry_run})
-      self._carry_out(self.store.job(job.key), report)
+      with self._own_errors(job, report):
+        plan = KINDS[job.kind].immediate(job, self.desk)
+        if plan is None:
+          writing_jobs.append(job)
+          continue
+        self.store.save_plan(job.key, plan)
+        self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
+                     "command": plan.action, "text": plan.text,
+                     "dry_run": self.dry_run})
+        self._carry_out(self.store.job(job.key), report)
     contexts = []
     for job in writing_jobs:
-      kind = KINDS[job.kind]
-      images.annotate(job.payload.get("post") or {}, self.images)
-      ctx = kind.context(job, self.blog, self.desk.now)
-      veto = kind.prefilter(ctx, self.desk)
-      if veto:
-        self.desk.skip(job.key, kind.name, veto)
-      else:
-        contexts.append(ctx)
+      with self._own_errors(job, report):
+        kind = KINDS[job.kind]
+        images.annotate(job.payload.get("post") or {}, self.images)
+        ctx = kind.context(job, self.blog, self.desk.now)
+        veto = (kind.screen_others(ctx, self.desk)
+                or kind.prefilter(ctx, self.desk))
+        if veto:
+          self.desk.skip(job.key, kind.name, veto)
+        else:
+          contexts.append(ctx)
     if not contexts:
       return
+    # One sampler call for every job: its failure is the model's, not a
+    # job's, and stops the pass.
     candidates = self._write(contexts)
     for ctx in contexts:
       job = ctx.job
-      decided = self._decide(ctx, candidates[job.key], report)
-      if decided is None:
-        continue
-      plan, winner = decided
-      self.store.save_plan(job.key, plan, kept_id=winner.kept_id)
-      self._keep_losers(ctx, candidates[job.key], winner)
-      self._carry_out(self.store.job(job.key), report)
+      with self._own_errors(job, report):
+        decided = self._decide(ctx, candidates[job.key], report)
+        if decided is None:
+          continue
+        plan, winner = decided
+        self.store.save_plan(job.key, plan, kept_id=winner.kept_id)
+        self._keep_losers(ctx, candidates[job.key], winner)
+        self._carry_out(self.store.job(job.key), report)
 
   def _write(self, contexts: list) -> dict:
     """{job key: [Candidate]}: written for every context in one sampler
@@ -514,6 +581,12 @@ class Bot:
       report.reconciled.append(job.key)
 
 
+def _one_line(error: Exception, limit: int = 300) -> str:
+  """"ValueError: what it said", on one line, at most `limit` characters."""
+  text = " ".join(f"{type(error).__name__}: {error}".split())
+  return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _credentials_check(e: TumblrError, config) -> None:
   """A 401 is the user's keys: one clear line instead of a traceback."""
   if e.status == 401:
@@ -550,6 +623,7 @@ def make_client(config, check: bool = True,
                         max_retries=int(c.max_retries),
                         backoff_s=float(c.backoff_s),
                         max_wait_s=float(c.max_wait_s),
+                        calls_per_minute=int(c.get("calls_per_minute", 250)),
                         user_agent=config.user_agent,
                         clock=clock or clock_of(config))
   if check:
@@ -573,7 +647,7 @@ def make_model(config, model_server: str = ""):
   from bot import ml  # pylint: disable=import-outside-toplevel
   url = model_server or config.model_server
   if url:
-    model = ml.RemoteModel(url)
+    model = ml.RemoteModel(url, token_file=config.model_token_file)
     heads = model.describe().get("heads", [])  # fails now, in one line
   else:
     model = ml.LocalModel.load(config.model, config.heads,

@@ -22,10 +22,15 @@ and batches requests that arrive together into one sampler call.
 """
 
 import dataclasses
+import hmac
+import http
 import http.server
+import io
 import json
 import logging
 import queue
+import re
+import socket
 import threading
 import time
 from typing import Optional, Protocol, Sequence, Union
@@ -356,37 +361,112 @@ def _finite(x) -> Optional[float]:
 
 # ---- over HTTP -------------------------------------------------------------------
 
+# Addresses only this machine reaches: a server bound to any other needs a
+# token (the console asks for a password likewise, launch/console.py).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The server's default limits on one request; the client cuts its requests
+# to them (seeds are per prompt, so the cut changes no candidate).
+MAX_PROMPTS = 64  # prompts in a /generate request, and in one sampler call
+MAX_TEXTS = 256  # texts (pairs) in a /score, /sentiment, /autoreview, /logprob
+MAX_N = 64  # candidates per prompt
+MAX_BODY_BYTES = 8 << 20
+TOKEN_HOWTO = ("python -c \"import secrets; print(secrets.token_urlsafe(32))\""
+               " > {path} && chmod 600 {path}")
+
+
+def read_token(path: str) -> str:
+  """The bearer token in the file `path`: one word of printable ASCII, in a
+  file only its owner may read (mode 0600 or 0400). Anything else is one
+  UserError line naming the file (never what it holds)."""
+  # pylint: disable-next=import-outside-toplevel
+  from bot.tumblr.credentials import read_private_file
+  token = read_private_file(path, "model token file").strip()
+  if not token:
+    raise UserError(f"model token file {path} is empty; make one: "
+                    + TOKEN_HOWTO.format(path=path))
+  if not all(33 <= ord(ch) < 127 for ch in token):
+    raise UserError(f"model token file {path} holds spaces or characters a "
+                    "header cannot carry; make one: "
+                    + TOKEN_HOWTO.format(path=path))
+  return token
+
+
+def check_bind(host: str, token: str) -> None:
+  """Refuses (UserError) to serve on an address others reach without a
+  token."""
+  if not token and host not in LOOPBACK:
+    raise UserError(f"--host={host} would let others reach the model server: "
+                    "pass --token_file (mode 0600), or keep --host=127.0.0.1")
+
 
 class RemoteModel:
-  """Generator and scorer served by `launch.serve_model` at `url`."""
+  """Generator and scorer served by `launch.serve_model` at `url`.
 
-  def __init__(self, url: str, timeout_s: float = 600.0):
+  `token_file`: a file holding the server's bearer token (the file its
+  --token_file names, or a copy; config key `model_token_file`), read once
+  here; "" for a server without one.
+  """
+
+  def __init__(self, url: str, timeout_s: float = 600.0, token_file: str = ""):
     self.url = url.rstrip("/")
     self.timeout_s = timeout_s
     self._session = requests.Session()
+    self._has_token = bool(token_file)
+    if token_file:
+      self._session.headers["Authorization"] = "Bearer " + read_token(
+          token_file)
     self._has_autoreviewer = None
 
-  def _post(self, path: str, body: dict) -> dict:
-    try:
-      resp = self._session.post(self.url + path, json=body,
-                                timeout=self.timeout_s)
-    except requests.ConnectionError:
-      raise UserError(f"model server {self.url} is not reachable "
-                      "(--model_server)") from None
+  def _request(self, method: str, path: str,
+               body: Optional[dict] = None) -> dict:
+    # Sent again once when the connection drops: the server closes idle
+    # connections (its --timeout_s) and a request can cross that close; every
+    # route answers the same again (seeds fix the candidates).
+    for attempt in range(2):
+      try:
+        resp = self._session.request(method, self.url + path, json=body,
+                                     timeout=self.timeout_s)
+        break
+      except requests.ConnectionError:
+        if attempt:
+          raise UserError(f"model server {self.url} is not reachable "
+                          "(--model_server)") from None
+    if resp.status_code == 401:
+      raise UserError(
+          f"model server {self.url} refused this bot's token (config key "
+          "model_token_file): name a copy of the server's --token_file"
+          if self._has_token else
+          f"model server {self.url} asks for a token: set config key "
+          "model_token_file to a copy of the server's --token_file")
     if resp.status_code != 200:
       raise RuntimeError(f"model server {self.url}{path}: "
                          f"{resp.status_code} {resp.text[:200]}")
     return resp.json()
 
+  def _post(self, path: str, body: dict) -> dict:
+    return self._request("POST", path, body)
+
+  def _post_texts(self, path: str, **lists) -> list:
+    """The answers to `lists` (of one length) sent MAX_TEXTS at a time."""
+    size = len(next(iter(lists.values())))
+    return [self._post(path, {k: list(v[i:i + MAX_TEXTS])
+                              for k, v in lists.items()})
+            for i in range(0, size, MAX_TEXTS)]
+
   def generate(self, prompts: Sequence[str], n: int, *,
                seed: Union[int, Sequence[int]]) -> list:
     if not prompts:
       return []
+    prompts = list(prompts)
     seeds = prompt_seeds(seed, len(prompts), n)
-    data = self._post("/generate", {"prompts": list(prompts), "n": n,
-                                    "seeds": seeds})
-    return [[Sample(prompt=p, **c) for c in per_prompt]
-            for p, per_prompt in zip(prompts, data["candidates"])]
+    out = []
+    for i in range(0, len(prompts), MAX_PROMPTS):
+      part = prompts[i:i + MAX_PROMPTS]
+      data = self._post("/generate", {"prompts": part, "n": n,
+                                      "seeds": seeds[i:i + MAX_PROMPTS]})
+      out += [[Sample(prompt=p, **c) for c in per_prompt]
+              for p, per_prompt in zip(part, data["candidates"])]
+    return out
 
   def score(self, samples: Sequence[Sample]) -> list:
     samples = list(samples)
@@ -394,17 +474,19 @@ class RemoteModel:
     # probability and P(reject) when it has those heads).
     missing = [s for s in samples if s.sentiment is None]
     if missing:
-      data = self._post("/score", {"texts": [s.raw for s in missing],
-                                   "prompts": [s.prompt for s in missing]})
-      for s, sel, sen, rej in zip(missing, data["selector"],
-                                  data["sentiment"], data["autoreviewer"]):
+      answers = self._post_texts("/score", texts=[s.raw for s in missing],
+                                 prompts=[s.prompt for s in missing])
+      scores = [t for data in answers for t in zip(
+          data["selector"], data["sentiment"], data["autoreviewer"])]
+      for s, (sel, sen, rej) in zip(missing, scores):
         s.selector, s.sentiment, s.p_reject = sel, sen, rej
     return [(s.selector, s.sentiment, s.p_reject) for s in samples]
 
   def sentiment(self, texts: Sequence[str]) -> list:
     if not texts:
       return []
-    return self._post("/sentiment", {"texts": list(texts)})["sentiment"]
+    return [p for data in self._post_texts("/sentiment", texts=list(texts))
+            for p in data["sentiment"]]
 
   def autoreview(self, samples: Sequence[Sample]) -> list:
     samples = list(samples)
@@ -415,9 +497,9 @@ class RemoteModel:
       return [None] * len(samples)
     if not samples:
       return []
-    return self._post("/autoreview", {
-        "texts": [s.raw for s in samples],
-        "prompts": [s.prompt for s in samples]})["autoreviewer"]
+    return [p for data in self._post_texts(
+        "/autoreview", texts=[s.raw for s in samples],
+        prompts=[s.prompt for s in samples]) for p in data["autoreviewer"]]
 
   def provenance(self) -> dict:
     """The server's generator and heads (see LocalModel.provenance)."""
@@ -428,17 +510,12 @@ class RemoteModel:
               continuations: Sequence[str]) -> list:
     if not prefixes:
       return []
-    return self._post("/logprob", {"prefixes": list(prefixes),
-                                   "continuations": list(continuations)}
-                      )["logprob"]
+    return [p for data in self._post_texts(
+        "/logprob", prefixes=list(prefixes),
+        continuations=list(continuations)) for p in data["logprob"]]
 
   def describe(self) -> dict:
-    try:
-      return self._session.get(self.url + "/health",
-                               timeout=self.timeout_s).json()
-    except requests.ConnectionError:
-      raise UserError(f"model server {self.url} is not reachable "
-                      "(--model_server)") from None
+    return self._request("GET", "/health")
 
 
 @dataclasses.dataclass
@@ -451,33 +528,200 @@ class _Request:
   error: Optional[BaseException] = None
 
 
+class _Refused(Exception):
+  """A request answered with `status` and this one-line error, without
+  reaching the model."""
+
+  def __init__(self, status: int, message: str, unread: bool = False):
+    super().__init__(message)
+    self.status = status
+    self.unread = unread  # said before the body was read
+
+
+def _check_fields(body, required: tuple, optional: tuple = ()) -> None:
+  if not isinstance(body, dict):
+    raise _Refused(400, "the body must be a JSON object")
+  missing = [k for k in required if k not in body]
+  unknown = sorted(str(k)[:40] for k in body
+                   if k not in required and k not in optional)
+  if missing or unknown:
+    raise _Refused(400, f"{'missing' if missing else 'unknown'} field "
+                   f"{(missing or unknown)[0]!r}; this route takes "
+                   f"{', '.join(required + optional)}")
+
+
+def _strings(body: dict, key: str, most: int, nonempty: bool = False) -> list:
+  value = body[key]
+  if not isinstance(value, list) or not all(isinstance(v, str)
+                                            for v in value):
+    raise _Refused(400, f"{key} must be a list of strings")
+  if len(value) > most:
+    raise _Refused(400, f"{len(value)} {key} in one request; at most {most}")
+  if nonempty and not all(value):
+    raise _Refused(400, f"{key} must not be empty strings")
+  return value
+
+
+def _integer(value, name: str, lo: int, hi: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or not (
+      lo <= value <= hi):
+    raise _Refused(400, f"{name} must be a whole number in [{lo}, {hi}]")
+  return value
+
+
+def _paired(body: dict, first: str, second: str, most: int,
+            optional: bool = False) -> tuple:
+  """Two lists of strings of one length (the second may be left out, or
+  null, where `optional`: empty strings then)."""
+  a = _strings(body, first, most)
+  if optional and body.get(second) is None:
+    return a, [""] * len(a)
+  b = _strings(body, second, most)
+  if len(a) != len(b):
+    raise _Refused(400, f"{len(a)} {first} but {len(b)} {second}")
+  return a, b
+
+
+class _DeadlineReader(io.RawIOBase):
+  """A socket's bytes, each read within what is left of a deadline (`start`
+  sets it): a client that stalls, or trickles a byte at a time, holds a
+  worker `timeout_s` at most, whatever it declared it would send."""
+
+  def __init__(self, sock, timeout_s: float):
+    super().__init__()
+    self._sock = sock
+    self._timeout_s = timeout_s
+    self._deadline = 0.0
+
+  def start(self) -> None:
+    self._deadline = time.monotonic() + self._timeout_s
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, b) -> int:
+    left = self._deadline - time.monotonic()
+    if left <= 0:
+      raise TimeoutError(f"nothing complete within {self._timeout_s:g} s")
+    self._sock.settimeout(left)
+    return self._sock.recv_into(b)
+
+
+class _BoundedHTTPServer(http.server.ThreadingHTTPServer):
+  """A threading HTTP server with `max_connections` handler threads at most.
+
+  A connection beyond them waits in the accept loop (no thread of its own)
+  for one to end, for two read timeouts at most (by then an idle or stalled
+  one has been dropped), and is answered 503 if none has.
+  """
+  request_queue_size = 128  # connections the kernel holds while all are busy
+
+  def __init__(self, address, handler, max_connections: int, wait_s: float):
+    self._slots = threading.BoundedSemaphore(max_connections)
+    self._wait_s = wait_s
+    self._count_lock = threading.Lock()
+    self.connections = 0  # handled now, for tests and logs
+    self.closing = threading.Event()
+    super().__init__(address, handler)
+
+  def process_request(self, request, client_address):
+    deadline = time.monotonic() + self._wait_s
+    while not self._slots.acquire(timeout=0.1):
+      if self.closing.is_set() or time.monotonic() > deadline:
+        log.warning("model server: %d connections busy; answered %s 503",
+                    self.connections, client_address[0])
+        _send_raw(request, 503, {"error": "the model server is busy; try "
+                                 "again shortly"})
+        self.shutdown_request(request)
+        return
+    with self._count_lock:
+      self.connections += 1
+    try:
+      super().process_request(request, client_address)
+    except BaseException:
+      self._release()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self._release()
+
+  def _release(self) -> None:
+    with self._count_lock:
+      self.connections -= 1
+    self._slots.release()
+
+
+def _send_raw(sock, status: int, obj: dict) -> None:
+  """A whole JSON reply written to a socket no handler holds."""
+  data = json.dumps(obj).encode()
+  head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+          "Content-Type: application/json\r\n"
+          f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+  try:
+    sock.settimeout(1.0)
+    sock.sendall(head.encode() + data)
+  except OSError:
+    pass
+
+
 class ModelServer:
   """Serves a LocalModel over HTTP; generation requests are batched.
 
   Requests that arrive while the sampler is busy (or within `window_s` of
-  each other) and ask for the same n are merged into one sampler call; each
-  request keeps its own seeds, so it gets the candidates it gets alone
-  (where the merged call has the same shapes; a different batch or prompt
-  bucket can change the float rounding, and so, rarely, a token).
+  each other) and ask for the same n are merged into one sampler call of
+  `max_prompts` prompts at most; each request keeps its own seeds, so it
+  gets the candidates it gets alone (where the merged call has the same
+  shapes; a different batch or prompt bucket can change the float rounding,
+  and so, rarely, a token). Every request is checked before it is merged (a
+  bad one is answered 4xx alone), and a merged call that fails is tried
+  again one request at a time, so only the request at fault fails.
+
+  With a `token` every route but GET /healthz wants `Authorization: Bearer
+  TOKEN` (401 otherwise); without one the server listens on a loopback
+  address only. Limits, each answered with a 4xx and a one-line JSON
+  error: `max_body_bytes` a body (413), `max_prompts` prompts and
+  `max_texts` texts a request, n in [1, `max_n`]. A connection has
+  `timeout_s` to send each request (and to wait idle between them): a
+  stalled or slow sender is answered 408 or dropped. At most
+  `max_connections` connections are handled at once (a thread each); more
+  wait, then get 503.
   """
 
   def __init__(self, model: LocalModel, host: str = "127.0.0.1",
-               port: int = 0, window_s: float = 0.02, max_prompts: int = 64):
+               port: int = 0, window_s: float = 0.02,
+               max_prompts: int = MAX_PROMPTS, *, token: str = "",
+               max_texts: int = MAX_TEXTS, max_n: int = MAX_N,
+               max_body_bytes: int = MAX_BODY_BYTES, timeout_s: float = 10.0,
+               max_connections: int = 32):
+    check_bind(host, token)
     self.model = model
     self.window_s = window_s
     self.max_prompts = max_prompts
+    self.max_texts = max_texts
+    self.max_n = max_n
+    self.max_body_bytes = max_body_bytes
+    self.timeout_s = timeout_s
+    self._bearer = f"Bearer {token}".encode() if token else None
     self.batches = []  # prompts per sampler call, for tests and logs
     self._queue = queue.Queue()
     self._stop = threading.Event()
     self._model_lock = threading.Lock()
-    self._httpd = http.server.ThreadingHTTPServer((host, port),
-                                                  self._handler())
+    self._httpd = _BoundedHTTPServer((host, port), self._handler(),
+                                     max_connections, 2 * timeout_s)
     self._threads = []
 
   @property
   def url(self) -> str:
     host, port = self._httpd.server_address[:2]
     return f"http://{host}:{port}"
+
+  @property
+  def connections(self) -> int:
+    """Connections being handled now (a thread each)."""
+    return self._httpd.connections
 
   def start(self) -> "ModelServer":
     for target in (self._httpd.serve_forever, self._batch_loop):
@@ -492,8 +736,14 @@ class ModelServer:
 
   def stop(self) -> None:
     self._stop.set()
+    self._httpd.closing.set()
     self._httpd.shutdown()
     self._httpd.server_close()
+
+  def limits(self) -> dict:
+    return {"max_prompts": self.max_prompts, "max_texts": self.max_texts,
+            "max_n": self.max_n, "max_body_bytes": self.max_body_bytes,
+            "timeout_s": self.timeout_s}
 
   def _batch_loop(self) -> None:
     while not self._stop.is_set():
@@ -502,44 +752,83 @@ class ModelServer:
       except queue.Empty:
         continue
       batch = [first]
+      size = len(first.prompts)
       deadline = time.monotonic() + self.window_s
       held = []
-      while sum(len(r.prompts) for r in batch) < self.max_prompts:
+      while size < self.max_prompts:
         try:
           r = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
           break
-        (batch if r.n == first.n else held).append(r)
+        if r.n == first.n and size + len(r.prompts) <= self.max_prompts:
+          batch.append(r)
+          size += len(r.prompts)
+        else:
+          held.append(r)
       for r in held:
         self._queue.put(r)
-      prompts = [p for r in batch for p in r.prompts]
-      seeds = [s for r in batch
-               for s in prompt_seeds(r.seed, len(r.prompts), r.n)]
       try:
-        with self._model_lock:
-          samples = self.model.generate(prompts, first.n, seed=seeds)
-          flat = [s for per_prompt in samples for s in per_prompt]
-          scores = self.model.score(flat)
-        for s, (sel, sen, rej) in zip(flat, scores):
-          s.selector, s.sentiment, s.p_reject = sel, sen, rej
-          s.hidden = None
-        self.batches.append(len(prompts))
-        start = 0
+        self._sample_merged(batch)
+      finally:
         for r in batch:
-          r.result = samples[start:start + len(r.prompts)]
-          start += len(r.prompts)
-      except BaseException as e:  # pylint: disable=broad-except
-        log.exception("generation failed")
-        for r in batch:
-          r.error = e
-      for r in batch:
-        r.done.set()
+          if r.result is None and r.error is None:
+            r.error = RuntimeError("the sampler stopped")
+          r.done.set()
 
-  def _generate(self, body: dict) -> dict:
-    prompts = [str(p) for p in body["prompts"]]
-    n = int(body["n"])
-    req = _Request(prompts=prompts, n=n, seed=prompt_seeds(
-        body.get("seeds", body.get("seed", 0)), len(prompts), n))
+  def _sample_merged(self, batch: list) -> None:
+    """Samples `batch` in one call; if that fails, each request alone, so
+    that only the one at fault gets the error."""
+    try:
+      self._sample(batch)
+      return
+    except Exception as e:  # pylint: disable=broad-except
+      if len(batch) == 1:
+        log.exception("generation failed")
+        batch[0].error = e
+        return
+      log.warning("a merged sampler call of %d requests failed (%s: %s); "
+                  "trying each alone", len(batch), type(e).__name__, e)
+    for r in batch:
+      try:
+        self._sample([r])
+      except Exception as e:  # pylint: disable=broad-except
+        log.exception("generation failed")
+        r.error = e
+
+  def _sample(self, batch: list) -> None:
+    prompts = [p for r in batch for p in r.prompts]
+    seeds = [s for r in batch for s in r.seed]
+    with self._model_lock:
+      samples = self.model.generate(prompts, batch[0].n, seed=seeds)
+      flat = [s for per_prompt in samples for s in per_prompt]
+      scores = self.model.score(flat)
+    for s, (sel, sen, rej) in zip(flat, scores):
+      s.selector, s.sentiment, s.p_reject = sel, sen, rej
+      s.hidden = None
+    self.batches.append(len(prompts))
+    start = 0
+    for r in batch:
+      r.result = samples[start:start + len(r.prompts)]
+      start += len(r.prompts)
+
+  def _generate(self, body) -> dict:
+    _check_fields(body, ("prompts", "n"), ("seeds", "seed"))
+    prompts = _strings(body, "prompts", self.max_prompts, nonempty=True)
+    n = _integer(body["n"], "n", 1, self.max_n)
+    # Candidate r of a prompt with seed s is sampled with s + r, in [0, 2**63).
+    if "seeds" in body:
+      seeds = body["seeds"]
+      if not isinstance(seeds, list) or len(seeds) != len(prompts):
+        raise _Refused(400, f"seeds must be a list of {len(prompts)} whole "
+                       "numbers, one per prompt")
+      seeds = [_integer(s, "a seed", 0, 2**63 - n) for s in seeds]
+    else:
+      seeds = prompt_seeds(_integer(body.get("seed", 0), "seed", 0,
+                                    2**63 - max(1, len(prompts)) * n),
+                           len(prompts), n)
+    if not prompts:
+      return {"candidates": []}
+    req = _Request(prompts=prompts, n=n, seed=seeds)
     self._queue.put(req)
     req.done.wait()
     if req.error is not None:
@@ -550,70 +839,190 @@ class ModelServer:
                              "p_reject": s.p_reject} for s in per_prompt]
                            for per_prompt in req.result]}
 
-  def _score(self, body: dict) -> dict:
-    samples = [Sample(raw=t, prompt=p) for t, p in
-               zip(body["texts"], body.get("prompts") or [""] * len(
-                   body["texts"]))]
+  def _score(self, body) -> dict:
+    _check_fields(body, ("texts",), ("prompts",))
+    texts, prompts = _paired(body, "texts", "prompts", self.max_texts,
+                             optional=True)
+    samples = [Sample(raw=t, prompt=p) for t, p in zip(texts, prompts)]
     with self._model_lock:
       scores = self.model.score(samples)
     return {"selector": [s[0] for s in scores],
             "sentiment": [s[1] for s in scores],
             "autoreviewer": [s[2] for s in scores]}
 
-  def _sentiment(self, body: dict) -> dict:
+  def _sentiment(self, body) -> dict:
+    _check_fields(body, ("texts",))
+    texts = _strings(body, "texts", self.max_texts)
     with self._model_lock:
-      return {"sentiment": self.model.sentiment(body["texts"])}
+      return {"sentiment": self.model.sentiment(texts)}
 
-  def _autoreview(self, body: dict) -> dict:
-    samples = [Sample(raw=t, prompt=p) for t, p in
-               zip(body["texts"], body.get("prompts") or [""] * len(
-                   body["texts"]))]
+  def _autoreview(self, body) -> dict:
+    _check_fields(body, ("texts",), ("prompts",))
+    texts, prompts = _paired(body, "texts", "prompts", self.max_texts,
+                             optional=True)
+    samples = [Sample(raw=t, prompt=p) for t, p in zip(texts, prompts)]
     with self._model_lock:
       return {"autoreviewer": self.model.autoreview(samples)}
 
-  def _logprob(self, body: dict) -> dict:
+  def _logprob(self, body) -> dict:
+    _check_fields(body, ("prefixes", "continuations"))
+    prefixes, continuations = _paired(body, "prefixes", "continuations",
+                                      self.max_texts)
     with self._model_lock:
-      return {"logprob": self.model.logprob(body["prefixes"],
-                                            body["continuations"])}
+      return {"logprob": self.model.logprob(prefixes, continuations)}
 
   def _handler(self):
     server = self
+    bearer = self._bearer
     routes = {"/generate": self._generate, "/score": self._score,
               "/sentiment": self._sentiment, "/logprob": self._logprob,
               "/autoreview": self._autoreview}
 
     class Handler(http.server.BaseHTTPRequestHandler):
       protocol_version = "HTTP/1.1"
+      timeout = server.timeout_s  # the socket's, for writing replies
+
+      def setup(self):
+        super().setup()
+        self.rfile.close()  # reads go through the deadline instead
+        self._reader = _DeadlineReader(self.connection, server.timeout_s)
+        self.rfile = io.BufferedReader(self._reader)
+
+      def handle_one_request(self):
+        try:
+          self._reader.start()  # the wait for the next request
+          if not self.rfile.peek(1):
+            self.close_connection = True
+            return
+          self._reader.start()  # the request, from its first byte
+          super().handle_one_request()
+        except (TimeoutError, ConnectionError) as e:
+          log.debug("model server: dropped %s: %s", self.client_address[0],
+                    e)
+          self.close_connection = True
 
       def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
+        # The request line and status only (never a header: the token).
         log.debug("model server: " + fmt, *args)
 
-      def _reply(self, status: int, obj: dict) -> None:
+      def _reply(self, status: int, obj: dict, headers: dict = None) -> None:
         data = json.dumps(obj).encode()
+        self.connection.settimeout(server.timeout_s)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+          self.send_header(k, v)
+        if self.close_connection:
+          self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
+      def _refuse_unread(self, status: int, message: str,
+                         headers: dict = None) -> None:
+        """Answers before reading the body, then closes, first reading
+        what the client still sends for a moment: closing on unread bytes
+        resets the connection, which can lose the answer on its way."""
+        self.close_connection = True
+        self._reply(status, {"error": message}, headers)
+        try:
+          self.wfile.flush()
+          self.connection.shutdown(socket.SHUT_WR)
+          end, got = time.monotonic() + 1.0, 0
+          while got < 1 << 16 and time.monotonic() < end:
+            self.connection.settimeout(max(0.01, end - time.monotonic()))
+            chunk = self.connection.recv(1 << 14)
+            if not chunk:
+              break
+            got += len(chunk)
+        except OSError:
+          pass
+
+      def _authorized(self) -> bool:
+        if bearer is None:
+          return True
+        given = self.headers.get("Authorization", "").encode(
+            "latin-1", "replace")
+        return hmac.compare_digest(given, bearer)  # in constant time
+
+      def _refuse_token(self) -> None:
+        self._refuse_unread(
+            401, "this model server wants its bearer token (Authorization: "
+            "Bearer ...; the bot's config key model_token_file)",
+            {"WWW-Authenticate": "Bearer"})
+
+      def _body(self):
+        """The JSON body; a _Refused (before reading it) for a missing,
+        malformed or too large Content-Length."""
+        if self.headers.get("Transfer-Encoding"):
+          raise _Refused(400, "send the body with a Content-Length, not "
+                         "Transfer-Encoding", unread=True)
+        lengths = set(self.headers.get_all("Content-Length") or [])
+        match = (re.fullmatch(r"\s*([0-9]+)\s*", lengths.pop())
+                 if len(lengths) == 1 else None)
+        if match is None:
+          raise _Refused(400, "Content-Length must be given once, a whole "
+                         "number of bytes", unread=True)
+        digits = match.group(1).lstrip("0") or "0"
+        if len(digits) > 18 or int(digits) > server.max_body_bytes:
+          raise _Refused(413, f"a body of {digits[:20]} bytes; this server "
+                         f"takes {server.max_body_bytes} at most",
+                         unread=True)
+        length = int(digits)
+        data = self.rfile.read(length)  # TimeoutError: the deadline passed
+        if len(data) < length:
+          self.close_connection = True
+          raise _Refused(400, f"the body ended after {len(data)} of "
+                         f"{length} bytes")
+        try:
+          return json.loads(data or b"{}")
+        except (ValueError, RecursionError):
+          raise _Refused(400, "the body is not JSON") from None
+
       def do_GET(self):  # pylint: disable=invalid-name
-        if self.path == "/health":
-          self._reply(200, {"ok": True, **server.model.describe()})
+        if self.headers.get("Content-Length", "0").strip() != "0" or (
+            self.headers.get("Transfer-Encoding")):
+          self.close_connection = True  # a body we do not read
+        if self.path == "/healthz":  # no token: nothing here is secret
+          self._reply(200, {"ok": True})
+        elif not self._authorized():
+          self._refuse_token()
+        elif self.path == "/health":
+          self._reply(200, {"ok": True, **server.model.describe(),
+                            "limits": server.limits()})
         else:
-          self._reply(404, {"error": f"no route {self.path}"})
+          self._reply(404, {"error": f"no route {self.path[:100]}"})
 
       def do_POST(self):  # pylint: disable=invalid-name
         route = routes.get(self.path)
         if route is None:
-          self._reply(404, {"error": f"no route {self.path}"})
+          self._refuse_unread(404, f"no route {self.path[:100]}")
+          return
+        if not self._authorized():
+          self._refuse_token()
           return
         try:
-          length = int(self.headers.get("Content-Length", 0))
-          body = json.loads(self.rfile.read(length) or b"{}")
-          self._reply(200, route(body))
-        except (KeyError, TypeError, ValueError) as e:
-          self._reply(400, {"error": f"bad request: {e}"})
+          body = self._body()
+        except _Refused as e:
+          if e.unread:
+            self._refuse_unread(e.status, str(e))
+          else:
+            self._reply(e.status, {"error": str(e)})
+          return
+        except TimeoutError:
+          self.close_connection = True
+          self._reply(408, {"error": "the body did not arrive within "
+                                     f"{server.timeout_s:g} s"})
+          return
+        try:
+          status, obj = 200, route(body)
+        except _Refused as e:
+          status, obj = e.status, {"error": str(e)}
+        except ValueError as e:  # e.g. a pair too long for the context
+          status, obj = 400, {"error": f"bad request: {e}"}
         except Exception as e:  # pylint: disable=broad-except
-          self._reply(500, {"error": f"{type(e).__name__}: {e}"})
+          log.exception("model server: %s failed", self.path)
+          status, obj = 500, {"error": f"{type(e).__name__}: {e}"}
+        self._reply(status, obj)
 
     return Handler

@@ -86,7 +86,8 @@ class Job:
 
   `payload` holds the API objects the job came from, as its kind recorded
   them (bot.jobs); `rejected` are texts the operator turned down and
-  `retries` how many times they asked for new candidates.
+  `retries` how many times they asked for new candidates; `errors` how many
+  times its handling raised (bot.state.Store.job_error).
   """
   key: str
   kind: str
@@ -101,6 +102,7 @@ class Job:
   updated: float
   rejected: tuple = ()
   retries: int = 0
+  errors: int = 0
 
 
 @dataclasses.dataclass
@@ -118,6 +120,7 @@ class PassReport:
   reconciled: list = dataclasses.field(default_factory=list)
   reviewed: list = dataclasses.field(default_factory=list)
   failed: list = dataclasses.field(default_factory=list)
+  parked: list = dataclasses.field(default_factory=list)  # failed too often
   writes: int = 0
   mood: float = 0.0
   stopped: str = ""  # why the pass ended early, if it did
@@ -125,7 +128,8 @@ class PassReport:
   def summary(self) -> str:
     parts = [f"{len(self.new_jobs)} new jobs"]
     for name in ("published", "queued", "drafted", "would_post", "deleted",
-                 "skipped", "deferred", "reconciled", "reviewed", "failed"):
+                 "skipped", "deferred", "reconciled", "reviewed", "failed",
+                 "parked"):
       if getattr(self, name):
         parts.append(f"{len(getattr(self, name))} {name.replace('_', ' ')}")
     parts.append(f"{self.writes} write requests")

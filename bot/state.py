@@ -7,7 +7,9 @@ posts, a dashboard post, an original post for the queue. Its life:
       │        (plan      (about to    (the API confirmed;
       │        stored)    call API)     post_id stored)
       ├──> skipped (nothing worth posting, or it failed too often)
-      └──> dry_run (a dry run planned it; a live pass redoes it)
+      ├──> dry_run (a dry run planned it; a live pass redoes it)
+      └──> parked  (its handling raised `jobs.max_errors` times: the last
+                    error is its note; never worked again)
 
     drafted ──> chosen   the operator accepted the draft (the plan publishes it)
     drafted ──> review   the operator asked for new candidates (review is
@@ -22,7 +24,15 @@ crash leaves a job in `seen`, `review`, `chosen` or `sending`; the loop
 redoes the first three and reconciles the last with the API (did the post
 land?), so no job is posted twice or lost. Every transition is one
 transaction that names the statuses it may start from, and fails loudly if
-the job is elsewhere.
+the job is elsewhere. An unexpected error in a job's handling is counted on
+the job (`job_error`): it stays where it was, for the next pass, until it
+has failed `jobs.max_errors` times and is parked.
+
+The file's layout is stamped in `PRAGMA user_version` (SCHEMA_VERSION): a
+file from a newer version is refused (it may hold statuses this code would
+never work), an older one is brought up to date in one transaction, so a
+row it cannot read leaves the file as it was. One bot works a file at a
+time (`lock`), however the file is named.
 
 Mood events of dry runs are kept apart (`dry_run` = 1): a live pass neither
 counts them nor is blocked by them, and only live passes save mood states.
@@ -43,6 +53,11 @@ from gpt2.errors import UserError
 
 # Statuses with work left for a pass.
 PENDING = ("seen", "chosen", "sending", "review")
+# The layout this code writes, stamped in the file's `PRAGMA user_version`.
+# 0: a file from before the stamp (migrated as it always was); 1: jobs may
+# be `parked`, and count their errors. A newer file is refused: an older
+# version would silently never work a status it does not know.
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -135,6 +150,7 @@ _ADDED_COLUMNS = (
     ("jobs", "rejected", "TEXT"),
     ("jobs", "retries", "INTEGER NOT NULL DEFAULT 0"),
     ("mood_events", "dry_run", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "errors", "INTEGER NOT NULL DEFAULT 0"),
 )
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_post_id ON jobs (post_id);
@@ -151,43 +167,84 @@ class Store:
                       f"(config key `state` = {path!r})")
     self.path = path
     self._clock = clock
+    self._lock_files = []
+    self._db = None
     try:
       self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+      # Migrated before the journal mode is set: a file that is refused is
+      # left exactly as it was, header included.
+      self._migrate()
       self._db.execute("PRAGMA journal_mode=WAL")
       self._db.execute("PRAGMA synchronous=FULL")
-      self._db.executescript(_SCHEMA)
-      self._migrate()
-      self._db.executescript(_INDEXES)
     except sqlite3.DatabaseError as e:
-      raise UserError(f"state: {path} is not a usable SQLite file ({e})")
+      self._close_db()
+      raise UserError(f"state: {path} is not a usable SQLite file ({e})"
+                      ) from None
+    except BaseException:
+      self._close_db()
+      raise
     self._db.row_factory = sqlite3.Row
-    self._lock_file = None
+
+  def _close_db(self) -> None:
+    if self._db is not None:
+      self._db.close()
 
   def _migrate(self) -> None:
-    """Brings a state file of an older version up to this schema."""
+    """Brings a state file of an older version up to this schema and stamps
+    it, in one transaction: a file written by a newer version, or a row
+    that cannot be migrated, is one UserError and the file is unchanged."""
     with self._tx() as db:
+      version = db.execute("PRAGMA user_version").fetchone()[0]
+      if version > SCHEMA_VERSION:
+        raise UserError(
+            f"state: {self.path} was written by a newer version (schema "
+            f"{version}, this code reads up to {SCHEMA_VERSION}): update "
+            f"this checkout, or name another file (config key `state`)")
+      # executescript would commit the transaction first: one at a time.
+      for statement in _statements(_SCHEMA):
+        db.execute(statement)
       for table, column, declaration in _ADDED_COLUMNS:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
           db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-      # Older versions kept review decisions in the payload, and left an
-      # accepted draft in `review` if they crashed before planning it: back
-      # to `drafted`, where the next pass reads the operator's tag again.
-      rows = db.execute("SELECT key, status, payload FROM jobs WHERE "
-                        "payload LIKE '%\"review\"%'").fetchall()
-      for key, status, payload in rows:
+      if version < 1:
+        self._review_out_of_payloads(db)
+      for statement in _statements(_INDEXES):
+        db.execute(statement)
+      if version != SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+  def _review_out_of_payloads(self, db: sqlite3.Connection) -> None:
+    """Unstamped files: older versions kept review decisions in the
+    payload, and left an accepted draft in `review` if they crashed before
+    planning it: back to `drafted`, where the next pass reads the
+    operator's tag again."""
+    rows = db.execute("SELECT key, status, payload FROM jobs WHERE "
+                      "payload LIKE '%\"review\"%'").fetchall()
+    for key, status, payload in rows:
+      try:
         payload = json.loads(payload)
-        review = payload.pop("review", None)
-        rejected = [payload.pop("rejected")] if payload.get("rejected") else []
-        if status == "review" and review == "accept":
-          status = "drafted"
-        db.execute("UPDATE jobs SET status = ?, payload = ?, rejected = ? "
-                   "WHERE key = ?", (status, json.dumps(payload),
-                                     json.dumps(rejected), key))
+      except ValueError as e:
+        raise self._bad_row("jobs", key,
+                            f"its payload is not JSON ({e})") from None
+      if not isinstance(payload, dict):
+        raise self._bad_row("jobs", key, "its payload is not a JSON object")
+      review = payload.pop("review", None)
+      rejected = [payload.pop("rejected")] if payload.get("rejected") else []
+      if status == "review" and review == "accept":
+        status = "drafted"
+      db.execute("UPDATE jobs SET status = ?, payload = ?, rejected = ? "
+                 "WHERE key = ?", (status, json.dumps(payload),
+                                   json.dumps(rejected), key))
+
+  def _bad_row(self, table: str, row_id: str, what: str) -> UserError:
+    return UserError(f"state: {self.path} cannot be brought up to date: "
+                     f"table {table}, row {row_id!r}: {what}; the file is "
+                     f"left as it was")
 
   def close(self):
     self.unlock()
-    self._db.close()
+    self._close_db()
 
   @contextlib.contextmanager
   def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -203,26 +260,43 @@ class Store:
 
   def lock(self) -> None:
     """Takes an exclusive lock so two bots never work the same state."""
-    if not self.try_lock():
+    held = self._take_locks()
+    if held:
       raise UserError(f"state: another bot is running on {self.path} "
-                      f"(lock {self.path}.lock is held)")
+                      f"(lock {held} is held)")
 
   def try_lock(self) -> bool:
     """The lock if it is free now (True), else False."""
-    f = open(self.path + ".lock", "w")
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.close()
-      return False
-    self._lock_file = f
-    return True
+    return not self._take_locks()
+
+  def _lock_paths(self) -> list:
+    """The lock files of this state file, keyed by what the file is, not
+    by how it was named: `REAL.lock` beside its real path (a symlink, a
+    relative path or another mount of its directory lead to the same one),
+    and one beside it named by its inode (a hard link in the directory)."""
+    real = os.path.realpath(self.path)
+    inode = os.stat(real).st_ino
+    return [real + ".lock",
+            os.path.join(os.path.dirname(real), f".state-inode-{inode}.lock")]
+
+  def _take_locks(self) -> str:
+    """Takes every lock of the file ("") or none (the one that is held)."""
+    taken = []
+    for path in self._lock_paths():
+      f = open(path, "w")
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        f.close()
+        _release(taken)
+        return path
+      taken.append(f)
+    self._lock_files += taken
+    return ""
 
   def unlock(self) -> None:
-    if self._lock_file is not None:
-      fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-      self._lock_file.close()
-      self._lock_file = None
+    _release(self._lock_files)
+    self._lock_files = []
 
   # -- jobs ------------------------------------------------------------------
 
@@ -342,6 +416,29 @@ class Store:
     """
     self._set(key, ("seen", "chosen", "sending", "review", "dry_run"),
               status="skipped", note=note)
+
+  def job_error(self, key: str, error: str, max_errors: int) -> tuple:
+    """Counts an unexpected error in the handling of a job with work left:
+    `error` (one line) becomes its note and it stays where it was, for the
+    next pass, until it has failed `max_errors` times: then it is parked
+    and never worked again. Returns (its status now, its errors), or
+    (None, 0) if it had no work left (the error came after it was done)."""
+    with self._tx() as db:
+      row = db.execute("SELECT status, errors FROM jobs WHERE key = ?",
+                       (key,)).fetchone()
+      if row is None or row[0] not in PENDING + ("dry_run",):
+        return None, 0
+      status, errors = row[0], row[1] + 1
+      if errors >= max_errors:
+        # Parked is never sent again, so never posted twice; but a post
+        # being sent may have landed before the error: the operator looks.
+        if status == "sending":
+          error += " (parked while sending: the post may have landed)"
+        status = "parked"
+      db.execute("UPDATE jobs SET status = ?, errors = ?, note = ?, "
+                 "updated = ? WHERE key = ?",
+                 (status, errors, error, self._clock(), key))
+      return status, errors
 
   # -- the operator's review of drafts ---------------------------------------
 
@@ -578,6 +675,17 @@ def read_only_rows(path: str, query: str, what: str) -> list:
     db.close()
 
 
+def _release(lock_files: list) -> None:
+  for f in reversed(lock_files):
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+def _statements(script: str) -> list:
+  """The statements of an SQL script (none of ours has a `;` in a string)."""
+  return [s.strip() for s in script.split(";") if s.strip()]
+
+
 def _job(row: sqlite3.Row) -> Job:
   d = dict(row)
   return Job(key=d["key"], kind=d["kind"], status=d["status"],
@@ -586,7 +694,7 @@ def _job(row: sqlite3.Row) -> Job:
              post_id=d["post_id"], attempts=d["attempts"], note=d["note"],
              created=d["created"], updated=d["updated"],
              rejected=tuple(json.loads(d["rejected"] or "[]")),
-             retries=d["retries"])
+             retries=d["retries"], errors=d["errors"])
 
 
 class Trace:

@@ -32,6 +32,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.credentials = ""  # file with the four keys; "" reads the environment
   c.user_agent = "tumblr-gpt2-jax-bot/0.1"
   c.model_server = ""  # URL of launch.serve_model; "" runs the model here
+  # A copy of the server's --token_file (mode 0600); "" for a server without
+  # one (on this machine).
+  c.model_token_file = ""
   c.feed_dir = "feed"  # feed.jsonl, feed.html, mood.png
   c.feed_live = False  # also write the feed in live runs (always in dry runs)
   c.seed = 0  # sampling and choice; each pass derives its own from the time
@@ -49,6 +52,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.jobs.queue = True
   c.jobs.max_per_pass = 20  # answers/reblogs/posts written in one pass
   c.jobs.dashboard_per_pass = 5  # dashboard posts considered per pass
+  # A job whose handling raised this many times (once a pass) is parked.
+  c.jobs.max_errors = 3
   c.queue_target = 5  # keep this many original posts queued (at most 20:
   # the bot counts the queue's first page)
   c.queue_per_pass = 2  # original posts added per pass at most
@@ -172,6 +177,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.review.accept_tag = "bot accept"  # the operator: publish as it is
   c.review.all = False  # every post waits for the operator (the console)
   c.review.max_retries = 3  # new candidates asked for at most this often
+  # What others wrote that a post would carry (an ask, a quoted reply, a
+  # reblogged thread) is screened like the bot's own words: naming an
+  # avoided user, it is never answered; hitting the word list, "skip" (never
+  # answered) or "draft" (answered into a draft for the operator); naming a
+  # screened user, drafted.
+  c.review.others_hits = "skip"
 
   # The autoreviewer (heads/autoreviewer, trained on the operator's review
   # decisions: configs/autoreviewer.py): its calibrated P(the operator turns
@@ -188,6 +199,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.client.max_retries = 4
   c.client.backoff_s = 2.0
   c.client.max_wait_s = 900.0  # longest 429 reset waited for in a pass
+  # Requests sent in any minute at most: Tumblr allows 300 per IP address
+  # and sends no header counting them (a margin for other tools).
+  c.client.calls_per_minute = 250
   c.client.daily_cap = 250
   c.client.slowdown_below = 25  # posts left today at which posting spaces out
   c.client.answers_only_below = 5  # posts left today at which only answers go

@@ -25,12 +25,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from atomic_files import atomic_path
 
 log = logging.getLogger("gpt2.int8")
 
@@ -123,9 +124,9 @@ def build(path: Optional[str] = None) -> str:
   if not compiler:
     raise RuntimeError("no C++ compiler (c++, g++ or clang++; or set CXX)")
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-  os.close(fd)
-  try:
+  # Whole, even with builds side by side (each compiles into its own
+  # temporary; the last rename wins).
+  with atomic_path(path) as temporary:
     done = subprocess.run(
         [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-w",
          f"-I{jax.ffi.include_dir()}", SOURCE, "-o", temporary],
@@ -134,10 +135,6 @@ def build(path: Optional[str] = None) -> str:
       errors = [l for l in done.stderr.splitlines() if "error" in l]
       raise RuntimeError(f"{compiler} failed: "
                          f"{errors[0] if errors else done.returncode}")
-    os.replace(temporary, path)  # whole, even with builds side by side
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
   return path
 
 
@@ -179,12 +176,29 @@ def level() -> str:
   return "none" if lib is None else LEVELS[lib.int8_level()]
 
 
-def set_level(value: int) -> None:
+def set_level(value: int) -> int:
   """Caps the kernel's vector width (2 AVX-512, 1 AVX2, 0 plain C++; -1
-  none): the tests compare the paths."""
+  none): the tests compare the paths.
+
+  Returns the width now in use, lower than `value` where this CPU lacks it
+  (-1 without the kernel).
+  """
   lib = _load()
-  if lib is not None:
-    lib.int8_set_level(int(value))
+  return -1 if lib is None else lib.int8_set_level(int(value))
+
+
+def cpu_level() -> int:
+  """The widest vector width this CPU has (a key of LEVELS); -1 without
+  the kernel."""
+  lib = _load()
+  return -1 if lib is None else lib.int8_cpu_level()
+
+
+def last_level() -> int:
+  """The vector width the kernel's latest product ran at (a key of LEVELS),
+  as the kernel itself recorded it; -1 before the first or without it."""
+  lib = _load()
+  return -1 if lib is None else lib.int8_last_level()
 
 
 def matmul(q, scale, x):

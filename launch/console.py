@@ -4,7 +4,7 @@ r"""The operator's console: live writing, the review queue and the history.
   python -m launch.console --config=configs/bot.py --config.blog=NAME \
       --config.model=MODEL_DIR --config.heads=HEADS_DIR \
       --config.state=bot.db [--host=127.0.0.1] [--port=7860] \
-      [--post_now] [--dry_run] [--workdir=TRAIN_WORKDIR]
+      [--post_now] [--dry_run] [--workdir=TRAIN_WORKDIR] [--api]
 
 Then open http://127.0.0.1:7860. It listens on 127.0.0.1 unless told
 otherwise; on any other address it asks for a password (user `operator`),
@@ -12,7 +12,9 @@ from the TUMBLR_CONSOLE_PASSWORD variable or `--password_file` (mode 0600),
 and without one it does not start. `--post_now` carries out a review
 decision at once (as soon as no bot pass holds the state) instead of
 leaving it to the next pass; `--dry_run` sends nothing to Tumblr.
-`--workdir` shows the generator's training curves.
+`--workdir` shows the generator's training curves. Gradio's programmatic
+API ("Use via API") is off unless `--api` turns it on: with it, any program
+that can reach the console can post through it.
 """
 
 import logging
@@ -35,6 +37,9 @@ _POST_NOW = flags.DEFINE_bool("post_now", False, "Carry out review decisions "
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Send nothing to Tumblr.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "The generator's training "
                                "workdir (for its curves).")
+_API = flags.DEFINE_bool(
+    "api", False, "Open Gradio's programmatic API (its /gradio_api/info and "
+    "/gradio_api/call/ routes) to other programs.")
 _PASSWORD_FILE = flags.DEFINE_string(
     "password_file", "", "A file (mode 0600) holding the console's password; "
     "or set TUMBLR_CONSOLE_PASSWORD.")
@@ -81,10 +86,10 @@ def main(argv):
                              tuple(config.sentiment_scale))
   console = core.Console(config, model, client, dry_run=_DRY_RUN.value,
                          post_now=_POST_NOW.value, workdir=_WORKDIR.value)
-  page = app.build(console)
+  page = app.build(console, api=_API.value)
   print(f"the console of {config.blog}: http://{_HOST.value}:{_PORT.value}",
         flush=True)
-  app.launch(page, _HOST.value, _PORT.value, password)
+  app.launch(page, _HOST.value, _PORT.value, password, api=_API.value)
 
 
 if __name__ == "__main__":

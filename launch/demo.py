@@ -39,6 +39,7 @@ import time
 from absl import flags, logging
 import numpy as np
 
+from atomic_files import atomic_write
 from gpt2.errors import UserError
 from launch import common
 from selector import baseline as baseline_lib
@@ -94,12 +95,10 @@ def _progress() -> bool:
 
 def _write_jsonl(path: str, rows) -> int:
   n = 0
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic_write(path) as f:  # a half-written file never looks finished
     for row in rows:
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
       n += 1
-  os.replace(tmp, path)  # a half-written file never looks finished
   return n
 
 

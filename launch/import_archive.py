@@ -32,6 +32,7 @@ import os
 
 from absl import flags
 
+from atomic_files import atomic_write
 from bot.corpus import archives, pseudonyms
 from bot.corpus.archives import KINDS
 from bot.corpus.archives import report as report_lib
@@ -99,16 +100,9 @@ def _check_flags():
 
 def _write_whole(path: str, lines):
   """Writes `lines` to `path` through a temporary file: all or nothing."""
-  temporary = path + ".tmp"
-  try:
-    with open(temporary, "w", encoding="utf-8") as f:
-      for line in lines:
-        f.write(line + "\n")
-    os.replace(temporary, path)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
+  with atomic_write(path) as f:
+    for line in lines:
+      f.write(line + "\n")
 
 
 def main(argv):

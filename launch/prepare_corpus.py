@@ -24,6 +24,7 @@ import zoneinfo
 
 from absl import flags
 
+from atomic_files import atomic_write
 from bot import images
 from bot.corpus import documents
 from gpt2 import data as data_lib
@@ -125,14 +126,12 @@ def main(argv):
       raise UserError("--ocr needs the OCR engine: pip install -e \".[ocr]\"")
     reader = images.ImageReader(_OUT.value + ".images.db", _IMAGE_HOSTS.value)
     posts = (images.annotate(post, reader) for post in posts)
-  temporary = _OUT.value + ".tmp"
-  with open(temporary, "w", encoding="utf-8") as f:
+  with atomic_write(_OUT.value) as f:
     for document in documents.documents(
         posts, name_map=_name_map(_RENAME.value),
         min_own_fraction=_MIN_OWN_FRACTION.value,
         drop_tags=_DROP_TAGS.value, tz=tz, stats=stats):
       f.write(json.dumps(document.to_json(), ensure_ascii=False) + "\n")
-  os.replace(temporary, _OUT.value)
   dropped = ", ".join(f"{n} {why}" for why, n in sorted(stats.dropped.items()))
   print(f"wrote {stats.kept} documents to {_OUT.value}"
         + (f"; dropped {dropped}" if dropped else ""))

@@ -4,7 +4,8 @@
     python -m launch.scrape --tumblr_backup=backups/NAME --out=posts.jsonl
 
 Run again to fetch only new posts; an interrupted run continues where it
-stopped. Credentials come from --credentials (a chmod-600 JSON file) or the
+stopped. Every request gives up after --timeout_s seconds without an
+answer. Credentials come from --credentials (a chmod-600 JSON file) or the
 TUMBLR_CONSUMER_KEY / TUMBLR_CONSUMER_SECRET (and optionally
 TUMBLR_OAUTH_TOKEN / TUMBLR_OAUTH_SECRET) environment variables.
 """
@@ -28,6 +29,9 @@ _CREDENTIALS = flags.DEFINE_string(
 _API_HOST = flags.DEFINE_string(
     "api_host", "https://api.tumblr.com",
     "The Tumblr API to talk to (e.g. a local test server).")
+_TIMEOUT = flags.DEFINE_float(
+    "timeout_s", 30.0, "Seconds to wait for each answer of the API before "
+    "giving up.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -43,8 +47,11 @@ def main(argv):
     return
   if not _BLOG.value:
     raise UserError("--blog is required (or --tumblr_backup)")
+  if _TIMEOUT.value <= 0:
+    raise UserError(f"--timeout_s must be positive, not {_TIMEOUT.value}")
   keys = credentials.load_credentials(_CREDENTIALS.value, require_token=False)
-  api = scrape.Api(scrape.make_client(keys, _API_HOST.value.rstrip("/")),
+  api = scrape.Api(scrape.make_client(keys, _API_HOST.value.rstrip("/"),
+                                      _TIMEOUT.value),
                    _API_HOST.value)
   result = scrape.scrape_blog(api, _BLOG.value, _OUT.value,
                               progress=_PROGRESS.value)

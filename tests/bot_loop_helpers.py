@@ -170,6 +170,18 @@ def make_config(server, tmp_path, model_dir="", **jobs):
   return cfg
 
 
+def model_words_list(tmp_path, *others) -> str:
+  """A word list (its path) of every word the tiny model answers with, so
+  its answers go to drafts, less the words of the asks and `others` (texts
+  the test's people write): what others wrote that hits the list is never
+  answered at all (test_bot_conduct's screening of what others wrote)."""
+  said = {w for text in [q for q, _ in ASKS] + QUESTIONS + list(others)
+          for w in text.lower().replace("?", " ").split()}
+  path = tmp_path / "words.txt"
+  path.write_text("\n".join(sorted(set(WORDS) - said)) + "\n")
+  return str(path)
+
+
 def seed_asks(server, asks=ASKS):
   return [server.add_ask(BOT, q, who) for q, who in asks]
 

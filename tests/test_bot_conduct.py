@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from bot import loop
+from bot.filters import WordFilter
 from bot.jobs.base import reply_cost, word_count
 from bot.lists import Lists
 from bot.state import Store, Trace
@@ -90,7 +91,103 @@ def test_lists_read_files_and_say_what_is_missing(tmp_path):
     Lists.from_config(cfg.lists)
 
 
+def test_list_entries_and_texts_are_compared_normalized(tmp_path, caplog):
+  cfg = bot_configs.get_config("tiny")
+  cfg.lists.avoid_users = write_list(
+      tmp_path, "avoid", "@Mallory", "https://eve.tumblr.com/",
+      "https://www.tumblr.com/trent/123/a-post", "ＰＥＧＧＹ",
+      "Bob Smith", "eve.example.com")
+  cfg.lists.avoid_tags = write_list(tmp_path, "tags", "Ｐolitics")
+  lists = Lists.from_config(cfg.lists)
+  assert lists.avoid_users >= {"mallory", "eve", "trent", "peggy"}
+  assert lists.avoid_tags == {"politics"}
+  # What matches nothing is one warning line each, at start.
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert len(warned) == 2, warned
+  assert "'Bob Smith' is not a Tumblr blog's name" in warned[0]
+  assert "eve.example.com" in warned[1]
+  for text in ("what about @mallory?", "@ｍａｌｌｏｒｙ is here",
+               "ask mal\u200blory", "ask mal\u00adlory",
+               "@m\u0430llory",  # a Cyrillic a
+               "hi EVE", "trent\u2060!"):
+    assert lists.names_avoided_user(text), text
+  for text in ("malloryfan says hi", "even so", "a trentino wine"):
+    assert not lists.names_avoided_user(text), text
+  assert lists.avoided("Mallory") == "Mallory" and not lists.avoided("bob")
+  words = WordFilter.from_words(["badword", "Ｗｏｒｓｅ ｐｈｒａｓｅ"])
+  for text in ("bad\u200bword", "bad\u00adword", "ｂａｄｗｏｒｄ",
+               "b\u0430dword", "BÁDWORD", "a worse\u00a0phrase"):
+    assert words.hits(text), text
+  assert not words.hits("goodword and a worse thing")
+
+
 # ---- asks -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_what_others_wrote_is_screened_before_it_is_published(
+    server, tmp_path, model):
+  names = server.add_ask(BOT, "what do you think of @mallory and her new "
+                              "blog?", "alice")
+  slur = server.add_ask(BOT, "everyone knows carol is a badword, right?",
+                        "bob")
+  hidden = server.add_ask(BOT, "is dave a ｂａｄ\u200bｗｏｒｄ or not?", "carl")
+  command = server.add_ask(BOT, "!mood you badword", "dora")
+  screened = server.add_ask(BOT, "have you met sybil, the painter?", "erin")
+  clean = server.add_ask(BOT, "do you like frogs at night?", "fred")
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  server.add_blog("gina")
+  server.add_note(own, "reply", "gina", text=f"@{BOT} say hi to ｍallory for me")
+  cfg = conduct_config(server, tmp_path, notifications=True)
+  cfg.feed_live = True
+  cfg.lists.avoid_users = write_list(tmp_path, "avoid", "https://mallory."
+                                     "tumblr.com")
+  cfg.lists.screened_users = write_list(tmp_path, "screened", "@Sybil")
+  cfg.word_list = write_list(tmp_path, "words", "badword")
+  report = run(cfg, model)
+  reasons = skipped(cfg)
+  assert reasons[f"ask:{names}"] == ("what alice wrote names mallory, who is "
+                                     "on the avoid list")
+  for key, who in ((slur, "bob"), (hidden, "carl"), (command, "dora")):
+    assert reasons[f"ask:{key}"] == (f"what {who} wrote hits the word list "
+                                     "(badword)")
+  (reply,) = [k for k in reasons if k.startswith("reply:")]
+  assert "what gina wrote names mallory" in reasons[reply]
+  assert report.drafted == [f"ask:{screened}"]
+  assert report.published == [f"ask:{clean}"]
+  published = " ".join(b.get("text", "") for p in server.posts(BOT)
+                       for b in p["content"])
+  assert "mallory" not in published.lower()
+  assert "badword" not in published and "ｂａｄ" not in published
+  # The feed says why each was left.
+  page = open(f"{cfg.feed_dir}/feed.html", encoding="utf-8").read()
+  assert "skipped: what alice wrote names mallory" in page
+  assert "skipped: what bob wrote hits the word list" in page
+
+
+@pytest.mark.slow
+def test_word_list_hits_in_an_ask_can_be_drafted_instead(server, tmp_path,
+                                                         model):
+  slur = server.add_ask(BOT, "everyone knows carol is a badword, right?",
+                        "bob")
+  names = server.add_ask(BOT, "what do you think of @mallory?", "alice")
+  cfg = conduct_config(server, tmp_path)
+  cfg.lists.avoid_users = write_list(tmp_path, "avoid", "mallory")
+  cfg.word_list = write_list(tmp_path, "words", "badword")
+  cfg.review.others_hits = "draft"
+  report = run(cfg, model)
+  assert report.drafted == [f"ask:{slur}"]
+  assert report.published == []
+  trace = {e["job"]: e for e in Trace(cfg.state + ".trace.jsonl").read()
+           if "candidates" in e}
+  assert "what bob wrote hits the word list (badword): drafted" in trace[
+      f"ask:{slur}"]["reason"]
+  # An avoided user named is never answered, drafted or not.
+  assert "names mallory" in skipped(cfg)[f"ask:{names}"]
+  cfg.review.others_hits = "maybe"
+  with pytest.raises(UserError, match="review.others_hits is 'maybe'"):
+    run(cfg, model, T0 + 60)
 
 
 @pytest.mark.slow

@@ -7,19 +7,24 @@ reaches the point; the next run picks up where it died. The points are
 `bot.jobs.base.CRASH_POINTS`: after the plan is stored, after the job is
 marked sending but before the request, after the API confirmed the post
 (before the store knows), and after an operator's accepted draft is planned.
+
+A job whose handling raises is that job's failure, not the pass's: tried
+again by later passes, then parked, while the other jobs are done.
 """
 
 import dataclasses
 import signal
+import sqlite3
 
 import pytest
 
-from bot import loop
+from bot import images, loop
 from bot.jobs.base import slug_for
 from bot.posting import Poster
 from bot.records import Parent, Plan
 from bot.state import Store, Trace
 from bot.tumblr.client import TumblrClient
+from gpt2.errors import UserError
 from tests import bot_loop_helpers as helpers
 # pylint: disable-next=unused-import
 from tests.bot_loop_helpers import credentials_env, server  # fixtures
@@ -102,10 +107,8 @@ def test_every_kind_killed_at_every_point_posts_once(server, tmp_path,
 def test_accepted_draft_killed_before_it_is_sent_is_published_once(
     server, tmp_path, bot_model_dir, bot_model):
   (ask,) = helpers.seed_asks(server, helpers.ASKS[:1])
-  words = tmp_path / "words.txt"
-  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
   cfg = make_config(server, tmp_path, bot_model_dir)
-  cfg.word_list = str(words)
+  cfg.word_list = helpers.model_words_list(tmp_path)
   cfg.choice.min_chars = 1
   # The sampler's seeds follow the pass's clock: a fixed one, so that the
   # candidates (every one hits the word list) are the same on every run.
@@ -220,4 +223,99 @@ def test_without_its_slug_a_post_is_found_by_parent_and_text(server, tmp_path,
   assert report.reconciled == ["reply:n2"]
   store = Store(cfg.state)
   assert store.job("reply:n2").post_id == second != first
+  store.close()
+
+
+# ---- a job whose handling raises ------------------------------------------------------
+
+
+def image_reader_raises(monkeypatch, post_id, error):
+  """Reading the images of post `post_id` raises `error` (as a malformed
+  image URL made the reader raise ValueError); other posts are read."""
+  real = images.annotate
+
+  def annotate(post, reader):
+    if str(post.get("id")) == str(post_id):
+      raise error
+    return real(post, reader)
+
+  monkeypatch.setattr(images, "annotate", annotate)
+
+
+def test_a_job_that_raises_is_retried_then_parked_and_the_rest_go_on(
+    server, tmp_path, bot_model, monkeypatch):
+  # No sampling: the job done beside the bad one is a command (!follow).
+  for name in ("bob", "carol"):
+    server.add_blog(name)
+  (bad,) = helpers.seed_asks(server, helpers.ASKS[:1])
+  follow = server.add_ask(BOT, "!follow", "bob")
+  cfg = make_config(server, tmp_path)
+  cfg.jobs.max_errors = 2
+  cfg.feed_live = True
+  image_reader_raises(monkeypatch, bad,
+                      ValueError("Port out of range 0-65535\nat :99999"))
+  reports = loop.run_passes(cfg, model=bot_model,
+                            client=loop.make_client(cfg), interval_s=0,
+                            passes=2, sleep=lambda s: None)
+  # Both passes ran to their end: the command was carried out by the first,
+  # the bad ask failed in each and the second parked it.
+  assert None not in reports
+  first, second = reports
+  assert first.deleted == [f"ask:{follow}"] and server.following() == ["bob"]
+  assert (first.failed, first.parked) == ([f"ask:{bad}"], [])
+  assert (second.failed, second.parked) == ([], [f"ask:{bad}"])
+  assert "1 parked" in second.summary()
+  store = Store(cfg.state)
+  job = store.job(f"ask:{bad}")
+  store.close()
+  error = "ValueError: Port out of range 0-65535 at :99999"
+  assert (job.status, job.errors, job.note) == ("parked", 2, error)
+  traced = [e for e in Trace(cfg.state + ".trace.jsonl").read()
+            if "error" in e]
+  assert [(e["job"], e["errors"], e["parked"]) for e in traced] == [
+      (f"ask:{bad}", 1, False), (f"ask:{bad}", 2, True)]
+  assert all(e["error"] == error for e in traced)
+  feed = (tmp_path / "feed" / "feed.html").read_text()
+  assert f"error 1 of 2 (tried again next pass): {error}" in feed
+  assert f"parked after 2 errors: {error}" in feed
+  # The next pass works, and leaves the parked job be.
+  again = server.add_ask(BOT, "!follow", "carol")
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.deleted == [f"ask:{again}"]
+  assert report.failed == report.parked == []
+  assert len([e for e in Trace(cfg.state + ".trace.jsonl").read()
+              if "error" in e]) == 2
+  store = Store(cfg.state)
+  assert store.job(f"ask:{bad}").status == "parked"
+  store.close()
+  assert helpers.answered(server, [bad]) == {}
+
+
+@pytest.mark.slow
+def test_a_job_that_raises_leaves_the_others_to_be_written(
+    server, tmp_path, bot_model, monkeypatch):
+  bad, good = helpers.seed_asks(server, helpers.ASKS[:2])
+  cfg = make_config(server, tmp_path)
+  image_reader_raises(monkeypatch, bad, ValueError("Invalid IPv6 URL"))
+  report = loop.run_pass(cfg, model=bot_model)
+  assert report.published == [f"ask:{good}"]
+  assert report.failed == [f"ask:{bad}"]
+  assert set(helpers.answered(server, [bad, good])) == {good}
+
+
+@pytest.mark.parametrize("error", [
+    UserError("images: a user's mistake"), KeyboardInterrupt(),
+    sqlite3.OperationalError("disk I/O error")])
+def test_what_is_not_the_jobs_still_stops_the_pass(server, tmp_path,
+                                                   bot_model, monkeypatch,
+                                                   error):
+  (ask,) = helpers.seed_asks(server, helpers.ASKS[:1])
+  cfg = make_config(server, tmp_path)
+  image_reader_raises(monkeypatch, ask, error)
+  with pytest.raises(type(error)):
+    loop.run_pass(cfg, model=bot_model)
+  store = Store(cfg.state)
+  job = store.job(f"ask:{ask}")
+  assert (job.status, job.errors) == ("seen", 0)
+  store.lock()  # the pass let go of the lock
   store.close()

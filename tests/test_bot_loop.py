@@ -157,11 +157,8 @@ def test_the_days_cap_is_never_exceeded(tmp_path, model):
 def test_listed_words_go_to_drafts_and_review_tags_work(server, tmp_path,
                                                         model):
   ask_ids = seed_asks(server)
-  words = tmp_path / "words.txt"
-  # Every word the tiny model writes answers with.
-  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
   cfg = make_config(server, tmp_path)
-  cfg.word_list = str(words)
+  cfg.word_list = helpers.model_words_list(tmp_path)
   report = loop.run_pass(cfg, model=model)
   trace = {e["job"]: e for e in Trace(cfg.state + ".trace.jsonl").read()}
   hit = [i for i in ask_ids if trace[f"ask:{i}"]["filter_hits"]]
@@ -543,10 +540,8 @@ def test_notifications_and_drafts_are_read_past_their_first_page(
       server.add_note(own, "like", f"fan-{i}")
   server.clock = time.time
   ask_ids = seed_asks(server, ASKS[:1])
-  words = tmp_path / "words.txt"
-  words.write_text("\n".join(sorted(set(helpers.WORDS))) + "\n")
   cfg = make_config(server, tmp_path, notifications=True)
-  cfg.word_list = str(words)
+  cfg.word_list = helpers.model_words_list(tmp_path, "is it really blue?")
   cfg.choice.min_chars = 1
   first = loop.run_pass(cfg, model=model)
   assert any(k.startswith("reply:") for k in first.new_jobs)

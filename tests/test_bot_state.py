@@ -1,12 +1,15 @@
-"""The state store: job life cycle, durability across reopen, WAL, the lock."""
+"""The state store: job life cycle, durability across reopen, WAL, the lock,
+the schema's version and its migrations."""
 
+import hashlib
 import json
+import os
 import sqlite3
 
 import pytest
 
 from bot.records import Parent, Plan
-from bot.state import Store, Trace
+from bot.state import SCHEMA_VERSION, Store, Trace
 from gpt2.errors import UserError
 
 
@@ -113,10 +116,30 @@ def test_dry_run_mood_events_are_kept_apart(tmp_path):
   assert len(store.mood_events(0, dry_run=True)) == 2
 
 
+OLD_JOBS = """
+    CREATE TABLE jobs (key TEXT PRIMARY KEY, kind TEXT NOT NULL,
+      status TEXT NOT NULL, user TEXT, payload TEXT NOT NULL, plan TEXT,
+      post_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, note TEXT,
+      created REAL NOT NULL, updated REAL NOT NULL);"""
+
+
+def user_version(path):
+  db = sqlite3.connect(path)
+  try:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+  finally:
+    db.close()
+
+
+def sha256(path):
+  return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
 def test_an_older_state_file_is_brought_up_to_date(tmp_path):
   """A state file of the previous version: its columns are added and a
   review decision kept in the payload moves to its place, without losing a
-  job (an accepted draft stranded in `review` goes back to `drafted`)."""
+  job (an accepted draft stranded in `review` goes back to `drafted`); the
+  file is then stamped with this schema's version."""
   path = str(tmp_path / "old.db")
   db = sqlite3.connect(path)
   db.executescript("""
@@ -145,7 +168,78 @@ def test_an_older_state_file_is_brought_up_to_date(tmp_path):
   assert (two.status, two.payload, two.rejected) == (
       "review", {"post": {}}, ("no thanks",))
   assert (three.status, three.payload) == ("seen", {"post": {"id": 3}})
+  assert three.errors == 0
   assert len(store.mood_events(0)) == 1
+  store.close()
+  assert user_version(path) == SCHEMA_VERSION >= 1
+  # Stamped, it is not migrated again: a payload that looks like an old
+  # review decision now is the job's own.
+  db = sqlite3.connect(path)
+  db.execute("UPDATE jobs SET payload = ? WHERE key = 'ask:3'",
+             (json.dumps({"post": {}, "review": "accept"}),))
+  db.commit()
+  db.close()
+  store = Store(path)
+  assert store.job("ask:3").payload == {"post": {}, "review": "accept"}
+  store.close()
+
+
+def test_a_state_file_of_a_newer_version_is_refused_untouched(tmp_path):
+  path = str(tmp_path / "bot.db")
+  store = Store(path)
+  store.record_job("ask:1", "ask", {"question": "hi?"})
+  store.close()
+  db = sqlite3.connect(path)
+  db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+  db.commit()
+  db.close()
+  before = sha256(path)
+  with pytest.raises(UserError) as e:
+    Store(path)
+  assert str(e.value) == (
+      f"state: {path} was written by a newer version (schema "
+      f"{SCHEMA_VERSION + 1}, this code reads up to {SCHEMA_VERSION}): "
+      f"update this checkout, or name another file (config key `state`)")
+  assert sha256(path) == before
+  assert user_version(path) == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_row_a_migration_cannot_read_is_one_line_and_no_change(tmp_path,
+                                                                 journal):
+  """An unstamped file whose job row has a truncated payload: one line
+  naming the table and the row, and the file is left byte for byte as it
+  was (no table, column, index or stamp added), in either journal mode."""
+  path = str(tmp_path / "old.db")
+  db = sqlite3.connect(path)
+  db.execute(f"PRAGMA journal_mode={journal}")
+  db.executescript(OLD_JOBS)
+  for key, payload in (("ask:1", json.dumps({"post": {}, "review": "retry"})),
+                       ("ask:2", '{"post": {}, "review": "acc')):
+    db.execute("INSERT INTO jobs (key, kind, status, payload, created, "
+               "updated) VALUES (?, 'ask', 'review', ?, 1, 1)",
+               (key, payload))
+  db.commit()
+  db.close()
+  before = sha256(path)
+  with pytest.raises(UserError) as e:
+    Store(path)
+  message = str(e.value)
+  assert "\n" not in message
+  assert message.startswith(f"state: {path} cannot be brought up to date: "
+                            f"table jobs, row 'ask:2': its payload is not "
+                            f"JSON (")
+  assert message.endswith("; the file is left as it was")
+  assert sha256(path) == before
+  assert not os.path.exists(path + "-wal") or not os.path.getsize(
+      path + "-wal")
+  db = sqlite3.connect(path)
+  tables = {r[0] for r in db.execute(
+      "SELECT name FROM sqlite_master WHERE type = 'table'")}
+  assert tables == {"jobs"}
+  assert json.loads(db.execute("SELECT payload FROM jobs WHERE key = "
+                               "'ask:1'").fetchone()[0])["review"] == "retry"
+  db.close()
 
 
 def test_wal_mode_and_meta(tmp_path):
@@ -167,6 +261,39 @@ def test_one_bot_per_state_file(tmp_path):
   first.unlock()
   second.lock()
   second.unlock()
+
+
+def test_one_bot_per_state_file_however_it_is_named(tmp_path):
+  """A symlink to the file, a symlink to its directory and a hard link
+  beside it are the same file: refused with the same line while a bot
+  holds it, and free again when it lets go."""
+  real = tmp_path / "real"
+  real.mkdir()
+  path = str(real / "bot.db")
+  first = Store(path)
+  os.symlink(path, tmp_path / "link.db")
+  os.symlink(real, tmp_path / "dir")
+  os.link(path, real / "hard.db")
+  others = [str(tmp_path / "link.db"), str(tmp_path / "dir" / "bot.db"),
+            str(real / "hard.db")]
+  first.lock()
+  for other in others:
+    store = Store(other)
+    with pytest.raises(UserError) as e:
+      store.lock()
+    assert str(e.value).startswith(f"state: another bot is running on "
+                                   f"{other} (lock ")
+    assert not store.try_lock()
+    store.close()
+  first.unlock()
+  for other in others:
+    store = Store(other)
+    store.lock()
+    with pytest.raises(UserError, match="another bot"):
+      first.lock()  # and the other way round
+    store.close()  # lets go
+  first.lock()
+  first.close()
 
 
 def test_bad_paths_are_user_errors(tmp_path):

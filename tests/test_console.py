@@ -160,14 +160,101 @@ def test_write_types_the_candidates_out_then_scores_them(console, server,
   assert draft["content"][0]["text"] == "alice: do you like frogs?"
   # The candidate after the ask, each paragraph a block (the sampled text
   # may hold several, depending on the date in the prompt).
+  store = Store(r.console.config.state)
+  ((job, entry),) = store.history()
+  store.close()
+  assert entry["winner"] == 1 and job.post_id == str(draft["id"])
   assert "\n\n".join(block["text"] for block in draft["content"][1:]) == (
-      r.console.last_written.candidates[1].text)
+      entry["candidates"][1]["text"])
+
+
+def sent_says(tab, words):
+  tab.wait_for_function(
+      "w => document.querySelector('#sent textarea').value.startsWith(w)",
+      arg=words)
+
+
+@pytest.mark.slow
+def test_each_tab_sends_its_own_candidate_once(console, browser, server):
+  r = console()
+  second = browser.new_page()  # another browser session on the console
+  try:
+    second.goto(r.url)
+    for tab, asker, ask in ((r.tab, "alice", "do you like frogs?"),
+                            (second, "bob", "what is the sea like?")):
+      tab.fill("#text textarea", ask)
+      tab.fill("#name textarea", asker)
+      tab.click("#write")
+    for tab in (r.tab, second):
+      tab.wait_for_selector("#scores-0 .scores", timeout=120_000)
+    # The first tab sends what it shows, though the second wrote since.
+    r.tab.click("#send")
+    sent_says(r.tab, "sent candidate 0 as draft")
+    r.tab.click("#send")
+    sent_says(r.tab, "already sent: candidate 0 is post")
+    second.click("#send")
+    sent_says(second, "sent candidate 0 as draft")
+  finally:
+    second.close()
+  asks = sorted(d["content"][0]["text"] for d in server.posts(BOT, "draft"))
+  assert asks == ["alice: do you like frogs?", "bob: what is the sea like?"]
+
+
+def written_for(console_, ask, asker):
+  """A Write of `console_` (the bot's sampling, 4 candidates) for an ask."""
+  prompt, said, author = console_.prompt("ask", asker, ask)
+  settings = core.WriteSettings(max_new_tokens=console_.max_new_tokens())
+  *_, (_, written) = console_.write(prompt, said, author, settings)
+  return written
+
+
+def test_a_candidate_is_sent_once_and_never_beside_a_pass(server, cfg,
+                                                          bot_model):
+  live = core.Console(cfg, bot_model, loop.make_client(cfg))
+  written = written_for(live, "do you like frogs?", "alice")
+  # A bot pass holds the state: nothing is sent until it is done.
+  holder = Store(cfg.state)
+  holder.lock()
+  try:
+    assert live.send(written, 1, "draft", lock_wait_s=0.2) == (
+        "not sent: a pass of the bot holds the state; send again when it "
+        "is done")
+    assert server.posts(BOT, "draft") == []
+  finally:
+    holder.close()
+  sent = live.send(written, 1, "draft")
+  assert sent.startswith("sent candidate 1 as draft (post ")
+  post_id = sent.split("(post ")[1].rstrip(")")
+  for state in ("draft", "published"):
+    assert live.send(written, 1, state) == (
+        f"already sent: candidate 1 is post {post_id} (draft); nothing sent "
+        f"again")
+  # The same candidates written again are the same posts.
+  again = written_for(live, "do you like frogs?", "alice")
+  assert again.keys == written.keys
+  assert live.send(again, 1, "draft").startswith("already sent")
+  assert len(server.posts(BOT, "draft")) == 1 and server.posts(BOT) == []
+  assert len(helpers.writes_to(server, "/posts")) == 1
+
+
+def test_the_daily_cap_holds_for_the_console(server, cfg, bot_model):
+  cfg.client.daily_cap = 1
+  live = core.Console(cfg, bot_model, loop.make_client(cfg))
+  written = written_for(live, "do you like frogs?", "alice")
+  assert len(set(written.keys)) == len(written.keys)
+  assert live.send(written, 0, "published").startswith(
+      "sent candidate 0 as published")
+  assert live.send(written, 1, "published") == (
+      "not sent: the daily cap of 1 posts is reached (a draft can still be "
+      "sent)")
+  assert len(server.posts(BOT)) == 1
+  assert live.send(written, 1, "draft").startswith("sent candidate 1 as draft")
 
 
 def test_nothing_is_sent_in_a_dry_run(console):
   r = console(dry_run=True)
   assert r.tab.locator("#send").is_disabled()
-  assert r.console.send(0, "published") == "dry run: nothing is sent"
+  assert r.console.send(None, 0, "published") == "dry run: nothing is sent"
 
 
 # ---- Review ----------------------------------------------------------------------------
@@ -348,6 +435,29 @@ def test_another_host_needs_a_password(cfg, bot_model, tmp_path):
     assert session.get(base + "/config", timeout=10).status_code == 200
   finally:
     page.close()
+
+
+def test_the_api_is_closed_unless_asked_for(cfg, bot_model):
+  console = core.Console(cfg, bot_model, None, dry_run=True)
+  for api in (False, True):
+    page = app.build(console, api=api)
+    port = free_port()
+    app.launch(page, "127.0.0.1", port, block=False, api=api)
+    try:
+      base = f"http://127.0.0.1:{port}"
+      info = requests.get(base + "/gradio_api/info", timeout=10)
+      call = requests.post(base + "/gradio_api/call/send",
+                           json={"data": [0, "draft"]}, timeout=10)
+      footer = requests.get(base + "/config", timeout=10).json()[
+          "footer_links"]
+    finally:
+      page.close()
+    if api:
+      assert info.status_code == 200 and call.status_code == 200
+      assert "/send" in info.json()["named_endpoints"] and "api" in footer
+    else:
+      assert (info.status_code, call.status_code) == (403, 403)
+      assert "api" not in footer  # no "Use via API" link
 
 
 def test_p_reject_is_shown_beside_the_other_scores_where_there_is_one():

@@ -37,10 +37,13 @@ def test_demo_writes_every_output(demo_run):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   result = json.loads((workdir / "demo.json").read_text())
   assert result["val_loss_end"] < result["val_loss_start"] - 1.0
-  assert 0.0 <= result["selector_auc"] <= 1.0
   # Each head beside its bag-of-words baseline, on the same test split.
-  assert 0.5 < result["selector_auc_baseline"] <= 1.0
-  assert -1.0 <= result["sentiment"]["pearson"] <= 1.0
+  # Even this short a run has the selector beat it (0.715 vs 0.676 on
+  # 2026-12-07); the sentiment head, 60 generator steps in, does not yet
+  # (0.485 vs 0.555; the full demo's does), but it has learned: a head
+  # that said the same for every row would have no correlation at all.
+  assert 0.5 < result["selector_auc_baseline"] < result["selector_auc"]
+  assert 0.3 < result["sentiment"]["pearson"] <= 1.0
   assert 0.3 < result["sentiment"]["pearson_baseline"] <= 1.0
   with open(workdir / "heads" / "selector" / "metrics.json") as f:
     selector = json.load(f)
@@ -56,12 +59,14 @@ def test_demo_writes_every_output(demo_run):
       "selector_auc_baseline_per_seed"][0]
   assert selector["auc"] == result["selector_auc_per_seed"][0]
   assert selector["n_test"] == 180  # 10% of --head_examples
-  # The epoch kept was chosen on the calibration rows, not the test rows.
-  assert 1 <= selector["chosen_epoch"] <= 6
-  # The demo's selector blends a linear probe with the network, the blend
-  # fitted on the calibration rows.
-  assert 0.5 < selector["probe"]["auc"] <= 1.0
+  # An epoch was kept (chosen on the calibration rows: test_selector's
+  # test_the_kept_epoch_is_the_best_on_the_calibration_rows) and the
+  # network blended with a linear probe (fitted on the same rows:
+  # test_a_selector_with_a_probe_scores_as_it_was_measured).
+  assert selector["chosen_epoch"] in (1, 2, 3)  # launch.demo's EPOCHS
+  assert 0.6 < selector["probe"]["auc"] <= 1.0
   assert len(selector["probe"]["blend"]) == 3
+  assert selector["probe"]["blend"][:2] != [1.0, 0.0]
   assert not (workdir / "heads" / "seeds").exists()
   # The heads' bag of words, alone on the same rows: the words tell comedy
   # from tragedy, and VADER's lexicon is words.

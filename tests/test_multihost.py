@@ -221,6 +221,113 @@ def test_roll_call_refuses_processes_started_with_other_flags():
                      "program listening there?")
 
 
+def test_roll_call_outlasts_connections_that_say_nothing_of_the_run():
+  from gpt2 import distributed  # pylint: disable=import-outside-toplevel
+  address = f"127.0.0.1:{_free_port()}"
+  port = int(address.rsplit(":", 1)[1])
+  outcomes = []
+  zero = threading.Thread(target=lambda: outcomes.append(
+      _roll_call_threads(address, [(2, 0, 20)])))
+  zero.start()
+  # A port scan: connect and go, without a word (the first connection that
+  # gets through also tells that process 0 listens) ...
+  deadline = time.monotonic() + 20
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      assert time.monotonic() < deadline, "process 0 never listened"
+      time.sleep(0.02)
+  # ... and a client of some other protocol, which hears nothing back.
+  with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+    other.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    assert other.recv(100) == b""  # closed by process 0
+  distributed.roll_call(address, 2, 1, 20)  # the run still starts
+  zero.join(30)
+  assert outcomes == [[None]]
+
+  # The other way round: something on the port that takes each knock and
+  # hangs up without a word. A member knocks again until its deadline.
+  done = threading.Event()
+  with socket.socket() as silent:
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    silent.settimeout(0.05)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+
+    def hang_up():
+      while not done.is_set():
+        try:
+          silent.accept()[0].close()
+        except socket.timeout:
+          pass
+
+    listener = threading.Thread(target=hang_up)
+    listener.start()
+    started = time.monotonic()
+    try:
+      outcome, = _roll_call_threads(address, [(2, 1, 1)])
+    finally:
+      done.set()
+      listener.join(5)
+    assert time.monotonic() - started < 5  # not the 10 s grace of a reply
+  assert outcome == (f"process 0 (the coordinator at {address}) did not "
+                     "answer process 1 within 1 s (--initialization_timeout); "
+                     "is it started, and is the address one this host "
+                     "reaches?")
+
+
+def test_roll_call_on_a_port_in_use_is_one_line():
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    outcome, = _roll_call_threads(address, [(2, 0, 20)])
+  assert outcome == (f"process 0 cannot listen at {address}: the port is in "
+                     "use (another run, or a process of an earlier one still "
+                     "running?)")
+
+
+def test_roll_call_names_an_id_out_of_range():
+  address = f"127.0.0.1:{_free_port()}"
+  zero, five = _roll_call_threads(address, [(3, 0, 20), (3, 5, 20)])
+  assert zero == five == ("a process reported --process_id=5; with "
+                          "--num_processes=3 the others are 1..2")
+
+
+def test_the_distributed_flags_are_checked_before_any_connection():
+  # (A timeout of 1 s each: were a check missing, the call would fail fast
+  # on something else instead of waiting minutes for a run.)
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import distributed
+  from gpt2.errors import UserError
+  for bad in ("localhost", "localhost:", ":8476", "localhost:port"):
+    for process_id in (0, 1):
+      with pytest.raises(UserError) as e:
+        distributed.roll_call(bad, 2, process_id, 1)
+      assert str(e.value) == f"--coordinator_address={bad} must be HOST:PORT"
+  address = f"127.0.0.1:{_free_port()}"
+  together = ("--coordinator_address, --num_processes and --process_id go "
+              "together: give all three or none")
+  for partial in (dict(coordinator_address=address),
+                  dict(num_processes=2, process_id=0),
+                  dict(coordinator_address=address, process_id=1)):
+    with pytest.raises(UserError) as e:
+      distributed.start(**partial, timeout_s=1)
+    assert str(e.value) == together
+  for process_id in (2, -1):
+    with pytest.raises(UserError) as e:
+      distributed.start(address, 2, process_id, timeout_s=1)
+    assert str(e.value) == (f"--process_id={process_id} must be in 0..1 "
+                            "(--num_processes=2)")
+  for timeout_s in (0, -5):
+    with pytest.raises(UserError) as e:
+      distributed.start(address, 2, 0, timeout_s=timeout_s)
+    assert str(e.value) == (f"--initialization_timeout={timeout_s} must be "
+                            "more than 0 seconds")
+
+
 @pytest.mark.slow
 def test_a_process_that_never_comes_is_one_error_line(corpus, tmp_path):
   """launch.finetune's process 0 of 2, alone: within its timeout it stops

@@ -156,6 +156,28 @@ def test_wrong_credentials_and_unreachable_api_are_one_line_errors(tmp_path):
                        progress=False)
 
 
+def test_a_request_without_an_answer_times_out(tmp_path):
+  server, _ = seeded_server(1)
+  answer = threading.Event()
+  server.before_request = lambda method, path: answer.wait(10)
+  with server:
+    api = scrape.Api(scrape.make_client(CREDENTIALS, server.url,
+                                        timeout_s=0.3),
+                     server.url, report=lambda message: None)
+    start = time.monotonic()
+    try:
+      with pytest.raises(UserError, match="cannot reach the Tumblr API at "
+                         "http://127.0.0.1:[0-9]+: ReadTimeout"):
+        scrape.scrape_blog(api, "alice", str(tmp_path / "p.jsonl"),
+                           progress=False)
+    finally:
+      answer.set()
+  assert time.monotonic() - start < 5
+  # Writes are not the scraper's: refused, never sent without a timeout.
+  with pytest.raises(NotImplementedError):
+    api.client.request.post("/v2/blog/alice.tumblr.com/posts", {})
+
+
 # ---- the launch script, as a user runs it -----------------------------------
 
 

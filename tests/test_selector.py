@@ -76,6 +76,16 @@ def snapshot(tree):
   return jax.tree.map(lambda a: np.array(a, copy=True), tree)
 
 
+def head_logit_diff(head, cache, texts, rows) -> np.ndarray:
+  """The head's logit (positive minus negative) for corpus `rows`, from the
+  activation cache, without calibration or probe."""
+  hidden, mask = pad_candidates(
+      [dict(zip(cache.layers, cache.rows(i))) for i in rows], cache.layers)
+  out = head.raw_outputs([hidden[l] for l in head.config.layers], mask,
+                         [texts[i] for i in rows])
+  return out[:, 1] - out[:, 0]
+
+
 @pytest.fixture(scope="module")
 def corpus():
   return two_authors(300, seed=0)
@@ -262,14 +272,7 @@ def test_calibration_and_metrics_come_from_disjoint_rows(trained, corpus,
 
   head = Head.load(trained["workdir"])
   cache = data_lib.ActivationCache(str(trained["root"] / "activations"))
-
-  def logit_diff(rows):
-    hidden, mask = pad_candidates(
-        [dict(zip(cache.layers, cache.rows(i))) for i in rows], cache.layers)
-    out = head.raw_outputs([hidden[l] for l in head.config.layers], mask,
-                           [texts[i] for i in rows])
-    return out[:, 1] - out[:, 0]
-
+  logit_diff = functools.partial(head_logit_diff, head, cache, texts)
   want = M.fit_platt(logit_diff(splits.calibration),
                      labels[splits.calibration])
   assert head.calibration == pytest.approx(want, rel=1e-4, abs=1e-4)
@@ -452,6 +455,17 @@ def test_the_kept_epoch_is_the_best_on_the_calibration_rows(trained, corpus,
     assert m["chosen_epoch"] == int(np.argmax(scores)) + 1
     assert (m["n_train"], m["n_calibration"], m["n_test"]) == (480, 60, 60)
     assert sum(line.startswith("kept epoch") for line in lines) == 1
+    if kind == "selector":
+      # The scores were the calibration rows': the kept head, scored here
+      # on them, gets the best one (on the test rows it gets another).
+      cache = data_lib.ActivationCache(str(trained["root"] / "activations"))
+      splits = split_rows(labels.astype(np.int64), 0.1, 0.1, 0)
+      head = Head.load(workdir)
+      rows = {name: M.roc_auc(labels[idx], head_logit_diff(
+          head, cache, texts, idx)) for name, idx in (
+              ("calibration", splits.calibration), ("test", splits.test))}
+      assert rows["calibration"] == pytest.approx(max(scores), abs=1e-4)
+      assert rows["test"] != pytest.approx(max(scores), abs=1e-4)
 
 
 def test_the_probe_pools_the_same_from_the_cache_and_from_a_padded_batch():
@@ -467,6 +481,20 @@ def test_the_probe_pools_the_same_from_the_cache_and_from_a_padded_batch():
   got = probe_lib.pooled([hidden], mask)
   np.testing.assert_allclose(got[:3], want, rtol=1e-6, atol=1e-6)
   assert not got[3].any()
+
+
+def test_the_blend_weighs_each_logit_by_what_it_tells():
+  """fit_blend on logits of which only the probe's carries the label: the
+  probe gets the weight, the network next to none; and the other way."""
+  from selector import probe as probe_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  labels = (rng.random(400) < 0.5).astype(np.float64)
+  informative = 3 * (labels - 0.5) + rng.normal(0, 1, 400)
+  noise = rng.normal(0, 1, 400)
+  a, b, _ = probe_lib.fit_blend(noise, informative, labels)
+  assert b > 1 and abs(a) < 0.3 * b
+  a, b, _ = probe_lib.fit_blend(informative, noise, labels)
+  assert a > 1 and abs(b) < 0.3 * a
 
 
 def test_the_probe_never_fits_on_a_row_it_scores_out_of_fold():
@@ -495,7 +523,8 @@ def test_the_probe_never_fits_on_a_row_it_scores_out_of_fold():
 
 @pytest.mark.slow
 def test_a_selector_with_a_probe_scores_as_it_was_measured(trained, corpus,
-                                                           generator):
+                                                           generator,
+                                                           monkeypatch):
   """head.probe: the probe is fitted, blended on the calibration rows,
   saved with the head, and the scorer (from texts or from the sampler's
   hidden states) gives the test rows the AUC training reported."""
@@ -504,9 +533,24 @@ def test_a_selector_with_a_probe_scores_as_it_was_measured(trained, corpus,
   config.head.probe = True
   workdir = str(trained["root"] / "probe")
   lines = []
+  from selector import probe as probe_lib  # pylint: disable=import-outside-toplevel
+  blends = []
+
+  def fit_blend(network, probe, targets):  # the real one, its rows noted
+    blends.append(np.asarray(targets))
+    return real_fit_blend(network, probe, targets)
+
+  real_fit_blend = probe_lib.fit_blend
+  monkeypatch.setattr(probe_lib, "fit_blend", fit_blend)
   m = train_head(config, generator, Examples(texts, labels), workdir,
                  log=lines.append)
   assert m["probe"]["auc"] > 0.8 and len(m["probe"]["blend"]) == 3
+  # The blend was fitted on the calibration rows' labels, not the test
+  # rows' (how it weighs the two: test_the_blend_weighs_each_logit_...).
+  splits = split_rows(labels.astype(np.int64), 0.1, 0.1, 0)
+  (fitted,) = blends
+  np.testing.assert_array_equal(fitted, labels[splits.calibration])
+  assert not np.array_equal(fitted, labels[splits.test])
   assert any(line.startswith("blend on the calibration rows") for line in
              lines)
   head = Head.load(workdir)

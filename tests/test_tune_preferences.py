@@ -152,6 +152,94 @@ def test_a_resumed_run_ends_where_an_unbroken_one_does(world_model, tmp_path):
              test_pairs)
 
 
+# A tuning run in a process of its own (`quick_config`, 10 steps), stopped by
+# its parent's SIGTERM: after writing step 3 it says so and waits until the
+# parent has sent the signal, so the signal lands mid-run at a known step.
+PREEMPTED = """
+import json, sys
+from gpt2 import dpo, train
+from tests.test_tune_preferences import quick_config
+model, data, workdir, pairs = sys.argv[1:]
+with open(pairs, encoding="utf-8") as f:
+  train_pairs, test_pairs = json.load(f)
+write = train.MetricsLog.write
+def write_then_wait(self, record):
+  write(self, record)
+  if record["step"] == 3:
+    print("at step 3", flush=True)
+    sys.stdin.readline()
+train.MetricsLog.write = write_then_wait
+summary = dpo.tune(quick_config(model, data, 10), workdir, train_pairs,
+                   test_pairs)
+print(json.dumps(summary), flush=True)
+"""
+
+
+def tiny_model(directory: str) -> str:
+  """A random tiny GPT-2 with a tokenizer of its own, saved: all the tuning
+  needs (no world model: what is learned does not matter here)."""
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import model as M
+  from gpt2 import weights as W
+  from gpt2.tokenizer import Tokenizer
+  tok = Tokenizer.train([" ".join(world.WORDS + [world.PHRASE]) + " ?"] * 4,
+                        300)
+  config = M.GPT2Config.preset("tiny", vocab_size=tok.vocab_size,
+                               n_positions=128)
+  W.save_model(directory, config, M.init_params(config, jax.random.PRNGKey(0)),
+               tok)
+  return directory
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_resumes_to_the_unbroken_runs_adapters(
+    tmp_path):
+  # pylint: disable=import-outside-toplevel
+  import signal, subprocess, sys
+  from gpt2 import checkpoints
+  from tests import processes
+  model = tiny_model(str(tmp_path / "model"))
+  data = str(tmp_path / "bot.db")  # only named in run.json: pairs are given
+  words = world.WORDS
+  train_pairs = [(f"ask {i}: {world.QUESTIONS[i % 10]}",
+                  " ".join(words[i:i + 8]), f"the {world.PHRASE} {words[i]}")
+                 for i in range(16)]
+  test_pairs = train_pairs[-4:]
+  train_pairs = train_pairs[:-4]
+  pairs = str(tmp_path / "pairs.json")
+  with open(pairs, "w", encoding="utf-8") as f:
+    json.dump([train_pairs, test_pairs], f)
+  straight = str(tmp_path / "straight")
+  dpo.tune(quick_config(model, data, 10), straight, train_pairs, test_pairs)
+
+  broken = str(tmp_path / "broken")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with processes.killed_on_exit(subprocess.Popen(
+      [sys.executable, "-c", PREEMPTED, model, data, broken, pairs],
+      cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)) as proc:
+    assert proc.stdout.readline() == "at step 3\n", proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate("go on\n", timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  first = json.loads(out.strip().splitlines()[-1])
+  # _Preemption turned the signal into a checkpoint at the step it came in.
+  assert first["preempted"] and first["steps"] == 3 and "after" not in first
+  assert os.listdir(os.path.join(broken, "checkpoints")) == ["3"]
+  assert not os.path.exists(os.path.join(broken, dpo.METRICS_JSON))
+
+  again = dpo.tune(quick_config(model, data, 10), broken, train_pairs,
+                   test_pairs)
+  assert again["steps"] == 10 and not again["preempted"]
+  assert again["before"] == first["before"]
+  _, a = checkpoints.latest_params_in_workdir(straight)
+  _, b = checkpoints.latest_params_in_workdir(broken)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  assert [r["step"] for r in train.read_metrics(broken)] == list(range(1, 11))
+
+
 @pytest.mark.slow
 def test_full_fine_tune_keeps_a_frozen_reference(world_model, tmp_path):
   db = str(tmp_path / "bot.db")

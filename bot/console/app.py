@@ -4,6 +4,13 @@
 Everything a user wrote (asks, posts, candidates) reaches the page as text:
 in text boxes, or in HTML built here with every value escaped, never as
 markup of its own.
+
+The candidates a Write produced are kept per browser session (`gr.State`):
+what one tab sends is what that tab shows. Gradio's programmatic API (the
+"Use via API" page, /gradio_api/info, /gradio_api/call/..., the MCP server)
+is off unless `build` and `launch` are given `api=True`
+(`launch.console --api`): its routes answer 403, so no other program can
+post through the console by its API.
 """
 
 import datetime
@@ -15,6 +22,7 @@ from bot.records import written_by
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # pylint: disable=g-import-not-at-top,wrong-import-position
+from starlette.middleware import Middleware  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CSS = """
 .cand-table { border-collapse: collapse; width: 100%; font-size: 90%; }
@@ -104,35 +112,73 @@ def choice_mood(candidate, allowed: tuple) -> str:
   return choice.mood_screen(candidate, allowed)
 
 
+# Gradio's routes for programs rather than the page (under /gradio_api/):
+# the API's description, its calls by name, and the MCP server.
+_API_ROUTES = ("info", "openapi.json", "call", "run", "api", "mcp")
+
+
+class _ApiClosed:
+  """ASGI middleware: answers 403 to Gradio's programmatic API routes. The
+  page itself talks to the server through /gradio_api/queue/, which stays."""
+
+  def __init__(self, asgi_app):
+    self.app = asgi_app
+
+  async def __call__(self, scope, receive, send):
+    parts = scope.get("path", "").strip("/").split("/")
+    if parts[0] == "gradio_api":
+      parts = parts[1:]
+    if scope["type"] == "http" and parts and parts[0] in _API_ROUTES:
+      await send({"type": "http.response.start", "status": 403,
+                  "headers": [(b"content-type", b"text/plain")]})
+      await send({"type": "http.response.body",
+                  "body": b"the console's API is off (launch.console --api)"})
+      return
+    await self.app(scope, receive, send)
+
+
+def _events(api: bool) -> dict:
+  """What every event of the page is given: in the API, or not."""
+  return {"api_visibility": "public" if api else "private"}
+
+
 def launch(page: "gr.Blocks", host: str, port: int, password: str = "",
-           block: bool = True):
+           block: bool = True, api: bool = False):
   """Serves the page; with a password, user `operator` must log in. Fonts
-  are the system's: the page fetches nothing from the internet."""
+  are the system's: the page fetches nothing from the internet. Without
+  `api`, Gradio's programmatic API is closed (build the page with the same
+  `api`)."""
   theme = gr.themes.Base(font=[gr.themes.Font("sans-serif")],
                          font_mono=[gr.themes.Font("monospace")])
+  closed = {} if api else {
+      "footer_links": ["gradio", "settings"],  # no "Use via API"
+      "app_kwargs": {"middleware": [Middleware(_ApiClosed)]}}
   return page.queue().launch(
       server_name=host, server_port=port, quiet=True, show_error=True,
       auth=("operator", password) if password else None, theme=theme,
-      css=_CSS, prevent_thread_lock=not block)
+      css=_CSS, prevent_thread_lock=not block, mcp_server=False, **closed)
 
 
-def build(console: Console) -> "gr.Blocks":
+def build(console: Console, api: bool = False) -> "gr.Blocks":
+  """The page over `console`; `api` puts its events in Gradio's API (which
+  `launch` must then open too)."""
+  events = _events(api)
   cfg = console.config
   title = f"{cfg.blog}: the console" + (" (dry run)" if console.dry_run
                                         else "")
   with gr.Blocks(title=title, analytics_enabled=False) as page:
     gr.Markdown(f"### {html.escape(title)}")
     with gr.Tab("Write", id="write-tab"):
-      _write_tab(console)
+      _write_tab(console, events)
     with gr.Tab("Review", id="review-tab"):
-      _review_tab(console)
+      _review_tab(console, events)
     with gr.Tab("History", id="history-tab") as history_tab:
-      refresh_history = _history_tab(console)
+      refresh_history = _history_tab(console, events)
     history_tab.select(**refresh_history)
   return page
 
 
-def _write_tab(console: Console) -> None:
+def _write_tab(console: Console, events: dict) -> None:
   s = WriteSettings(max_new_tokens=console.max_new_tokens())
   with gr.Row():
     form = gr.Radio(list(FORMS), value="ask", label="prompt", elem_id="form")
@@ -180,11 +226,17 @@ def _write_tab(console: Console) -> None:
     send = gr.Button("send to the blog", elem_id="send",
                      interactive=not console.dry_run)
   sent = gr.Textbox(label="sent", interactive=False, elem_id="sent")
+  # This browser session's last Write (a core.Written, with its candidates'
+  # job keys): what its "send" sends, whatever other tabs write.
+  written_now = gr.State(None)
 
   def run(form_, name_, text_, post_, tags_, raw_, temperature_, top_p_,
           top_k_, typical_p_, breakruns_, mirostat_, n_, max_new_, seed_):
     count = int(n_)
     shown = [gr.update(visible=i < count) for i in range(MAX_CANDIDATES)]
+    # The boxes are about to show new candidates: until they are judged,
+    # there is nothing to send.
+    yield shown + [gr.update()] * (2 * MAX_CANDIDATES + 1) + [None]
     try:
       prompt, said, author = console.prompt(form_, name_, text_, post_, tags_,
                                             raw_)
@@ -202,19 +254,24 @@ def _write_tab(console: Console) -> None:
                      f"{html.escape(written.reason)}; mood "
                      f"{written.mood:.2f}</p>" if written.pick is not None
                      else "<p>no candidate passes the bot's screens</p>")
-        yield shown + texts + score_html + [summary]
+        yield shown + texts + score_html + [summary, written]
     except Exception as e:  # pylint: disable=broad-except
       yield shown + [""] * (2 * MAX_CANDIDATES) + [
-          f"<p>error: {html.escape(str(e))}</p>"]
+          f"<p>error: {html.escape(str(e))}</p>", None]
+
+  def send_one(written, which_, state_):
+    return console.send(written, int(which_ or 0), state_)
 
   write.click(run, [form, name, text, post, tags, raw, temperature, top_p,
                     top_k, typical_p, breakruns, mirostat, n, max_new, seed],
-              columns + boxes + scores + [verdict])
-  send.click(lambda i, st: console.send(int(i or 0), st), [which, state],
-             sent)
+              columns + boxes + scores + [verdict, written_now], **events)
+  # One send at a time, from every tab (the state's lock would order them
+  # anyway); a second send of a candidate says it was already sent.
+  send.click(send_one, [written_now, which, state], sent, api_name="send",
+             concurrency_id="send", concurrency_limit=1, **events)
 
 
-def _review_tab(console: Console) -> None:
+def _review_tab(console: Console, events: dict) -> None:
   refresh = gr.Button("refresh", elem_id="review-refresh")
   jobs = gr.Dropdown(label="parked for you", choices=[], elem_id="parked",
                      interactive=True)
@@ -256,7 +313,7 @@ def _review_tab(console: Console) -> None:
 
   outputs = [jobs, card, edit]
   ordered = dict(concurrency_id="review", concurrency_limit=1,
-                 trigger_mode="always_last")
+                 trigger_mode="always_last", **events)
   refresh.click(listing, jobs, outputs, **ordered)
   jobs.input(show, jobs, [card, edit], **ordered)
   for button, action in ((accept, "accept"), (retry, "retry"),
@@ -264,7 +321,7 @@ def _review_tab(console: Console) -> None:
     button.click(decide(action), [jobs, edit], [status] + outputs, **ordered)
 
 
-def _history_tab(console: Console) -> dict:
+def _history_tab(console: Console, events: dict) -> dict:
   with gr.Row():
     search = gr.Textbox(label="search by user or text", elem_id="search")
     go = gr.Button("search", elem_id="search-go")
@@ -295,7 +352,7 @@ def _history_tab(console: Console) -> dict:
   refresh = dict(fn=fill, inputs=search,
                  outputs=[listing, mood, movers, curves],
                  concurrency_id="history", concurrency_limit=1,
-                 trigger_mode="always_last")
+                 trigger_mode="always_last", **events)
   go.click(**refresh)
   search.submit(**refresh)
   return refresh

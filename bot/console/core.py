@@ -4,9 +4,13 @@
   an original post with tags) or raw text in the text format; N candidates
   sampled in one streaming sampler call (`write` yields their texts as they
   grow), then scored by the heads and judged as the bot would: the filters'
-  verdict, the mood's, the word list, and the one the bot would pick. A
-  candidate can be sent to the blog (`send`), as a draft or published, as a
-  job of the state store (kind "console"), so it is posted exactly once.
+  verdict, the mood's, the word list, and the one the bot would pick. Each
+  candidate gets its job key when it is written (from the prompt and its
+  text), and the page keeps the Written per browser session. A candidate
+  can be sent to the blog (`send`), as a draft or published, as a job of
+  the state store (kind "console") under the state's lock and within the
+  bot's daily cap, so it is posted exactly once: a second send of it says
+  it was already sent.
 - Review: the jobs the bot parked for a person (`parked`), with all their
   candidates; the operator's decision (`decide`) is stored and carried out
   by the next pass of the bot, or at once (`post_now`): a review-only pass
@@ -20,13 +24,14 @@ from several threads).
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import random
 import tempfile
 import threading
 import time
-import uuid
 from typing import Iterator, List, Optional
 
 from bot import choice, mood as mood_lib, text_format, writing
@@ -36,9 +41,10 @@ from bot.jobs.base import slug_for
 from bot.lists import Lists
 from bot.mood_log import MoodLog
 from bot.posting import Poster
-from bot.records import CREATE, Plan
+from bot.records import CREATE, POSTING, Plan
 from bot.state import Store, Trace
 from bot.tumblr import npf
+from bot.tumblr.client import PostBudget, TumblrError, post_limits
 from bot.tumblr.thread import ASKED, POSTED, Thread, Turn
 from gpt2.errors import UserError
 from gpt2.sampling_params import BOT_MAX_NEW_TOKENS, SamplingParams
@@ -86,6 +92,17 @@ class Written:
   reason: str
   mood: float
   sentiment_range: tuple
+  # The job key of each candidate (`job_key`): what makes a send once only.
+  keys: List[str] = dataclasses.field(default_factory=list)
+
+
+def job_key(prompt: str, user_text: str, author: str, candidate) -> str:
+  """The state store's key for posting `candidate` as the answer to a
+  prompt: the same text for the same prompt is the same post, however
+  often, from however many tabs, it is sent."""
+  what = json.dumps([prompt, user_text, author, candidate.raw or
+                     candidate.text, candidate.tags])
+  return "console:" + hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 class Console:
@@ -109,7 +126,6 @@ class Console:
     self._model_lock = threading.Lock()
     self._carrying_out = threading.Lock()
     self.files = tempfile.mkdtemp(prefix="console-")
-    self.last_written: Optional[Written] = None
 
   def max_new_tokens(self) -> int:
     """The bot's candidate length for this model (the Write tab's start)."""
@@ -176,7 +192,6 @@ class Console:
           yield list(texts), None
       scores = self.model.score(samples)
     written = self._judge(prompt, user_text, author, samples, scores)
-    self.last_written = written
     yield [c.raw for c in written.candidates], written
 
   def _judge(self, prompt, user_text, author, samples, scores) -> Written:
@@ -193,48 +208,110 @@ class Console:
     hits = [self.words.hits(c.text + "\n" + " ".join(c.tags)) for c in cands]
     decision = choice.epsilon_greedy(cands, 0.0, random.Random(0))
     return Written(prompt, user_text, author, cands, hits, decision.index,
-                   decision.reason, value, allowed)
+                   decision.reason, value, allowed,
+                   [job_key(prompt, user_text, author, c) for c in cands])
 
-  def send(self, index: int, state: str) -> str:
-    """Posts candidate `index` of the last Write (as `state`: "draft" or
-    "published"), exactly once; returns a line saying what happened."""
+  def send(self, written: Optional[Written], index: int, state: str,
+           lock_wait_s: float = 5.0) -> str:
+    """Posts candidate `index` of `written` (the Write a browser session
+    shows) as `state` ("draft" or "published"), exactly once; returns a line
+    saying what happened.
+
+    The candidate's job key was minted with it: a second send of it (a
+    double click, another tab showing the same candidate) posts nothing and
+    says "already sent". The send runs under the state's lock, so never
+    beside a pass of the bot (it waits `lock_wait_s` for one to end, then
+    says so), and a published post must fit in the bot's daily cap.
+    """
     if self.dry_run:
       return "dry run: nothing is sent"
     if self.client is None:
       return "no Tumblr client: nothing can be sent"
-    written = self.last_written
-    if written is None or not 0 <= index < len(written.candidates):
+    if written is None or not 0 <= index < len(written.keys):
       return "write candidates first"
     if state not in ("draft", "published"):
       return f"unknown state {state!r}"
-    cand = written.candidates[index]
-    key = f"console:{uuid.uuid4().hex[:16]}"
+    key = written.keys[index]
+    already = lambda post_id, posted_as: (
+        f"already sent: candidate {index} is post {post_id} ({posted_as}); "
+        "nothing sent again")
+    with self.store() as store:
+      if not _lock(store, lock_wait_s):
+        return ("not sent: a pass of the bot holds the state; send again "
+                "when it is done")
+      job = store.job(key)
+      if job is not None and job.status in ("done", "drafted"):
+        return already(job.post_id, job.plan.state)
+      if job is not None and job.status not in ("seen", "chosen", "sending"):
+        return f"not sent: its job {key} is {job.status}"
+      # A job left by a send that failed part way keeps the plan it made.
+      plan = job.plan if job is not None and job.plan else self._plan(
+          written, written.candidates[index], key, state)
+      poster = Poster(self.client, store, self.config.blog)
+      try:
+        if job is not None and job.status == "sending":
+          # Its request went out before it failed: it may have landed.
+          post_id = poster.landed(plan, key)
+          if post_id is not None:
+            store.finish(key, post_id, counts_as_post=plan.state in POSTING,
+                         post_state=plan.state)
+            return already(post_id, plan.state)
+        if plan.state in POSTING and self._cap_left(store) <= 0:
+          return (f"not sent: the daily cap of {self.config.client.daily_cap}"
+                  f" posts is reached (a draft can still be sent)")
+        if job is None:
+          store.record_job(key, "console", {"prompt": written.prompt})
+          store.record_written(key, self._entry(written, index, key,
+                                                plan.state))
+        if job is None or job.status == "seen":
+          store.save_plan(key, plan)
+        store.mark_sending(key)
+        post_id = poster.send(plan, key)
+      except TumblrError as e:
+        log.warning("%s: %s", key, e)
+        return (f"sending failed: {e}; send again to retry (it first checks "
+                "whether the post landed)")
+      store.finish(key, post_id, counts_as_post=plan.state in POSTING,
+                   post_state=plan.state)
+    return f"sent candidate {index} as {plan.state} (post {post_id})"
+
+  def _plan(self, written: Written, cand: Candidate, key: str,
+            state: str) -> Plan:
+    """The post for `cand`: after the ask or post it answers, quoted."""
     content = npf.text_to_content(cand.text)
     if written.user_text:
       quoted = npf.text_to_content(f"{written.author}: {written.user_text}")
       for block in quoted:
         block["subtype"] = "indented"
       content = quoted + content
-    plan = Plan(action=CREATE, state=state, text=cand.text,
+    return Plan(action=CREATE, state=state, text=cand.text,
                 tags=[t for t in cand.tags if self.lists.tag_allowed(t)],
                 content=content, layout=[], slug=slug_for(key, cand.text))
-    with self.store() as store:
-      store.record_job(key, "console", {"prompt": written.prompt})
-      store.record_written(key, {
-          "t": self.clock(), "job": key, "kind": "console",
-          "user": written.author, "prompt": written.prompt,
-          "prompt_shown": _shown(written),
-          "candidates": [c.as_dict() for c in written.candidates],
-          "winner": index, "reason": "the operator's choice",
-          "state": state, "mood": written.mood, "dry_run": False,
-          **(self.model.provenance() if hasattr(self.model, "provenance")
-             else {})})
-      store.save_plan(key, plan)
-      store.mark_sending(key)
-      post_id = Poster(self.client, store, self.config.blog).send(plan, key)
-      store.finish(key, post_id, counts_as_post=state == "published",
-                   post_state=state)
-    return f"sent candidate {index} as {state} (post {post_id})"
+
+  def _entry(self, written: Written, index: int, key: str,
+             state: str) -> dict:
+    """The decision as the History shows it (the bot's `written` entry)."""
+    return {
+        "t": self.clock(), "job": key, "kind": "console",
+        "user": written.author, "prompt": written.prompt,
+        "prompt_shown": _shown(written),
+        "candidates": [c.as_dict() for c in written.candidates],
+        "winner": index, "reason": "the operator's choice",
+        "state": state, "mood": written.mood, "dry_run": False,
+        **(self.model.provenance() if hasattr(self.model, "provenance")
+           else {})}
+
+  def _cap_left(self, store: Store) -> int:
+    """Posts left today under the bot's daily cap: its own ledger and what
+    the server's /user/limits says, on Tumblr's day, as a pass counts."""
+    c = self.config.client
+    budget = PostBudget(
+        used_since=store.posts_since, last_post=store.last_post_time,
+        cap=int(c.daily_cap), slowdown_below=int(c.slowdown_below),
+        answers_only_below=int(c.answers_only_below), clock=self.clock,
+        server=post_limits(self.client.user_limits()),
+        tumblr_offset=lambda: self.client.budget.clock_offset)
+    return budget.remaining()
 
   # ---- Review ------------------------------------------------------------------
 
@@ -339,6 +416,20 @@ class Console:
 
   def trace(self) -> Trace:
     return Trace(self.config.trace or self.config.state + ".trace.jsonl")
+
+
+def _lock(store: Store, wait_s: float) -> bool:
+  """Takes the state's lock (the one a bot pass holds), waiting up to
+  `wait_s` seconds for it; False if it stayed taken."""
+  deadline = time.monotonic() + wait_s
+  while True:
+    try:
+      store.lock()
+      return True
+    except UserError:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.2)
 
 
 def _canonical(text: str) -> str:

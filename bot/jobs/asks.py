@@ -25,7 +25,7 @@ import re
 from typing import Optional
 
 from bot import text_format
-from bot.jobs.base import Context, Desk, JobKind, word_count
+from bot.jobs.base import Context, Desk, JobKind, others_veto, word_count
 from bot.records import ANSWER, DELETE, FOLLOW, UNFOLLOW, Job, Plan
 from bot.tumblr import fields, html_subset, npf
 from bot.tumblr.thread import ANONYMOUS, UNKNOWN_AUTHOR
@@ -65,6 +65,10 @@ def skip_reason(post: dict, desk: Desk) -> Optional[str]:
   words = word_count(text)
   if not words:
     return "no text"
+  # The answer carries the ask (a command's too): screened before anything.
+  veto = others_veto(text, _asker(post) or "", desk)
+  if veto:
+    return veto
   if not text.lstrip().startswith("!") and words < int(a.min_words):
     return f"too short ({words} words, fewer than {int(a.min_words)})"
   return None
@@ -157,6 +161,18 @@ def _describe(event, desk: Desk) -> str:
 ASK = Asks()
 
 
+def record(desk: Desk, post: dict) -> bool:
+  """Records an ask (once, by its post id, however it was found) and skips
+  it if the rules rule it out; True if it was new."""
+  key = f"ask:{npf.post_id(post)}"
+  if not desk.record(key, ASK.name, {"post": post}, _asker(post)):
+    return False
+  reason = skip_reason(post, desk)
+  if reason:
+    desk.skip(key, ASK.name, reason)
+  return True
+
+
 def discover(desk: Desk) -> None:
   """Records the asks in the inbox; skips those the rules rule out and
   deletes a user's extra waiting asks."""
@@ -171,12 +187,8 @@ def discover(desk: Desk) -> None:
   for post in posts:
     key = f"ask:{npf.post_id(post)}"
     user = _asker(post)
-    if desk.record(key, ASK.name, {"post": post}, user):
-      reason = skip_reason(post, desk)
-      if reason:
-        desk.skip(key, ASK.name, reason)
-        continue
-    job = desk.store.job(key)
+    record(desk, post)
+    job = desk.store.job(key)  # a skipped one is not waiting
     if user and job.status in ("seen", "review", "dry_run"):
       waiting.setdefault(user, []).append(job)
   limit = int(a.max_pending_per_user)

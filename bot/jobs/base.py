@@ -21,11 +21,13 @@ import signal
 import unicodedata
 from typing import Callable, Optional
 
+from bot.filters import WordFilter
 from bot.lists import Lists
 from bot.records import CREATE, EDIT, REBLOG, Job, Parent, PassReport, Plan
 from bot.state import Store
 from bot.tumblr import npf
-from bot.tumblr.client import TumblrClient, TumblrError
+from bot.tumblr.client import RateLimited, TumblrClient, TumblrError
+from gpt2.errors import UserError
 
 # How Tumblr answers a request about a blog that blocked the user.
 BLOCKED = "You do not have permission to view this blog"
@@ -57,6 +59,7 @@ class Desk:
   dry_run: bool
   rng: random.Random
   lists: Lists = Lists()
+  words: WordFilter = WordFilter.from_words(())  # the word list
   trace: Callable[[dict], None] = lambda entry: None
   model: object = None  # the generator and scorer (bot.ml)
   mood: object = None  # the pass's bot.mood_log.MoodLog
@@ -117,6 +120,18 @@ class Desk:
         return None
       raise
 
+  def unreadable(self, e: TumblrError) -> Optional[str]:
+    """Why one item cannot be read (a deleted post, a blog gone private),
+    or None for errors that concern more than the item (keys, limits, a
+    server or network failure), which stop the pass instead."""
+    if isinstance(e, RateLimited) or e.status in (401, 429):
+      return None
+    if e.status == 404:
+      return "not found: deleted, or its blog is gone"
+    if 400 <= e.status < 500:
+      return str(e)
+    return None
+
   def crash_point(self, point: str, kind: str) -> None:
     """Kills the process here if the config says so (crash tests)."""
     target = self.config.crash_at
@@ -164,12 +179,21 @@ class JobKind:
 
   def review_reason(self, ctx: Context, desk: Desk) -> Optional[str]:
     """Why this job's post must wait for a person (a draft), or None."""
-    if ctx.job.user and ctx.job.user.lower() in desk.lists.screened_users:
+    if desk.lists.screened(ctx.job.user):
       return f"{ctx.job.user} is a screened user"
     limit = int(desk.config.asks.review_chars)
     if len(ctx.user_text) > limit:
       return f"the input is over {limit} characters"
-    return None
+    return others_hold(self.others_text(ctx), ctx.author, desk)
+
+  def others_text(self, ctx: Context) -> str:
+    """What others wrote that this job's post carries when published (the
+    ask it answers, the reply it quotes): screened like the bot's own."""
+    return ctx.user_text
+
+  def screen_others(self, ctx: Context, desk: Desk) -> Optional[str]:
+    """A reason never to answer, from what others wrote (`others_veto`)."""
+    return others_veto(self.others_text(ctx), ctx.author, desk)
 
   def prefilter(self, ctx: Context, desk: Desk) -> Optional[str]:
     """A reason not to write for this job at all, or None."""
@@ -183,6 +207,55 @@ class JobKind:
     """A reason not to post the chosen candidate, or None (post it)."""
     del winner, ctx, desk
     return None
+
+
+# ---- what others wrote ------------------------------------------------------
+
+OTHERS_HITS = ("skip", "draft")
+
+
+def check_others_hits(config) -> str:
+  """`review.others_hits`, or a UserError naming the allowed values."""
+  value = str(config.review.get("others_hits", "skip"))
+  if value not in OTHERS_HITS:
+    raise UserError(f"config key review.others_hits is {value!r}: use "
+                    + " or ".join(repr(v) for v in OTHERS_HITS))
+  return value
+
+
+def _whose(author: str) -> str:
+  return f"what {author or 'the anonymous asker'} wrote"
+
+
+def others_veto(text: str, author: str, desk: Desk) -> Optional[str]:
+  """Why what others wrote (`text`, by `author`) must never be posted, or
+  None: it names a user on the avoid list, or (`review.others_hits` =
+  "skip") it hits the word list."""
+  if not text:
+    return None
+  named = desk.lists.names_avoided_user(text)
+  if named:
+    return f"{_whose(author)} names {named}, who is on the avoid list"
+  if check_others_hits(desk.config) == "skip":
+    hits = desk.words.hits(text)
+    if hits:
+      return f"{_whose(author)} hits the word list ({', '.join(hits)})"
+  return None
+
+
+def others_hold(text: str, author: str, desk: Desk) -> Optional[str]:
+  """Why an answer carrying what others wrote must wait for a person, or
+  None: it names a screened user, or (`review.others_hits` = "draft") it
+  hits the word list."""
+  if not text:
+    return None
+  named = desk.lists.names_screened_user(text)
+  if named:
+    return f"{_whose(author)} names {named}, a screened user"
+  hits = desk.words.hits(text)
+  if hits:  # "skip" vetoed it before it was written
+    return f"{_whose(author)} hits the word list ({', '.join(hits)})"
+  return None
 
 
 _ZERO_WIDTH = {"Mn", "Me", "Cf"}  # joiners, variation selectors, marks

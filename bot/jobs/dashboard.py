@@ -22,6 +22,7 @@ import math
 from typing import Optional
 
 from bot import choice, text_format
+from bot.filters import normalize
 from bot.jobs.base import Context, Desk
 from bot.jobs.replies import Reblogs
 from bot.tumblr import fields, npf
@@ -48,7 +49,7 @@ def never_reason(post: dict, desk: Desk) -> Optional[str]:
   who = lists.avoided(npf.poster(post), *trail)
   if who:
     return f"{who} is on the avoid list"
-  tags = {t.lower() for t in fields.tags(post.get("tags"))}
+  tags = {normalize(t).strip() for t in fields.tags(post.get("tags"))}
   if tags & lists.avoid_tags:
     return f"tagged #{sorted(tags & lists.avoid_tags)[0]} (lists.avoid_tags)"
   if npf.post_id(post) in lists.no_reblog_ids:

@@ -8,7 +8,10 @@ are found in the blog's notifications.
   by reblogging that reblog with a comment. Payload: {"post": the reblog,
   "replier": its author, "cost"}.
 One reblog job per post, however the bot heard of it. Notifications are
-read back to the newest one the last pass saw.
+read back to the newest one the last pass saw (the cursor is saved after
+each item). A post that cannot be read (its blog blocked the bot, it was
+deleted) skips its item with the reason, never the pass. `ask` items
+record asks the inbox hides (Tumblr's spam filter), once per post id.
 
 The original's rules: a reply is answered only if the bot follows the
 replier, the replier is on `lists.auto_accept_repliers`, the bot wrote the
@@ -23,17 +26,25 @@ import logging
 from typing import Optional
 
 from bot import choice, text_format
+from bot.jobs import asks
 from bot.jobs.base import (Context, Desk, JobKind, new_post_plan, parent_of,
                            reply_cost)
 from bot.records import Job, Plan
 from bot.tumblr import fields, html_subset, npf
+from bot.tumblr.client import TumblrError
 
 log = logging.getLogger("bot.jobs.replies")
 
 # Notification types that ask for an answer, and the job kind they make.
+# Real Tumblr types its items unlike the `types` filter's names: the
+# original bot (nostalgebraist-autoresponder, its notification handling)
+# asked for `mention_in_post` and received `user_mention` items, the
+# mentioning post in `target_post_id`, and from 2022 handled reblogs of its
+# posts as `reblog`. The filter's names are kept: harmless if they come.
 NOTIFICATION_KINDS = {"reply": "reply", "mention_in_reply": "reply",
+                      "user_mention": "reblog", "reblog": "reblog",
                       "reblog_with_content": "reblog",
-                      "mention_in_post": "reblog"}
+                      "mention_in_post": "reblog", "ask": "ask"}
 # The meta key of the newest notification time seen.
 _CURSOR = "notifications_since"
 
@@ -80,6 +91,11 @@ class Reblogs(JobKind):
                    shown=f"{author}: {html_subset.to_plain(said)}",
                    moves_mood=self.moves_mood)
 
+  def others_text(self, ctx: Context) -> str:
+    """A reblog carries its whole trail: every turn of the thread."""
+    thread = text_format.post_to_thread(ctx.job.payload["post"])
+    return "\n\n".join(t.text for t in thread.turns)
+
   def plan(self, ctx: Context, text: str, tags: list, state: str) -> Plan:
     return new_post_plan(ctx.job, npf.text_to_content(text), text, tags,
                          state, parent_of(ctx.job.payload["post"]))
@@ -96,14 +112,22 @@ def discover(desk: Desk) -> None:
   notes = desk.client.notifications(desk.blog, since=since)
   for note in reversed(notes):  # oldest first
     _record(desk, note)
-  newest = max((float(n.get("timestamp") or 0) for n in notes), default=None)
-  if newest is not None and (since is None or newest > since):
-    desk.store.set_meta(_CURSOR, newest)
+    # Saved after each item handled or skipped: an error that stops the
+    # pass (a network failure) leaves its item to be read again next pass,
+    # and never again those before it. The cursor's second is read again
+    # (`since` is inclusive): items already recorded are passed over.
+    stamp = float(note.get("timestamp") or 0)
+    if since is None or stamp > since:
+      desk.store.set_meta(_CURSOR, stamp)
+      since = stamp
 
 
 def _record(desk: Desk, note: dict) -> None:
   kind = NOTIFICATION_KINDS.get(note.get("type"))
   sender = str(note.get("from_tumblelog_name") or "")
+  if kind == asks.ASK.name:
+    _record_ask(desk, note)
+    return
   if kind is None or not sender or sender == desk.blog:
     return
   if kind == REPLY.name:
@@ -113,19 +137,33 @@ def _record(desk: Desk, note: dict) -> None:
     note_id = note.get("id") or f"{sender}:{post_id}:{note.get('timestamp')}"
     key = f"reply:{note_id}"
   else:
-    blog, post_id, text = sender, note.get("post_id"), ""
+    blog, text = sender, ""
+    # A mention's item names the mentioning post in `target_post_id`; a
+    # reblog's names the reblog in `post_id` (its `target_post_id` is the
+    # bot's own post).
+    post_id = note.get("target_post_id" if note.get("type") == "user_mention"
+                       else "post_id")
     key = f"reblog:{post_id}"
+    if note.get("type") == "reblog" and not str(
+        note.get("added_text", "-")).strip():
+      return  # a reblog without a comment: not worth a call
   if not post_id or desk.store.job(key) is not None:
     return
   payload = {"replier": sender, "reply_text": text,
              "timestamp": fields.integer(note.get("timestamp")) or 0}
-  posts = desk.blog_posts(blog, id=str(post_id), npf=True)
-  if posts is None:
+  try:
+    posts = desk.blog_posts(blog, id=str(post_id), npf=True)
+    unread = (f"{blog} blocked the bot" if posts is None
+              else None if posts else f"post {blog}/{post_id} is gone")
+  except TumblrError as e:
+    # One unreadable post skips its item, never the pass.
+    why = desk.unreadable(e)
+    if why is None:
+      raise
+    unread = f"post {blog}/{post_id} cannot be read: {why}"
+  if unread is not None:
     desk.record(key, kind, dict(payload, post={}), sender)
-    desk.skip(key, kind, f"{blog} blocked the bot")
-    return
-  if not posts:
-    log.info("%s: post %s/%s is gone", key, blog, post_id)
+    desk.skip(key, kind, unread)
     return
   payload["post"] = posts[0]
   thread = text_format.post_to_thread(posts[0])
@@ -144,6 +182,31 @@ def _record(desk: Desk, note: dict) -> None:
     desk.skip(key, kind, reason)
 
 
+def _record_ask(desk: Desk, note: dict) -> None:
+  """An ask found by its notification: Tumblr leaves asks from senders it
+  flags as spam out of the inbox (`/posts/submission`) but still notifies
+  them. Recorded by post id, as the inbox's are, so it is answered once
+  however it was found."""
+  if not desk.config.jobs.asks:
+    return
+  post_id = note.get("target_post_id") or note.get("post_id")
+  if not post_id or desk.store.job(f"ask:{post_id}") is not None:
+    return
+  try:
+    post = desk.client.get_post(desk.blog, str(post_id))
+  except TumblrError as e:
+    why = desk.unreadable(e)
+    if why is None:
+      raise
+    log.info("ask %s cannot be read: %s", post_id, why)
+    return
+  # Gone or answered since (by a person, in Tumblr): nothing to do.
+  if post is None or post.get("state") != "submission" or not npf.is_ask(
+      post):
+    return
+  asks.record(desk, post)
+
+
 def _reply_reason(desk: Desk, p: dict) -> Optional[str]:
   """Why a reply is not answered, or None."""
   replier, text, bot = p["replier"], p["reply_text"], desk.blog
@@ -154,7 +217,7 @@ def _reply_reason(desk: Desk, p: dict) -> Optional[str]:
     return f"the reply tags someone else (@{others[0]})"
   if text.lstrip().lower().startswith(f"@{bot.lower()}"):
     return None
-  if replier.lower() in desk.lists.auto_accept_repliers:
+  if desk.lists.auto_accepts(replier):
     return None
   if replier in desk.following():
     return None

@@ -8,7 +8,11 @@ requests-oauthlib) and replaces its transport with one that
     that may have landed is retried only after `landed()` (given by the
     caller) says it did not, so a retry never posts twice;
   - on 429 waits for the reset the headers announce (`Retry-After`,
-    `X-Ratelimit-*-Reset`), up to `max_wait_s`, then tries again;
+    `X-Ratelimit-*-Reset` of a spent window), up to `max_wait_s`, then tries
+    again; a 429 that names no wait (real Tumblr's, with calls left) is
+    backed off briefly and exponentially;
+  - sends at most `calls_per_minute` requests a minute (Tumblr's per-IP
+    limit, which no header counts);
   - turns error envelopes into `TumblrError` (status, message, subcodes).
 It logs the method and path of each call, never query strings, headers or
 keys (the consumer key travels as `api_key` in some query strings), and keeps
@@ -31,6 +35,7 @@ of the bot's posts) are posted; at 0 it defers. A deferral is not a
 failure: the job stays pending for a later pass.
 """
 
+import collections
 import dataclasses
 import datetime
 import email.utils
@@ -49,13 +54,26 @@ USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
 DAILY_POST_CAP = 250
 PAGE_SIZE = 20  # posts a listing returns at most per request
 _RESET_SLACK_S = 2.0
+# Tumblr allows 300 API calls a minute per IP address (the API docs' rate
+# limits section) and sends no header counting them: the client counts its
+# own, keeping a margin for anything else on the machine (a scrape, the
+# console).
+CALLS_PER_MINUTE = 250
+_MINUTE_S = 60.0
+# The longest backoff after a 429 that says nothing of when to come back: a
+# minute, the shortest window Tumblr limits.
+_NO_HINT_CAP_S = 60.0
 
 log = logging.getLogger("bot.tumblr.client")
 # These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
 _CHATTY_LOGGERS = ("oauthlib", "requests_oauthlib", "urllib3")
 
 
-def _quiet_chatty_loggers() -> None:
+def quiet_chatty_loggers() -> None:
+  """Keeps the HTTP and OAuth libraries' loggers at INFO or above, so that no
+  verbosity flag makes them log request URLs (the consumer key travels as
+  `api_key` in some) or OAuth headers. Whatever talks to Tumblr calls it
+  before its first request."""
   for name in _CHATTY_LOGGERS:
     logger = logging.getLogger(name)
     if logger.level < logging.INFO:
@@ -148,6 +166,13 @@ def _error_from(data: dict, status: int) -> TumblrError:
   subcodes = [e.get("code") for e in errors if isinstance(e, dict)]
   detail = "; ".join(str(e.get("detail") or e.get("title"))
                      for e in errors if isinstance(e, dict))
+  # Real Tumblr gives some refusals as a string `response` and no `errors`
+  # ("You do not have permission to view this blog" for a blog that blocked
+  # the user; the original bot, nostalgebraist-autoresponder, matched it
+  # there).
+  said = data.get("response")
+  if isinstance(said, str) and said.strip() and not detail:
+    detail = said.strip()
   msg = meta.get("msg", "error") + (f" ({detail})" if detail else "")
   return TumblrError(status, msg, subcodes)
 
@@ -156,8 +181,12 @@ def reset_wait(headers, now: float) -> Optional[float]:
   """Seconds a 429 asks us to wait, from its headers (None if it does not say).
 
   `Retry-After` wins; otherwise the reset of every X-Ratelimit bucket that is
-  exhausted (remaining 0), or of all buckets when none says so. A reset that
-  looks like a unix time is turned into a delay.
+  exhausted (remaining 0), or of the buckets that do not say what remains.
+  Buckets with calls left are no hint: real Tumblr sends 429 while they
+  still show calls left, for a limit no header shows (300 calls a minute
+  per IP; tumblr/docs issue #139), and their resets (the hour's) are not
+  what to wait for. A reset that looks like a unix time is turned into a
+  delay.
   """
   def seconds(value):
     try:
@@ -176,10 +205,11 @@ def reset_wait(headers, now: float) -> Optional[float]:
       s = seconds(value)
       if s is None:
         continue
-      resets.append(s)
       remaining = headers.get(name[:-len("reset")] + "Remaining",
                               headers.get(lower[:-len("reset")] + "remaining"))
-      if remaining is not None and str(remaining).strip() == "0":
+      if remaining is None:
+        resets.append(s)
+      elif str(remaining).strip() == "0":
         exhausted.append(s)
   if exhausted:
     return max(exhausted)
@@ -224,9 +254,11 @@ class TumblrClient:
                timeout_s: float = 30.0, max_retries: int = 4,
                backoff_s: float = 1.0, max_wait_s: float = 900.0,
                max_rate_waits: int = 5, user_agent: str = USER_AGENT,
+               calls_per_minute: int = CALLS_PER_MINUTE,
+               pace_clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.time):
-    _quiet_chatty_loggers()
+    quiet_chatty_loggers()
     self.host = host.rstrip("/")
     self.consumer_key = credentials.consumer_key
     self.user_agent = user_agent
@@ -235,6 +267,11 @@ class TumblrClient:
     self.backoff_s = backoff_s
     self.max_wait_s = max_wait_s
     self.max_rate_waits = max_rate_waits
+    self.calls_per_minute = calls_per_minute
+    # Send times in the last minute, on a clock of elapsed time: the bot's
+    # clock may be fixed (a replayed pass) and Tumblr's minute is real.
+    self._pace_clock = pace_clock
+    self._recent = collections.deque()
     self._sleep = sleep
     self._clock = clock
     self._session = requests.Session()
@@ -293,6 +330,7 @@ class TumblrClient:
         self._sleep(wait)
         self.budget.windows.clear()  # the next answer says afresh
         continue
+      self._pace()
       if write:
         self.writes += 1
       body = {"json": json_body}
@@ -315,6 +353,10 @@ class TumblrClient:
                             f" {type(e).__name__}") from None
         self._sleep(self.backoff_s * 2 ** (attempt - 1))
         continue
+      finally:
+        # Counted when it is done, which is after Tumblr counted it: a
+        # minute timed from the send could end before Tumblr's does.
+        self._recent.append(self._pace_clock())
       self.api.request.last_response_headers = resp.headers
       self.budget.update(resp.headers, self._clock())
       status = resp.status_code
@@ -322,7 +364,9 @@ class TumblrClient:
       if status == 429:
         wait = reset_wait(resp.headers, self._clock())
         if wait is None:
-          wait = self.backoff_s * 2 ** rate_waits
+          # No hint (calls left, no Retry-After): back off briefly and
+          # exponentially rather than sleep to the hour's reset.
+          wait = min(self.backoff_s * 2 ** rate_waits, _NO_HINT_CAP_S)
         rate_waits += 1
         if wait > self.max_wait_s or rate_waits > self.max_rate_waits:
           raise RateLimited(429, f"rate limited on {method} "
@@ -348,6 +392,21 @@ class TumblrClient:
         raise _error_from(data, status)
       return data.get("response", {})
 
+  def _pace(self) -> None:
+    """Waits, if need be, so that no more than `calls_per_minute` requests
+    go out in any minute: the per-IP limit has no header to warn of it.
+    (The request is counted when it is done, by the caller.)"""
+    now = self._pace_clock()
+    while self._recent and self._recent[0] <= now - _MINUTE_S:
+      self._recent.popleft()
+    if len(self._recent) >= self.calls_per_minute > 0:
+      wait = self._recent[0] + _MINUTE_S - now
+      log.info("%d calls in the last minute: waiting %.1fs",
+               len(self._recent), wait)
+      self.waits.append(wait)
+      self._sleep(wait)
+      self._recent.popleft()
+
   # -- reads ---------------------------------------------------------------
 
   # Listings are read page by page, up to `max_pages` pages.
@@ -366,20 +425,34 @@ class TumblrClient:
   def notifications(self, blog: str, since: Optional[float] = None,
                     max_pages: int = 10) -> list:
     """The blog's activity, newest first, back to timestamp `since` (items
-    at `since` included), following the listing's `before` cursor."""
-    items, params = [], {}
+    at `since` included), one item per event.
+
+    Asks `rollups=false`: the API rolls up similar items by default (the
+    docs' `rollups` parameter), and a rolled-up item keeps one sender of
+    several. Follows `_links.next`; a full page without `_links` (which
+    real Tumblr sends, tumblr/docs issue #43) is followed too, with
+    `before` its oldest item's timestamp plus one and the items already
+    seen left out, so an item sharing the page boundary's second is kept.
+    """
+    items, seen, params = [], set(), {}
     for _ in range(max_pages):
-      data = self.api.notifications(blog, **params)
-      page = data.get("notifications", [])
-      items += [n for n in page
+      data = self.api.notifications(blog, rollups="false", **params)
+      page = [n for n in data.get("notifications", []) if isinstance(n, dict)]
+      fresh = [n for n in page if _item_key(n) not in seen]
+      seen.update(_item_key(n) for n in fresh)
+      items += [n for n in fresh
                 if since is None or float(n.get("timestamp") or 0) >= since]
       following = _next_query(data)
       oldest = min((float(n.get("timestamp") or 0) for n in page),
                    default=None)
-      if (following is None or oldest is None
-          or (since is not None and oldest < since)):
+      if oldest is None or not fresh or (since is not None and oldest < since):
         break
-      params = {"before": following.get("before", oldest)}
+      if following is not None:
+        params = {"before": following.get("before", oldest)}
+      elif len(page) >= PAGE_SIZE:
+        params = {"before": int(oldest) + 1}
+      else:
+        break
     return items
 
   def drafts(self, blog: str, max_pages: int = 50) -> list:
@@ -513,6 +586,13 @@ class TumblrClient:
   def delete_post(self, blog: str, post_id: str) -> None:
     self.send("POST", f"/v2/blog/{_blog_id(blog)}/post/delete",
               json_body={"id": str(post_id)})
+
+
+def _item_key(item: dict) -> tuple:
+  """What tells one notification from another: its id, else its fields."""
+  if item.get("id"):
+    return ("id", str(item["id"]))
+  return tuple(sorted((k, str(v)) for k, v in item.items()))
 
 
 def _next_query(data: dict) -> Optional[dict]:

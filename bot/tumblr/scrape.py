@@ -22,12 +22,17 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from typing import Callable, Dict, Iterable, List, Optional, Set
 
+import pytumblr2
 import requests
 import tqdm
+from pytumblr2.request import TumblrRequest
 
+from atomic_files import atomic_write
 from bot.tumblr import fields
+from bot.tumblr.client import quiet_chatty_loggers
 from bot.tumblr.errors import UserError
 
 PAGE_SIZE = 20  # the API's largest page
@@ -106,12 +111,8 @@ class PostStore:
     return new
 
   def save_state(self):
-    temporary = self.state_path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
+    with atomic_write(self.state_path) as f:
       json.dump(self.state, f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, self.state_path)
 
 
 def blog_of(post: dict) -> str:
@@ -200,10 +201,43 @@ class Api:
                       f"{_error_detail(response)}")
 
 
-def make_client(credentials, host: str):
-  """A pytumblr2 client for `host` (https://api.tumblr.com or a local one)."""
-  import pytumblr2  # pylint: disable=import-outside-toplevel
-  return pytumblr2.TumblrRestClient(*credentials.client_args(), host=host)
+class _ReadTransport(TumblrRequest):
+  """pytumblr2's transport with a timeout on every request.
+
+  The scraper only reads: a write is refused here rather than sent through
+  pytumblr2's own methods, which would wait for an answer for ever.
+  """
+
+  def __init__(self, credentials, host: str, timeout_s: float):
+    super().__init__(*credentials.client_args(), host=host)
+    self.timeout_s = timeout_s
+
+  def get(self, url, params):
+    # The query as pytumblr2 builds it, so the OAuth signature is the same.
+    url = self.host + url
+    if params:
+      url += "?" + urllib.parse.urlencode(params)
+    return self.json_parse(requests.get(
+        url, allow_redirects=False, headers=self.headers, auth=self.oauth,
+        timeout=self.timeout_s))
+
+  def _refuse(self, *args, **kwargs):
+    raise NotImplementedError("the scraper only reads from the Tumblr API")
+
+  post = put = delete = _refuse
+
+
+def make_client(credentials, host: str, timeout_s: float = 30.0):
+  """A pytumblr2 client for `host` (https://api.tumblr.com or a local one)
+  whose every request gives up after `timeout_s` seconds without an answer.
+
+  The HTTP and OAuth libraries are kept from logging keys, as for the bot's
+  client (`bot.tumblr.client.quiet_chatty_loggers`).
+  """
+  quiet_chatty_loggers()
+  client = pytumblr2.TumblrRestClient(*credentials.client_args(), host=host)
+  client.request = _ReadTransport(credentials, host, timeout_s)
+  return client
 
 
 # ---- scraping ---------------------------------------------------------------

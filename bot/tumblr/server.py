@@ -38,8 +38,19 @@ single post fetch, queue, drafts, submissions (asks), notifications, notes
 (with media uploads: a multipart request whose `json` part names uploaded
 files by `identifier`; the files are then served at /media/NAME), legacy
 create/edit/reblog/delete, user info, limits, following, follow, unfollow,
-and dashboard. A blog that blocked the user (`block_user`) answers 403 "You
-do not have permission to view this blog". Responses carry a `Date` header
+and dashboard. A blog that blocked the user (`block_user`) answers 403 with
+"You do not have permission to view this blog" as the `response` string.
+
+Where real Tumblr does what its docs do not say, so does this server
+(issue 40): notification items are typed `user_mention` (the mentioning
+post in `target_post_id`, see `mention`) and `reblog`, whatever the `types`
+filter names; notifications of one type on one post are rolled up unless
+`rollups=false`, and full pages come without `_links` when
+`notification_links` is False; 300 calls a minute per IP (`ip_limits`) and
+`surprise_429s` answer 429 with calls left and no Retry-After; asks from a
+sender flagged as spam (`flag_spam`) are left out of the submissions but
+still notified; a deleted post (`remove_post`) answers 404. Responses carry
+a `Date` header
 from the server's clock, which its daily limits follow. Posts are stored in NPF; legacy responses are
 converted from it (text and answer posts; media as placeholders).
 
@@ -103,6 +114,18 @@ class RateLimit:
 # The real API's limits per consumer key.
 DEFAULT_RATE_LIMITS = (RateLimit("Perhour", 1000, 3600.0),
                        RateLimit("Perday", 5000, 86400.0))
+# Limits per IP address that send no headers: "300 API calls per minute, per
+# IP address" (the API docs' rate limits section). Past one, Tumblr answers
+# 429 "Limit Exceeded" while the per-key headers still show calls left, and
+# without `Retry-After` (tumblr/docs issue #139).
+DEFAULT_IP_LIMITS = (RateLimit("Perminute", 300, 60.0),)
+# Notification types as the `types` filter names them, and the type real
+# Tumblr gives the items it returns for them: asked for `mention_in_post`,
+# the original bot received `user_mention` items (reading the mentioning
+# post from `target_post_id`), and from 2022 reblogs of its posts as
+# `reblog` (nostalgebraist-autoresponder, its notification handling).
+ITEM_TYPES = {"mention_in_post": "user_mention",
+              "reblog_with_content": "reblog", "reblog_naked": "reblog"}
 
 
 class _Window:
@@ -136,11 +159,28 @@ class _Window:
 
 
 class ApiError(Exception):
-  """An error response: an HTTP status and, optionally, a Tumblr subcode."""
+  """An error response: an HTTP status and, optionally, a Tumblr subcode.
 
-  def __init__(self, status: int, detail: str, code: int = 0):
+  `as_response` sends the detail as the envelope's `response` string, with
+  no `errors` list: how real Tumblr answers some refusals (a blog that
+  blocked the user), which a client reading only `errors` misses.
+  """
+
+  def __init__(self, status: int, detail: str, code: int = 0,
+               as_response: bool = False):
     super().__init__(detail)
     self.status, self.detail, self.code = status, detail, code
+    self.as_response = as_response
+
+
+# Real Tumblr's answer about a blog that blocked the user: the message is
+# the value of `response` (the original bot, nostalgebraist-autoresponder,
+# matched this string in `response`).
+BLOCKED = "You do not have permission to view this blog"
+
+
+def _blocked() -> ApiError:
+  return ApiError(403, BLOCKED, 0, as_response=True)
 
 
 def _bool(value: Any) -> bool:
@@ -262,6 +302,7 @@ class TumblrServer:
   def __init__(self, credentials: Credentials, *,
                user_name: str = "operator",
                rate_limits: Sequence[RateLimit] = DEFAULT_RATE_LIMITS,
+               ip_limits: Sequence[RateLimit] = DEFAULT_IP_LIMITS,
                posts_per_day: int = 250,
                post_limit_period_s: float = 86400.0,
                clock: Callable[[], float] = time.time):
@@ -270,6 +311,14 @@ class TumblrServer:
     self.clock = clock
     self.rate_limits = tuple(rate_limits)
     self._windows = [_Window(r.limit, r.period_s) for r in self.rate_limits]
+    self._ip_windows = [_Window(r.limit, r.period_s) for r in ip_limits]
+    # Modes where the fake behaves as real Tumblr does beyond its docs:
+    # the next `surprise_429s` requests answer 429 with calls left and no
+    # Retry-After (tumblr/docs issue #139); with `notification_links` False,
+    # full notification pages come without `_links` (tumblr/docs issue #43).
+    self.surprise_429s = 0
+    self.notification_links = True
+    self._spam_senders: set = set()  # askers whose asks the inbox hides
     self._post_window = _Window(posts_per_day, post_limit_period_s)
     self._lock = threading.RLock()
     self._blogs: Dict[str, _Blog] = {}
@@ -345,6 +394,27 @@ class TumblrServer:
     with self._lock:
       self._blog(blog)
       self._blocked_by.add(blog)
+
+  def flag_spam(self, sender: str):
+    """Tumblr flags `sender` as a spammer: their asks are left out of
+    `/posts/submission` but still arrive as `ask` notifications."""
+    with self._lock:
+      self._spam_senders.add(sender)
+
+  def remove_post(self, post_id: int):
+    """The post is deleted by its author (fetching it then answers 404);
+    notifications about it stay, as Tumblr's do."""
+    with self._lock:
+      del self._posts[self._post(post_id).id]
+
+  def mention(self, blog: str, from_blog: str, text: str) -> int:
+    """`from_blog` posts `text` mentioning `blog`, and `blog` gets the
+    `user_mention` item real Tumblr sends, the post in `target_post_id`."""
+    post_id = self.add_post(from_blog, text=text)
+    self.add_notification(blog, "user_mention", from_blog=from_blog,
+                          target_post_id=post_id,
+                          target_tumblelog_name=from_blog)
+    return post_id
 
   def add_post(self, blog: str, content: Optional[List[dict]] = None, *,
                text: Optional[str] = None, layout: Sequence[dict] = (),
@@ -480,8 +550,9 @@ class TumblrServer:
       if note_type == "reply":
         details = {"reply_text": extra.get("reply_text", "")}
       elif note_type == "reblog":
-        kind = "reblog_with_content" if extra.get("added_text") else (
-            "reblog_naked")
+        # Real Tumblr types every reblog item `reblog`, comment or not (see
+        # ITEM_TYPES); `added_text` is empty for a reblog without one.
+        kind = "reblog"
         details = {"added_text": extra.get("added_text", ""),
                    "post_id": str(extra.get("post_id", "")),
                    "post_tags": extra.get("tags", [])}
@@ -583,6 +654,13 @@ class TumblrServer:
         self._authenticate(method, path, query, headers, body, route.auth,
                            params)
         now = self.clock()
+        ip_full = [w for w in self._ip_windows if not w.take(now)]
+        if ip_full or self.surprise_429s > 0:
+          # Calls left in the headers and no Retry-After: the limit hit is
+          # one the headers do not show (tumblr/docs issue #139).
+          self.surprise_429s = max(0, self.surprise_429s - 1)
+          extra_headers = self._rate_limit_headers(now)
+          raise ApiError(429, "Limit Exceeded", 0)
         full = [w for w in self._windows if w.remaining(now) <= 0]
         if full:
           extra_headers = self._rate_limit_headers(now)
@@ -595,8 +673,7 @@ class TumblrServer:
           self.write_requests += 1
         blog = groups.get("blog")
         if blog is not None and self._blog(blog).name in self._blocked_by:
-          raise ApiError(403, "You do not have permission to view this blog",
-                         0)
+          raise _blocked()
         if files:
           params["_files"] = files
         response = getattr(self, "_api_" + route.handler)(params, **groups)
@@ -820,6 +897,11 @@ class TumblrServer:
 
   def _api_submissions(self, params, blog):
     posts = self._select(self._own_blog(blog).name, "submission")
+    # Tumblr leaves asks from senders it flags as spam out of the inbox;
+    # their `ask` notifications still come.
+    posts = [p for p in posts
+             if (npf.split_ask(p.content, p.layout)[0] or [None])[0]
+             not in self._spam_senders]
     return {"posts": self._page(posts, params, npf_default=False)}
 
   def _api_notifications(self, params, blog):
@@ -831,10 +913,13 @@ class TumblrServer:
     types = params.get("types")
     if types:
       types = [types] if isinstance(types, str) else types
+      types = set(types) | {ITEM_TYPES.get(t, t) for t in types}
       items = [n for n in items if n["type"] in types]
+    if _bool(params.get("rollups", True)):
+      items = _rolled_up(items)
     page = [dict(n) for n in items[:PAGE_LIMIT]]
     response = {"notifications": page}
-    if len(items) > len(page):
+    if len(items) > len(page) and self.notification_links:
       response["_links"] = {"next": {
           "type": "api", "method": "GET",
           "href": f"/v2/blog/{blog}/notifications",
@@ -909,7 +994,7 @@ class TumblrServer:
   def _api_user_follow(self, params):
     blog = self._followed_blog(params)
     if blog.name in self._blocked_by:
-      raise ApiError(403, "You do not have permission to view this blog", 0)
+      raise _blocked()
     if blog.name not in self._following:
       self._following.append(blog.name)
     return {"blog": blog.short_info()}
@@ -1124,6 +1209,29 @@ def _legacy_content(params: dict) -> List[dict]:
   return content
 
 
+def _rolled_up(items: List[dict]) -> List[dict]:
+  """Notifications (newest first) with those of one type on one post rolled
+  up into one item: `rollups` defaults to true (the API docs' notifications
+  endpoint), so replies and reblogs arrive grouped unless a client asks
+  `rollups=false`. The docs do not show a rolled-up item; here it is the
+  newest of its group with `rollup_count`, the others' senders and texts
+  gone (what a client that does not ask `rollups=false` loses)."""
+  groups: Dict[Tuple[str, str], dict] = {}
+  out = []
+  for item in items:
+    target = item.get("target_post_id")
+    if target is None or item["type"] == "ask":
+      out.append(item)
+      continue
+    group = groups.get((item["type"], target))
+    if group is None:
+      groups[(item["type"], target)] = group = dict(item, rollup_count=1)
+      out.append(group)
+    else:
+      group["rollup_count"] += 1
+  return out
+
+
 def _envelope(status: int, response: Any) -> dict:
   return {"meta": {"status": status, "msg": http.HTTPStatus(status).phrase},
           "response": response}
@@ -1132,6 +1240,9 @@ def _envelope(status: int, response: Any) -> dict:
 def _error_envelope(error: ApiError) -> dict:
   phrase = ("Limit Exceeded" if error.status == 429
             else http.HTTPStatus(error.status).phrase)
+  if error.as_response:
+    return {"meta": {"status": error.status, "msg": phrase},
+            "response": error.detail}
   detail = {"title": phrase, "code": error.code, "detail": error.detail}
   return {"meta": {"status": error.status, "msg": phrase}, "response": [],
           "errors": [detail]}

@@ -30,6 +30,11 @@ namespace {
 // Rows of x handled together: each weight vector is loaded once per group.
 constexpr int kGroup = 4;
 
+// The width the latest product ran at (-1 before the first), set by each
+// kernel itself: the tests read it to know which path they checked, since a
+// CPU without a width silently runs a narrower one.
+std::atomic<int> last_level{-1};
+
 // y[o * R + r] for o in [o0, o1), r in [0, R); xt is x transposed, (R, I).
 using Kernel = void (*)(const int8_t* w, const float* scale, const float* xt,
                         float* y, int64_t I, int64_t R, int64_t o0,
@@ -37,6 +42,7 @@ using Kernel = void (*)(const int8_t* w, const float* scale, const float* xt,
 
 void MatmulScalar(const int8_t* w, const float* scale, const float* xt,
                   float* y, int64_t I, int64_t R, int64_t o0, int64_t o1) {
+  last_level.store(0, std::memory_order_relaxed);
   for (int64_t o = o0; o < o1; ++o) {
     const int8_t* row = w + o * I;
     for (int64_t r = 0; r < R; ++r) {
@@ -58,6 +64,7 @@ __attribute__((target("avx2,fma"))) float Sum8(__m256 v) {
 __attribute__((target("avx2,fma")))
 void MatmulAvx2(const int8_t* w, const float* scale, const float* xt, float* y,
                 int64_t I, int64_t R, int64_t o0, int64_t o1) {
+  last_level.store(1, std::memory_order_relaxed);
   const int64_t I8 = I - I % 8;
   for (int64_t o = o0; o < o1; ++o) {
     const int8_t* row = w + o * I;
@@ -109,6 +116,7 @@ void Block512(const int8_t* row, const float* xt, int64_t I, int64_t I16,
 __attribute__((target("avx512f,avx512bw")))
 void MatmulAvx512(const int8_t* w, const float* scale, const float* xt,
                   float* y, int64_t I, int64_t R, int64_t o0, int64_t o1) {
+  last_level.store(2, std::memory_order_relaxed);
   const int64_t I16 = I - I % 16;
   for (int64_t o = o0; o < o1; ++o) {
     const int8_t* row = w + o * I;
@@ -139,9 +147,14 @@ int Level() {
 
 int forced_level = -1;  // set by tests (int8_set_level) to compare paths
 
-Kernel Chosen() {
+// The width in use: the CPU's widest, or the tests' cap where lower.
+int InUse() {
   static const int level = Level();
-  const int use = forced_level >= 0 ? std::min(forced_level, level) : level;
+  return forced_level >= 0 ? std::min(forced_level, level) : level;
+}
+
+Kernel Chosen() {
+  const int use = InUse();
   return use == 2 ? MatmulAvx512 : use == 1 ? MatmulAvx2 : MatmulScalar;
 }
 
@@ -211,8 +224,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 extern "C" {
 // The vector width in use: 2 AVX-512, 1 AVX2, 0 plain C++.
-int int8_level() { return forced_level >= 0 ? std::min(forced_level, Level())
-                                            : Level(); }
-// Caps the width (tests compare the paths); -1 lifts the cap.
-void int8_set_level(int level) { forced_level = level; }
+int int8_level() { return InUse(); }
+// The widest this CPU has.
+int int8_cpu_level() { return Level(); }
+// Caps the width (tests compare the paths); -1 lifts the cap. Returns the
+// width now in use: lower than asked where the CPU lacks it.
+int int8_set_level(int level) {
+  forced_level = level;
+  return InUse();
+}
+// The width the latest product ran at; -1 before the first.
+int int8_last_level() { return last_level.load(); }
 }
