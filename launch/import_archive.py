@@ -25,6 +25,8 @@ A thread met twice (the same turns by the same people) is written once;
 the import gave (posts, threads and words of yours, public and direct,
 what was dropped and why, a histogram of lengths): a page when PATH ends in
 .html, else the counts as JSON. The output is written whole or not at all.
+A file of the archive that unpacks to more than `--max_file_mb`, or files
+past `--max_total_mb` in all, stop the import with one line.
 """
 
 import json
@@ -35,6 +37,7 @@ from absl import flags
 from atomic_files import atomic_write
 from bot.corpus import archives, pseudonyms
 from bot.corpus.archives import KINDS
+from bot.corpus.archives import common as common_archives
 from bot.corpus.archives import report as report_lib
 from bot.corpus.archives.common import Options
 from gpt2.errors import UserError
@@ -66,6 +69,13 @@ _MAX_TURNS = flags.DEFINE_integer(
 _GAP_MINUTES = flags.DEFINE_integer(
     "gap_minutes", 120, "A silence this long in a conversation starts a new "
     "one.")
+_MAX_FILE_MB = flags.DEFINE_integer(
+    "max_file_mb", common_archives.MAX_FILE_BYTES // 2**20, "The most one "
+    "file of the archive may unpack to (MiB); a larger one (a zip bomb) "
+    "stops the import.")
+_MAX_TOTAL_MB = flags.DEFINE_integer(
+    "max_total_mb", common_archives.MAX_TOTAL_BYTES // 2**20, "The most the "
+    "files read from the archive may unpack to in all (MiB).")
 
 
 def _check_flags():
@@ -96,6 +106,9 @@ def _check_flags():
                     f"{', '.join(report_lib.known_languages())}")
   if _GAP_MINUTES.value < 0:
     raise UserError(f"--gap_minutes {_GAP_MINUTES.value} is negative")
+  for flag in (_MAX_FILE_MB, _MAX_TOTAL_MB):
+    if flag.value < 1:
+      raise UserError(f"--{flag.name} {flag.value} is less than 1")
 
 
 def _write_whole(path: str, lines):
@@ -110,7 +123,8 @@ def main(argv):
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   _check_flags()
   options = Options(_ME.value.strip(), _GAP_MINUTES.value * 60,
-                    _MAX_TURNS.value, _MIN_OWN_FRACTION.value)
+                    _MAX_TURNS.value, _MIN_OWN_FRACTION.value,
+                    _MAX_FILE_MB.value * 2**20, _MAX_TOTAL_MB.value * 2**20)
   posts, report = archives.import_archive(
       _KIND.value, _ARCHIVE.value, options, _PSEUDONYMIZE.value,
       pseudonyms.key_path(_OUT.value), _LANG.value or None)

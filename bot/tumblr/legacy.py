@@ -108,6 +108,15 @@ def _to_html(node: Node) -> str:
   return node.to_html()
 
 
+# Deeper than this the tree is refused: walking it would overflow Python's
+# stack (a page of 3,000 nested <div>s), and no reblog chain is this deep.
+MAX_DEPTH = 200
+
+
+class TooDeep(ValueError):
+  """HTML nested deeper than `MAX_DEPTH` elements."""
+
+
 class _TreeBuilder(html.parser.HTMLParser):
   """A forgiving element tree: a stray end tag is ignored, an unclosed
   element is closed when an enclosing one ends."""
@@ -121,6 +130,8 @@ class _TreeBuilder(html.parser.HTMLParser):
     element = _Element(tag, attrs)
     self._stack[-1].children.append(element)
     if tag not in _VOID:
+      if len(self._stack) > MAX_DEPTH:
+        raise TooDeep(f"HTML nested deeper than {MAX_DEPTH} elements")
       self._stack.append(element)
 
   def handle_endtag(self, tag):
@@ -145,17 +156,46 @@ def _attribution(node: Node) -> Optional[str]:
   return None
 
 
+def _significant(nodes: List[Node]) -> List[Node]:
+  return [n for n in nodes if not (isinstance(n, str) and not n.strip())]
+
+
+def _find_chain(nodes: List[Node]
+                ) -> Optional[Tuple[List[Node], str, "_Element", List[Node]]]:
+  """(what comes before, the quoted blog, its blockquote, what comes after)
+  of the first `<p><a class="tumblr_blog">bob</a>:</p><blockquote>` among
+  `nodes`, looking inside wrapping <div>s (a photo post's caption div);
+  None if there is none."""
+  for i, node in enumerate(nodes):
+    if isinstance(node, str):
+      continue
+    quoted = _attribution(node)
+    if quoted:
+      rest = _significant(nodes[i + 1:])
+      if (rest and not isinstance(rest[0], str)
+          and rest[0].tag == "blockquote"):
+        j = nodes.index(rest[0], i + 1)
+        return nodes[:i], quoted, rest[0], nodes[j + 1:]
+    elif node.tag == "div":
+      inside = _find_chain(node.children)
+      if inside:
+        before, quoted, quote, after = inside
+        return (nodes[:i] + before, quoted, quote, after + nodes[i + 1:])
+  return None
+
+
 def _split_reblogs(nodes: List[Node], author: str) -> List[Tuple[str, str]]:
-  """[(author, html)] oldest first, unwrapping quoted reblogs."""
-  significant = [n for n in nodes if not (isinstance(n, str) and not n.strip())]
-  if (len(significant) >= 2 and _attribution(significant[0])
-      and not isinstance(significant[1], str)
-      and significant[1].tag == "blockquote"):
-    quoted_author = _attribution(significant[0])
-    after = nodes[nodes.index(significant[1]) + 1:]
-    return (_split_reblogs(significant[1].children, quoted_author)
-            + [(author, "".join(_to_html(n) for n in after))])
-  return [(author, "".join(_to_html(n) for n in nodes))]
+  """[(author, html)] oldest first, unwrapping quoted reblogs. What comes
+  before the first attribution (a text post's <h1> title, a photo post's
+  <p><img></p>) is the original post's and goes to the oldest piece."""
+  chain = _find_chain(nodes)
+  if chain is None:
+    return [(author, "".join(_to_html(n) for n in nodes))]
+  before, quoted_author, quote, after = chain
+  pieces = _split_reblogs(quote.children, quoted_author)
+  lead = "".join(_to_html(n) for n in before)
+  pieces[0] = (pieces[0][0], lead + pieces[0][1])
+  return pieces + [(author, "".join(_to_html(n) for n in after))]
 
 
 def split_reblog_html(markup: str, author: str) -> List[Tuple[str, str]]:

@@ -43,7 +43,8 @@ def import_archive(kind: str, path: str, options: common.Options,
   turns by the same people, case and spacing aside) is dropped, and so,
   given `lang` (ISO 639-1), is one whose own turn is in another language.
   """
-  with common.Archive(path) as archive:
+  with common.Archive(path, options.max_file_bytes,
+                      options.max_total_bytes) as archive:
     result = KINDS[kind].read(archive, options)
   if not result.threads:
     not_me = sum(result.skipped[r] for r in _REASONS_NOT_ME)

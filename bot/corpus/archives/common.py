@@ -38,7 +38,7 @@ from bot.corpus import documents
 from bot.corpus.pseudonyms import People
 from bot.tumblr import html_subset, npf
 from bot.tumblr.html_subset import Block, Format
-from bot.tumblr.thread import COMMENTED, POSTED, Thread, Turn
+from bot.tumblr.thread import ASKED, COMMENTED, POSTED, Thread, Turn
 from gpt2.errors import UserError
 
 # Why something read was not written, as counted in `Result.skipped`.
@@ -51,12 +51,27 @@ BY_OTHERS = "posts by someone else"
 # ---- the archive ------------------------------------------------------------
 
 
+# What one file of an archive, and all of them together, may unpack to: a
+# zip bomb (300 KB that inflates to 300 MB) is refused before it is in memory.
+# The files read are text (media are never read); a user can raise both.
+MAX_FILE_BYTES = 256 * 2**20
+MAX_TOTAL_BYTES = 2 * 2**30
+# The zip methods Python inflates (Deflate64, say, it does not).
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                zipfile.ZIP_LZMA)
+
+
 class Archive:
   """A zip, a tar (Mastodon's `.tar.gz`), an unpacked folder, or one file,
-  read without extracting anything."""
+  read without extracting anything, each file read up to `max_file_bytes`
+  and all of them up to `max_total_bytes`."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, max_file_bytes: int = MAX_FILE_BYTES,
+               max_total_bytes: int = MAX_TOTAL_BYTES):
     self.path = path
+    self.max_file_bytes = max_file_bytes
+    self.max_total_bytes = max_total_bytes
+    self._read_total = 0
     self._zip: Optional[zipfile.ZipFile] = None
     self._tar: Optional[tarfile.TarFile] = None
     if not os.path.exists(path):
@@ -123,22 +138,66 @@ class Archive:
         return found[0]
     return None
 
+  def _open(self, name: str):
+    """(a binary stream of `name`, the size its header declares or None)."""
+    if self._zip is not None:
+      info = self._zip.getinfo(name)
+      if info.flag_bits & 0x1:
+        raise UserError(f"{self.where(name)} is encrypted: unpack the "
+                        "archive with its password and give the folder")
+      if info.compress_type not in _ZIP_METHODS:
+        raise UserError(f"{self.where(name)} is compressed in a way Python "
+                        f"cannot read (method {info.compress_type}): unpack "
+                        "the archive with another tool and give the folder")
+      return self._zip.open(info), info.file_size
+    if self._tar is not None:
+      member = self._members[name]
+      stream = self._tar.extractfile(member)
+      if stream is None:
+        raise KeyError(name)
+      return stream, member.size
+    file = (os.path.join(self.path, *name.split("/"))
+            if os.path.isdir(self.path) else self.path)
+    return open(file, "rb"), os.path.getsize(file)
+
+  def _too_big(self, name: str, total: bool) -> UserError:
+    if total:
+      return UserError(
+          f"{self.where(name)}: the archive's files unpack to more than "
+          f"{self.max_total_bytes // 2**20} MiB in all (--max_total_mb "
+          "raises the cap)")
+    return UserError(
+        f"{self.where(name)} unpacks to more than "
+        f"{self.max_file_bytes // 2**20} MiB (--max_file_mb raises the cap)")
+
   def read_bytes(self, name: str) -> bytes:
+    """The file's bytes, read in pieces so that one past the caps is
+    refused before it is all in memory."""
     try:
-      if self._zip is not None:
-        return self._zip.read(name)
-      if self._tar is not None:
-        member = self._tar.extractfile(self._members[name])
-        if member is None:
-          raise KeyError(name)
-        return member.read()
-      if os.path.isdir(self.path):
-        with open(os.path.join(self.path, *name.split("/")), "rb") as f:
-          return f.read()
-      with open(self.path, "rb") as f:
-        return f.read()
+      stream, declared = self._open(name)
+      with stream:
+        room = self.max_total_bytes - self._read_total
+        if declared is not None and declared > self.max_file_bytes:
+          raise self._too_big(name, total=False)
+        if declared is not None and declared > room:
+          raise self._too_big(name, total=True)
+        pieces, size = [], 0
+        while True:
+          piece = stream.read(1 << 20)
+          if not piece:
+            break
+          size += len(piece)
+          # The header may lie about the size: count what comes out.
+          if size > self.max_file_bytes:
+            raise self._too_big(name, total=False)
+          if size > room:
+            raise self._too_big(name, total=True)
+          pieces.append(piece)
+      self._read_total += size
+      return b"".join(pieces)
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error,
-            tarfile.TarError, KeyError) as e:
+            tarfile.TarError, KeyError, RuntimeError,
+            NotImplementedError) as e:
       raise UserError(f"{self.where(name)} cannot be read ({e})") from None
 
   def read_text(self, name: str) -> str:
@@ -152,6 +211,9 @@ class Archive:
   def read_json(self, name: str, text: Optional[str] = None):
     try:
       return json.loads(self.read_text(name) if text is None else text)
+    except RecursionError:
+      raise UserError(f"{self.where(name)} is JSON nested too deeply to "
+                      "read") from None
     except ValueError as e:
       where = (f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError)
                else "")
@@ -347,6 +409,8 @@ class Options:
   gap_seconds: int = 2 * 3600
   max_turns: int = 10
   min_own_fraction: float = 0.5
+  max_file_bytes: int = MAX_FILE_BYTES  # `Archive`'s caps
+  max_total_bytes: int = MAX_TOTAL_BYTES
 
   def is_me(self, *names: Optional[str], also: Iterable[str] = ()) -> bool:
     """Whether any of `names` is the owner's (`--me` or one of `also`)."""
@@ -486,16 +550,23 @@ def _content(text: str) -> List[dict]:
 def to_post(thread: Thread, kind: str) -> dict:
   """The thread as an NPF post dict: earlier turns in its trail, the last
   turn its own content (`bot.text_format.post_to_thread` reads it back)."""
+  earlier, last = thread.turns[:-1], thread.turns[-1]
+  content, layout = _content(last.text), []
+  if earlier and earlier[-1].kind == ASKED:
+    # An answered ask: the question is the post's own, marked as an ask.
+    asked = _content(earlier[-1].text)
+    content, layout = asked + content, npf.ask_layout(len(asked),
+                                                      earlier[-1].author)
+    earlier = earlier[:-1]
   trail = []
-  for turn in thread.turns[:-1]:
+  for turn in earlier:
     trail.append({"blog": {"name": turn.author},
                   "post": {"timestamp": turn.timestamp},
                   "content": _content(turn.text), "layout": []})
-  last = thread.turns[-1]
   return {"id": thread.post_id, "blog_name": thread.blog_name,
           "blog": {"name": thread.blog_name}, "timestamp": last.timestamp,
-          "tags": list(last.tags), "content": _content(last.text),
-          "layout": [], "trail": trail, "archive": kind}
+          "tags": list(last.tags), "content": content,
+          "layout": layout, "trail": trail, "archive": kind}
 
 
 def own_self_threads(posts: Sequence[Tuple[str, Optional[str]]]

@@ -2,24 +2,36 @@
 
 The zip Tumblr mails (`<blog>.zip`, or `<id>.zip` holding it) unpacks to
 `posts/posts_index.html`, one HTML page a post in `posts/html/<id>.html`,
-`media/` and the blog's messages (`messages/*.json`, or
-`conversations.json`). A post page is the post's legacy HTML, reblogs in
-Tumblr's nested-quote convention, then a footer:
+answered asks in `posts/html/submissions/<id>.html`, `media/`, and the
+blog's direct messages, one HTML page a conversation in
+`conversations/convo_<id>_<blogA>_<blogB>.html` (tests/data/tumblr_export
+has the layout, with made-up people). A post page is the post's legacy
+HTML, reblogs in Tumblr's nested-quote convention (after a text post's
+<h1> title, or inside a photo post's caption <div>, after its images),
+then a footer:
 
-    <body><p><a class="tumblr_blog" href="https://bob.tumblr.com/post/1">
-    bob</a>:</p><blockquote><p>bob's post</p></blockquote><p>my comment</p>
-    <div id="footer"><span id="timestamp"> December 1st, 2016 11:03pm </span>
-    <span class="tag">a tag</span></div></body>
+    <body><h1></h1><p><a class="tumblr_blog" href="https://bob.tumblr.com/
+    post/1">bob</a>:</p><blockquote><p>bob's post</p></blockquote><p>my
+    comment</p><div id="footer"><span id="timestamp"> December 1st, 2016
+    11:03pm </span><span class="tag">a tag</span></div></body>
 
-Read: each post's trail (who wrote which part, `bot.tumblr.legacy`), its
-tags and time (written without a zone: taken as UTC); a reblog that adds
-neither a comment nor a tag is skipped and counted. Messages are read
-forgivingly (Tumblr has changed their layout): a conversation is an object
-with `participants` and `messages`, each message naming its sender
-(`participant`, `sender`, `blog_name` or `from`), its text (`message`,
-`content`, `text` or NPF blocks) and time (`ts` or `timestamp`); each
-conversation becomes threads (`common.conversation_threads`) and is
-pseudonymized by default.
+Read: each post's trail (who wrote which part, `bot.tumblr.legacy`: each
+quoted blog's turn under its name, what comes after the last quote the
+owner's), its tags and time (written without a zone: taken as UTC; where a
+page has several footers, the last is the post's). `[[MORE]]` (the read-more
+cut) and "View On WordPress" (a cross-post's link) are not text. Skipped
+and counted: a reblog that adds neither a comment nor a tag, and a post
+whose own part is only links or only media. An answered ask's page holds
+the question as escaped HTML inside its first <strong> (the asker's name,
+"NAME asked:", before it; Anonymous where there is none) and the answer
+after it: an ask turn and the owner's answer. A conversation page lists
+its participants ("Blog Name: bob", "Blog ID: t:...") and then its
+messages, newest first, each a `<span class="message-info">bob TEXT @
+2021-09-20 11:29:43 GMT (1632137383)</span>` and the message's paragraphs
+(a POSTREF message's a link to a post); each conversation becomes threads
+(`common.conversation_threads`) and is pseudonymized by default. An older
+JSON layout of messages (`messages/*.json`, `conversations.json`) is read
+too, forgivingly.
 """
 
 import datetime
@@ -30,14 +42,22 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from bot.corpus.archives import common
-from bot.tumblr import fields, legacy, npf
-from bot.tumblr.thread import COMMENTED, POSTED, Thread, Turn
+from bot.tumblr import fields, html_subset, legacy, npf
+from bot.tumblr.html_subset import Block
+from bot.tumblr.thread import (ANONYMOUS, ASKED, COMMENTED, POSTED, RESPONDED,
+                               Thread, Turn)
+from gpt2.errors import UserError
 
 KIND = "tumblr"
 NAME = "a Tumblr blog export"
-EXPECTED = "posts/html/<id>.html"
+EXPECTED = "posts/html/<id>.html or conversations/<convo>.html"
 
 EMPTY_REBLOG = "reblogs that add nothing"
+LINK_ONLY = "link-only posts"
+MEDIA_ONLY = "media-only posts"
+UNREAD_MESSAGES = "messages not understood"
+# Markers Tumblr writes into a post that are not its words.
+_NOT_TEXT = ("[[more]]", "view on wordpress")
 _WHEN = re.compile(r"([A-Za-z]+)\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})"
                    r"(?:\s+(\d{1,2}):(\d{2})\s*([aApP][mM])?)?")
 _MESSAGE_FILES = ("messages/*.json", "messages/*/*.json", "messages.json",
@@ -71,6 +91,7 @@ class _PostPage(html.parser.HTMLParser):
       return
     if tag == "div" and attrs.get("id") == "footer":
       self._footer = 1
+      self.tags, self.when = [], ""  # the last footer is the post's
     elif tag == "body":
       self.body = []
     else:
@@ -127,31 +148,130 @@ def _footer_time(text: str) -> Optional[int]:
   return common.timestamp_of(moment)
 
 
-def _post(archive: common.Archive, name: str, options: common.Options,
-          result: common.Result):
+def _page(archive: common.Archive, name: str) -> _PostPage:
   page = _PostPage()
   page.feed(archive.read_text(name))
   page.close()
-  pieces = legacy.split_reblog_html(page.content(), options.me)
+  return page
+
+
+def _without(block: Block, token: str) -> Block:
+  """`block` with each `token` (case aside) cut out of it, ranges kept."""
+  while True:
+    at = block.text.lower().find(token)
+    if at < 0:
+      return block
+    cut = len(token)
+    formats = tuple(
+        html_subset.Format(f.start - cut * (f.start >= at + cut),
+                           f.end - cut * (f.end >= at + cut), f.type, f.url)
+        for f in block.formatting)
+    block = Block(block.text[:at] + block.text[at + cut:], block.subtype,
+                  block.indent_level, formats)
+
+
+def _blocks(markup: str) -> List[Block]:
+  """The blocks of a post's HTML, without the markers that are not text."""
+  out = []
+  for block in common.html_blocks(markup):
+    if block.text.strip().lower() in _NOT_TEXT:
+      continue
+    block = html_subset.normalize(_without(block, "[[more]]"))
+    if block is not None:
+      out.append(block)
+  return out
+
+
+def _is_link(block: Block) -> bool:
+  return any(f.type == html_subset.LINK and f.start == 0
+             and f.end >= len(block.text) for f in block.formatting)
+
+
+def _only_links_or_media(blocks: List[Block]) -> Optional[str]:
+  """Why a turn of these blocks says nothing of its own, or None."""
+  if not blocks:
+    return None
+  if all(html_subset.is_placeholder(b) for b in blocks):
+    return MEDIA_ONLY
+  if all(html_subset.is_placeholder(b) or _is_link(b) for b in blocks):
+    return LINK_ONLY
+  return None
+
+
+def _too_deep(archive: common.Archive, name: str) -> UserError:
+  return UserError(f"{archive.where(name)} is HTML nested deeper than "
+                          f"{legacy.MAX_DEPTH} elements: not a post page")
+
+
+def _post(archive: common.Archive, name: str, options: common.Options,
+          result: common.Result):
+  page = _page(archive, name)
+  try:
+    pieces = legacy.split_reblog_html(page.content(), options.me)
+  except legacy.TooDeep:
+    raise _too_deep(archive, name) from None
   when = _footer_time(page.when)
-  turns = []
+  turns, own_blocks = [], []
   for i, (author, markup) in enumerate(pieces):
-    text = common.text_of(common.html_blocks(markup))
+    blocks = _blocks(markup)
+    text = common.text_of(blocks)
     last = i == len(pieces) - 1
     if not last and not common.has_text(text) and turns:
       continue  # a reblog in the chain that added nothing
     if not last:
       common.record_people(result, KIND, [(author.lower(), (author,))],
                            options)
+    else:
+      own_blocks = blocks
     turns.append(Turn(author, POSTED if not turns else COMMENTED, text,
                       tuple(page.tags) if last else (), when if last else None))
   own = turns[-1]
   if not common.has_text(own.text) and not own.tags:
     result.skipped[EMPTY_REBLOG if len(turns) > 1 else common.NO_TEXT] += 1
     return
+  nothing_of_its_own = _only_links_or_media(own_blocks)
+  if nothing_of_its_own:
+    result.skipped[nothing_of_its_own] += 1
+    return
   post_id = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
   result.threads.append(common.Imported(
       Thread(tuple(turns), options.me, post_id)))
+
+
+_ASKED = re.compile(r"([\w.-]+)\s+(?:asked|sent)\s*:?\s*$", re.IGNORECASE)
+_STRONG = re.compile(r"<strong>(.*?)</strong>", re.DOTALL)
+_MARKUP = re.compile(r"<[^>]*>")
+
+
+def _submission(archive: common.Archive, name: str, options: common.Options,
+                result: common.Result):
+  """An answered ask: the question (escaped HTML in the first <strong>) by
+  its asker, then the owner's answer."""
+  page = _page(archive, name)
+  content = page.content()
+  match = _STRONG.search(content)
+  if match is None:
+    result.skipped[common.NO_TEXT] += 1
+    return
+  # The page escapes the question's own HTML once more.
+  question = common.text_of(_blocks(html.unescape(
+      _MARKUP.sub("", match.group(1)))))
+  before = html.unescape(_MARKUP.sub(" ", content[:match.start()]))
+  asked_by = _ASKED.search(before)
+  asker = asked_by.group(1) if asked_by else ANONYMOUS
+  answer_blocks = _blocks(content[match.end():])
+  answer = common.text_of(answer_blocks)
+  if not common.has_text(question) or not common.has_text(answer):
+    result.skipped[common.NO_TEXT] += 1
+    return
+  if asker != ANONYMOUS:
+    common.record_people(result, KIND, [(asker.lower(), (asker,))], options)
+  when = _footer_time(page.when)
+  post_id = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+  result.threads.append(common.Imported(Thread((
+      Turn(asker, ASKED, question, (), when),
+      Turn(options.me, RESPONDED, answer, tuple(page.tags), when)),
+      options.me, post_id)))
 
 
 # ---- messages ---------------------------------------------------------------
@@ -234,13 +354,95 @@ def _messages(archive: common.Archive, options: common.Options,
           result, direct=True)
 
 
+_MESSAGE_INFO = re.compile(
+    r"(?P<name>\S+)\s+(?P<type>[A-Z][A-Z_]*)\s+@\s+(?P<date>[\d-]+ [\d:]+)"
+    r"\s+GMT\s+\((?P<epoch>\d+)\)")
+_PARTICIPANT = re.compile(r"Blog Name:\s*(\S+)")
+
+
+class _ConversationPage(html.parser.HTMLParser):
+  """A conversation page: the text above its first message (the
+  participants), and each message's info line and markup."""
+
+  def __init__(self):
+    super().__init__(convert_charrefs=True)
+    self.header: List[str] = []
+    self.messages: List[Tuple[str, List[str]]] = []  # (info, markup)
+    self._info: Optional[List[str]] = None  # inside a message-info span
+
+  def handle_starttag(self, tag, attrs):
+    classes = (dict(attrs).get("class") or "").split()
+    if tag == "span" and "message-info" in classes:
+      self._info = []
+    elif self._info is None and self.messages:
+      self.messages[-1][1].append(self.get_starttag_text() or "")
+    elif tag in ("p", "br", "div", "li", "tr"):
+      self.header.append("\n")
+
+  def handle_startendtag(self, tag, attrs):
+    if self._info is None and self.messages:
+      self.messages[-1][1].append(self.get_starttag_text() or "")
+
+  def handle_endtag(self, tag):
+    if self._info is not None:
+      if tag == "span":
+        self.messages.append((" ".join("".join(self._info).split()), []))
+        self._info = None
+    elif self.messages:
+      self.messages[-1][1].append(f"</{tag}>")
+
+  def handle_data(self, data):
+    if self._info is not None:
+      self._info.append(data)
+    elif self.messages:
+      self.messages[-1][1].append(html.escape(data, quote=False))
+    else:
+      self.header.append(data)
+
+
+def _conversation(archive: common.Archive, name: str,
+                  options: common.Options, result: common.Result):
+  page = _ConversationPage()
+  page.feed(archive.read_text(name))
+  page.close()
+  for who in _PARTICIPANT.findall("".join(page.header)):
+    if not options.is_me(who):
+      common.record_people(result, KIND, [(who.lower(), (who,))], options)
+  messages = []
+  for number, (info, markup) in enumerate(page.messages):
+    match = _MESSAGE_INFO.fullmatch(info)
+    if match is None:
+      result.skipped[UNREAD_MESSAGES] += 1
+      continue
+    sender = match.group("name")
+    if not options.is_me(sender):
+      common.record_people(result, KIND, [(sender.lower(), (sender,))],
+                           options)
+    messages.append(common.Message(
+        sender, common.text_of(_blocks("".join(markup))),
+        int(match.group("epoch")), options.is_me(sender), str(number)))
+  # Hashed: the file is named after the participants.
+  conversation_id = hashlib.sha256(
+      name.rsplit("/", 1)[-1].encode("utf-8")).hexdigest()[:12]
+  # The page is newest first; conversation_threads puts them in time order.
+  common.conversation_threads(messages[::-1], options,
+                              f"{KIND}-messages-{conversation_id}", result,
+                              direct=True)
+
+
 def read(archive: common.Archive, options: common.Options) -> common.Result:
   result = common.Result()
   posts = archive.glob("posts/html/*.html")
+  asks = archive.glob("posts/html/submissions/*.html")
+  conversations = archive.glob("conversations/*.html")
   has_messages = any(archive.glob(p) for p in _MESSAGE_FILES)
-  if not posts and not has_messages:
+  if not (posts or asks or conversations or has_messages):
     raise common.missing(archive, EXPECTED, NAME, KIND)
   for name in posts:
     _post(archive, name, options, result)
+  for name in asks:
+    _submission(archive, name, options, result)
+  for name in conversations:
+    _conversation(archive, name, options, result)
   _messages(archive, options, result)
   return result
