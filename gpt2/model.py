@@ -189,6 +189,8 @@ class Dense(nn.Module):
   init_std: float = 0.02
   site: str = ""
   deterministic: bool = True
+  # Llama-family layers have no bias (Qwen2's q/k/v projections do).
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -198,12 +200,14 @@ class Dense(nn.Module):
         "kernel", nn.with_logical_partitioning(
             nn.initializers.normal(self.init_std), self.axes),
         (x.shape[-1], self.features), cfg.params_dtype)
-    bias = self.param(
-        "bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                             self.axes[-1:]),
-        (self.features,), cfg.params_dtype)
     rows = x.reshape(-1, x.shape[-1]).astype(dt)
-    y = rows @ kernel.astype(dt) + bias.astype(dt)
+    y = rows @ kernel.astype(dt)
+    if self.use_bias:
+      bias = self.param(
+          "bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                               self.axes[-1:]),
+          (self.features,), cfg.params_dtype)
+      y = y + bias.astype(dt)
     if cfg.lora_rank and self.site in cfg.lora_targets:
       y = y + self._adapter(rows)
     return y.reshape(*x.shape[:-1], self.features)
@@ -369,22 +373,9 @@ class GPT2(nn.Module):
     """
     cfg = self.config
     B, T = input_ids.shape
-    if cache is None:
-      valid = None if attention_mask is None else attention_mask.astype(bool)
-      kv_valid = jnp.ones((B, T), bool) if valid is None else valid
-      if positions is None:
-        positions = jnp.maximum(jnp.cumsum(kv_valid, axis=1) - 1, 0)
-      q_slots = jnp.arange(T)
-    else:
-      if positions is None or kv_mask is None:
-        raise ValueError("a cached call needs positions and kv_mask")
-      kv_valid = kv_mask.astype(bool)
-      valid = jax.lax.dynamic_slice_in_dim(kv_valid, cache_index, T, axis=1)
-      q_slots = cache_index + jnp.arange(T)
-    S = kv_valid.shape[1]
-    allowed = (jnp.arange(S)[None, :] <= q_slots[:, None])[None] & kv_valid[
-        :, None, :]  # (B, T, S)
-    bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None]
+    positions, valid, bias = attention_bias(
+        input_ids.shape, positions=positions, attention_mask=attention_mask,
+        cached=cache is not None, cache_index=cache_index, kv_mask=kv_mask)
 
     wte = nn.Embed(
         cfg.vocab_size, cfg.n_embd, dtype=cfg.compute_dtype,
@@ -443,6 +434,32 @@ class GPT2(nn.Module):
     return GPT2Output(logits=logits, cache=cache, hidden=hidden)
 
 
+def attention_bias(shape, *, positions, attention_mask, cached: bool,
+                   cache_index, kv_mask) -> tuple:
+  """(positions (B, T), valid (B, T) or None, bias (B, 1, T, S)) of a call on
+  token ids of `shape` (B, T), its arguments as `GPT2.__call__` describes
+  them: which of the call's tokens are real, and the additive mask over the
+  key slots (causal, and only the slots the masks allow)."""
+  B, T = shape
+  if not cached:
+    valid = None if attention_mask is None else attention_mask.astype(bool)
+    kv_valid = jnp.ones((B, T), bool) if valid is None else valid
+    if positions is None:
+      positions = jnp.maximum(jnp.cumsum(kv_valid, axis=1) - 1, 0)
+    q_slots = jnp.arange(T)
+  else:
+    if positions is None or kv_mask is None:
+      raise ValueError("a cached call needs positions and kv_mask")
+    kv_valid = kv_mask.astype(bool)
+    valid = jax.lax.dynamic_slice_in_dim(kv_valid, cache_index, T, axis=1)
+    q_slots = cache_index + jnp.arange(T)
+  S = kv_valid.shape[1]
+  allowed = (jnp.arange(S)[None, :] <= q_slots[:, None])[None] & kv_valid[
+      :, None, :]  # (B, T, S)
+  bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[:, None]
+  return positions, valid, bias
+
+
 def check_capture(cfg: GPT2Config, capture: Sequence[int]) -> None:
   """Layers to tap are 0 (the embedding) to n_layer (the last block)."""
   for layer in capture:
@@ -455,7 +472,7 @@ def _layer_slices(stacked, n_layer: int) -> list:
 
 
 def _blocks_in_turn(cfg, layers, x, bias, valid, cache, cache_index,
-                    deterministic, rng):
+                    deterministic, rng, block_cls=None):
   """The blocks one after another, block i on `layers[i]` (its variables:
   {"params": ..., and "lora" with adapters}) and `cache[i]`; returns (x,
   cache, [each block's output]).
@@ -463,12 +480,15 @@ def _blocks_in_turn(cfg, layers, x, bias, valid, cache, cache_index,
   The path of cached calls and of `scan_layers=False`: XLA then reads every
   weight and cache buffer where it lies (a scan slices each layer's out of
   the stacked arrays, and stacks every layer's activations for the backward
-  pass). `rng` gives the blocks' dropout keys.
+  pass). `rng` gives the blocks' dropout keys. `block_cls` is the block
+  class (GPT-2's `Block` by default; the Llama family's has the same form,
+  its per-call inputs in `bias`).
   """
+  block_cls = block_cls or Block
 
   def block(layer_variables, x, layer_cache, key):
     rngs = None if key is None else {"dropout": key}
-    x, (layer_cache, _) = Block(cfg, deterministic, parent=None).apply(
+    x, (layer_cache, _) = block_cls(cfg, deterministic, parent=None).apply(
         layer_variables, x, bias, valid, layer_cache, cache_index, rngs=rngs)
     return x, layer_cache
 

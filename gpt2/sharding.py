@@ -34,6 +34,7 @@ DEFAULT_RULES = (
     ("layers", None),
     ("embed", "fsdp"),
     ("heads", "model"),
+    ("kv_heads", "model"),  # the Llama family's key/value heads
     ("mlp", "model"),
     ("vocab", "model"),
     ("positions", None),
