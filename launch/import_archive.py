@@ -6,8 +6,9 @@
     python -m launch.prepare_corpus --posts=posts.jsonl --out=docs.jsonl
 
 `--kind` is one of tumblr (the blog export), wordpress (WXR), twitter,
-mastodon, discord (DiscordChatExporter JSON or Discord's data package) and
-facebook (Download Your Information, JSON); `--archive` is the zip as
+mastodon, discord (DiscordChatExporter JSON or Discord's data package),
+facebook (Download Your Information, JSON), telegram (Telegram Desktop's
+JSON export, result.json) and whatsapp (Export chat's text file); `--archive` is the zip as
 downloaded or the folder it unpacks to. The posts written are those
 `launch.scrape` writes (NPF post dicts, one a line), so everything after is
 unchanged: a conversation is one post whose trail holds the earlier turns by
@@ -19,6 +20,8 @@ keeps).
 authors, @mentions, their names in the text) by a stable pseudonym keyed by
 OUT.pseudonym-key, made beside the output and reused; it is on by default
 when the archive holds direct messages (`--nopseudonymize` turns it off).
+An existing key file others can read stops the run. The summary line and
+the report hold counts only, never a name or a file of the archive.
 A thread met twice (the same turns by the same people) is written once;
 `--lang=en` also drops the posts whose own turn is in another language
 (langdetect; a text under 20 letters is kept). `--report=PATH` writes what
@@ -131,12 +134,12 @@ def main(argv):
   _write_whole(_OUT.value, (json.dumps(p, ensure_ascii=False) for p in posts))
   if _REPORT.value:
     if _REPORT.value.lower().endswith((".html", ".htm")):
-      page = report_lib.html(report, _ARCHIVE.value, _OUT.value)
+      page = report_lib.html(report, _OUT.value)
     else:
       page = json.dumps(dict(report, out=_OUT.value), indent=2,
                         ensure_ascii=False)
     _write_whole(_REPORT.value, [page])
-  print(archives.summary(report, _ARCHIVE.value, _OUT.value))
+  print(archives.summary(report, _OUT.value))
 
 
 if __name__ == "__main__":

@@ -684,6 +684,34 @@ def test_tumblr_export_reblog_trail_tags_and_messages(tmp_path, zipped):
   assert report["pseudonymized"] is False  # as asked, messages or not
 
 
+# ---- Telegram and WhatsApp (their exports are in tests/data) ------------------
+
+
+def fixture_files(folder):
+  """{path: text} of a fixture export under tests/data."""
+  root = os.path.join(REPO, "tests", "data", folder)
+  files = {}
+  for where, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(where, name)
+      with open(path, encoding="utf-8") as f:
+        files[os.path.relpath(path, root).replace(os.sep, "/")] = f.read()
+  return files
+
+
+def telegram_files():
+  return fixture_files("telegram_export/DataExport_2021-09-22")
+
+
+def whatsapp_files():
+  return fixture_files("whatsapp_export/android")
+
+
+WHATSAPP_OTHERS = ("Bob Smith", "Bob", "Smith", "bob_smith", "Carol Crane",
+                   "Carol", "Crane")
+TELEGRAM_OTHERS = WHATSAPP_OTHERS + ("carol_crane",)
+
+
 # ---- pseudonyms -------------------------------------------------------------
 
 ARCHIVES = {
@@ -693,6 +721,8 @@ ARCHIVES = {
     "discord": (discord_exporter_files, "me_on_discord", DISCORD_OTHERS),
     "facebook": (facebook_files, "Me Meme", FACEBOOK_OTHERS),
     "tumblr": (tumblr_files, "sunnyblog", TUMBLR_OTHERS),
+    "telegram": (telegram_files, "Delta Whiskey", TELEGRAM_OTHERS),
+    "whatsapp": (whatsapp_files, "Delta Whiskey", WHATSAPP_OTHERS),
 }
 
 
@@ -709,7 +739,7 @@ def test_pseudonymized_output_names_no_one_else(tmp_path, kind):
   docs, posts, report = import_docs(tmp_path, kind, files, me,
                                     pseudonymize=True, min_own_fraction=0.0)
   written = json.dumps(posts, ensure_ascii=False) + json.dumps(report)
-  written += "\n".join(docs) + report_page(report, "archive.zip", "out")
+  written += "\n".join(docs) + report_page(report, "out")
   for name in others:
     assert name.lower() not in written.lower(), name
   assert me in written  # one's own name stays
@@ -771,8 +801,7 @@ def test_launch_writes_posts_that_prepare_corpus_reads(tmp_path):
   assert done.returncode == 0, done.stderr
   summary = done.stdout.strip()
   assert summary.startswith(f"wrote 3 posts (1 with several turns; 32 words "
-                            f"of yours) from "
-                            f"{archive} to {out}; skipped 1 retweets")
+                            f"of yours) to {out}; skipped 1 retweets")
   assert re.search(r"pseudonymized 2 people \(\d+ names replaced", summary)
   counts = json.loads(report.read_text())
   assert counts["posts"] == 3 and counts["people_pseudonymized"] == 2

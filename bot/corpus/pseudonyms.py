@@ -9,11 +9,20 @@ person gets the same pseudonym throughout the archive and, the key being
 reused, in every later import written beside it; without the key a
 pseudonym says nothing of whom it stands for.
 
-Replaced: turn authors exactly, and in the text every name and handle the
-archive gave that person, at word boundaries and in any case (so `@bob`,
-`Bob` and `https://bob.tumblr.com` all lose `bob`); the words of a person's
-full name (`Alice` of `Alice Smith`) where they are written capitalized.
-Never replaced: the archive owner's own names (`keep`).
+Replaced: turn authors, and in the text (and tags) every name and handle
+the archive gave that person as a reader would see it: in any case, in
+full-width or look-alike letters, with zero-width characters inside
+(compared in `bot.filters.normalize`d form), as a whole word or as a part
+of a handle or hashtag between `_`, `.` or `-` (`#bob_smith_fan`), a
+handle with or without its discriminator (`sora_k#0`, `sora_k`) and a full
+name with or without its spaces (`Bob Smith`, `bobsmith`, `bob_smith`);
+the words of a person's full name (`Bob` of `Bob Smith`), in any case
+unless the word is also a common word (`Will`, `May`: then only
+capitalized). In an address only a handle that is a path segment
+(`/@bob`, `/bob/status/1`) or a blog's subdomain (`bob.tumblr.com`) is
+replaced; the rest of an address is left as it is (`www.ftrain.com`).
+Never replaced: the archive owner's own names (`keep`), wherever they are
+written, even where one of their words is another person's name.
 """
 
 import dataclasses
@@ -22,10 +31,13 @@ import hmac
 import os
 import re
 import secrets
+import stat
+import urllib.parse
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from gpt2.errors import UserError
+from bot.filters import normalize
 from bot.tumblr.thread import ANONYMOUS, UNKNOWN_AUTHOR, Thread
+from gpt2.errors import UserError
 
 KEY_SUFFIX = ".pseudonym-key"
 
@@ -43,6 +55,8 @@ NAMES = ("Robin", "Sasha", "Jordan", "Morgan", "Riley", "Casey", "Quinn",
 _NOT_PEOPLE = {ANONYMOUS.lower(), UNKNOWN_AUTHOR.lower()}
 _TAG = re.compile(r"(<[^>]*>)")
 _HREF = re.compile(r'(href=")([^"]*)(")')
+# An address in text (the one `bot.corpus.archives.common` links).
+_URL = re.compile(r"(https?://[^\s<>\"]+)")
 _KEY_LENGTH = 32  # bytes
 # An @handle in text (not an e-mail address), and the @words that name no
 # one (Discord's @everyone, and what an importer writes for an unknown one).
@@ -54,6 +68,25 @@ _NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*")
 # Words that make a display name a phrase rather than a person's name.
 _NOT_NAME_WORDS = {"the", "a", "an", "of", "and", "or", "in", "on", "my",
                    "your", "our", "not", "official", "team", "bot", "club"}
+# Words of names that are common words too: replaced only where they are
+# written capitalized, so "I will" keeps its "will" beside a friend Will Ng.
+_COMMON_WORDS = {
+    "will", "may", "mark", "grace", "joy", "hope", "faith", "rose", "june",
+    "april", "august", "bill", "pat", "sue", "art", "rich", "summer", "dawn",
+    "eve", "ray", "max", "frank", "jack", "young", "long", "little", "white",
+    "black", "brown", "green", "king", "page", "bell", "hall", "wood",
+    "stone", "day", "rice", "hunt", "cook", "fox", "lane", "park", "price",
+    "ward", "miles", "chase", "reed", "sky", "river", "sandy", "penny",
+    "holly", "ivy", "iris", "lily", "daisy", "ruby", "pearl", "amber",
+    "angel", "dean", "drew", "gene", "glen", "guy", "jay", "kit", "happy",
+    "major", "moon", "star", "snow", "storm", "rain", "love", "hero",
+    "smith", "baker", "miller", "carter", "taylor", "hunter", "cash"}
+# What joins the parts of a handle or a name as people write it.
+_SEPARATORS = r"[\s._\-]"
+# A handle's discriminator (Discord's `#1234`, and `#0` since 2023).
+_DISCRIMINATOR = re.compile(r"#\d{1,4}$")
+# Not a letter or digit (`_` is a separator here, not a letter).
+_EDGE_BEFORE, _EDGE_AFTER = r"(?<![^\W_])", r"(?![^\W_])"
 
 
 def key_path(out: str) -> str:
@@ -63,6 +96,11 @@ def key_path(out: str) -> str:
 def load_key(path: str) -> bytes:
   """The key in `path`, made (random, mode 0600) if there is none yet."""
   if os.path.exists(path):
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+      raise UserError(f"{path} can be read by others (mode {mode:o}): the "
+                      "key tells who every pseudonym is; chmod 600 it and "
+                      "run again")
     with open(path, encoding="ascii", errors="replace") as f:
       text = f.read().strip()
     try:
@@ -124,6 +162,63 @@ def _name_words(name: str) -> List[str]:
   return [w for w in words if len(w) >= 3]
 
 
+def _key(name: str) -> str:
+  """A name as it is looked up: normalized, its separators gone (so
+  `Bob Smith`, `bob_smith` and `ＢＯＢＳＭＩＴＨ` are one key)."""
+  return re.sub(_SEPARATORS, "", normalize(name))
+
+
+def _forms(name: str) -> List[str]:
+  """The normalized forms of a name or handle to look for: as given, and a
+  handle without its `@`, its discriminator or its server."""
+  forms = {normalize(" ".join(name.split()))}
+  for form in list(forms):
+    bare = _DISCRIMINATOR.sub("", form.lstrip("@~"))
+    forms.add(bare)
+    if "@" in bare.strip("@"):
+      forms.add(bare.split("@")[0])
+  return [f for f in forms if len(_key(f)) >= 2]
+
+
+def _normalized(text: str) -> Tuple[str, List[int]]:
+  """`text` in `normalize`d form, and for each of its characters the index
+  of the character of `text` it came from."""
+  if text.isascii():
+    return text.lower(), list(range(len(text)))
+  out, where = [], []
+  for i, ch in enumerate(text):
+    folded = normalize(ch)
+    out.append(folded)
+    where += [i] * len(folded)
+  return "".join(out), where
+
+
+class _Matcher:
+  """Finds names (normalized forms) in text, as a reader would see them."""
+
+  def __init__(self, forms: Iterable[str]):
+    parts = []
+    for form in sorted(set(forms), key=lambda f: (-len(f), f)):
+      pieces = [re.escape(p) for p in re.split(_SEPARATORS + "+", form) if p]
+      if pieces:
+        parts.append((_SEPARATORS + "?").join(pieces))
+    self._pattern = (re.compile(f"{_EDGE_BEFORE}(?:{'|'.join(parts)})"
+                                f"{_EDGE_AFTER}") if parts else None)
+
+  def spans(self, text: str, protected=()) -> List[Tuple[int, int, str]]:
+    """(start, end, key) in `text` of every name found outside the
+    `protected` spans."""
+    if self._pattern is None or not text:
+      return []
+    folded, where = _normalized(text)
+    out = []
+    for match in self._pattern.finditer(folded):
+      start, end = where[match.start()], where[match.end() - 1] + 1
+      if not any(s < end and start < e for s, e, *_ in protected):
+        out.append((start, end, re.sub(_SEPARATORS, "", match.group(0))))
+    return out
+
+
 def _alternation(names: Iterable[str]) -> str:
   ordered = sorted(set(names), key=lambda n: (-len(n), n))
   return "|".join(re.escape(n) for n in ordered)
@@ -133,35 +228,62 @@ class Pseudonymizer:
   """Replaces the names of `people` (but never those in `keep`)."""
 
   def __init__(self, people: People, key: bytes, keep: Iterable[str]):
-    keep_lower = {k.lower() for k in keep if k}
-    keep_words = {w for k in keep_lower for w in k.split()}
+    keep = [k for k in keep if k]
+    keep_keys = {_key(f) for k in keep for f in _forms(k)}
+    keep_words = {normalize(w) for k in keep for w in k.split()}
+    self._keep = _Matcher(f for k in keep for f in _forms(k))
+    self._keep_keys = keep_keys
     self.counts = Counts()
     self._seen: Set[str] = set()
-    # Identity of every name (case-folded), of every capitalized word of a
-    # full name (as written), and the pseudonym of every identity.
+    # The identity of every name's key, of every word of a full name (the
+    # common words apart, matched as written), and each one's pseudonym.
     self._identity: Dict[str, str] = {}
-    self._word_identity: Dict[str, str] = {}
-    real = set(keep_lower)
+    self._common_words: Dict[str, str] = {}
+    forms = []
+    real = set(keep_keys)
+    # Identities the archive gives one name (a user id, and the handle an
+    # @mention names them by) are one person.
+    owner: Dict[str, str] = {}
+    alias: Dict[str, str] = {}
+
+    def find(identity):
+      while identity in alias:
+        identity = alias[identity]
+      return identity
+
     for identity in people.identities():
       for name in sorted(people.names(identity)):
-        folded = name.lower()
-        if len(folded) < 2 or folded in keep_lower or folded in _NOT_PEOPLE:
+        for form in _forms(name):
+          first = find(owner.setdefault(_key(form), identity))
+          if first != find(identity):
+            alias[find(identity)] = first
+    for identity in people.identities():
+      person = find(identity)
+      for name in sorted(people.names(identity)):
+        if name.lower() in _NOT_PEOPLE:
           continue
-        self._identity.setdefault(folded, identity)
-        real.add(folded)
+        for form in _forms(name):
+          if _key(form) not in keep_keys:
+            self._identity.setdefault(_key(form), person)
+            forms.append(form)
+            real.add(_key(form))
         for word in _name_words(name):
-          if word.lower() not in keep_words:
-            self._word_identity.setdefault(word, identity)
-            real.add(word.lower())
-    self.pseudonym = self._assign(key, sorted(
-        set(self._identity.values()) | set(self._word_identity.values())),
-        real)
-    self._names = (re.compile(
-        r"(?<!\w)(%s)(?!\w)" % _alternation(self._identity), re.IGNORECASE)
-                   if self._identity else None)
+          folded = normalize(word)
+          if folded in keep_words or _key(word) in keep_keys:
+            continue
+          if folded in _COMMON_WORDS:
+            self._common_words.setdefault(word, person)
+          else:
+            self._identity.setdefault(_key(word), person)
+            forms.append(folded)
+          real.add(_key(word))
+    self._names = _Matcher(forms)
     self._words = (re.compile(
-        r"(?<!\w)(%s)(?!\w)" % _alternation(self._word_identity))
-                   if self._word_identity else None)
+        r"(?<!\w)(%s)(?!\w)" % _alternation(self._common_words))
+                   if self._common_words else None)
+    self.pseudonym = self._assign(key, sorted(
+        set(self._identity.values()) | set(self._common_words.values())),
+        real)
 
   @staticmethod
   def _assign(key: bytes, identities: List[str],
@@ -189,25 +311,59 @@ class Pseudonymizer:
       self._seen.add(identity)
       self.counts.people += 1
 
-  def _replace(self, text: str) -> str:
-    def by_name(match):
-      identity = self._identity[match.group(1).lower()]
-      self._count(identity)
-      return self.pseudonym[identity]
-
-    def by_word(match):
-      identity = self._word_identity[match.group(1)]
-      self._count(identity)
-      return self.pseudonym[identity]
-
-    if self._names is not None:
-      text = self._names.sub(by_name, text)
+  def _words_text(self, text: str) -> str:
+    """Names found in words of `text` (not an address) replaced."""
+    protected = self._keep.spans(text)
+    found = [(s, e, self._identity[k]) for s, e, k in
+             self._names.spans(text, protected) if k in self._identity]
     if self._words is not None:
-      text = self._words.sub(by_word, text)
-    return text
+      for match in self._words.finditer(text):
+        s, e = match.span()
+        if not any(a < e and s < b for a, b, *_ in protected + found):
+          found.append((s, e, self._common_words[match.group(1)]))
+    out, at = [], 0
+    for start, end, identity in sorted(found):
+      if start < at:
+        continue
+      self._count(identity)
+      out += [text[at:start], self.pseudonym[identity]]
+      at = end
+    return "".join(out) + text[at:]
+
+  def _handle(self, piece: str) -> str:
+    """A piece of an address: replaced where all of it (an `@` or `~`
+    before it aside) is a person's handle."""
+    bare = piece.lstrip("@~")
+    identity = self._identity.get(_key(bare)) if bare else None
+    if identity is None or _key(bare) != re.sub(_SEPARATORS, "",
+                                                normalize(bare)):
+      return piece
+    self._count(identity)
+    return piece[:len(piece) - len(bare)] + self.pseudonym[identity]
+
+  def _address(self, url: str) -> str:
+    """An address with only a person's handle in it replaced: a path
+    segment, or the subdomain a platform gives a blog."""
+    try:
+      parts = urllib.parse.urlsplit(url)
+    except ValueError:
+      return url
+    labels = parts.netloc.split(".")
+    if len(labels) >= 3 and labels[0].lower() != "www":
+      labels[0] = self._handle(labels[0])
+    path = "/".join(self._handle(p) for p in parts.path.split("/"))
+    return urllib.parse.urlunsplit(
+        (parts.scheme, ".".join(labels), path, parts.query, parts.fragment))
+
+  def _replace(self, text: str) -> str:
+    pieces = _URL.split(text)
+    return "".join(self._address(p) if i % 2 else self._words_text(p)
+                   for i, p in enumerate(pieces))
 
   def author(self, name: str) -> str:
-    identity = self._identity.get(name.lower())
+    if _key(name) in self._keep_keys:
+      return name
+    identity = self._identity.get(_key(name))
     if identity is None:
       return name
     self._count(identity)
@@ -222,7 +378,7 @@ class Pseudonymizer:
         pieces[i] = self._replace(piece)
       else:
         pieces[i] = _HREF.sub(
-            lambda m: m.group(1) + self._replace(m.group(2)) + m.group(3),
+            lambda m: m.group(1) + self._address(m.group(2)) + m.group(3),
             piece)
     return "".join(pieces)
 
@@ -238,24 +394,36 @@ def authors_as_people(threads: Iterable[Thread], people: People,
                       keep: Iterable[str], platform: str):
   """Adds every turn author and every `@handle` in the text that is not in
   `keep` to `people`: a net under the importers' own registering, so no
-  other author or @-ed person is left out."""
-  keep_lower = {k.lower() for k in keep if k}
-  known = {n.lower() for n in people.all_names()}
+  other author or @-ed person is left out. An `@` before a name already
+  known (one's own `@Delta Whiskey`, a friend's `@Bob Smith`) is that
+  name, not a handle of its own."""
+  keep = [k for k in keep if k]
+  keep_keys = {_key(f) for k in keep for f in _forms(k)}
+  names = people.all_names()
+  known = {_key(n) for n in names} | {
+      _key(w) for n in names for w in _name_words(n)}
+  covered = _Matcher([f for k in keep for f in _forms(k)]
+                     + [f for n in names for f in _forms(n)])
 
   def add(name, *aliases):
     folded = name.lower()
-    if (folded not in keep_lower and folded not in known
+    if (_key(name) not in keep_keys and _key(name) not in known
         and folded not in _NOT_PEOPLE and folded not in _NOT_HANDLES):
       people.add(f"{platform}:seen:{folded}", name, *(
-          a for a in aliases if a.lower() not in keep_lower))
-      known.add(folded)
+          a for a in aliases if _key(a) not in keep_keys))
+      known.add(_key(name))
 
   for thread in threads:
     for turn in thread.turns:
       add(turn.author)
-      for match in _HANDLE.finditer(_TAG.sub(" ", turn.text)):
+      text = _TAG.sub(" ", turn.text)
+      spans = covered.spans(text)
+      for match in _HANDLE.finditer(text):
         handle = match.group(1).rstrip(".")
-        if handle.split("@")[0].lower() not in keep_lower:  # not one's own
+        start = match.start(1)
+        if any(s <= start < e for s, e, _ in spans):
+          continue
+        if _key(handle.split("@")[0]) not in keep_keys:  # not one's own
           add(handle, handle.split("@")[0])
 
 

@@ -15,12 +15,14 @@ from typing import Dict, List, Optional, Tuple
 
 from bot.corpus import pseudonyms
 from bot.corpus.archives import (common, discord, facebook, mastodon,
-                                 tumblr_export, twitter, wordpress)
+                                 telegram, tumblr_export, twitter, whatsapp,
+                                 wordpress)
 from bot.corpus.archives import report as report_lib
 from gpt2.errors import UserError
 
 KINDS = {module.KIND: module for module in (
-    tumblr_export, wordpress, twitter, mastodon, discord, facebook)}
+    tumblr_export, wordpress, twitter, mastodon, discord, facebook,
+    telegram, whatsapp)}
 
 # Skips that say --me may not be the name the archive gives its owner.
 _REASONS_NOT_ME = (common.NO_OWN_TURN, common.BY_OTHERS)
@@ -51,7 +53,8 @@ def import_archive(kind: str, path: str, options: common.Options,
     hint = (f": is --me {options.me} your name as the archive writes it?"
             if not_me else "")
     skipped = _counted(result.skipped)
-    raise UserError(f"{path} has nothing of --me {options.me}'s to import"
+    raise UserError(f"{common.shown_path(path)} has nothing of --me "
+                    f"{options.me}'s to import"
                     + (f" (skipped {skipped})" if skipped else "") + hint)
   threads = [t.thread for t in result.threads]
   if pseudonymize is None:
@@ -77,7 +80,8 @@ def import_archive(kind: str, path: str, options: common.Options,
       seen.add(key)
       kept.append((imported.direct, thread))
   if not kept:
-    raise UserError(f"{path}: every post was dropped ({_counted(skipped)})")
+    raise UserError(f"{common.shown_path(path)}: every post was dropped "
+                    f"({_counted(skipped)})")
   threads = [thread for _, thread in kept]
   own_words = [report_lib.words(t.turns[-1].text) for t in threads]
   counts_out = {
@@ -98,10 +102,11 @@ def import_archive(kind: str, path: str, options: common.Options,
   return [common.to_post(t, kind) for t in threads], counts_out
 
 
-def summary(report: dict, path: str, out: str) -> str:
-  """The line a run ends with: the report's counts in words."""
+def summary(report: dict, out: str) -> str:
+  """The line a run ends with: the report's counts in words (no file of
+  the archive named: platforms name them after the people in them)."""
   line = (f"wrote {report['posts']} posts ({report['threads']} with several "
-          f"turns; {report['words']} words of yours) from {path} to {out}")
+          f"turns; {report['words']} words of yours) to {out}")
   if report["skipped"]:
     line += f"; skipped {_counted(report['skipped'])}"
   if report["kept_alone"]:

@@ -50,6 +50,31 @@ BY_OTHERS = "posts by someone else"
 
 # ---- the archive ------------------------------------------------------------
 
+# File names that carry another person's name, and the part of each that may
+# be shown: DiscordChatExporter's `Direct Messages - Bob [555].json`, Tumblr's
+# `convo_<id>_<blogA>_<blogB>.html`, WhatsApp's `WhatsApp Chat with Bob.txt`
+# (and its `WhatsApp Chat - Bob.zip`), Facebook's `inbox/bob_1234567/`.
+_NAMED_FILES = (
+    (re.compile(r"^(.+? - ).+( \[\d+\](?:\.\w+)?)$"), r"\1…\2"),
+    (re.compile(r"^(convo_[^_]+_).+(\.html?)$", re.IGNORECASE), r"\1…\2"),
+    (re.compile(r"^(.*?WhatsApp ).+?((?:\.\w{2,4})?)$", re.IGNORECASE),
+     r"\1…\2"),
+    (re.compile(r"^[^/_]+(_\d{5,})$"), r"…\1"),
+)
+
+
+def shown_path(path: str) -> str:
+  """`path` as an error line may show it: every part of it that a platform
+  names after a person cut to `…` (the rest kept, to find the file by)."""
+  parts = re.split(r"([/\\])", path)
+  for i, part in enumerate(parts):
+    for pattern, replacement in _NAMED_FILES:
+      if pattern.match(part):
+        parts[i] = pattern.sub(replacement, part)
+        break
+  return "".join(parts)
+
+
 
 # What one file of an archive, and all of them together, may unpack to: a
 # zip bomb (300 KB that inflates to 300 MB) is refused before it is in memory.
@@ -75,7 +100,7 @@ class Archive:
     self._zip: Optional[zipfile.ZipFile] = None
     self._tar: Optional[tarfile.TarFile] = None
     if not os.path.exists(path):
-      raise UserError(f"--archive {path} does not exist")
+      raise UserError(f"--archive {shown_path(path)} does not exist")
     try:
       if os.path.isdir(path):
         names = []
@@ -95,12 +120,13 @@ class Archive:
             for m in self._tar.getmembers() if m.isfile()}
         self._names = sorted(self._members)
       elif path.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
-        raise UserError(f"{path} is not a readable zip or tar file (a "
-                        "download cut short?)")
+        raise UserError(f"{shown_path(path)} is not a readable zip or tar "
+                        "file (a download cut short?)")
       else:
         self._names = [os.path.basename(path)]
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
-      raise UserError(f"{path} is not a readable archive ({e})") from None
+      raise UserError(f"{shown_path(path)} is not a readable archive "
+                      f"({e})") from None
 
   def close(self):
     for opened in (self._zip, self._tar):
@@ -223,15 +249,15 @@ class Archive:
     """How an error names a file of the archive."""
     if (self._zip is None and self._tar is None
         and not os.path.isdir(self.path)):
-      return self.path
-    return f"{self.path}: {name}"
+      return shown_path(self.path)
+    return f"{shown_path(self.path)}: {shown_path(name)}"
 
 
 def missing(archive: Archive, expected: str, kind_name: str,
             kind: str) -> UserError:
   """The one-line error for an archive that lacks its kind's file."""
-  return UserError(f"{archive.path} has no {expected}: not {kind_name} "
-                   f"(--kind={kind})")
+  return UserError(f"{shown_path(archive.path)} has no {expected}: not "
+                   f"{kind_name} (--kind={kind})")
 
 
 def malformed(archive: Archive, name: str, expected: str, kind_name: str,

@@ -115,8 +115,9 @@ def guide(own_words: int) -> str:
   return f"{own_words:,} words of yours is plenty for a fine-tune."
 
 
-def html(report: dict, source: str, out: str) -> str:
-  """The report as a page."""
+def html(report: dict, out: str) -> str:
+  """The report as a page (no file of the archive named: platforms name
+  them after the people in them)."""
   e = html_lib.escape
   sources = "".join(
       f"<tr><td>{e(name)}</td><td>{s['posts']:,}</td><td>{s['threads']:,}"
@@ -152,7 +153,7 @@ svg text {{ font-size: 12px; fill: #333; }}
 .guide {{ background: #f3f6fb; padding: 0.8em 1em; }}
 </style></head><body>
 <h1>{report['posts']:,} posts from your {e(report['kind'])} archive</h1>
-<p>From <code>{e(source)}</code> to <code>{e(out)}</code>:
+<p>To <code>{e(out)}</code>:
 {report['posts']:,} posts, {report['threads']:,} of them threads of several
 turns, {report['words']:,} words of yours.{lang}</p>
 <p class="guide">{e(guide(report['words']))}</p>
