@@ -23,6 +23,9 @@ CORE = [
     "pytumblr>=0.1",
     "requests>=2.31",
     "oauthlib>=3.2",  # the local Tumblr API server checks OAuth1 signatures
+    # The daily post cap's day is US Eastern (zoneinfo's America/New_York),
+    # on machines without the system's time zone database too.
+    "tzdata>=2024.1",
     "vaderSentiment>=3.3",
     # The heads' bag-of-words baselines (TF-IDF + linear models).
     "scikit-learn>=1.3",

@@ -58,8 +58,9 @@ from bot.mood_log import MoodLog
 from bot.posting import Poster
 from bot.records import FOLLOW, POSTING, UNFOLLOW, Job, PassReport, Plan
 from bot.state import Store, Trace
-from bot.tumblr.client import (PostBudget, PostCapDeferred, RateLimited,
-                               TumblrClient, TumblrError, post_limits)
+from bot.tumblr.client import (PostBudget, PostCapDeferred, PostLimitReached,
+                               RateLimited, TumblrClient, TumblrError,
+                               post_limits)
 from bot.tumblr.errors import UserError as TumblrUserError
 from gpt2.errors import UserError
 from selector import autoreview
@@ -553,7 +554,7 @@ class Bot:
     except TumblrError as e:
       if e.status == 401 or isinstance(e, RateLimited):
         raise
-      if 8023 in e.subcodes:  # the server says the day's cap is reached
+      if isinstance(e, PostLimitReached):  # the day's cap: 403.8023 or 429
         self.budget.server = {"remaining": 0}
         report.deferred.append(job.key)
         report.stopped = str(e)
@@ -567,9 +568,12 @@ class Bot:
   def _finish(self, job: Job, post_id: str, report: PassReport,
               reconciled: bool = False) -> None:
     state = job.plan.state
+    # An answered ask or a published draft has a new id: the map keeps
+    # the old one's way to it.
     self.store.finish(job.key, post_id,
                       status="drafted" if state == "draft" else "done",
-                      counts_as_post=state in POSTING, post_state=state)
+                      counts_as_post=state in POSTING, post_state=state,
+                      genesis=job.plan.post_id)
     if state in POSTING:
       self.budget.spent()
       self.posts_this_pass += 1

@@ -10,8 +10,14 @@ is there:
   landed when the ask is gone; following twice is harmless, so a follow
   whose ask is still there is simply sent again;
 
+- an ask stored in the legacy format (`Plan.legacy`) is answered through
+  the legacy `/post/edit` with `answer=`: Tumblr refuses an NPF edit of it;
 - an answer or an edit changes a known post id: that post, in the planned
-  state and with the planned text, is the one;
+  state and with the planned text, is the one. Published, an ask, a draft
+  or a queued post has a new id (its old one answers 404): the state's
+  map from genesis to current id knows it, or the post that names the old
+  id as its `genesis_post_id` is found among the blog's posts in the
+  planned state (`current_post`), and the map learns it;
 - a reblog or an original post is a new post: a post of the bot's with the
   plan's slug (recorded with the plan before the request) is the one; a
   post without that slug counts only if it has the planned parent (a
@@ -21,14 +27,17 @@ is there:
   for this one.
 """
 
+import logging
 import re
 from typing import Callable, Optional
 
 from bot.records import (ANSWER, DELETE, EDIT, FOLLOW, REBLOG, UNFOLLOW,
                          Plan)
 from bot.state import Store
-from bot.tumblr import npf
+from bot.tumblr import html_subset, npf
 from bot.tumblr.client import TumblrClient
+
+log = logging.getLogger("bot.posting")
 
 # How the API may spell a plan's state on the post.
 _STATES = {"published": ("published",), "queue": ("queue", "queued"),
@@ -76,6 +85,15 @@ class Poster:
                         f.read())
     args = dict(content=plan.content, tags=plan.tags, state=plan.state,
                 landed=landed, media=media or None)
+    if plan.action in (ANSWER, EDIT) and plan.legacy:
+      if plan.media:
+        log.warning("%s: a legacy ask is answered by its text alone (its "
+                    "media cannot go through /post/edit)", job_key)
+      _, answer = npf.split_ask(plan.content, plan.layout)
+      answer = [b for b in answer if not html_subset.is_placeholder(b)]
+      return c.answer_legacy(blog, plan.post_id,
+                             answer_html=html_subset.blocks_to_html(answer),
+                             tags=plan.tags, state=plan.state, landed=landed)
     if plan.action in (ANSWER, EDIT):
       extra = None
       if plan.parent:
@@ -98,19 +116,14 @@ class Poster:
       return plan.post_id if gone else None
     want = content_text(plan.content, plan.layout)
     if plan.action in (ANSWER, EDIT):
-      post = self.client.get_post(self.blog, plan.post_id)
+      post = self.current_post(plan.post_id, plan.state)
       if post is None:
         return None
       if (post.get("state", "published") in _STATES[plan.state]
           and content_text(post.get("content"), post.get("layout")) == want):
         return npf.post_id(post)
       return None
-    if plan.state == "queue":
-      posts = self.client.queue(self.blog)
-    elif plan.state == "draft":
-      posts = self.client.drafts(self.blog)
-    else:
-      posts = self.client.recent_posts(self.blog, _RECENT_POSTS)
+    posts = self._listing(plan.state)
     for post in posts:
       if plan.slug and post.get("slug") == plan.slug:
         return npf.post_id(post)
@@ -118,6 +131,34 @@ class Poster:
       if self._same_post(plan, post, want, job_key):
         return npf.post_id(post)
     return None
+
+  def current_post(self, post_id: str, state: str = "published"
+                   ) -> Optional[dict]:
+    """The post first known as `post_id`, wherever publishing moved it:
+    at that id; else at the id the state maps it to; else the post of the
+    blog's listing for `state` whose `genesis_post_id` is `post_id` (the
+    map learns it). None if it is nowhere: deleted, or not in `state`."""
+    post = self.client.get_post(self.blog, post_id)
+    if post is not None:
+      return post
+    current = self.store.current_post_id(post_id)
+    if current is not None:
+      return self.client.get_post(self.blog, current)
+    if state not in _STATES:
+      return None
+    for post in self._listing(state):
+      if str(post.get("genesis_post_id") or "") == str(post_id):
+        self.store.map_post_id(post_id, npf.post_id(post))
+        return post
+    return None
+
+  def _listing(self, state: str) -> list:
+    """The bot's posts in `state` where a post of a plan would be."""
+    if state == "queue":
+      return self.client.queue(self.blog)
+    if state == "draft":
+      return self.client.drafts(self.blog)
+    return self.client.recent_posts(self.blog, _RECENT_POSTS)
 
   def _same_post(self, plan: Plan, post: dict, want: str,
                  job_key: str) -> bool:

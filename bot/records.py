@@ -53,6 +53,9 @@ class Plan:
   slug: str = ""
   blog: str = ""  # follow, unfollow: whom
   media: dict = dataclasses.field(default_factory=dict)  # identifier: file
+  # answer, edit: the ask is not stored in NPF, so it is answered through
+  # the legacy /post/edit (an NPF edit of it is refused)
+  legacy: bool = False
 
   def __post_init__(self):
     if self.action not in ACTIONS:

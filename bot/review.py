@@ -28,7 +28,7 @@ import logging
 from typing import Optional
 
 from bot.jobs.base import Desk
-from bot.posting import content_text
+from bot.posting import Poster, content_text
 from bot.records import DELETE, EDIT, Job, Plan
 from bot.tumblr import npf
 
@@ -143,12 +143,14 @@ def accept_plan(draft: dict, drafted_plan: Optional[Plan],
               tags=[t for t in draft.get("tags") or [] if t not in drop_tags],
               text=content_text(draft.get("content"), draft.get("layout")),
               # a reblog stays one
-              parent=drafted_plan.parent if drafted_plan else None)
+              parent=drafted_plan.parent if drafted_plan else None,
+              legacy=npf.is_legacy(draft))
 
 
 def _draft_gone(desk: Desk, job: Job) -> None:
-  """A draft missing from the drafts listing: published or deleted?"""
-  post = desk.client.get_post(desk.blog, job.post_id)
+  """A draft missing from the drafts listing: published or deleted?
+  Published, it has a new id: found by its genesis id (bot.posting)."""
+  post = Poster(desk.client, desk.store, desk.blog).current_post(job.post_id)
   if post is None:
     log.info("%s: the operator deleted the draft", job.key)
     _example(desk, job, "deleted", "tumblr")

@@ -55,9 +55,11 @@ from gpt2.errors import UserError
 PENDING = ("seen", "chosen", "sending", "review")
 # The layout this code writes, stamped in the file's `PRAGMA user_version`.
 # 0: a file from before the stamp (migrated as it always was); 1: jobs may
-# be `parked`, and count their errors. A newer file is refused: an older
-# version would silently never work a status it does not know.
-SCHEMA_VERSION = 1
+# be `parked`, and count their errors; 2: the `post_ids` map from a post's
+# genesis id to its current one (filled from the jobs' plans when a file is
+# brought up to it). A newer file is refused: an older version would
+# silently never work a status it does not know.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -111,6 +113,11 @@ CREATE TABLE IF NOT EXISTS written (
   entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS written_job ON written (job_key);
+CREATE TABLE IF NOT EXISTS post_ids (
+  genesis TEXT PRIMARY KEY,
+  current TEXT NOT NULL,
+  t REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   job_key TEXT NOT NULL,
@@ -209,6 +216,8 @@ class Store:
           db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
       if version < 1:
         self._review_out_of_payloads(db)
+      if version < 2:
+        self._post_ids_from_plans(db)
       for statement in _statements(_INDEXES):
         db.execute(statement)
       if version != SCHEMA_VERSION:
@@ -236,6 +245,26 @@ class Store:
       db.execute("UPDATE jobs SET status = ?, payload = ?, rejected = ? "
                  "WHERE key = ?", (status, json.dumps(payload),
                                    json.dumps(rejected), key))
+
+  def _post_ids_from_plans(self, db: sqlite3.Connection) -> None:
+    """Files before the id map: an answer or edit whose post came back
+    with another id than the one it changed (a published draft or ask on
+    real Tumblr) gives the map its first entries."""
+    rows = db.execute("SELECT key, plan, post_id, updated FROM jobs WHERE "
+                      "plan IS NOT NULL AND post_id IS NOT NULL").fetchall()
+    for key, plan, post_id, updated in rows:
+      try:
+        plan = json.loads(plan)
+      except ValueError as e:
+        raise self._bad_row("jobs", key,
+                            f"its plan is not JSON ({e})") from None
+      if not isinstance(plan, dict):
+        raise self._bad_row("jobs", key, "its plan is not a JSON object")
+      genesis = plan.get("post_id")
+      if (plan.get("action") in ("answer", "edit") and genesis
+          and str(genesis) != str(post_id)):
+        db.execute("INSERT OR IGNORE INTO post_ids (genesis, current, t) "
+                   "VALUES (?, ?, ?)", (str(genesis), str(post_id), updated))
 
   def _bad_row(self, table: str, row_id: str, what: str) -> UserError:
     return UserError(f"state: {self.path} cannot be brought up to date: "
@@ -390,9 +419,11 @@ class Store:
 
   def finish(self, key: str, post_id: Optional[str], status: str = "done",
              counts_as_post: bool = True, post_state: str = "published",
-             note: Optional[str] = None, expect: tuple = ("sending",)
-             ) -> None:
-    """After the API confirmed: done (or drafted), and counted for the cap."""
+             note: Optional[str] = None, expect: tuple = ("sending",),
+             genesis: Optional[str] = None) -> None:
+    """After the API confirmed: done (or drafted), and counted for the cap.
+    `genesis`: the id the post had before (an ask or draft the job
+    published), mapped to `post_id` in the same transaction."""
     if status not in ("done", "drafted"):
       raise ValueError(status)
     now = self._clock()
@@ -404,6 +435,8 @@ class Store:
           (status, post_id, note, now, key, *expect))
       if cur.rowcount != 1:
         raise RuntimeError(f"job {key}: finish without sending")
+      if genesis and post_id and str(genesis) != str(post_id):
+        _map_post_id(db, genesis, post_id, now)
       if counts_as_post:
         db.execute("INSERT INTO posts_made (t, job_key, state, post_id) "
                    "VALUES (?, ?, ?, ?)", (now, key, post_state, post_id))
@@ -462,9 +495,24 @@ class Store:
               note="the operator deleted the draft")
 
   def draft_published(self, key: str, post_id: str) -> None:
-    """The operator published the draft on Tumblr themselves."""
+    """The operator published the draft on Tumblr themselves (`post_id`:
+    its id now, which publishing may have changed)."""
     self.finish(key, post_id, note="published by the operator",
-                expect=("drafted",))
+                expect=("drafted",), genesis=self.job(key).post_id)
+
+  # -- post ids that publishing changed --------------------------------------
+
+  def map_post_id(self, genesis: str, current: str) -> None:
+    """The post whose id was `genesis` (an ask, a draft, a queued post) is
+    `current` now: Tumblr gives a post a new id when it is published."""
+    with self._tx() as db:
+      _map_post_id(db, genesis, current, self._clock())
+
+  def current_post_id(self, genesis: str) -> Optional[str]:
+    """The id the post first known as `genesis` has now, if it changed."""
+    row = self._db.execute("SELECT current FROM post_ids WHERE genesis = ?",
+                           (str(genesis),)).fetchone()
+    return row[0] if row else None
 
   def last_answered(self, user: str, kinds: Sequence[str]) -> Optional[float]:
     """When the bot last finished a job of `kinds` for `user`."""
@@ -673,6 +721,12 @@ def read_only_rows(path: str, query: str, what: str) -> list:
                     ) from None
   finally:
     db.close()
+
+
+def _map_post_id(db: sqlite3.Connection, genesis: str, current: str,
+                 t: float) -> None:
+  db.execute("INSERT OR REPLACE INTO post_ids (genesis, current, t) VALUES "
+             "(?, ?, ?)", (str(genesis), str(current), t))
 
 
 def _release(lock_files: list) -> None:

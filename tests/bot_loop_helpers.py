@@ -186,9 +186,15 @@ def seed_asks(server, asks=ASKS):
   return [server.add_ask(BOT, q, who) for q, who in asks]
 
 
+def first_id(post: dict) -> int:
+  """The id a post had first: published, an ask or a draft has a new one."""
+  return int(post.get("genesis_post_id") or post["id"])
+
+
 def answered(server, ask_ids, state="published"):
-  """{ask id: answer blocks} for the asks in `state`."""
-  posts = {p["id"]: p for p in server.posts(BOT, state)}
+  """{ask id: answer blocks} for the asks in `state` (an answered ask has a
+  new id: found by its genesis id)."""
+  posts = {first_id(p): p for p in server.posts(BOT, state)}
   out = {}
   for ask_id in ask_ids:
     if ask_id in posts:

@@ -56,7 +56,7 @@ def assert_each_job_posted_once(server, ids, cfg):
   by_parent = {}
   for p in published:
     by_parent.setdefault(p.get("parent_post_id"), []).append(p)
-  answers = [p for p in published if p["id"] == ids["ask"]]
+  answers = [p for p in published if helpers.first_id(p) == ids["ask"]]
   assert len(answers) == 1
   assert len(writes_to(server, f"/posts/{ids['ask']}")) == 1
   replies = by_parent.get(str(ids["own"]), [])
@@ -133,7 +133,7 @@ def test_accepted_draft_killed_before_it_is_sent_is_published_once(
   report = loop.run_pass(cfg, model=bot_model)
   assert report.published == [f"ask:{ask}"]
   assert server.write_requests == writes + 1
-  (post,) = [p for p in server.posts(BOT) if p["id"] == ask]
+  (post,) = [p for p in server.posts(BOT) if helpers.first_id(p) == ask]
   assert post["content"] == draft["content"]  # as the operator left it
   assert cfg.review.needs_tag not in post["tags"]
   assert loop.run_pass(cfg, model=bot_model).writes == 0

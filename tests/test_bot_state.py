@@ -184,6 +184,33 @@ def test_an_older_state_file_is_brought_up_to_date(tmp_path):
   store.close()
 
 
+def test_a_schema_1_file_gains_the_post_id_map_from_its_plans(tmp_path):
+  """Schema 2 maps a post's genesis id to its current one (a published ask
+  or draft has a new id): a file of schema 1 gets the map, filled from the
+  answers whose post came back with another id."""
+  path = str(tmp_path / "bot.db")
+  store = Store(path)
+  for key, genesis, current in (("ask:1", "1", "9"), ("ask:2", "2", "2")):
+    store.record_job(key, "ask", {"post": {}})
+    store.save_plan(key, Plan(action="answer", state="published", text="hi",
+                              tags=[], content=[], layout=[],
+                              post_id=genesis))
+    store.mark_sending(key)
+    store.finish(key, current)
+  store.close()
+  db = sqlite3.connect(path)
+  db.execute("DROP TABLE post_ids")
+  db.execute("PRAGMA user_version = 1")
+  db.commit()
+  db.close()
+  store = Store(path)
+  assert store.current_post_id("1") == "9"
+  assert store.current_post_id("2") is None  # its id did not change
+  assert store.job("ask:1").status == "done"
+  store.close()
+  assert user_version(path) == SCHEMA_VERSION == 2
+
+
 def test_a_state_file_of_a_newer_version_is_refused_untouched(tmp_path):
   path = str(tmp_path / "bot.db")
   store = Store(path)

@@ -121,7 +121,8 @@ class Asks(JobKind):
     return Plan(action=ANSWER, state="published", text=text, tags=["mood"],
                 content=_ask_blocks(post) + [image] + npf.text_to_content(
                     text), layout=_layout(post, _asker(post)),
-                post_id=npf.post_id(post), media={"mood": path})
+                post_id=npf.post_id(post), media={"mood": path},
+                legacy=npf.is_legacy(post))
 
   def context(self, job: Job, blog: str, now: float) -> Context:
     thread = text_format.post_to_thread(job.payload["post"])
@@ -136,7 +137,8 @@ class Asks(JobKind):
     post = ctx.job.payload["post"]
     return Plan(action=ANSWER, state=state, text=text, tags=tags,
                 content=_ask_blocks(post) + npf.text_to_content(text),
-                layout=_layout(post, ctx.author), post_id=npf.post_id(post))
+                layout=_layout(post, ctx.author), post_id=npf.post_id(post),
+                legacy=npf.is_legacy(post))
 
 
 def _layout(post: dict, asker: Optional[str]) -> list:

@@ -7,6 +7,7 @@ selector import): the bot's other rooms build on it.
   html_subset   the small HTML subset turns are written in
   fields        forgiving readers for the API's dict fields
   client        the API client with retries, rate limits and the daily cap
+  post_day      the daily cap's day: the calendar day in US Eastern time
   credentials   the four OAuth1 keys, from a file or the environment
   scrape        a blog's posts to JSONL, resumable; tumblr-backup import
   server        a local Tumblr API server (tests, the demo, dry runs)

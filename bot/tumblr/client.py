@@ -28,19 +28,21 @@ work when the hour runs low.
 
 `PostBudget` tracks the 250 posts a day cap from the bot's own ledger (the
 state store) and the server's `/user/limits` when available, on Tumblr's
-calendar day. Its tiers follow the original's: normal with 25 or more posts
-left today; under 25 posts go out spaced evenly over what is left of the day
-and fewer per pass; under 5 only answers to people (asks, replies, reblogs
-of the bot's posts) are posted; at 0 it defers. A deferral is not a
-failure: the job stays pending for a later pass.
+calendar day (in US Eastern time, bot.tumblr.post_day). Its tiers follow
+the original's: normal with 25 or more posts left today; under 25 posts go
+out spaced evenly over what is left of the day and fewer per pass; under 5
+only answers to people (asks, replies, reblogs of the bot's posts) are
+posted; at 0 it defers. A deferral is not a failure: the job stays pending
+for a later pass, and so does a post Tumblr refuses for the cap (429 or
+403.8023, `PostLimitReached`).
 """
 
 import collections
 import dataclasses
-import datetime
 import email.utils
 import json
 import logging
+import re
 import time
 from typing import Callable, Optional
 
@@ -48,6 +50,8 @@ import pytumblr2
 import requests
 from pytumblr2.request import TumblrRequest
 from requests_oauthlib import OAuth1
+
+from bot.tumblr import post_day
 
 DEFAULT_HOST = "https://api.tumblr.com"
 USER_AGENT = "tumblr-gpt2-jax-bot/0.1"
@@ -63,6 +67,11 @@ _MINUTE_S = 60.0
 # The longest backoff after a 429 that says nothing of when to come back: a
 # minute, the shortest window Tumblr limits.
 _NO_HINT_CAP_S = 60.0
+# How Tumblr says the day's posts are spent: 403 with subcode 8023 (the
+# docs' NPF section) or 429 naming the limit (the rate limits section).
+_POST_LIMIT_CODE = 8023
+_POST_LIMIT_WORDS = re.compile(r"post(?:s|ing)? limit|posts? (?:per|a) day|"
+                               r"daily post", re.IGNORECASE)
 
 log = logging.getLogger("bot.tumblr.client")
 # These log request URLs and OAuth parameters (keys and tokens) at DEBUG.
@@ -86,6 +95,7 @@ class TumblrError(Exception):
   def __init__(self, status: int, message: str, subcodes=()):
     super().__init__(f"Tumblr API {status}: {message}")
     self.status = status
+    self.message = message
     self.subcodes = tuple(subcodes)
 
 
@@ -95,6 +105,11 @@ class RateLimited(TumblrError):
 
 class BudgetExhausted(RateLimited):
   """The hour's (or day's) API calls are spent: the request was not sent."""
+
+
+class PostLimitReached(TumblrError):
+  """Tumblr refused a post for the day's cap (429 or 403.8023): the job
+  waits for a later pass; this is not the API rate limit."""
 
 
 class PostCapDeferred(Exception):
@@ -175,6 +190,16 @@ def _error_from(data: dict, status: int) -> TumblrError:
     detail = said.strip()
   msg = meta.get("msg", "error") + (f" ({detail})" if detail else "")
   return TumblrError(status, msg, subcodes)
+
+
+def _post_limit(data: dict) -> bool:
+  """Whether an error answer is the daily post cap's: subcode 8023 (the
+  docs' NPF section), or a 429 whose message speaks of the post limit (the
+  docs' rate limits section: per-day limits answer 429 "Limit Exceeded",
+  whose message "should indicate what limit you've hit")."""
+  error = _error_from(data, 0)
+  return (_POST_LIMIT_CODE in error.subcodes
+          or bool(_POST_LIMIT_WORDS.search(str(error))))
 
 
 def reset_wait(headers, now: float) -> Optional[float]:
@@ -361,6 +386,11 @@ class TumblrClient:
       self.budget.update(resp.headers, self._clock())
       status = resp.status_code
       log.debug("%s %s -> %d", method, _path_of(path), status)
+      if status == 429 and write and _post_limit(_envelope(resp)):
+        # The day's posts, not the API's calls: waiting seconds or the
+        # hour's reset would not help; the caller defers the job.
+        error = _error_from(_envelope(resp), status)
+        raise PostLimitReached(status, error.message, error.subcodes)
       if status == 429:
         wait = reset_wait(resp.headers, self._clock())
         if wait is None:
@@ -389,7 +419,10 @@ class TumblrClient:
         self._sleep(self.backoff_s * 2 ** (attempt - 1))
         continue
       if status >= 400:
-        raise _error_from(data, status)
+        error = _error_from(data, status)
+        if _POST_LIMIT_CODE in error.subcodes:
+          raise PostLimitReached(status, error.message, error.subcodes)
+        raise error
       return data.get("response", {})
 
   def _pace(self) -> None:
@@ -562,6 +595,18 @@ class TumblrClient:
                      json_body=body, media=media, landed=landed)
     return str(resp.get("id") or resp.get("id_string") or post_id)
 
+  def answer_legacy(self, blog: str, post_id: str, *, answer_html: str,
+                    tags=(), state: str = "published", landed=None) -> str:
+    """Answers an ask stored in the legacy format through `/post/edit` with
+    `answer=` (HTML), as the original bot (nostalgebraist-autoresponder)
+    did: Tumblr refuses an NPF edit of a post not created in NPF, unless it
+    is a legacy text post (the API docs' NPF edit route)."""
+    body = {"id": str(post_id), "answer": answer_html, "state": state,
+            "tags": ",".join(tags)}
+    resp = self.send("POST", f"/v2/blog/{_blog_id(blog)}/post/edit",
+                     json_body=body, landed=landed)
+    return str(resp.get("id") or resp.get("id_string") or post_id)
+
   def reblog(self, blog: str, *, parent_uuid: str, parent_id: str,
              reblog_key: str, content: list, tags=(),
              state: str = "published", slug: str = "",
@@ -635,20 +680,20 @@ class PostBudget:
   tumblr_offset: Callable[[], float] = lambda: 0.0
 
   def day_bounds(self, now: float) -> tuple:
-    """Start and end of the cap's day on our clock: the server's reset, else
-    midnight UTC on Tumblr's clock."""
+    """Start and end of the cap's day on our clock: the calendar day in US
+    Eastern time on Tumblr's clock (bot.tumblr.post_day), ending at the
+    server's reset when it names one."""
     offset = self.tumblr_offset()
+    start, end = post_day.day_bounds(now + offset)
+    start, end = start - offset, end - offset
     reset_at = (self.server or {}).get("reset_at")
     if reset_at and float(reset_at) - offset > now:
       end = float(reset_at) - offset
       # The reset is in whole seconds: a post made in the second the day
       # began still counts.
-      return end - 86400 - _RESET_SLACK_S, end
-    day = datetime.datetime.fromtimestamp(now + offset,
-                                          datetime.timezone.utc).date()
-    start = datetime.datetime.combine(day, datetime.time(),
-                                      datetime.timezone.utc).timestamp()
-    return start - offset, start - offset + 86400
+      start = post_day.day_bounds(end - 1 + offset)[0] - offset
+      start -= _RESET_SLACK_S
+    return start, end
 
   def remaining(self, now: Optional[float] = None) -> int:
     now = self.clock() if now is None else now

@@ -295,6 +295,14 @@ def post_id(post: dict) -> str:
   return str(post.get("id_string") or post.get("id"))
 
 
+def is_legacy(post: dict) -> bool:
+  """Whether the post is stored in the legacy format: the API says so by
+  `is_blocks_post_format` false (absent: taken as NPF). Tumblr edits such a
+  post in NPF only if it is a legacy text post (the API docs' NPF edit
+  route); an ask in it is answered through the legacy `/post/edit`."""
+  return post.get("is_blocks_post_format") is False
+
+
 def poster(post: dict) -> str:
   """The name of the blog the post is on."""
   return (blog_name(post.get("blog")) or fields.string(post.get("blog_name"))
