@@ -108,7 +108,7 @@ def test_the_notebook_runs_on_a_cpu_with_the_tiny_preset(tmp_path):
                    if c.cell_type == "code" for o in c.outputs)
   assert "preset tiny" in text
   # The import, the corpus under the bot's name, the training run.
-  wrote = re.search(r"wrote (\d+) posts .* from \S*mastodon-export", text)
+  wrote = re.search(r"wrote (\d+) posts .* to \S*posts.jsonl", text)
   assert wrote and 150 <= int(wrote.group(1)) <= 200, text
   with open(os.path.join(workdir, "docs.jsonl"), encoding="utf-8") as f:
     docs = [json.loads(line)["text"] for line in f]
