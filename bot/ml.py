@@ -165,7 +165,8 @@ class SamplingSettings:
 
 
 class LocalModel:
-  """Generator and scorer in this process: a loaded GPT-2 and its heads."""
+  """Generator and scorer in this process: a loaded generator (a GPT-2 or a
+  Llama-family model) and its heads."""
 
   def __init__(self, model, heads=None,
                settings: SamplingSettings = SamplingSettings(),
@@ -193,6 +194,12 @@ class LocalModel:
     model = weights.load_model(model_dir)
     heads = None
     if heads_dir:
+      from gpt2 import family  # pylint: disable=import-outside-toplevel
+      if family.of(model.config) is not family.GPT2:
+        raise UserError(
+            f"heads ({heads_dir}) read a GPT-2's activations; the "
+            f"{model.config.model_type} model {model_dir} runs without heads "
+            "for now (leave config key `heads` empty)")
       from selector.score import Heads  # pylint: disable=import-outside-toplevel
       heads = Heads.load(heads_dir, model=model)
     return cls(model, heads, settings, sentiment_scale, heads_dir)
@@ -254,8 +261,9 @@ class LocalModel:
   def logprob(self, prefixes: Sequence[str],
               continuations: Sequence[str]) -> list:
     import jax  # pylint: disable=import-outside-toplevel
-    from gpt2 import model as model_lib  # pylint: disable=import-outside-toplevel
+    from gpt2 import family  # pylint: disable=import-outside-toplevel
     tok, config = self.model.tokenizer, self.model.config
+    forward = family.of(config).forward
     pairs = [(tok.encode(p), tok.encode(c))
              for p, c in zip(prefixes, continuations)]
     if not pairs:
@@ -274,7 +282,7 @@ class LocalModel:
     if self._forward is None:
       self._forward = jax.jit(
           lambda params, x: jax.nn.log_softmax(
-              model_lib.forward(config, params, x).logits.astype(np.float32)))
+              forward(config, params, x).logits.astype(np.float32)))
     logp = np.asarray(self._forward(self.model.params, ids))
     out = []
     for i, (p, c) in enumerate(pairs):

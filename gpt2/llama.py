@@ -377,7 +377,8 @@ class Llama(nn.Module):
                capture: Sequence[int] = (), deterministic: bool = True,
                return_logits: bool = True):
     """Runs the model on `input_ids` (B, T); the arguments and the output
-    (`GPT2Output`) are `gpt2.model.GPT2.__call__`'s."""
+    (`GPT2Output`) are `gpt2.model.GPT2.__call__`'s (`params["layers"]`
+    may be a tuple of per-layer trees, `unstack_layers`)."""
     cfg = self.config
     B, T = input_ids.shape
     positions, valid, bias = gpt2_model.attention_bias(
@@ -396,9 +397,11 @@ class Llama(nn.Module):
     x_in = x
     layers = (None if self.is_initializing() else
               self.variables.get("params", {}).get("layers"))
-    if layers is not None and (cache is not None or not cfg.scan_layers):
-      layers = [{"params": p} for p in
-                gpt2_model._layer_slices(layers, cfg.n_layer)]  # pylint: disable=protected-access
+    if layers is not None and (cache is not None or not cfg.scan_layers or
+                               isinstance(layers, (list, tuple))):
+      if not isinstance(layers, (list, tuple)):  # else `unstack_layers`'
+        layers = gpt2_model._layer_slices(layers, cfg.n_layer)  # pylint: disable=protected-access
+      layers = [{"params": p} for p in layers]
       x, cache, layer_out = gpt2_model._blocks_in_turn(  # pylint: disable=protected-access
           cfg, layers, x, context, valid, cache, cache_index, deterministic,
           None, block_cls=Block)
@@ -443,6 +446,12 @@ def init_cache(config: LlamaConfig, batch: int, length: int,
   shape = (batch, length, config.n_kv_head, config.head_dim)
   return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
                for _ in range(config.n_layer))
+
+
+def unstack_layers(params, dtype=None) -> dict:
+  """`params` with `layers` a tuple of per-layer trees, the weights but the
+  norms' in `dtype`: `gpt2.model.unstack_layers` for this family."""
+  return gpt2_model.unstack_layers(params, dtype, key="layers")
 
 
 def _init_variables(config, rng):

@@ -149,6 +149,23 @@ def params_from_hf_tensors(tensors: dict, config: llama.LlamaConfig,
   return params
 
 
+def params_to_hf_tensors(params: dict, config: llama.LlamaConfig) -> dict:
+  """HF name -> numpy float32 array of our params: `params_from_hf_tensors`
+  the other way (kernels transposed back to (out, in), blocks unstacked)."""
+  out = {}
+  for key_path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+    path = tuple(k.key for k in key_path)
+    value = np.asarray(jax.device_get(value), np.float32)
+    fix = (lambda a: np.ascontiguousarray(a.T)) if path[-1] == "kernel" \
+        else np.ascontiguousarray
+    if path[0] == "layers":
+      for i in range(config.n_layer):
+        out[hf_name(path, i)] = fix(value[i])
+    else:
+      out[hf_name(path)] = fix(value)
+  return out
+
+
 def load_hf(path: str, **overrides) -> tuple:
   """(LlamaConfig, params) of a local or remote Hugging Face directory;
   `overrides` set the config's numerics (`param_dtype`, ...)."""

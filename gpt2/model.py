@@ -514,24 +514,26 @@ def init_cache(config: GPT2Config, batch: int, length: int,
                for _ in range(config.n_layer))
 
 
-def unstack_layers(params, dtype=None) -> dict:
-  """`params` with `h` as a tuple of per-layer trees (a copy of the blocks),
+def unstack_layers(params, dtype=None, key: str = "h") -> dict:
+  """`params` with `key` (the stacked blocks: GPT-2's `h`, the Llama
+  family's `layers`) as a tuple of per-layer trees (a copy of the blocks),
   which `forward` runs in turn: a decoding loop then reads each layer's
   weights where they lie instead of slicing them out on every step.
 
-  With `dtype`, every weight but the layer norms' is cast to it, so that a
-  bfloat16 model with float32 parameters converts no weight per step (the
-  layers would cast them to the same values)."""
-  if not isinstance(params["h"], (list, tuple)):
-    n_layer = jax.tree.leaves(params["h"])[0].shape[0]
-    params = {**params, "h": tuple(
-        jax.tree.map(lambda p, i=i: p[i], params["h"])
+  With `dtype`, every weight but the norms' (`ln_*`, `*norm`) is cast to
+  it, so that a bfloat16 model with float32 parameters converts no weight
+  per step (the layers would cast them to the same values)."""
+  if not isinstance(params[key], (list, tuple)):
+    n_layer = jax.tree.leaves(params[key])[0].shape[0]
+    params = {**params, key: tuple(
+        jax.tree.map(lambda p, i=i: p[i], params[key])
         for i in range(n_layer))}
   if dtype is None:
     return params
 
   def cast(path, leaf):
-    norm = any(str(getattr(k, "key", "")).startswith("ln_") for k in path)
+    names = [str(getattr(k, "key", "")) for k in path]
+    norm = any(n.startswith("ln_") or n.endswith("norm") for n in names)
     return leaf if norm else leaf.astype(dtype)
 
   return jax.tree_util.tree_map_with_path(cast, params)

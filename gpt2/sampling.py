@@ -22,7 +22,10 @@ rows and heads merged that the prompt's candidates share, own slots in two
 segments with a decoding loop each); elsewhere the reference model
 (`gpt2.model.forward` with its KV cache). Both run the layers unstacked
 (`gpt2.model.unstack_layers`), reading every weight and cache buffer where it
-lies instead of slicing it out of stacked arrays on every step.
+lies instead of slicing it out of stacked arrays on every step. A model of
+the Llama family (`gpt2.llama`) runs the reference on every platform,
+through the functions `gpt2.family` gives for its config, with a KV cache of
+its key/value heads only; the rest of the sampler is the same for both.
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
@@ -50,8 +53,8 @@ import numpy as np
 
 from gpt2 import attention as attention_lib
 from gpt2 import cpu_decoding
+from gpt2 import family as family_lib
 from gpt2 import int8 as int8_lib
-from gpt2 import model as model_lib
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config
 from gpt2.sampling_params import MAX_STEPS, SamplingParams
@@ -420,13 +423,14 @@ def _reference_prepare(config: GPT2Config, params,
   """The reference model's layers, unstacked; with `weights="int8"` each
   block kernel (in, out) as `kernel_q` int8 codes and `kernel_scale`
   (out,), gpt2.int8's per-output-channel quantization (the embedding, and
-  so the tied head, stays as it is)."""
-  params = model_lib.unstack_layers(params, config.compute_dtype)
+  so a tied head, stays as it is)."""
+  family = family_lib.of(config)
+  params = family.unstack_layers(params, config.compute_dtype)
   if weights == "float32":
     return params
-  return {**params, "h": tuple(int8_lib.map_dense(layer,
-                                                  int8_lib.quantize_dense)
-                               for layer in params["h"])}
+  return {**params, family.layers: tuple(
+      int8_lib.map_dense(layer, int8_lib.quantize_dense)
+      for layer in params[family.layers])}
 
 
 def _widened(config: GPT2Config, params) -> dict:
@@ -434,9 +438,10 @@ def _widened(config: GPT2Config, params) -> dict:
   next to the matmul that reads each, where the platform's compiler can
   fuse the conversion into it (XLA's GPU matmul fusions do); the rest as
   it is."""
+  key = family_lib.of(config).layers
   widen = lambda p: int8_lib.dequantize_dense(p, config.compute_dtype)
-  return {**params, "h": tuple(int8_lib.map_dense(layer, widen)
-                               for layer in params["h"])}
+  return {**params, key: tuple(int8_lib.map_dense(layer, widen)
+                               for layer in params[key])}
 
 
 def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
@@ -444,9 +449,10 @@ def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
   """The prompts' cache, each row repeated for its candidates."""
   del segments
   n_prompts, length = ids.shape
-  cache = model_lib.init_cache(config, n_prompts, length + own_slots)
+  family = family_lib.of(config)
+  cache = family.init_cache(config, n_prompts, length + own_slots)
   if length:
-    cache = model_lib.forward(
+    cache = family.forward(
         config, _widened(config, params), ids, positions=positions,
         cache=cache, cache_index=0,
         kv_mask=jnp.pad(mask.astype(bool), ((0, 0), (0, own_slots))),
@@ -456,7 +462,8 @@ def _reference_prefill(config: GPT2Config, params, ids, mask, positions, *,
 
 def _reference_forward(config, params, token_ids, *, segment=None, **kw):
   del segment
-  return model_lib.forward(config, _widened(config, params), token_ids, **kw)
+  return family_lib.of(config).forward(config, _widened(config, params),
+                                       token_ids, **kw)
 
 
 DECODINGS = {
@@ -469,13 +476,21 @@ DECODINGS = {
 }
 
 
-def decoding_for(name: str = "auto") -> Decoding:
-  """The decoding `name` names; "auto": "cpu" on a CPU, else "reference"."""
+def decoding_for(name: str = "auto", config=None) -> Decoding:
+  """The decoding `name` names; "auto": "cpu" on a CPU, else "reference".
+  A model `config` whose family `gpt2.cpu_decoding` does not lay out (the
+  Llama family, so far) runs the reference everywhere."""
+  laid_out = config is None or family_lib.of(config).cpu_decoding
   if name == "auto":
-    name = "cpu" if attention_lib.platform() == "cpu" else "reference"
+    name = ("cpu" if attention_lib.platform() == "cpu" and laid_out
+            else "reference")
   if name not in DECODINGS:
     raise UserError(f"decoding={name!r} is not one of auto, "
                     f"{', '.join(DECODINGS)}")
+  if name == "cpu" and not laid_out:
+    raise UserError(f"decoding='cpu' runs GPT-2s only; a "
+                    f"{config.model_type} model decodes with 'reference' "
+                    "(or 'auto')")
   return DECODINGS[name]
 
 
@@ -707,7 +722,7 @@ def prepared_params(config: GPT2Config, params, decoding: str = "auto",
   Kept only for JAX arrays (numpy ones may change in place), and dropped
   when the model's arrays are.
   """
-  name = decoding_for(decoding).name
+  name = decoding_for(decoding, config).name
   leaves = jax.tree.leaves(params)
   if weights not in cpu_decoding.WEIGHTS:
     raise UserError(f"weights={weights!r} is not one of "
@@ -1146,7 +1161,7 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
     path).
   Returns a flat, prompt-major list of SampleResult.
   """
-  decoding = decoding_for(decoding).name
+  decoding = decoding_for(decoding, config).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture, max_steps)
@@ -1219,7 +1234,7 @@ def stream(config: GPT2Config, params, tokenizer: Tokenizer,
   same arguments the results equal `sample`'s; the generator returns them
   (`results = yield from stream(...)`).
   """
-  decoding = decoding_for(decoding).name
+  decoding = decoding_for(decoding, config).name
   rules = _rules(rules, rule_overrides, config)
   request = _prepare(config, tokenizer, prompts, num_samples, max_new_tokens,
                      stop, seed, rules, capture, max_steps)

@@ -1,14 +1,24 @@
-"""GPT-2's byte-level BPE on the `tokenizers` library.
+"""GPT-2's byte-level BPE on the `tokenizers` library, and any
+`tokenizer.json` (a Llama-family checkpoint's).
 
 Loads OpenAI's files (`encoder.json` + `vocab.bpe`) or Hugging Face's
 (`vocab.json` + `merges.txt`, or a single `tokenizer.json`), and trains new
 byte-level BPEs for small from-scratch models. `<|endoftext|>` written in the
 text becomes the one end-of-text id (the original's `eot_workaround`): the
 training corpus and the bot's prompts both spell document breaks that way.
+
+A Llama-family checkpoint ends a text with its own token (`eot`: Llama 3's
+`<|end_of_text|>`, SmolLM2's and Qwen2.5's `<|endoftext|>`, Mistral's
+`</s>`); `<|endoftext|>` written in the text is that token's id all the
+same, so the corpus and the prompts are spelled the same for every model.
+Its `tokenizer.json` is byte-level (Llama 3, Qwen2.5, SmolLM2) or
+SentencePiece-style (`▁` for a space, `<0x0A>` for a byte: Mistral), and
+`decode_bytes` reads either.
 """
 
 import json
 import os
+import re
 from typing import Iterable, Sequence, Union
 
 import fsspec
@@ -41,20 +51,38 @@ def _byte_level(tok: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
 
 
 class Tokenizer:
-  """GPT-2 byte-level BPE: `encode`, `decode`, `encode_batch`, `eot_id`."""
+  """A BPE tokenizer: `encode`, `decode`, `encode_batch`, `eot_id`."""
 
-  def __init__(self, tok: tokenizers.Tokenizer):
+  def __init__(self, tok: tokenizers.Tokenizer, eot: Union[str, int] = EOT):
+    """`eot`: the end-of-text token, by its text or its id."""
     self._tok = tok
-    eot = tok.token_to_id(EOT)
-    if eot is None:
-      raise UserError(f"the vocabulary has no {EOT} token")
-    self.eot_id = eot
+    if isinstance(eot, int):
+      token = tok.id_to_token(eot)
+      if token is None:
+        raise UserError(f"the end-of-text id {eot} is not in the vocabulary")
+      eot_id = eot
+    else:
+      token, eot_id = eot, tok.token_to_id(eot)
+      if eot_id is None:
+        raise UserError(f"the vocabulary has no {eot} token")
+    self.eot_id = eot_id
+    self.eot_token = token
+    # Written `<|endoftext|>` is split off by hand where it is not the
+    # vocabulary's own end-of-text token.
+    self._split_eot = token != EOT
+    # SentencePiece-style vocabularies (Mistral's) spell a byte `<0xNN>`
+    # and a space `▁`; any other is read as byte-level, as GPT-2's.
+    self._byte_level = not (isinstance(tok.decoder, decoders.Metaspace) or
+                            tok.token_to_id("<0x0A>") is not None)
+    self._added = {t.content for t in
+                   tok.get_added_tokens_decoder().values()}
 
   # ---- loading and saving -------------------------------------------------
 
   @classmethod
-  def from_dir(cls, path: str) -> "Tokenizer":
-    """Loads whichever of the three file layouts `path` holds (local or gs://)."""
+  def from_dir(cls, path: str, eot: Union[str, int] = EOT) -> "Tokenizer":
+    """Loads whichever of the three file layouts `path` holds (local or
+    gs://); `eot` names the end-of-text token (by text or id)."""
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.isdir(root):
       raise UserError(f"tokenizer directory {path} does not exist")
@@ -63,7 +91,7 @@ class Tokenizer:
       if all(fs.exists(f) for f in files):
         texts = [fs.cat_file(f).decode("utf-8") for f in files]
         try:
-          return cls._from_texts(layout, texts)
+          return cls._from_texts(layout, texts, eot)
         except UserError:
           raise
         except Exception as e:  # pylint: disable=broad-except
@@ -74,9 +102,9 @@ class Tokenizer:
     raise UserError(f"no vocabulary in {path}: expected {wanted}")
 
   @classmethod
-  def _from_texts(cls, layout, texts) -> "Tokenizer":
+  def _from_texts(cls, layout, texts, eot=EOT) -> "Tokenizer":
     if layout == ("tokenizer.json",):
-      return cls(tokenizers.Tokenizer.from_str(texts[0]))
+      return cls(tokenizers.Tokenizer.from_str(texts[0]), eot)
     vocab = json.loads(texts[0])
     merges = []
     for line in texts[1].splitlines():
@@ -130,7 +158,7 @@ class Tokenizer:
 
   def _full_vocab(self, vocab: dict) -> dict:
     full = dict(vocab)
-    full[EOT] = self.eot_id
+    full[self.eot_token] = self.eot_id
     return full
 
   # ---- encoding -----------------------------------------------------------
@@ -147,27 +175,49 @@ class Tokenizer:
 
   def encode(self, text: Union[str, bytes]) -> list:
     """Token ids; bytes that are not valid UTF-8 become U+FFFD first."""
-    return self._tok.encode(self._as_text(text), add_special_tokens=False).ids
+    text = self._as_text(text)
+    if self._split_eot and EOT in text:
+      return self.encode_batch([text])[0]
+    return self._tok.encode(text, add_special_tokens=False).ids
 
   def encode_batch(self, texts: Sequence[Union[str, bytes]]) -> list:
     """Encodes many texts at once, on all cores."""
-    encs = self._tok.encode_batch([self._as_text(t) for t in texts],
-                                  add_special_tokens=False)
-    return [e.ids for e in encs]
+    texts = [self._as_text(t) for t in texts]
+    if not self._split_eot or not any(EOT in t for t in texts):
+      encs = self._tok.encode_batch(texts, add_special_tokens=False)
+      return [e.ids for e in encs]
+    pieces = [t.split(EOT) for t in texts]
+    encs = iter(self._tok.encode_batch([p for ps in pieces for p in ps],
+                                       add_special_tokens=False))
+    out = []
+    for ps in pieces:
+      ids = []
+      for i in range(len(ps)):
+        ids += ([self.eot_id] if i else []) + next(encs).ids
+      out.append(ids)
+    return out
 
   def decode(self, ids: Sequence[int]) -> str:
-    """Text of `ids`; `<|endoftext|>` is kept as written."""
+    """Text of `ids`; the end-of-text is kept as the vocabulary spells it."""
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
   def decode_bytes(self, ids: Sequence[int]) -> bytes:
-    """The raw bytes of `ids`, for streaming that must not split a character."""
+    """The raw bytes of `ids`, for streaming that must not split a character.
+    The end-of-text is `<|endoftext|>`, another special token its text, an
+    id past the vocabulary (a model's padding rows) nothing."""
     pieces = []
     for i in ids:
       token = self._tok.id_to_token(int(i))
-      if token == EOT:
+      if int(i) == self.eot_id:
         pieces.append(EOT.encode())
-      else:
+      elif token is None:
+        pass
+      elif token in self._added:
+        pieces.append(token.encode())
+      elif self._byte_level:
         pieces.append(bytes(_BYTE_DECODER[c] for c in token))
+      else:
+        pieces.append(_piece_bytes(token))
     return b"".join(pieces)
 
 
@@ -187,3 +237,13 @@ def _bytes_to_unicode() -> dict:
 
 
 _BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _piece_bytes(token: str) -> bytes:
+  """A SentencePiece-style token's bytes: `<0xNN>` the byte (byte
+  fallback), else its text with `▁` a space."""
+  match = _BYTE_TOKEN.fullmatch(token)
+  if match:
+    return bytes([int(match.group(1), 16)])
+  return token.replace("\u2581", " ").encode("utf-8")

@@ -3,6 +3,11 @@
 Three kinds of directory hold a GPT-2, and `load_model` takes any of them:
 
 - Hugging Face: `config.json` + `model.safetensors` (or `pytorch_model.bin`).
+  A `config.json` whose `model_type` is `llama`, `qwen2` or `mistral` is a
+  Llama-family checkpoint (`gpt2.llama_weights`: one or sharded safetensors),
+  loaded as that family with its `tokenizer.json` and its own end-of-text
+  token (`eos_token_id` of config.json, else of generation_config.json, else
+  tokenizer_config.json's `eos_token`).
 - OpenAI's TensorFlow release: `hparams.json` + `model.ckpt.*` (needs
   TensorFlow installed to read the checkpoint).
 - Ours: `model.json` (our config) + `params/` (an orbax checkpoint), written
@@ -39,6 +44,7 @@ import fsspec
 import jax
 import numpy as np
 
+from gpt2 import llama
 from gpt2 import paths
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, merge_lora, param_shapes
@@ -75,7 +81,7 @@ _OPENAI_LN = {"weight": "g", "bias": "b"}
 
 @dataclasses.dataclass
 class LoadedModel:
-  config: GPT2Config
+  config: GPT2Config  # or a llama.LlamaConfig (`gpt2.family.of` tells)
   params: dict
   tokenizer: Optional[Tokenizer]
   # "hf", "openai", "ours", "workdir", or "lora" (a LoRA run's workdir,
@@ -184,9 +190,21 @@ def config_from_hf(hf: dict, source: str) -> GPT2Config:
     raise UserError(f"{source} lacks the GPT-2 setting {e.args[0]!r}") from e
 
 
+# config.json's `model_type` of a GPT-2 (a file without one is read as one).
+_GPT2_TYPES = ("gpt2", None)
+
+
 def _load_hf(fs, root, path) -> tuple:
-  config = config_from_hf(
-      _read_json(fs, f"{root}/config.json", "model config"), f"{path}/config.json")
+  hf = _read_json(fs, f"{root}/config.json", "model config")
+  family = hf.get("model_type") if isinstance(hf, dict) else None
+  if family not in _GPT2_TYPES:
+    if family not in llama.FAMILIES:
+      raise UserError(
+          f"{path}/config.json: model_type {family!r} is not one this "
+          f"version loads (gpt2, {', '.join(llama.FAMILIES)})")
+    from gpt2 import llama_weights  # pylint: disable=import-outside-toplevel
+    return llama_weights.load_hf(path)
+  config = config_from_hf(hf, f"{path}/config.json")
   st, pt = f"{root}/model.safetensors", f"{root}/pytorch_model.bin"
   if fs.exists(st):
     tensors = _read_safetensors(fs, st, path)
@@ -527,9 +545,13 @@ def model_kind(path: str) -> Optional[str]:
 # A Hub repository id: `name` or `owner/name` (letters, digits, - _ .).
 _HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 # What is fetched of a Hub model: never the TensorFlow, Flax, ONNX or Rust
-# copies a repository may also hold.
+# copies a repository may also hold. A Llama-family model's weights may
+# come in shards (the index and model-00001-of-0000N.safetensors), its
+# end-of-text token named in the generation or tokenizer config.
 _HUB_FILES = ["config.json", "model.safetensors", "tokenizer.json",
-              "vocab.json", "merges.txt"]
+              "vocab.json", "merges.txt", "generation_config.json",
+              "tokenizer_config.json", "model.safetensors.index.json",
+              "model-*-of-*.safetensors"]
 
 
 def _holds_model(path: str) -> bool:
@@ -573,8 +595,9 @@ def hub_snapshot(name: str) -> str:
     folder = huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES)
     if not os.path.exists(os.path.join(folder, "config.json")):
       raise UserError(f"the Hub model {name} has no config.json: not a "
-                      "transformers GPT-2")
-    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+                      "transformers model")
+    if not any(os.path.exists(os.path.join(folder, f)) for f in (
+        "model.safetensors", "model.safetensors.index.json")):
       folder = huggingface_hub.snapshot_download(
           name, allow_patterns=_HUB_FILES + ["pytorch_model.bin"])
   except hub_errors.LocalEntryNotFoundError:
@@ -640,6 +663,8 @@ def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
 
 def tokenizer_for(path: str, config: GPT2Config) -> Tokenizer:
   """The tokenizer stored with a model, else GPT-2's for a GPT-2 vocabulary."""
+  if isinstance(config, llama.LlamaConfig):
+    return _llama_tokenizer(path, config)
   try:
     tok = Tokenizer.from_dir(path)
   except UserError as e:
@@ -655,3 +680,42 @@ def tokenizer_for(path: str, config: GPT2Config) -> Tokenizer:
     raise UserError(f"the tokenizer in {path} has {tok.vocab_size} tokens but "
                     f"the model only {config.vocab_size}")
   return tok
+
+
+def _llama_tokenizer(path: str, config) -> Tokenizer:
+  """A Llama-family checkpoint's `tokenizer.json`, ending a text with the
+  model's own end-of-text token (`end_of_text`)."""
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/")
+  if not fs.exists(f"{root}/tokenizer.json"):
+    raise UserError(f"{path} has no tokenizer.json (a {config.model_type} "
+                    "model is read with its own tokenizer)")
+  tok = Tokenizer.from_dir(path, eot=end_of_text(path, config))
+  if tok.vocab_size > config.vocab_size:
+    raise UserError(f"the tokenizer in {path} has {tok.vocab_size} tokens but "
+                    f"the model only {config.vocab_size}")
+  return tok
+
+
+def end_of_text(path: str, config):
+  """The token a Llama-family model ends a text with, as its id or text:
+  the first `eos_token_id` of config.json, else of generation_config.json,
+  else tokenizer_config.json's `eos_token`."""
+  if config.eos_token_ids:
+    return int(config.eos_token_ids[0])
+  fs, root = fsspec.core.url_to_fs(path)
+  root = root.rstrip("/")
+  for name, key in (("generation_config.json", "eos_token_id"),
+                    ("tokenizer_config.json", "eos_token")):
+    if not fs.exists(f"{root}/{name}"):
+      continue
+    value = _read_json(fs, f"{root}/{name}", "model config").get(key)
+    if isinstance(value, list):
+      value = value[0] if value else None
+    if isinstance(value, dict):  # an AddedToken, as older files write it
+      value = value.get("content")
+    if isinstance(value, (int, str)):
+      return value
+  raise UserError(f"{path} names no end-of-text token (eos_token_id in "
+                  "config.json or generation_config.json, or eos_token in "
+                  "tokenizer_config.json)")

@@ -1,4 +1,4 @@
-r"""Writes continuations of a prompt with a GPT-2.
+r"""Writes continuations of a prompt with a GPT-2 or a Llama-family model.
 
   python -m launch.sample --model DIR --prompt "Once upon a time" \
       --max_new_tokens 100 --num_samples 4 --seed 0
@@ -6,14 +6,17 @@ r"""Writes continuations of a prompt with a GPT-2.
   python -m launch.sample --model DIR --prompt TEXT --stream
 
 `--model` is any directory `gpt2.weights.load_model` reads (Hugging Face,
-OpenAI's release, ours, or a training workdir), or a Hugging Face Hub name
-(`--model gpt2`, `--model gpt2-xl`: fetched once into the Hub's cache). The rules default to the
+OpenAI's release, ours, or a training workdir; a Llama, Qwen2 or Mistral
+Hugging Face directory too), or a Hugging Face Hub name (`--model gpt2`,
+`--model gpt2-xl`, `--model HuggingFaceTB/SmolLM2-135M`: fetched once into
+the Hub's cache). The rules default to the
 bot's (breakruns from temperature 0.9 by 0.02 per argmax pick, top-p 0.95);
 `--top_k 1` (or `--temperature 0`) is greedy. `--json` prints one JSON object
 per candidate: text, tokens (the generated ids), mean_logprob, finish_reason.
 `--stream` types the first candidate as it is written (with `--json`, one
 {"row", "text"} object per piece, then the candidates). `--stop` (repeatable)
-ends a candidate at a string; `<|endoftext|>` always ends it.
+ends a candidate at a string; the model's end-of-text token (GPT-2's
+`<|endoftext|>`) always ends it.
 """
 
 import json
@@ -29,7 +32,8 @@ from launch import common
 _DEFAULTS = SamplingParams.bot_defaults()
 
 _MODEL = flags.DEFINE_string(
-    "model", None, "Model directory, or a Hugging Face Hub name (gpt2).")
+    "model", None, "Model directory, or a Hugging Face Hub name (gpt2, "
+    "HuggingFaceTB/SmolLM2-135M).")
 _PROMPT = flags.DEFINE_string("prompt", None, "The prompt text.")
 _MAX_NEW = flags.DEFINE_integer(
     "max_new_tokens", None, "Tokens to write at most per candidate (default "

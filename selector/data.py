@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from gpt2 import family
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, forward
 
@@ -126,6 +127,9 @@ def generator_fingerprint(config: GPT2Config, params) -> dict:
   position embeddings), cheap even for 1.5B parameters sharded on a TPU, and
   different after any fine-tune.
   """
+  if family.of(config) is not family.GPT2:  # every use of a head asks this
+    raise UserError(f"heads read a GPT-2's activations; a "
+                    f"{config.model_type} generator has none yet")
   pieces = [params["ln_f"]["scale"], params["ln_f"]["bias"],
             params["h"]["ln_1"]["scale"][0], params["wpe"]["embedding"][:2]]
   digest = hashlib.sha256()

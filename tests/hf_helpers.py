@@ -15,6 +15,27 @@ def random_hf_model(directory, seed=0, **shape):
   return model
 
 
+def random_decoder(config, directory, seed=0, dtype=None, **save):
+  """A transformers model of `config` (a Llama, Qwen2, Mistral...) whose
+  every parameter (biases and norms too, which transformers initialises to
+  0 and 1) is random enough that a wrong one shows in the logits; saved to
+  `directory`, and returned."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(
+      config, attn_implementation="eager").eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.normal_(0.0, 0.3)
+      if name.endswith("norm.weight"):
+        p.add_(1.0)
+  if dtype is not None:
+    model = model.to(dtype)
+  model.save_pretrained(directory, **save)
+  return model
+
+
 def padded_batch(vocab_size, batch=3, length=12, seed=0):
   """Token ids and a left-padding mask with rows of different lengths."""
   rng = np.random.RandomState(seed)

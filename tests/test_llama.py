@@ -45,33 +45,13 @@ def _configs():
   }
 
 
-def _random_model(config, directory, seed=0, dtype=None, **save):
-  """A transformers model whose every parameter (biases and norms too, which
-  transformers initialises to 0 and 1) is random enough that a wrong one
-  shows in the logits; saved to `directory`."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_config(
-      config, attn_implementation="eager").eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      p.normal_(0.0, 0.3)
-      if name.endswith("norm.weight"):
-        p.add_(1.0)
-  if dtype is not None:
-    model = model.to(dtype)
-  model.save_pretrained(directory, **save)
-  return model
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   """family -> (transformers model, its directory, our config, params)."""
   out = {}
   for family, config in _configs().items():
     directory = str(tmp_path_factory.mktemp(family))
-    hf = _random_model(config, directory)
+    hf = hf_helpers.random_decoder(config, directory)
     out[family] = (hf, directory) + llama_weights.load_hf(directory)
   return out
 
@@ -168,7 +148,7 @@ def test_sharded_bfloat16_checkpoint_loads(tmp_path):
   """Weights in shards (model.safetensors.index.json), in bfloat16 as the
   Hub's Llama 3.x and Qwen2.5 ship them."""
   import torch  # pylint: disable=import-outside-toplevel
-  hf = _random_model(_configs()["llama"], tmp_path, seed=5,
+  hf = hf_helpers.random_decoder(_configs()["llama"], tmp_path, seed=5,
                      dtype=torch.bfloat16, max_shard_size="20KB")
   assert os.path.exists(tmp_path / llama_weights.INDEX)
   assert not os.path.exists(tmp_path / "model.safetensors")

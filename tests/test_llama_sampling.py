@@ -1,0 +1,339 @@
+"""A Llama-family checkpoint as the generator: loaded by name or folder, its
+own tokenizer and end-of-text, sampled by gpt2.sampling, written by
+`launch.sample`, and the bot's model in a pass against the local Tumblr
+server (in this process and through the model server).
+
+The checkpoints are tiny, and the test makes them: transformers writes each
+model (random, or random then trained here for a few seconds on the bot's
+text format), `tokenizers` trains a byte-level BPE with the family's special
+tokens. Nothing is downloaded.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bot import loop, ml, text_format
+from bot.tumblr.thread import ASKED, Thread, Turn
+from configs import bot as bot_configs
+from gpt2 import family, llama, llama_weights, sampling
+from gpt2 import weights as W
+from gpt2.errors import UserError
+from tests import bot_loop_helpers as helpers
+from tests import hf_helpers
+# pylint: disable-next=unused-import
+from tests.bot_loop_helpers import credentials_env, server  # fixtures
+from tests.bot_loop_helpers import answered, make_config, seed_asks
+
+BOS, LLAMA_EOS = "<|begin_of_text|>", "<|end_of_text|>"
+QWEN_EOS = "<|endoftext|>"
+TEXT = ("The woods are lovely, dark and deep, but I have promises to keep, "
+        "and miles to go before I sleep. ") * 8
+# Past the tokenizer's 300 ids: rows a checkpoint pads its vocabulary with.
+VOCAB = 320
+SHAPE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+             num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=256)
+STEPS = 8  # greedy tokens compared with transformers
+
+
+def _bpe(texts, vocab_size: int, special: list):
+  """A byte-level BPE (as Llama 3's, Qwen2.5's and SmolLM2's are) with the
+  `special` tokens first."""
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(texts, trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=special, show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  return tok
+
+
+def _write_tokenizer(directory, tok, eos: str) -> None:
+  tok.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w",
+            encoding="utf-8") as f:
+    json.dump({"eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast"},
+              f)
+
+
+@pytest.fixture(scope="module")
+def random_models(tmp_path_factory):
+  """name -> (transformers model, its directory): a Llama (GQA, llama3
+  rope, untied head; its end-of-text in config.json) and a Qwen2 (q/k/v
+  biases, tied head; config.json names no end-of-text, its
+  tokenizer_config.json does)."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  configs = {
+      "llama": (transformers.LlamaConfig(
+          **SHAPE, rope_theta=500000.0, tie_word_embeddings=False,
+          rope_scaling=dict(rope_type="llama3", factor=8.0,
+                            low_freq_factor=1.0, high_freq_factor=4.0,
+                            original_max_position_embeddings=64),
+          bos_token_id=0, eos_token_id=1), [BOS, LLAMA_EOS]),
+      "qwen2": (transformers.Qwen2Config(
+          **SHAPE, tie_word_embeddings=True, bos_token_id=None,
+          eos_token_id=None), [QWEN_EOS, "<|im_start|>"]),
+  }
+  out = {}
+  for name, (config, special) in configs.items():
+    directory = str(tmp_path_factory.mktemp(name))
+    model = hf_helpers.random_decoder(config, directory, seed=1)
+    _write_tokenizer(directory, _bpe([TEXT], 300, special), special[0]
+                     if name == "qwen2" else special[1])
+    out[name] = (model, directory)
+  return out
+
+
+def test_a_checkpoint_loads_with_its_own_end_of_text(random_models):
+  for name, eos in (("llama", LLAMA_EOS), ("qwen2", QWEN_EOS)):
+    loaded = W.load_model(random_models[name][1])
+    assert family.of(loaded.config) is family.LLAMA
+    assert loaded.kind == "hf" and loaded.config.model_type == name
+    tok = loaded.tokenizer
+    assert tok.eot_token == eos
+    # `<|endoftext|>` written in a text is the model's end-of-text.
+    ids = tok.encode("miles to go<|endoftext|>and miles")
+    assert ids.count(tok.eot_id) == 1
+    assert ids == tok.encode_batch(["miles to go<|endoftext|>and miles"])[0]
+    assert tok.decode_bytes(ids) == b"miles to go<|endoftext|>and miles"
+    # The vocabulary's padding rows (past the tokenizer) decode to nothing.
+    assert tok.decode_bytes([VOCAB - 1]) == b""
+
+
+def test_a_sentencepiece_style_vocabulary_decodes_to_its_bytes():
+  """Mistral's tokenizer.json: `▁` for a space, `<0xNN>` byte tokens."""
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models
+  from gpt2.tokenizer import Tokenizer
+  vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x0A>": 3, "<0xC3>": 4,
+           "<0xA9>": 5, "\u2581caf": 6, "\u2581the": 7}
+  tok = tokenizers.Tokenizer(models.BPE(vocab, [], unk_token="<unk>",
+                                        byte_fallback=True))
+  tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+  tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "),
+                                   decoders.ByteFallback(), decoders.Fuse()])
+  ours = Tokenizer(tok, eot=2)
+  assert ours.eot_token == "</s>"
+  assert ours.decode_bytes([7, 6, 4, 5, 3, 2]) == (
+      " the caf\u00e9\n<|endoftext|>".encode())
+  assert ours.decode_bytes([6, 4]) == b" caf\xc3"  # half a character
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_greedy_sampling_equals_transformers_generate(random_models, name):
+  """Two prompts of different lengths in one sampler call (left-padded to
+  one bucket), each against transformers' greedy search on it alone."""
+  import torch  # pylint: disable=import-outside-toplevel
+  hf, directory = random_models[name]
+  loaded = W.load_model(directory)
+  tok, config = loaded.tokenizer, loaded.config
+  prompts = [tok.encode("miles to go"),
+             tok.encode("The woods are lovely, dark and deep")]
+  assert len(prompts[0]) != len(prompts[1])
+  results = sampling.sample(config, loaded.params, tok, prompts,
+                            max_new_tokens=STEPS, top_k=1)
+  for ids, result in zip(prompts, results):
+    with torch.no_grad():
+      out = hf.generate(torch.tensor([ids]), do_sample=False,
+                        attention_mask=torch.ones(1, len(ids), dtype=int),
+                        max_new_tokens=STEPS, eos_token_id=tok.eot_id,
+                        pad_token_id=tok.eot_id)
+    want = out[0, len(ids):].tolist()
+    if tok.eot_id in want:
+      want = want[:want.index(tok.eot_id)]
+      assert result.finish_reason == "eot"
+    assert result.tokens == want
+  # A stop string (the text of a later greedy token) ends it before itself.
+  text = tok.decode_bytes(results[0].tokens)
+  stop = next(piece for piece in (tok.decode_bytes([t])
+                                  for t in results[0].tokens[2:])
+              if piece.strip() and piece.isascii()).decode()
+  (stopped,) = sampling.sample(config, loaded.params, tok, prompts[:1],
+                               max_new_tokens=STEPS, top_k=1, stop=[stop])
+  assert stopped.finish_reason == "stop"
+  assert stopped.text == text[:text.find(stop.encode())].decode(
+      errors="replace")
+
+
+def test_the_sampler_caches_the_key_value_heads_only(random_models):
+  loaded = W.load_model(random_models["llama"][1])
+  config = loaded.config
+  assert config.n_kv_head < config.n_head
+  params = sampling.prepared_params(config, loaded.params, "reference")
+  ids = np.ones((2, 16), np.int32)
+  cache = jax.eval_shape(
+      lambda p: sampling.DECODINGS["reference"].prefill(
+          config, p, ids, ids, ids, num_samples=3, own_slots=4, segments=1),
+      params)
+  assert len(cache) == config.n_layer
+  assert cache[0]["k"].shape == (6, 20, config.n_kv_head, config.head_dim)
+
+
+def test_what_the_family_cannot_do_yet_is_one_line(random_models, tmp_path):
+  loaded = W.load_model(random_models["llama"][1])
+  with pytest.raises(UserError, match="decoding='cpu' runs GPT-2s only"):
+    sampling.sample(loaded.config, loaded.params, loaded.tokenizer, "miles",
+                    max_new_tokens=2, decoding="cpu")
+  with pytest.raises(UserError) as e:
+    ml.LocalModel.load(random_models["llama"][1], str(tmp_path))
+  assert "\n" not in str(e.value) and "runs without heads" in str(e.value)
+  # Training or scoring heads on its activations: one line too.
+  from selector import data as selector_data  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UserError, match="llama generator has none yet"):
+    selector_data.generator_fingerprint(loaded.config, loaded.params)
+  # A family this version does not load, by its config.json.
+  with open(os.path.join(random_models["llama"][1], "config.json"),
+            encoding="utf-8") as f:
+    hf = json.load(f)
+  (tmp_path / "config.json").write_text(json.dumps({**hf,
+                                                    "model_type": "gemma"}))
+  with pytest.raises(UserError, match="model_type 'gemma' is not one"):
+    W.load_model(str(tmp_path))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+  from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+  cache = tmp_path / "hub-cache"
+  cache.mkdir()
+  monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+  monkeypatch.chdir(tmp_path)
+  return cache
+
+
+def test_a_hub_name_loads_from_the_cache(random_models, offline_hub):
+  directory = random_models["qwen2"][1]
+  hf_helpers.write_hub_cache(offline_hub, "someone/tiny-qwen", directory)
+  by_name = W.load_model("someone/tiny-qwen")
+  local = W.load_model(directory)
+  assert by_name.config == local.config and by_name.source == (
+      "someone/tiny-qwen")
+  assert by_name.tokenizer.eot_id == local.tokenizer.eot_id
+  np.testing.assert_array_equal(by_name.params["embed_tokens"]["embedding"],
+                                local.params["embed_tokens"]["embedding"])
+
+
+# ---- a Llama that has learned the bot's text format -------------------------
+
+
+def _train(directory: str, steps: int = 300, length: int = 64) -> None:
+  """transformers writes a tiny Llama; it learns the bot's format here (our
+  model, a few seconds of Adam) and its trained weights replace the file's."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  docs = helpers.training_documents(400)
+  tok = _bpe(docs, 400, [BOS, LLAMA_EOS])
+  hf_config = transformers.LlamaConfig(
+      vocab_size=400, hidden_size=64, intermediate_size=128,
+      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+      max_position_embeddings=256, tie_word_embeddings=False,
+      bos_token_id=0, eos_token_id=1)
+  transformers.LlamaForCausalLM(hf_config).save_pretrained(directory)
+  _write_tokenizer(directory, tok, LLAMA_EOS)
+  config, params = llama_weights.load_hf(directory)
+  config = config.replace(scan_layers=False)  # faster on a CPU
+  stream = []
+  for doc in docs:
+    stream += tok.encode(doc, add_special_tokens=False).ids + [1]
+  stream = np.asarray(stream, np.int32)
+  optimizer = optax.adam(3e-3)
+  opt_state = optimizer.init(params)
+
+  def loss_fn(p, ids):
+    logits = llama.forward(config, p, ids[:, :-1]).logits
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, ids[:, 1:]).mean()
+
+  @jax.jit
+  def step(p, state, ids):
+    grads = jax.grad(loss_fn)(p, ids)
+    updates, state = optimizer.update(grads, state, p)
+    return optax.apply_updates(p, updates), state
+
+  rng = np.random.default_rng(0)
+  for _ in range(steps):
+    starts = rng.integers(0, len(stream) - length - 1, 16)
+    ids = jnp.asarray(np.stack([stream[s:s + length + 1] for s in starts]))
+    params, opt_state = step(params, opt_state, ids)
+  save_file(llama_weights.params_to_hf_tensors(params, config),
+            os.path.join(directory, "model.safetensors"),
+            metadata={"format": "pt"})
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("trained_llama"))
+  _train(directory)
+  return directory
+
+
+def _ask_prompt() -> str:
+  ask = Thread((Turn("alice", ASKED, "do you like frogs?"),), helpers.BOT)
+  return text_format.ask_prompt(ask, helpers.BOT, helpers.NOW)
+
+
+@pytest.mark.slow
+def test_launch_sample_streams_candidates_that_end_at_the_eos(
+    trained_dir, tmp_path):
+  """By its Hub name (a cache folder of the test's own, offline): three
+  candidates in one call, typed as they are written, each ended by the
+  model's own end-of-text."""
+  cache = tmp_path / "hub-cache"
+  hf_helpers.write_hub_cache(cache, "someone/tiny-llama", trained_dir)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_CACHE=str(cache),
+             HF_HUB_OFFLINE="1")
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.sample", "--model",
+       "someone/tiny-llama", "--prompt", _ask_prompt(), "--num_samples", "3",
+       "--max_new_tokens", "64", "--temperature", "0.5", "--breakruns_tau",
+       "0", "--stream", "--json"],
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  lines = [json.loads(line) for line in proc.stdout.splitlines()]
+  pieces = [l for l in lines if "row" in l]
+  candidates = [l for l in lines if "finish_reason" in l]
+  assert len(candidates) == 3
+  for i, c in enumerate(candidates):
+    assert c["finish_reason"] == "eot", c
+    assert "".join(p["text"] for p in pieces if p["row"] == i) == c["text"]
+    # The format it learned: tags, a blank line, the answer.
+    assert text_format.split_continuation(c["text"]).body.strip(), c
+    assert LLAMA_EOS not in c["text"]
+
+
+@pytest.mark.slow
+def test_a_bot_pass_with_the_llama_answers_an_ask(trained_dir, server,
+                                                  tmp_path):
+  """In this process (launch.run_bot's path), then through the model
+  server (launch.serve_model's): each pass answers its ask."""
+  cfg = make_config(server, tmp_path, trained_dir)
+  model = ml.LocalModel.load(
+      trained_dir, "", ml.SamplingSettings.from_config(
+          bot_configs.get_config("tiny").sampling))
+  assert model.describe()["n_layer"] == 2
+  (first,) = seed_asks(server, helpers.ASKS[:1])
+  report = loop.run_pass(cfg, model=model)
+  assert report.published == [f"ask:{first}"]
+  assert answered(server, [first])[first]
+  (second,) = seed_asks(server, helpers.ASKS[1:2])
+  model_server = ml.ModelServer(model).start()
+  try:
+    report = loop.run_pass(cfg, model_server=model_server.url)
+  finally:
+    model_server.stop()
+  assert report.published == [f"ask:{second}"]
+  assert answered(server, [second])[second]
+  assert model_server.batches
