@@ -55,13 +55,14 @@ from bot.jobs import DISCOVERERS, KINDS
 from bot.jobs.base import Context, Desk, check_others_hits
 from bot.lists import Lists
 from bot.mood_log import MoodLog
-from bot.posting import Poster
+from bot.posting import Poster, fit_plan
 from bot.records import FOLLOW, POSTING, UNFOLLOW, Job, PassReport, Plan
 from bot.state import Store, Trace
 from bot.tumblr.client import (PostBudget, PostCapDeferred, PostLimitReached,
                                RateLimited, TumblrClient, TumblrError,
                                post_limits)
 from bot.tumblr.errors import UserError as TumblrUserError
+from bot.tumblr.npf_limits import DoesNotFit
 from gpt2.errors import UserError
 from selector import autoreview
 
@@ -318,10 +319,15 @@ class Bot:
         if plan is None:
           writing_jobs.append(job)
           continue
+        try:
+          plan, cut = fit_plan(plan)
+        except DoesNotFit as e:
+          self.desk.skip(job.key, job.kind, f"Tumblr would refuse it: {e}")
+          continue
         self.store.save_plan(job.key, plan)
         self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
                      "command": plan.action, "text": plan.text,
-                     "dry_run": self.dry_run})
+                     "dry_run": self.dry_run, **({"cut": cut} if cut else {})})
         self._carry_out(self.store.job(job.key), report)
     contexts = []
     for job in writing_jobs:
@@ -474,6 +480,19 @@ class Bot:
       tags = tags + [self.config.review.needs_tag]
       entry["reason"] += f"; {held}: drafted"
     plan = kind.plan(ctx, winner.text, tags, state)
+    try:
+      # Never sent as Tumblr would refuse it: cut to its limits, and why.
+      plan, cut = fit_plan(plan)
+    except DoesNotFit as e:
+      why = f"Tumblr would refuse it: {e}"
+      entry["reason"] += f"; {why}"
+      self._trace(dict(entry, state=None, filter_hits=hits))
+      self.store.skip(job.key, why)
+      report.skipped.append(job.key)
+      return None
+    if cut:
+      entry["cut"] = cut
+      entry["reason"] += "; cut to Tumblr's limits: " + "; ".join(cut)
     self._trace(dict(entry, state=state, tags=tags, filter_hits=hits))
     return plan, winner
 
@@ -568,12 +587,19 @@ class Bot:
   def _finish(self, job: Job, post_id: str, report: PassReport,
               reconciled: bool = False) -> None:
     state = job.plan.state
+    note = None
+    if job.key in self.poster.not_followed:
+      # Tumblr said `followed` false (bot.posting): the ask is done, the
+      # follow is not.
+      note = f"not followed: {job.plan.blog} blocked the bot"
+      self._trace({"t": self.desk.now, "job": job.key, "kind": job.kind,
+                   "command": FOLLOW, "text": note, "dry_run": self.dry_run})
     # An answered ask or a published draft has a new id: the map keeps
     # the old one's way to it.
     self.store.finish(job.key, post_id,
                       status="drafted" if state == "draft" else "done",
                       counts_as_post=state in POSTING, post_state=state,
-                      genesis=job.plan.post_id)
+                      genesis=job.plan.post_id, note=note)
     if state in POSTING:
       self.budget.spent()
       self.posts_this_pass += 1
@@ -631,15 +657,20 @@ def make_client(config, check: bool = True,
                         user_agent=config.user_agent,
                         clock=clock or clock_of(config))
   if check:
-    try:
-      client.user_info()
-    except TumblrError as e:
-      _credentials_check(e, config)
-      if e.status == 0:
-        raise UserError(f"cannot reach the Tumblr API at {config.tumblr_host}"
-                        f" (config key tumblr_host): {e}") from None
-      raise
+    check_client(client, config)
   return client
+
+
+def check_client(client: TumblrClient, config) -> None:
+  """One authenticated call: wrong keys or host are one line."""
+  try:
+    client.user_info()
+  except TumblrError as e:
+    _credentials_check(e, config)
+    if e.status == 0:
+      raise UserError(f"cannot reach the Tumblr API at {config.tumblr_host}"
+                      f" (config key tumblr_host): {e}") from None
+    raise
 
 
 def make_model(config, model_server: str = ""):

@@ -25,16 +25,20 @@ is there:
   text, and is not a post another job of the bot's already made. So a
   short reply the bot wrote before ("lol") to the same post is never taken
   for this one.
+
+`fit_plan` cuts a plan to what Tumblr accepts (its content block limits,
+bot.tumblr.npf_limits) before it is stored and sent, saying what it cut.
 """
 
+import dataclasses
 import logging
 import re
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 from bot.records import (ANSWER, DELETE, EDIT, FOLLOW, REBLOG, UNFOLLOW,
                          Plan)
 from bot.state import Store
-from bot.tumblr import html_subset, npf
+from bot.tumblr import html_subset, npf, npf_limits
 from bot.tumblr.client import TumblrClient
 
 log = logging.getLogger("bot.posting")
@@ -64,13 +68,18 @@ class Poster:
     self.client = client
     self.store = store
     self.blog = blog
+    self.not_followed = set()  # keys of follow jobs Tumblr refused
 
   def send(self, plan: Plan, job_key: str) -> str:
     """Makes the plan's write request; returns the post's id."""
     c, blog = self.client, self.blog
     if plan.action in (DELETE, FOLLOW, UNFOLLOW):
-      if plan.action == FOLLOW:
-        c.follow(plan.blog)
+      if plan.action == FOLLOW and not c.follow(plan.blog):
+        # Blocked by it: Tumblr says 200, `followed` false (tumblr/docs
+        # issue #69). Remembered as a block; the ask is still deleted.
+        log.info("%s: %s blocked the bot; not followed", job_key, plan.blog)
+        self.store.mark_blocked(plan.blog)
+        self.not_followed.add(job_key)
       elif plan.action == UNFOLLOW:
         c.unfollow(plan.blog)
       if c.get_post(blog, plan.post_id) is not None:
@@ -119,8 +128,8 @@ class Poster:
       post = self.current_post(plan.post_id, plan.state)
       if post is None:
         return None
-      if (post.get("state", "published") in _STATES[plan.state]
-          and content_text(post.get("content"), post.get("layout")) == want):
+      if (content_text(post.get("content"), post.get("layout")) == want
+          and self.in_state(post, plan.state)):
         return npf.post_id(post)
       return None
     posts = self._listing(plan.state)
@@ -152,6 +161,21 @@ class Poster:
         return post
     return None
 
+  def in_state(self, post: dict, state: str) -> bool:
+    """Whether `post` is in `state`. A post fetched by id
+    (`client.get_post`) has no `state` (the API docs' fetch route), only
+    `queued_state` when queued: then the listing where a post in `state`
+    would be is asked. A missing state is never taken for published."""
+    given = post.get("state")
+    if given:
+      return given in _STATES.get(state, (state,))
+    if post.get("queued_state"):
+      return state == "queue"
+    if state not in _STATES:
+      return False
+    pid = npf.post_id(post)
+    return any(npf.post_id(p) == pid for p in self._listing(state))
+
   def _listing(self, state: str) -> list:
     """The bot's posts in `state` where a post of a plan would be."""
     if state == "queue":
@@ -169,6 +193,25 @@ class Poster:
       return False
     owner = self.store.post_owner(npf.post_id(post))
     return owner in (None, job_key)
+
+
+def fit_plan(plan: Plan) -> Tuple[Plan, List[str]]:
+  """The plan cut to what Tumblr accepts (bot.tumblr.npf_limits), and what
+  was changed; an answer's ask blocks are left as they are. Its content
+  is then what Tumblr will store, which `landed` compares with. Raises
+  npf_limits.DoesNotFit when the ask alone is refused."""
+  if not plan.content:
+    return plan, []
+  fixed = 0
+  if plan.action in (ANSWER, EDIT):
+    asks = [l for l in plan.layout or [] if l.get("type") == "ask"]
+    fixed = max([i + 1 for l in asks for i in l.get("blocks") or []
+                 if isinstance(i, int)], default=0)
+  content, layout, changed = npf_limits.fit(plan.content, plan.layout or [],
+                                            fixed)
+  if content == plan.content and layout == (plan.layout or []):
+    return plan, changed
+  return dataclasses.replace(plan, content=content, layout=layout), changed
 
 
 def _landed_response(landed: Callable[[], Optional[str]]):

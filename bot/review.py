@@ -150,12 +150,15 @@ def accept_plan(draft: dict, drafted_plan: Optional[Plan],
 def _draft_gone(desk: Desk, job: Job) -> None:
   """A draft missing from the drafts listing: published or deleted?
   Published, it has a new id: found by its genesis id (bot.posting)."""
-  post = Poster(desk.client, desk.store, desk.blog).current_post(job.post_id)
+  poster = Poster(desk.client, desk.store, desk.blog)
+  post = poster.current_post(job.post_id)
   if post is None:
     log.info("%s: the operator deleted the draft", job.key)
     _example(desk, job, "deleted", "tumblr")
     desk.store.draft_deleted(job.key)
-  elif post.get("state", "published") != "draft":
+  # Fetched by id, a post has no `state`: published only if it is shown
+  # as published (queued or private, it waits).
+  elif poster.in_state(post, "published"):
     log.info("%s: the operator published the draft", job.key)
     _example(desk, job, "published", "tumblr")
     desk.store.draft_published(job.key, npf.post_id(post))

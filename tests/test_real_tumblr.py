@@ -6,22 +6,30 @@ The local server behaves as Tumblr was seen to: notification items typed
 rolled-up notifications and full pages without `_links`, asks from senders
 flagged as spam missing from the inbox, a new post id for a draft, queued
 post or ask when it is published, NPF edits refused for legacy posts, the
-daily post cap's day in US Eastern time and its 429. Real HTTP, the tiny real model, the real
-SQLite state.
+daily post cap's day in US Eastern time and its 429; posts past the NPF
+limits refused (the bot cuts its own to fit), empty end blocks trimmed, a
+post fetched by id without `state`, a follow of a blog that blocked the
+bot answered `followed: false`, notes paged by their cursor alone, the
+queue 20 at a time; and recordings of the API, made and replayed. Real
+HTTP, the tiny real model, the real SQLite state.
 """
 
 import datetime
+import os
 import signal
 import time
 
 import pytest
+import pytumblr2
 from oauthlib.oauth1 import rfc5849
 
 from bot import loop
-from bot.posting import Poster
+from bot.posting import Poster, fit_plan
+from bot.records import ANSWER, CREATE, Plan
 from bot.state import Store, Trace
+from bot.tumblr import npf, npf_limits, recording
 from bot.tumblr.client import (PostBudget, PostLimitReached, TumblrClient,
-                               post_limits)
+                               TumblrError, post_limits)
 from bot.tumblr.server import RateLimit, TumblrServer
 from tests import bot_loop_helpers as helpers
 # pylint: disable-next=unused-import
@@ -430,3 +438,352 @@ def test_a_post_refused_for_the_days_cap_waits_for_the_next_day(
                              clock=lambda: now[0])
       assert report.published == published and report.failed == []
     assert set(answered(s, [first, second])) == {first, second}
+
+
+# ---- what real Tumblr refuses ----------------------------------------------------------
+
+
+def text(value, **extra):
+  return dict({"type": "text", "text": value}, **extra)
+
+
+def linked(n, kind="link"):
+  """A text block with `n` inline links (or mentions)."""
+  formats = [{"start": i, "end": i + 1, "type": kind,
+              **({"url": "https://example.com/"} if kind == "link" else
+                 {"blog": {"uuid": "t:abc", "name": "bob"}})}
+             for i in range(n)]
+  return text("x" * n, formatting=formats)
+
+
+IMAGE = {"type": "image", "media": [{"type": "image/png", "width": 10,
+                                     "height": 10,
+                                     "url": "https://example.com/a.png"}]}
+LINK = {"type": "link", "url": "https://example.com/"}
+REFUSED = {
+    "31 image blocks": [IMAGE] * 31,
+    "11 link blocks": [LINK] * 11,
+    "101 inline links": [linked(101)],
+    "51 mentions": [linked(51, "mention")],
+    "over 1 MB": [text("x" * 4000)] * 251,
+    "indent_level 8": [text("deep", subtype="indented", indent_level=8)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_post_past_tumblrs_limits_is_refused_in_its_error_shape(server,
+                                                                  case):
+  raw = pytumblr2.TumblrRestClient(*CREDS.client_args(), host=server.url)
+  content = REFUSED[case]
+  refused = raw.create_post(BOT, content=content)
+  assert refused["meta"] == {"status": 400, "msg": "Bad Request"}
+  # As the API docs' NPF create route shows it: the message is the title.
+  (error,) = refused["errors"]
+  assert error["code"] == 8001 and "at most" in error["title"]
+  assert server.posts(BOT) == []
+  # One less (or the deepest indent) is taken.
+  fitted = {"31 image blocks": [IMAGE] * 30, "11 link blocks": [LINK] * 10,
+            "101 inline links": [linked(100)],
+            "51 mentions": [linked(50, "mention")],
+            "over 1 MB": [text("x" * 4000)] * 240,
+            "indent_level 8": [text("deep", subtype="indented",
+                                    indent_level=7)]}[case]
+  assert raw.create_post(BOT, content=fitted)["id"]
+
+
+def test_an_anonymous_ask_holds_only_text_and_queued_is_no_edit_state(
+    server):
+  raw = pytumblr2.TumblrRestClient(*CREDS.client_args(), host=server.url)
+  anon = server.add_ask(BOT, "what is this?", None)
+  answer = [IMAGE, text("a frog")]
+  asked = raw.edit_post(BOT, anon, content=[IMAGE] + answer, layout=[
+      {"type": "ask", "blocks": [0]}])
+  assert asked["meta"]["status"] == 400
+  assert asked["errors"][0]["code"] == 8016
+  # Signed, the same ask may hold an image.
+  named = server.add_ask(BOT, "what is this?", "alice")
+  ok = raw.edit_post(BOT, named, content=[IMAGE] + answer, layout=[
+      {"type": "ask", "blocks": [0], "attribution": {
+          "type": "blog", "url": "https://alice.tumblr.com/",
+          "blog": {"name": "alice"}}}])
+  assert ok["id"] != str(named)  # published: a new id
+  draft = server.add_post(BOT, text="a draft", state="draft")
+  queued = raw.edit_post(BOT, draft, content=[text("later")], state="queued")
+  assert queued["meta"]["status"] == 400  # tumblr/docs issue #58
+  client = TumblrClient(CREDS, host=server.url)
+  assert client.edit_post(BOT, str(draft), content=[text("later")],
+                          state="queue") == str(draft)
+  assert [p["id"] for p in server.posts(BOT, "queue")] == [draft]
+
+
+def test_a_post_with_empty_blocks_at_its_ends_lands_with_its_layout_right(
+    server, tmp_path):
+  (ask,) = helpers.seed_asks(server, [("do you like frogs?", "alice")])
+  (asked,) = server.posts(BOT, "submission")
+  question = asked["content"][0]
+  layout = [dict(asked["layout"][0], blocks=[2])]
+  content = [text(""), text(""), question, text("yes, all of them"),
+             text("")]
+  plan = Plan(action=ANSWER, state="published", text="yes, all of them",
+              tags=[], content=content, layout=layout, post_id=str(ask))
+  fitted, cut = fit_plan(plan)
+  assert cut == [] and fitted.content == [question, text("yes, all of "
+                                                         "them")]
+  assert fitted.layout[0]["blocks"] == [0]
+  store = Store(str(tmp_path / "bot.db"))
+  poster = Poster(TumblrClient(CREDS, host=server.url), store, BOT)
+  # Sent as the bot plans it, Tumblr trims the blocks and shifts the ask.
+  post_id = poster.send(plan, f"ask:{ask}")
+  post = server.post(int(post_id))
+  assert post["content"] == fitted.content
+  assert post["layout"][0]["blocks"] == [0]
+  assert post["layout"][0]["attribution"]["blog"]["name"] == "alice"
+  assert answered(server, [ask]) == {ask: ["yes, all of them"]}
+  # The checks a retry makes find it, from either plan.
+  assert poster.landed(fitted, f"ask:{ask}") == post_id
+  assert poster.landed(plan, f"ask:{ask}") == post_id
+  store.close()
+
+
+def test_a_post_past_the_limits_is_cut_to_them_before_it_is_sent(server,
+                                                                 tmp_path):
+  own = [IMAGE] * 33 + [LINK] * 12 + [linked(120), linked(60, "mention"),
+                                      text("deep", subtype="indented",
+                                           indent_level=9)]
+  plan = Plan(action=CREATE, state="published", text="many", tags=[],
+              content=own, layout=[], slug="many-things")
+  fitted, cut = fit_plan(plan)
+  assert cut == [
+      "3 image blocks left out (Tumblr allows 30)",
+      "2 link blocks left out (Tumblr allows 10)",
+      "20 inline links made plain text (Tumblr allows 100)",
+      "10 mentions made plain text (Tumblr allows 50)",
+      "1 blocks indented 7 deep, the most Tumblr allows"]
+  store = Store(str(tmp_path / "bot.db"))
+  poster = Poster(TumblrClient(CREDS, host=server.url), store, BOT)
+  with pytest.raises(TumblrError, match="400"):
+    poster.send(plan, "original:1")
+  post_id = poster.send(fitted, "original:1")
+  assert server.post(int(post_id))["content"] == fitted.content
+  store.close()
+
+
+def a_long_ask(server, room: int) -> int:
+  """An ask from alice whose content leaves `room` bytes of Tumblr's 1 MB
+  a post for the answer's text (an answer counts its ask's blocks). Its
+  bulk is `small` formatting, which Tumblr does not limit and a prompt
+  does not show: the prompt stays short."""
+  words = " ".join(helpers.WORDS)
+  small = [{"start": i, "end": i + 1, "type": "small"}
+           for i in range(len(words))]
+  letter = []
+  while npf_limits.content_bytes(letter) < 990_000:
+    letter.append(text(words, formatting=small))
+  question = text("so, do you like frogs?")
+
+  def left():
+    return npf_limits.MAX_CONTENT_BYTES - npf_limits.content_bytes(
+        letter + [text(""), question, text("")]) - room - 1
+
+  while left() > 4000:
+    letter.append(text("the sea " * 375))
+  filler = left()
+  blocks = letter + [text("the sea " * (filler // 8) + "x" * (filler % 8)),
+                     question]
+  post_id = server.add_post(BOT, blocks, layout=npf.ask_layout(len(blocks),
+                                                               "alice"),
+                            state="submission")
+  server.add_notification(BOT, "ask", from_blog="alice",
+                          target_post_id=post_id)
+  return post_id
+
+
+@pytest.mark.slow
+def test_a_too_long_answer_is_cut_before_it_is_sent_and_says_why(
+    server, tmp_path, model):
+  ask = a_long_ask(server, room=1)
+  cfg = config(server, tmp_path)
+  cfg.feed_live = True
+  report = run(cfg, model)
+  # Published, or drafted for review (the ask is long): sent either way.
+  assert report.published + report.drafted == [f"ask:{ask}"]
+  assert report.failed == []
+  assert 400 not in [st for _, _, st in server.request_log]
+  store = Store(cfg.state)
+  job = store.job(f"ask:{ask}")
+  store.close()
+  (answer,) = answered(server, [ask], job.plan.state)[ask]
+  assert 0 < len(answer) < len(job.plan.text)
+  assert job.plan.text.startswith(answer)
+  post = server.post(ask)
+  assert npf_limits.content_bytes(post["content"]) <= (
+      npf_limits.MAX_CONTENT_BYTES)
+  (entry,) = [e for e in Trace(cfg.state + ".trace.jsonl").read()
+              if e.get("job") == f"ask:{ask}"]
+  assert entry["cut"] == [f"text cut from {len(job.plan.text)} to "
+                          f"{len(answer)} characters to fit Tumblr's "
+                          "1000000 bytes a post"]
+  feed = (tmp_path / "feed" / "feed.jsonl").read_text()
+  assert "cut to Tumblr's limits: text cut from" in feed
+
+
+# ---- smaller differences -------------------------------------------------------------
+
+
+def test_a_post_fetched_by_id_has_no_state_and_is_not_taken_for_published(
+    server, tmp_path):
+  client = TumblrClient(CREDS, host=server.url)
+  draft = server.add_post(BOT, text="a draft", state="draft")
+  queued = server.add_post(BOT, text="queued", state="queue")
+  fetched = client.get_post(BOT, str(draft))
+  assert "state" not in fetched and "blog" not in fetched
+  assert fetched["tumblelog_uuid"] == server.posts(BOT, "draft")[0]["blog"][
+      "uuid"]
+  assert client.get_post(BOT, str(queued))["queued_state"] == "queued"
+  store = Store(str(tmp_path / "bot.db"))
+  poster = Poster(client, store, BOT)
+  assert not poster.in_state(fetched, "published")
+  assert poster.in_state(fetched, "draft")
+  assert poster.in_state(client.get_post(BOT, str(queued)), "queue")
+  store.close()
+
+
+def test_a_draft_the_operator_queues_is_not_taken_for_published(
+    server, tmp_path, model):
+  cfg = config(server, tmp_path)
+  ask, draft = draft_an_ask(server, cfg, model)
+  TumblrClient(CREDS, host=server.url).edit_post(
+      BOT, str(ask), content=draft["content"], layout=draft["layout"],
+      state="queue", tags=draft["tags"])
+  run(cfg, model, T0 + 60)
+  store = Store(cfg.state)
+  assert store.job(f"ask:{ask}").status == "drafted"
+  assert store.review_examples() == []
+  store.close()
+
+
+def test_following_a_blog_that_blocked_the_bot_is_recorded_as_not_followed(
+    server, tmp_path, model):
+  server.add_blog("bob")
+  server.block_user("bob")
+  (ask,) = helpers.seed_asks(server, [("!follow", "bob")])
+  cfg = config(server, tmp_path)
+  report = run(cfg, model)
+  assert report.deleted == [f"ask:{ask}"]
+  assert server.following() == [] and server.posts(BOT, "submission") == []
+  store = Store(cfg.state)
+  assert store.job(f"ask:{ask}").note == "not followed: bob blocked the bot"
+  assert store.is_blocked("bob")
+  store.close()
+
+
+def test_notes_are_paged_with_their_id_and_mode(server):
+  own = server.add_post(BOT, text="the sea is blue tonight")
+  start = int(time.time()) - 200
+  for i in range(70):
+    at(server, start + i)
+    server.add_note(own, "like", f"fan-{i}")
+    server.add_note(own, "reply", f"friend-{i}", text=f"reply {i}")
+  client = TumblrClient(CREDS, host=server.url)
+  replies = client.notes(BOT, str(own), mode="conversation")
+  assert sorted(n["reply_text"] for n in replies) == sorted(
+      f"reply {i}" for i in range(70))
+
+
+def test_the_queue_is_read_twenty_at_a_time(server):
+  raw = pytumblr2.TumblrRestClient(*CREDS.client_args(), host=server.url)
+  for i in range(45):
+    server.add_post(BOT, text=f"queued {i}", state="queue")
+  assert raw.queue(BOT, limit=50)["meta"]["status"] == 400
+  assert raw.queue(BOT, limit=0)["meta"]["status"] == 400
+  assert len(raw.queue(BOT, limit=20)["posts"]) == 20
+  client = TumblrClient(CREDS, host=server.url)
+  assert len({p["id"] for p in client.queue(BOT)}) == 45
+  assert len(client.queue(BOT, limit=30)) == 30
+
+
+# ---- a record of what Tumblr did ------------------------------------------------------
+
+RECORDING = os.path.join(helpers.REPO, "tests", "data", "tumblr_recording")
+
+
+def test_the_recording_of_the_documented_examples_replays_against_the_client():
+  exchanges = recording.load(RECORDING)
+  with recording.ReplayServer(exchanges) as replay:
+    client = TumblrClient(CREDS, host=replay.url, backoff_s=0.01)
+    assert client.user_info()["name"] == "derekg"
+    assert client.following()[:2] == ["david", "matthew"]
+    notes = client.notes("YOUR-BLOG", "1234567890000")
+    assert [n["type"] for n in notes] == ["reblog", "like"]
+    with pytest.raises(TumblrError) as refused:
+      client.create_post("YOUR-BLOG", content=[])
+    assert refused.value.status == 400 and refused.value.subcodes == (8001,)
+    assert "'content' must be an array" in str(refused.value)
+    content = [{"type": "text", "text": "Hello world!"}]
+    assert client.create_post("YOUR-BLOG", content=content) == (
+        "1234567891234567")
+    assert client.edit_post("YOUR-BLOG", "1234567891234567", content=[
+        {"type": "text", "text": "Hello again!"}]) == "1234567891234567"
+    # The client asked what was recorded, in the same order.
+    assert [(r["method"], r["path"]) for r in replay.received] == [
+        (e["method"], e["path"]) for e in exchanges]
+    assert replay.received[2]["query"] == exchanges[2]["query"]
+    assert replay.received[4]["body"] == exchanges[4]["request_body"]
+
+
+def recorded_text(directory) -> str:
+  return "\n".join(open(os.path.join(directory, n), encoding="utf-8").read()
+                   for n in sorted(os.listdir(directory)))
+
+
+@pytest.mark.slow
+def test_a_dry_run_recorded_has_no_credentials_or_names_and_replays(
+    server, tmp_path, bot_model_dir):
+  helpers.seed_asks(server, [("do you like frogs?", "alice")])
+  cfg = config(server, tmp_path)
+  cfg.model = bot_model_dir
+  out = tmp_path / "recorded"
+  proc = run_bot_cli(cfg, "--dry_run", f"--record_api={out}",
+                     "--record_pseudonymize")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"exchanges in {out}" in proc.stdout
+  assert server.write_requests == 0
+  text = recorded_text(out)
+  for secret in CREDS.client_args():
+    assert secret not in text
+  assert "oauth_" not in text and "Authorization" not in text
+  for name in (BOT, "alice", server.posts(BOT, "submission")[0]["blog"][
+      "uuid"]):
+    assert name not in text
+  exchanges = recording.load(out)
+  assert [e["path"] for e in exchanges][0] == "/v2/user/info"
+  (inbox,) = [e for e in exchanges if e["path"].endswith("/submission")]
+  pseudonym = inbox["path"].split("/")[3].split(".")[0]
+  with recording.ReplayServer(exchanges) as replay:
+    client = TumblrClient(CREDS, host=replay.url)
+    client.user_info()
+    (ask,) = client.submissions(pseudonym)
+  asker, question = npf.split_ask(ask["content"], ask["layout"])[0]
+  assert asker not in ("alice", "") and question[0].text == (
+      "do you like frogs?")
+  assert npf.poster(ask) == pseudonym
+
+
+def test_a_recording_names_no_credential_even_where_a_server_echoes_one(
+    tmp_path):
+  recorder = recording.Recorder(str(tmp_path / "rec"), CREDS)
+  recorder.add("GET", "/v2/blog/frank/posts",
+               {"api_key": CREDS.consumer_key, "tag": "frogs"}, None, 200,
+               {"Date": "x", "Authorization": f"OAuth {CREDS.oauth_token}",
+                "Set-Cookie": "session=1"},
+               {"meta": {"status": 200}, "response": {
+                   "echo": f"token={CREDS.oauth_secret}",
+                   "oauth_token": CREDS.oauth_token}})
+  recorder.write()
+  text = recorded_text(tmp_path / "rec")
+  for secret in CREDS.client_args():
+    assert secret not in text
+  (exchange,) = recording.load(tmp_path / "rec")
+  assert exchange["query"] == {"api_key": "REDACTED", "tag": "frogs"}
+  assert exchange["headers"] == {"Date": "x"}
+  assert exchange["body"]["response"]["echo"] == "token=REDACTED"

@@ -201,10 +201,21 @@ def _record_ask(desk: Desk, note: dict) -> None:
     log.info("ask %s cannot be read: %s", post_id, why)
     return
   # Gone or answered since (by a person, in Tumblr): nothing to do.
-  if post is None or post.get("state") != "submission" or not npf.is_ask(
-      post):
+  if post is None or not npf.is_ask(post) or not _unanswered(post):
     return
   asks.record(desk, post)
+
+
+def _unanswered(ask: dict) -> bool:
+  """Whether an ask fetched by its id still waits for an answer. The
+  fetch has no `state` (the API docs' `/posts/{post-id}`): an ask that
+  waits holds its own blocks and nothing else, and is not queued."""
+  if ask.get("state"):
+    return ask["state"] == "submission"
+  if ask.get("queued_state"):
+    return False
+  asked, answer = npf.split_ask(ask.get("content"), ask.get("layout"))
+  return bool(asked) and not answer
 
 
 def _reply_reason(desk: Desk, p: dict) -> Optional[str]:

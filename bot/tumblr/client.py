@@ -311,6 +311,8 @@ class TumblrClient:
     self.writes = 0            # write requests sent (POST/PUT/DELETE)
     self.waits = []            # seconds waited on 429s, for the report
     self.budget = ApiBudget()  # calls left, from the rate-limit headers
+    # A bot.tumblr.recording.Recorder keeps every exchange (--record_api).
+    self.recorder = None
 
   def __repr__(self):
     return f"TumblrClient(host={self.host!r})"
@@ -385,6 +387,9 @@ class TumblrClient:
       self.api.request.last_response_headers = resp.headers
       self.budget.update(resp.headers, self._clock())
       status = resp.status_code
+      if self.recorder is not None:
+        self.recorder.add(method, _path_of(path), params, json_body, status,
+                          resp.headers, _envelope(resp))
       log.debug("%s %s -> %d", method, _path_of(path), status)
       if status == 429 and write and _post_limit(_envelope(resp)):
         # The day's posts, not the API's calls: waiting seconds or the
@@ -510,7 +515,9 @@ class TumblrClient:
       following = _next_query(data)
       if following is None or not data.get("notes"):
         break
-      params = following
+      # Real Tumblr's `_links.next` carries the cursor alone: `id` and
+      # `mode` are kept (issue 40, item 10).
+      params = {**params, **following}
     return notes
 
   def dashboard(self, since_id: Optional[str] = None, limit: int = 20) -> list:
@@ -520,7 +527,17 @@ class TumblrClient:
     return self.api.dashboard(**kw).get("posts", [])
 
   def queue(self, blog: str, limit: int = 50) -> list:
-    return self.api.queue(blog, npf=True, limit=limit).get("posts", [])
+    """The first `limit` queued posts, a page of at most 20 at a time: the
+    route takes `limit` 1 to 20 only (the API docs' `/posts/queue`)."""
+    posts = []
+    while len(posts) < limit:
+      size = min(PAGE_SIZE, limit - len(posts))
+      page = self.api.queue(blog, npf=True, limit=size,
+                            offset=len(posts)).get("posts", [])
+      posts += page
+      if len(page) < size:
+        break
+    return posts
 
   def posts(self, blog: str, **kw) -> list:
     return self.api.posts(blog, **kw).get("posts", [])
@@ -620,9 +637,12 @@ class TumblrClient:
                      json_body=body, media=media, landed=landed)
     return str(resp.get("id") or resp.get("id_string"))
 
-  def follow(self, blog: str) -> None:
-    self.send("POST", "/v2/user/follow",
-              json_body={"url": f"https://{blog}.tumblr.com/"})
+  def follow(self, blog: str) -> bool:
+    """Follows `blog`; False if Tumblr did not (a blog that blocked the
+    user answers 200 with `followed` false, tumblr/docs issue #69)."""
+    resp = self.send("POST", "/v2/user/follow",
+                     json_body={"url": f"https://{blog}.tumblr.com/"})
+    return not (isinstance(resp, dict) and resp.get("followed") is False)
 
   def unfollow(self, blog: str) -> None:
     self.send("POST", "/v2/user/unfollow",

@@ -41,7 +41,8 @@ single post fetch, queue, drafts, submissions (asks), notifications, notes
 files by `identifier`; the files are then served at /media/NAME), legacy
 create/edit/reblog/delete, user info, limits, following, follow, unfollow,
 and dashboard. A blog that blocked the user (`block_user`) answers 403 with
-"You do not have permission to view this blog" as the `response` string.
+"You do not have permission to view this blog" as the `response` string
+(following it: 200, `followed` false).
 
 Where real Tumblr does what its docs do not say, so does this server
 (issue 40): notification items are typed `user_mention` (the mentioning
@@ -56,7 +57,13 @@ post or ask gets a new id when it is published (`genesis_post_id` names the
 old one, which answers 404); a post not created
 in NPF (`legacy=True`) refuses NPF edits unless it is a legacy text post;
 the daily post cap follows the calendar day in US Eastern time and answers
-429 past it. Responses carry
+429 past it; content past the NPF spec's limits is refused with 400 and
+empty text blocks at its ends are trimmed (`bot.tumblr.npf_limits`); an
+edit refuses `state: "queued"`; a post fetched by id (`/posts/{id}`) names
+its blog by `tumblelog_uuid` and has no `blog` or `state`; following a blog
+that blocked the user answers 200 with `followed: false`; the notes'
+`_links.next` carries only its cursor; the queue takes `limit` 1 to 20 only.
+Responses carry
 a `Date` header
 from the server's clock, which its daily limits follow. Posts are stored in NPF; legacy responses are
 converted from it (text and answer posts; media as placeholders).
@@ -91,7 +98,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 
-from bot.tumblr import fields, html_subset, npf, post_day
+from bot.tumblr import fields, html_subset, npf, npf_limits, post_day
 from bot.tumblr.credentials import Credentials
 from bot.tumblr.thread import ANONYMOUS
 
@@ -205,10 +212,13 @@ class ApiError(Exception):
   """
 
   def __init__(self, status: int, detail: str, code: int = 0,
-               as_response: bool = False):
+               as_response: bool = False, titled: bool = False):
     super().__init__(detail)
     self.status, self.detail, self.code = status, detail, code
     self.as_response = as_response
+    # The NPF create route's example error: the message is the `title`,
+    # with the subcode and no `detail` (the API docs' errors and subcodes).
+    self.titled = titled
 
 
 # Real Tumblr's answer about a blog that blocked the user: the message is
@@ -963,11 +973,22 @@ class TumblrServer:
     post = self._post(post_id, self._blog(blog))
     self.posts_served[post.id] += 1
     rendered = self._render(post, params.get("post_format", "npf") != "legacy")
-    if post.state == "queue":
+    # The fetch route's documented fields name the blog by
+    # `tumblelog_uuid` and have no `blog` or `state`; a queued post says so
+    # by `queued_state` (the API docs' `/posts/{post-id}` fetch response).
+    rendered.pop("blog", None)
+    state = rendered.pop("state")
+    rendered["tumblelog_uuid"] = _blog_uuid(post.blog)
+    if state == "queued":
       rendered["queued_state"] = "queued"
     return rendered
 
   def _api_queue(self, params, blog):
+    limit = fields.integer(params.get("limit"))
+    if "limit" in params and not (limit is not None and 1 <= limit <= 20):
+      # "The number of results to return: 1–20, inclusive" (the API docs'
+      # `/posts/queue`).
+      raise ApiError(400, f"limit {params['limit']!r}: 1 to 20", 0)
     posts = sorted(self._select(self._own_blog(blog).name, "queue"),
                    key=lambda p: p.id)
     return {"posts": self._page(posts, params, npf_default=False)}
@@ -1037,8 +1058,9 @@ class TumblrServer:
     if len(selected) > len(page):
       response["_links"] = {"next": {
           "type": "api", "method": "GET", "href": f"/v2/blog/{blog}/notes",
-          "query_params": {"id": str(post.id), "mode": mode,
-                           "before_timestamp": page[-1]["timestamp"]}}}
+          # Only the cursor: a client that takes these for its whole
+          # query loses `id` and `mode` (issue 40, item 10).
+          "query_params": {"before_timestamp": page[-1]["timestamp"]}}}
     return response
 
   def _api_dashboard(self, params):
@@ -1079,10 +1101,11 @@ class TumblrServer:
   def _api_user_follow(self, params):
     blog = self._followed_blog(params)
     if blog.name in self._blocked_by:
-      raise _blocked()
+      # Not an error: 200 with `followed` false (tumblr/docs issue #69).
+      return {"blog": blog.short_info(), "followed": False}
     if blog.name not in self._following:
       self._following.append(blog.name)
-    return {"blog": blog.short_info()}
+    return {"blog": blog.short_info(), "followed": True}
 
   def _api_user_unfollow(self, params):
     blog = self._followed_blog(params)
@@ -1125,6 +1148,20 @@ class TumblrServer:
     return [self._uploaded(b, params.get("_files") or {})
             for b in content], layout
 
+  @staticmethod
+  def _as_stored(content: List[dict], layout: List[dict]
+                 ) -> Tuple[List[dict], List[dict]]:
+    """A post's content and layout as Tumblr keeps them: empty text blocks
+    at the ends trimmed, the layout's indexes shifted (the NPF spec's
+    "Leading and Trailing Empty Text Blocks"); refused with 400 past the
+    spec's content block limits and ask limits (bot.tumblr.npf_limits), in
+    the error shape of the API docs' NPF create route."""
+    content, layout = npf_limits.trim_empty_ends(content, layout)
+    problem = npf_limits.refusal(content, layout)
+    if problem is not None:
+      raise ApiError(400, problem[0], problem[1], titled=True)
+    return content, layout
+
   def _uploaded(self, block: dict, files: dict) -> dict:
     """A media block whose media name an uploaded file (`identifier`) gets
     the file's URL on this server, as Tumblr's media hosts serve them."""
@@ -1158,7 +1195,7 @@ class TumblrServer:
 
   def _api_create_post(self, params, blog):
     info = self._own_blog(blog)
-    content, layout = self._npf_params(params)
+    content, layout = self._as_stored(*self._npf_params(params))
     trail, parent = [], None
     if params.get("parent_post_id") is not None:
       parent = self._posts.get(fields.integer(params["parent_post_id"]))
@@ -1196,6 +1233,11 @@ class TumblrServer:
 
   def _api_edit_post(self, params, blog, post_id):
     post = self._post(post_id, self._own_blog(blog))
+    if params.get("state") == "queued":
+      # Creating takes "queued" for "queue"; an edit refuses it
+      # (tumblr/docs issue #58).
+      raise ApiError(400, "invalid post state 'queued': use 'queue'", 8001,
+                     titled=True)
     if not post.npf and _legacy_type(post) != "text":
       # The API docs' NPF edit route: "you can only edit posts in NPF if
       # they were originally created in NPF, or are legacy text posts".
@@ -1208,6 +1250,7 @@ class TumblrServer:
       count = len(asks[0].get("blocks", [])) if asks else 0
       content = post.content[:count] + content
       layout = [dict(asks[0])] + [l for l in layout if l.get("type") != "ask"]
+    content, layout = self._as_stored(content, layout)
     self._publish(post, self._state(params, default=(
         "published" if post.state == "submission" else post.state)))
     post.content, post.layout = content, layout
@@ -1335,7 +1378,8 @@ def _error_envelope(error: ApiError) -> dict:
   if error.as_response:
     return {"meta": {"status": error.status, "msg": phrase},
             "response": error.detail}
-  detail = {"title": phrase, "code": error.code, "detail": error.detail}
+  detail = ({"title": error.detail, "code": error.code} if error.titled
+            else {"title": phrase, "code": error.code, "detail": error.detail})
   return {"meta": {"status": error.status, "msg": phrase}, "response": [],
           "errors": [detail]}
 
