@@ -2,7 +2,8 @@
 
 A workdir describes itself, so any command that takes a model takes it:
 
-  WORKDIR/run.json            {"format": "gpt2-flax-run", "model": GPT2Config,
+  WORKDIR/run.json            {"format": "gpt2-flax-run", "model": GPT2Config
+                               or LlamaConfig (gpt2.family reads either),
                                "init": ..., "data": ..., "config": ...,
                                and for a LoRA run "base": the model its
                                adapters sit on, as any process finds it}
@@ -28,7 +29,8 @@ import fsspec
 import jax
 
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, lora_shapes, param_shapes
+from gpt2 import family
+from gpt2.model import GPT2Config
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "gpt2-flax-run"
@@ -154,7 +156,7 @@ def latest_params_in_workdir(path: str) -> Optional[tuple]:
   run = read_run_file(path)
   if run is None:
     return None
-  config = GPT2Config.from_dict(run["model"])
+  config = model_from_run(run, path)
   ocp_dir = _join(path, "checkpoints")
   fs, root = fsspec.core.url_to_fs(ocp_dir)
   if not fs.isdir(root):
@@ -165,7 +167,9 @@ def latest_params_in_workdir(path: str) -> Optional[tuple]:
     step = store.latest_step()
     if step is None:
       raise UserError(f"the training workdir {path} has no checkpoint yet")
-    target = lora_shapes(config) if config.lora_rank else param_shapes(config)
+    functions = family.of(config)
+    target = (functions.lora_shapes(config) if config.lora_rank else
+              functions.param_shapes(config))
     params = store.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(target)))["params"]
   finally:
@@ -195,7 +199,7 @@ def describe(config: GPT2Config) -> str:
 
 def model_from_run(run: dict, workdir: str) -> GPT2Config:
   try:
-    return GPT2Config.from_dict(run["model"])
+    return family.config_from_dict(run["model"])
   except (KeyError, TypeError) as e:
     raise UserError(f"{workdir}/{RUN_FILE} has no valid model config") from e
 

@@ -18,6 +18,13 @@ GPT-2 the blocks are stacked on a leading `layers` axis, scanned in a full
 forward (or run in turn, `scan_layers=False`), and run in turn with a cache.
 The layers are GPT-2's `Dense` (kernels (in, out)) with `use_bias` off.
 
+LoRA as in GPT-2 (`gpt2/model.py`): with `lora_rank` > 0 the projections
+named in `lora_targets` (their Hugging Face and PEFT names, `q_proj`,
+`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`) add a
+low-rank update whose adapters live in the "lora" collection, stacked on the
+layer axis; `forward(..., lora=adapters)` runs them, `merge_lora` folds them
+into the kernels.
+
 Shapes: B batch, T tokens of this call, S key/value slots, C = n_embd,
 H query heads, K key/value heads, G = H // K, D = head_dim, L layers,
 V vocabulary, F = n_inner.
@@ -47,6 +54,45 @@ from gpt2.model import Dense, GPT2Output
 FAMILIES = ("llama", "qwen2", "mistral")
 # How positions are rotated: plain RoPE, or Llama 3.1's rescaled RoPE.
 ROPE_TYPES = ("default", "llama3")
+# The projections LoRA may adapt, by their names in a block (Hugging Face's
+# and PEFT's), and the module of the block each sits in.
+LORA_TARGETS = {"q_proj": "self_attn", "k_proj": "self_attn",
+                "v_proj": "self_attn", "o_proj": "self_attn",
+                "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+# Released shapes, as their config.json on the Hub spells them (the fields
+# `config_from_hf` reads): a config names one as `model.size`, so that
+# `launch.compile_check` needs no download. `preset` makes the LlamaConfig.
+PRESETS = {
+    "SmolLM2-135M": dict(
+        model_type="llama", vocab_size=49152, hidden_size=576,
+        intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=8192,
+        rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=0),
+    "Llama-3.2-1B": dict(
+        model_type="llama", vocab_size=128256, hidden_size=2048,
+        intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=dict(
+            rope_type="llama3", factor=32.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=8192),
+        tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001),
+    "Qwen2.5-1.5B": dict(
+        model_type="qwen2", vocab_size=151936, hidden_size=1536,
+        intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+        num_key_value_heads=2, max_position_embeddings=131072,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False,
+        tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
+    "Llama-3.1-8B": dict(
+        model_type="llama", vocab_size=128256, hidden_size=4096,
+        intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=dict(
+            rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=8192),
+        tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001),
+}
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
            "float16": jnp.float16}
@@ -88,7 +134,8 @@ class LlamaConfig:
   remat: bool = False
   scan_layers: bool = True
   attention: str = "auto"
-  # GPT-2's `Dense` reads these; adapters for this family come later.
+  # LoRA adapters on the `lora_targets` projections (0: none), as in
+  # GPT2Config.
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_dropout: float = 0.0
@@ -119,11 +166,18 @@ class LlamaConfig:
     if self.attention not in attention_lib.IMPLEMENTATIONS:
       raise UserError(f"attention={self.attention!r} is not one of "
                       f"{', '.join(attention_lib.IMPLEMENTATIONS)}")
-    if self.lora_rank:
-      raise UserError("LoRA on a Llama-family model is not supported yet")
     # From JSON these come as lists; the config must stay hashable.
     object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    if self.lora_rank < 0:
+      raise UserError(f"lora_rank={self.lora_rank} must be >= 0")
+    for target in self.lora_targets:
+      if target not in LORA_TARGETS:
+        raise UserError(f"lora target {target!r} is not one of "
+                        f"{', '.join(LORA_TARGETS)}")
+    if self.lora_rank and not self.lora_targets:
+      raise UserError(f"lora_rank={self.lora_rank} needs at least one of "
+                      f"{', '.join(LORA_TARGETS)} as a target")
 
   @property
   def compute_dtype(self):
@@ -140,6 +194,25 @@ class LlamaConfig:
 
   def replace(self, **kw) -> "LlamaConfig":
     return dataclasses.replace(self, **kw)
+
+  def without_lora(self) -> "LlamaConfig":
+    """The same model with its adapters merged in (`merge_lora`)."""
+    return self.replace(lora_rank=0, lora_alpha=16.0, lora_dropout=0.0,
+                        lora_targets=())
+
+  @property
+  def lora_scale(self) -> float:
+    return self.lora_alpha / self.lora_rank
+
+  def num_params(self) -> int:
+    c, h, k, d = self.n_embd, self.n_head, self.n_kv_head, self.head_dim
+    attention = c * h * d * 2 + c * k * d * 2 + (
+        (h + 2 * k) * d if self.qkv_bias else 0) + (c if self.o_bias else 0)
+    mlp = 3 * c * self.n_inner + (
+        2 * self.n_inner + c if self.mlp_bias else 0)
+    head = 0 if self.tie_word_embeddings else self.vocab_size * c
+    return (self.vocab_size * c + head + c +
+            self.n_layer * (attention + mlp + 2 * c))
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -217,6 +290,62 @@ def config_from_hf(hf: dict, source: str, **overrides) -> LlamaConfig:
   return LlamaConfig(**{**fields, **overrides})
 
 
+def preset(name: str, **overrides) -> LlamaConfig:
+  """The LlamaConfig of a released shape (`PRESETS`)."""
+  if name not in PRESETS:
+    raise UserError(f"unknown model size {name!r}; the Llama family's are "
+                    f"{', '.join(PRESETS)}")
+  return config_from_hf(PRESETS[name], name, **overrides)
+
+
+def config_to_hf(config: LlamaConfig) -> dict:
+  """The Hugging Face `config.json` of a model: `config_from_hf` the other
+  way, in transformers 4.x's spelling (which 5.x reads too)."""
+  architectures = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                   "mistral": "MistralForCausalLM"}
+  eos = list(config.eos_token_ids)
+  hf = {
+      "architectures": [architectures[config.model_type]],
+      "model_type": config.model_type,
+      "vocab_size": config.vocab_size,
+      "max_position_embeddings": config.n_positions,
+      "hidden_size": config.n_embd,
+      "num_hidden_layers": config.n_layer,
+      "num_attention_heads": config.n_head,
+      "num_key_value_heads": config.n_kv_head,
+      "head_dim": config.head_dim,
+      "intermediate_size": config.n_inner,
+      "hidden_act": "silu",
+      "rms_norm_eps": config.rms_norm_eps,
+      "rope_theta": config.rope_theta,
+      "rope_scaling": None,
+      "tie_word_embeddings": config.tie_word_embeddings,
+      "bos_token_id": config.bos_token_id,
+      "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
+      "torch_dtype": "float32",
+  }
+  if config.rope_type == "llama3":
+    hf["rope_scaling"] = {
+        "rope_type": "llama3", "factor": config.rope_factor,
+        "low_freq_factor": config.rope_low_freq_factor,
+        "high_freq_factor": config.rope_high_freq_factor,
+        "original_max_position_embeddings": config.rope_original_positions}
+  if config.model_type == "qwen2":
+    # Qwen2 always has q/k/v biases and no others.
+    if config.o_bias or config.mlp_bias or not config.qkv_bias:
+      raise UserError("a qwen2 model has biases on q, k and v only")
+    hf["use_sliding_window"] = False
+  else:
+    if config.qkv_bias != config.o_bias:
+      raise UserError(f"a {config.model_type} model has biases on all of q, "
+                      "k, v and o or none")
+    hf["attention_bias"] = config.qkv_bias
+    hf["mlp_bias"] = config.mlp_bias
+    if config.model_type == "mistral":
+      hf["sliding_window"] = None
+  return hf
+
+
 # ---- rotary position embeddings ---------------------------------------------
 
 
@@ -286,7 +415,7 @@ class Attention(nn.Module):
     H, K, G, D = cfg.n_head, cfg.n_kv_head, cfg.kv_groups, cfg.head_dim
 
     def projection(features, axes, use_bias, name):
-      return Dense(features, axes, cfg, site=f"self_attn.{name}",
+      return Dense(features, axes, cfg, site=name,
                    use_bias=use_bias, deterministic=self.deterministic,
                    name=name)
 
@@ -336,7 +465,7 @@ class MLP(nn.Module):
     cfg = self.config
 
     def projection(features, axes, name):
-      return Dense(features, axes, cfg, site=f"mlp.{name}",
+      return Dense(features, axes, cfg, site=name,
                    use_bias=cfg.mlp_bias, deterministic=self.deterministic,
                    name=name)
 
@@ -399,19 +528,27 @@ class Llama(nn.Module):
               self.variables.get("params", {}).get("layers"))
     if layers is not None and (cache is not None or not cfg.scan_layers or
                                isinstance(layers, (list, tuple))):
+      # pylint: disable=protected-access
       if not isinstance(layers, (list, tuple)):  # else `unstack_layers`'
-        layers = gpt2_model._layer_slices(layers, cfg.n_layer)  # pylint: disable=protected-access
-      layers = [{"params": p} for p in layers]
-      x, cache, layer_out = gpt2_model._blocks_in_turn(  # pylint: disable=protected-access
+        layers = gpt2_model._layer_slices(layers, cfg.n_layer)
+      adapters = self.variables.get("lora", {}).get("layers")
+      if adapters is not None:  # each block's own slice of the adapters
+        layers = [{"params": p, "lora": a} for p, a in zip(
+            layers, gpt2_model._layer_slices(adapters, cfg.n_layer))]
+      else:
+        layers = [{"params": p} for p in layers]
+      rng = None if deterministic else self.make_rng("dropout")
+      x, cache, layer_out = gpt2_model._blocks_in_turn(
           cfg, layers, x, context, valid, cache, cache_index, deterministic,
-          None, block_cls=Block)
+          rng, block_cls=Block)
     else:
       block = Block
       if cfg.remat:
         block = nn.remat(Block, prevent_cse=False,
                          policy=jax.checkpoint_policies.nothing_saveable)
       blocks = nn.scan(
-          block, variable_axes={"params": 0}, split_rngs={"params": True},
+          block, variable_axes={"params": 0, "lora": 0},
+          split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layer,
           metadata_params={nn.PARTITION_NAME: "layers"})(
               cfg, deterministic, bool(capture), name="layers")
@@ -464,12 +601,35 @@ def init_params(config: LlamaConfig, rng) -> dict:
   return nn.unbox(_init_variables(config, rng)["params"])
 
 
-def param_logical_axes(config: LlamaConfig):
-  """A pytree like the params whose leaves are PartitionSpecs of logical
-  names."""
+@functools.partial(jax.jit, static_argnums=0)
+def init_lora(config: LlamaConfig, rng) -> dict:
+  """Fresh LoRA adapters of a config with `lora_rank` > 0: {"layers":
+  {"self_attn": {"q_proj": {"a", "b"}}, ...}}, stacked on the layer axis."""
+  if not config.lora_rank:
+    raise ValueError("init_lora needs a config with lora_rank > 0")
+  return nn.unbox(_init_variables(config, rng)["lora"])
+
+
+def param_logical_axes(config: LlamaConfig, collection: str = "params"):
+  """A pytree like the params (or, with collection="lora", the adapters)
+  whose leaves are PartitionSpecs of logical names."""
   variables = jax.eval_shape(functools.partial(_init_variables, config),
                              jax.random.PRNGKey(0))
-  return nn.get_partition_spec(variables)["params"]
+  return nn.get_partition_spec(variables)[collection]
+
+
+def lora_shapes(config: LlamaConfig):
+  """A pytree like the adapters whose leaves are ShapeDtypeStructs."""
+  return jax.eval_shape(functools.partial(init_lora, config),
+                        jax.random.PRNGKey(0))
+
+
+def merge_lora(config: LlamaConfig, params: dict, lora: dict) -> tuple:
+  """(config without LoRA, params with the adapters folded into their
+  kernels): `gpt2.model.merge_lora` for this family."""
+  return gpt2_model.merge_lora(config, params, lora, key="layers",
+                               path=lambda target: (LORA_TARGETS[target],
+                                                    target))
 
 
 def param_shapes(config: LlamaConfig):
@@ -478,7 +638,12 @@ def param_shapes(config: LlamaConfig):
                         jax.random.PRNGKey(0))
 
 
-def forward(config: LlamaConfig, params, input_ids, **kw) -> GPT2Output:
-  """`Llama(config).apply` on plain params; keyword arguments as in
-  `Llama.__call__`."""
-  return Llama(config).apply({"params": params}, input_ids, **kw)
+def forward(config: LlamaConfig, params, input_ids, *, lora=None,
+            **kw) -> GPT2Output:
+  """`Llama(config).apply` on plain params (and a LoRA config's adapters);
+  keyword arguments as in `Llama.__call__`."""
+  rngs = kw.pop("rngs", None)
+  variables = {"params": params}
+  if lora is not None:
+    variables["lora"] = lora
+  return Llama(config).apply(variables, input_ids, rngs=rngs, **kw)

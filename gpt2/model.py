@@ -583,21 +583,27 @@ def lora_shapes(config: GPT2Config):
       functools.partial(init_lora, config), jax.random.PRNGKey(0))
 
 
-def merge_lora(config: GPT2Config, params: dict, lora: dict) -> tuple:
+def merge_lora(config: GPT2Config, params: dict, lora: dict, key: str = "h",
+               path=None) -> tuple:
   """(config without LoRA, params with each target kernel W replaced by
   W + alpha / rank * A B): the same model as `params` with `lora`, in one
-  set of weights. Merged in float32, stored in the kernel's dtype."""
-  blocks = jax.tree.map(lambda p: p, params["h"])  # a copy of the dicts
+  set of weights. Merged in float32, stored in the kernel's dtype.
+
+  `key` names the stacked blocks and `path(target)` gives a target's
+  (module, layer) within a block (GPT-2's: "attn.c_attn" split at the dot;
+  the Llama family's `gpt2.llama.merge_lora` passes its own)."""
+  path = path or (lambda target: tuple(target.split(".")))
+  blocks = jax.tree.map(lambda p: p, params[key])  # a copy of the dicts
   for target in config.lora_targets:
-    module, layer = target.split(".")
-    adapter = lora["h"][module][layer]
+    module, layer = path(target)
+    adapter = lora[key][module][layer]
     kernel = blocks[module][layer]["kernel"]
     update = jnp.matmul(jnp.asarray(adapter["a"], jnp.float32),
                         jnp.asarray(adapter["b"], jnp.float32))
     merged = jnp.asarray(kernel, jnp.float32) + config.lora_scale * update
     blocks[module][layer] = {**blocks[module][layer],
                              "kernel": merged.astype(kernel.dtype)}
-  return config.without_lora(), {**params, "h": blocks}
+  return config.without_lora(), {**params, key: blocks}
 
 
 def forward(config: GPT2Config, params, input_ids, *, lora=None,

@@ -7,6 +7,12 @@ accumulation over micro-batches with `lax.scan`, the gradient noise scale);
 their sharded, jitted forms; and `train_and_evaluate`, the loop with its side
 effects (data, checkpoints, metrics, TensorBoard, SIGTERM).
 
+A Llama-family model (`gpt2.llama`: Llama 3.x, Qwen2.5, SmolLM2) trains
+through the same code: `config.init` names its checkpoint (or `model.size`
+one of `gpt2.llama.PRESETS` for a random one), and every model function is
+its family's (`gpt2.family`). Its LoRA targets are its projections'
+names (`q_proj`, ..., `down_proj`); it has no dropout.
+
 LoRA (`config.lora.rank` > 0): the trained tree, `state["params"]`, is the
 adapters alone (`gpt2.model`'s "lora" collection), so gradients and Adam
 state exist only for them; the base model (`config.init`, kept in
@@ -49,12 +55,12 @@ from absl import logging
 from gpt2 import checkpoints
 from gpt2 import data as data_lib
 from gpt2 import distributed
+from gpt2 import family as family_lib
+from gpt2 import llama
 from gpt2 import sharding as sharding_lib
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, LORA_TARGETS, forward, init_lora
-from gpt2.model import init_params, lora_shapes, merge_lora
-from gpt2.model import param_logical_axes, param_shapes
-from gpt2.tokenizer import Tokenizer
+from gpt2.model import GPT2Config, LORA_TARGETS
+from gpt2.tokenizer import EOT, Tokenizer
 
 METRICS_FILE = "metrics.jsonl"
 GPT2_VOCAB = 50257
@@ -82,8 +88,9 @@ def default_config() -> ml_collections.ConfigDict:
   # gpt2-xl, owner/name); "" = random init of `model.size`.
   c.init = ""
   c.model = ml_collections.ConfigDict(dict(
-      size="124M",        # a GPT2Config preset, for random init
-      vocab_size=0,       # 0 = the tokenizer's
+      size="124M",        # a GPT2Config preset, for random init (or a
+                          # gpt2.llama.PRESETS shape, e.g. Llama-3.2-1B)
+      vocab_size=0,       # 0 = the tokenizer's (a Llama preset's own)
       n_positions=0,      # 0 = the preset's
       dtype="float32",    # matmul dtype ("bfloat16" on TPU)
       param_dtype="float32",
@@ -93,8 +100,9 @@ def default_config() -> ml_collections.ConfigDict:
       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0))
   # LoRA: rank 0 trains the model itself; rank r > 0 freezes `init` and
   # trains rank-r adapters on `targets` (comma-separated, of
-  # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), scaled by alpha / r,
-  # their input dropped out at `dropout` in training.
+  # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; for the Llama family
+  # of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj),
+  # scaled by alpha / r, their input dropped out at `dropout` in training.
   c.lora = ml_collections.ConfigDict(dict(
       rank=0, alpha=16.0, dropout=0.0, targets="attn.c_attn"))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
@@ -159,9 +167,10 @@ def _config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def lora_settings(config) -> dict:
-  """The GPT2Config fields `config.lora` asks for, or a UserError naming
-  the setting at fault."""
+def lora_settings(config, targets_allowed=LORA_TARGETS) -> dict:
+  """The model config fields `config.lora` asks for, or a UserError naming
+  the setting at fault; the targets must be of `targets_allowed` (the
+  family's; None: not checked yet)."""
   lora = config.lora
   if lora.rank < 0:
     raise UserError(f"lora.rank={lora.rank} must be >= 0 (0: no LoRA)")
@@ -173,13 +182,14 @@ def lora_settings(config) -> dict:
     raise UserError(f"lora.dropout={lora.dropout} must be in [0, 1)")
   targets = tuple(t.strip() for t in str(lora.targets).split(",")
                   if t.strip())
+  allowed = targets_allowed or ()
   for target in targets:
-    if target not in LORA_TARGETS:
+    if targets_allowed is not None and target not in allowed:
       raise UserError(f"lora.targets: unknown target {target!r}; choose "
-                      f"from {', '.join(LORA_TARGETS)}")
+                      f"from {', '.join(allowed)}")
   if not targets:
     raise UserError(f"lora.targets is empty; name one or more of "
-                    f"{', '.join(LORA_TARGETS)}")
+                    f"{', '.join(allowed or LORA_TARGETS)}")
   return dict(lora_rank=lora.rank, lora_alpha=float(lora.alpha),
               lora_dropout=float(lora.dropout),
               lora_targets=tuple(dict.fromkeys(targets)))
@@ -224,11 +234,13 @@ def schedule_from_config(config) -> Callable:
 TRAIN, FROZEN = "train", "frozen"
 
 
-def trainable_labels(params, only_transformer_layers: bool):
-  """"train"/"frozen" per leaf: embeddings and ln_f frozen if asked."""
+def trainable_labels(params, only_transformer_layers: bool,
+                     layers: str = "h"):
+  """"train"/"frozen" per leaf: embeddings and the final norm frozen if
+  asked (all but `layers`, the blocks)."""
   return {
       name: jax.tree.map(
-          lambda _, n=name: TRAIN if n == "h" or not only_transformer_layers
+          lambda _, n=name: TRAIN if n == layers or not only_transformer_layers
           else FROZEN, subtree)
       for name, subtree in params.items()
   }
@@ -271,8 +283,9 @@ def init_state(params, optimizer) -> dict:
 
 
 def _deterministic(model_config: GPT2Config) -> bool:
-  return not (model_config.embd_pdrop or model_config.attn_pdrop or
-              model_config.resid_pdrop or
+  # The Llama family has no dropout but LoRA's.
+  dropouts = [getattr(model_config, name, 0.0) for name in _DROPOUTS]
+  return not (any(dropouts) or
               (model_config.lora_rank and model_config.lora_dropout))
 
 
@@ -281,6 +294,7 @@ def token_losses(model_config: GPT2Config, params, tokens, rng=None,
   """(B, T-1) next-token cross-entropies of (B, T) windows (of the model
   `params`, with the adapters `lora` on it for a LoRA config)."""
   deterministic = _deterministic(model_config) or rng is None
+  forward = family_lib.of(model_config).forward
   out = forward(model_config, params, tokens, lora=lora,
                 deterministic=deterministic,
                 rngs=None if deterministic else {"dropout": rng})
@@ -489,21 +503,25 @@ def state_layout(model_config: GPT2Config, config, mesh) -> StateLayout:
   of `init_state`'s state around it with `config`'s optimizer, and of a
   LoRA run's frozen base, from `config.sharding_rules`."""
   rules = sharding_lib.rules_from_config(config.sharding_rules)
+  family = family_lib.of(model_config)
   base_shardings = abstract_base = None
   if model_config.lora_rank:
-    base_shapes = param_shapes(model_config)
+    base_shapes = family.param_shapes(model_config)
     base_shardings = sharding_lib.tree_shardings(
-        param_logical_axes(model_config), base_shapes, mesh, rules)
+        family.param_logical_axes(model_config), base_shapes, mesh, rules)
     abstract_base = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         base_shapes, base_shardings)
-    shapes, collection, init_fn = lora_shapes(model_config), "lora", init_lora
+    shapes, collection, init_fn = (family.lora_shapes(model_config), "lora",
+                                   family.init_lora)
   else:
-    shapes, collection, init_fn = param_shapes(model_config), "params", \
-        init_params
+    shapes, collection, init_fn = (family.param_shapes(model_config),
+                                   "params", family.init_params)
   param_shardings = sharding_lib.tree_shardings(
-      param_logical_axes(model_config, collection), shapes, mesh, rules)
-  labels = trainable_labels(shapes, config.only_train_transformer_layers)
+      family.param_logical_axes(model_config, collection), shapes, mesh,
+      rules)
+  labels = trainable_labels(shapes, config.only_train_transformer_layers,
+                            family.layers)
   optimizer = make_optimizer(config, labels)
   abstract = jax.eval_shape(functools.partial(init_state, optimizer=optimizer),
                             shapes)
@@ -574,17 +592,37 @@ def check_batch_fits_mesh(config, mesh) -> None:
 
 # ---- the model a run trains --------------------------------------------------
 
-_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers", "attention",
-             "embd_pdrop", "attn_pdrop", "resid_pdrop")
+_DROPOUTS = ("embd_pdrop", "attn_pdrop", "resid_pdrop")
+_NUMERICS = ("dtype", "param_dtype", "remat", "scan_layers",
+             "attention") + _DROPOUTS
 
 
-def _numerics(config) -> dict:
-  return {k: config.model[k] for k in _NUMERICS}
+def _numerics(config, model_config_class=GPT2Config) -> dict:
+  """`config.model`'s numerics as fields of `model_config_class` (a Llama
+  family model has no dropout: one set is an error)."""
+  fields = {f.name for f in dataclasses.fields(model_config_class)}
+  out = {}
+  for k in _NUMERICS:
+    if k in fields:
+      out[k] = config.model[k]
+    elif config.model[k]:
+      raise UserError(f"model.{k}={config.model[k]}: a Llama-family model "
+                      "has no dropout (LoRA's is lora.dropout)")
+  return out
 
 
 def model_config_for(config, vocab_size: int) -> GPT2Config:
   """The architecture `config.model` asks for, with the given vocabulary
-  (and `config.lora`'s adapters)."""
+  (and `config.lora`'s adapters): a GPT-2 preset, or a Llama-family shape
+  of `gpt2.llama.PRESETS` with its own vocabulary unless
+  `model.vocab_size` says another."""
+  if config.model.size in llama.PRESETS:
+    overrides = {**_numerics(config, llama.LlamaConfig),
+                 **lora_settings(config, family_lib.LLAMA.lora_targets)}
+    for key in ("vocab_size", "n_positions"):
+      if config.model[key]:
+        overrides[key] = config.model[key]
+    return llama.preset(config.model.size, **overrides)
   overrides = {**_numerics(config), **lora_settings(config)}
   if config.model.n_positions:
     overrides["n_positions"] = config.model.n_positions
@@ -669,6 +707,13 @@ def _setup_run(config, workdir: str) -> _RunSetup:
   if config.init:
     loaded = weights.load_model(config.init)
     tokenizer = loaded.tokenizer
+    # The targets are the family's: checked before any data is prepared.
+    lora = lora_settings(config, family_lib.of(loaded.config).lora_targets)
+    if config.tokenizer and isinstance(loaded.config, llama.LlamaConfig):
+      raise UserError(
+          f"tokenizer={config.tokenizer!r}: a {loaded.config.model_type} "
+          "model trains with its own tokenizer; leave config.tokenizer "
+          "empty (--config.tokenizer=)")
   if config.tokenizer == "gpt2":
     tokenizer = Tokenizer.gpt2()
   elif config.tokenizer:
@@ -677,7 +722,10 @@ def _setup_run(config, workdir: str) -> _RunSetup:
   source = config.data or data_lib.default_corpus()
   if data_lib.is_prepared(source):
     data_dir = source
-    data_tok = Tokenizer.from_dir(source)
+    # Read with the model's end-of-text (a Llama-family vocabulary may
+    # have no `<|endoftext|>`).
+    data_tok = Tokenizer.from_dir(
+        source, eot=tokenizer.eot_token if tokenizer else EOT)
     if tokenizer is not None and not _same_tokenizer(tokenizer, data_tok):
       raise UserError(f"the tokens in {source} were made with a different "
                       "tokenizer than the model's; prepare the data with the "
@@ -696,8 +744,8 @@ def _setup_run(config, workdir: str) -> _RunSetup:
     tokenizer = tokenizer or Tokenizer.from_dir(data_dir)
 
   if loaded is not None:
-    model_config = loaded.config.replace(**_numerics(config),
-                                         **lora_settings(config))
+    model_config = loaded.config.replace(
+        **_numerics(config, type(loaded.config)), **lora)
     params = loaded.params
   else:
     model_config = model_config_for(config, tokenizer.vocab_size)
@@ -705,6 +753,12 @@ def _setup_run(config, workdir: str) -> _RunSetup:
   if tokenizer.vocab_size > model_config.vocab_size:
     raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the "
                     f"model only {model_config.vocab_size}")
+  if (isinstance(model_config, llama.LlamaConfig) and
+      tokenizer.eot_id not in model_config.eos_token_ids):
+    # The run's model names the end-of-text its texts were cut with, so
+    # that its workdir loads with that tokenizer (`weights.end_of_text`).
+    model_config = model_config.replace(
+        eos_token_ids=(tokenizer.eot_id,) + model_config.eos_token_ids)
   run = {"model": model_config.to_dict(), "init": config.init,
          "data_source": config.data, "data": data_dir,
          "config": _config_dict(config)}
@@ -747,21 +801,26 @@ def _resume_setup(config, workdir: str, run: dict) -> _RunSetup:
         f"the workdir {workdir} was trained on "
         f"{run.get('data_source') or 'the default corpus'!r}, but config.data "
         f"is {config.data or 'the default corpus'!r}; use a new --workdir")
-  wanted = saved.replace(**lora_settings(config)) if config.lora.rank else \
-      saved.without_lora()
+  family = family_lib.of(saved)
+  wanted = saved.replace(**lora_settings(config, family.lora_targets)) \
+      if config.lora.rank else saved.without_lora()
   if (wanted.lora_rank, wanted.lora_alpha, wanted.lora_targets) != (
       saved.lora_rank, saved.lora_alpha, saved.lora_targets):
     raise UserError(
         f"the workdir {workdir} holds {_lora_description(saved)}, but the "
         f"config asks for {_lora_description(wanted)}; use a new --workdir")
-  model_config = saved.replace(**_numerics(config))
+  model_config = saved.replace(**_numerics(config, type(saved)))
   if model_config.lora_rank:
     model_config = model_config.replace(lora_dropout=config.lora.dropout)
   base = None
   if saved.lora_rank:
     from gpt2 import weights  # pylint: disable=import-outside-toplevel
     base = weights.load_lora_base(workdir, run, saved)
-  tokenizer = Tokenizer.from_dir(workdir)
+  if family is family_lib.GPT2:
+    tokenizer = Tokenizer.from_dir(workdir)
+  else:  # its own end-of-text, which run.json's model names
+    from gpt2 import weights  # pylint: disable=import-outside-toplevel
+    tokenizer = weights.tokenizer_for(workdir, saved)
   return _RunSetup(model_config, tokenizer, run["data"], None, run, base)
 
 
@@ -911,7 +970,8 @@ def _model_params(state, base, model_config: GPT2Config) -> tuple:
   the adapters merged in."""
   if base is None:
     return model_config, state["params"]
-  return merge_lora(model_config, base, state["params"])
+  return family_lib.of(model_config).merge_lora(model_config, base,
+                                                state["params"])
 
 
 def _evaluate(steps: Steps, state, base, stream: data_lib.TokenStream, config,
@@ -953,7 +1013,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `last_loss`, `loss_ema`, `tokens_per_sec`, `preempted`, `workdir`.
   """
   check_config(config)
-  if lora_settings(config) and not config.init:
+  if lora_settings(config, targets_allowed=None) and not config.init:
     raise UserError(
         f"lora.rank={config.lora.rank} trains adapters on a base model, but "
         "config.init is empty; set it to the base (a model directory, a "

@@ -32,6 +32,10 @@ weights are already laid out `(in, out)` like a Flax Dense kernel.
 Out: our format (`save_model`), Hugging Face's (`export_hf`), and a LoRA
 run's adapters as a PEFT adapter directory (`export_peft`), which
 `peft.PeftModel.from_pretrained` puts on the base's `GPT2LMHeadModel`.
+A Llama-family model goes every way a GPT-2 does: `model.json` holds its
+LlamaConfig, `export_hf` writes its family's `config.json` (a
+`LlamaForCausalLM`, `Qwen2ForCausalLM` or `MistralForCausalLM`), and its
+PEFT adapters sit on the base's `nn.Linear` projections.
 """
 
 import dataclasses
@@ -44,10 +48,11 @@ import fsspec
 import jax
 import numpy as np
 
+from gpt2 import family
 from gpt2 import llama
 from gpt2 import paths
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, merge_lora, param_shapes
+from gpt2.model import GPT2Config, param_shapes
 from gpt2.tokenizer import Tokenizer
 
 OUR_MARKER = "model.json"
@@ -154,7 +159,7 @@ def _get(tree, path):
 
 def check_shapes(params: dict, config: GPT2Config, source: str) -> None:
   """Raises a UserError naming the first tensor whose shape is wrong."""
-  want = param_shapes(config)
+  want = family.of(config).param_shapes(config)
   flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
   flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   for path, spec in flat_want.items():
@@ -271,8 +276,12 @@ def hf_config_dict(config: GPT2Config, eot_id: int) -> dict:
 
 def export_hf(path: str, config: GPT2Config, params: dict,
               tokenizer: Optional[Tokenizer]) -> None:
-  """Writes a directory `GPT2LMHeadModel.from_pretrained` loads unchanged."""
+  """Writes a directory `GPT2LMHeadModel.from_pretrained` (a Llama-family
+  model: `AutoModelForCausalLM.from_pretrained`) loads unchanged."""
   from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
+  if isinstance(config, llama.LlamaConfig):
+    _export_llama_hf(path, config, params, tokenizer)
+    return
   fs, root = paths.output_dir(path)
   eot = tokenizer.eot_id if tokenizer else config.vocab_size - 1
   with fs.open(f"{root}/config.json", "w") as f:
@@ -282,6 +291,30 @@ def export_hf(path: str, config: GPT2Config, params: dict,
     f.write(data)
   if tokenizer is not None:
     tokenizer.save(path)
+
+
+def _export_llama_hf(path: str, config, params: dict,
+                     tokenizer: Optional[Tokenizer]) -> None:
+  """`export_hf` of a Llama-family model: its config.json names the
+  tokenizer's end-of-text, and tokenizer_config.json says it again for
+  transformers' AutoTokenizer."""
+  from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
+  from gpt2 import llama_weights  # pylint: disable=import-outside-toplevel
+  if tokenizer is not None and tokenizer.eot_id not in config.eos_token_ids:
+    config = config.replace(
+        eos_token_ids=(tokenizer.eot_id,) + config.eos_token_ids)
+  fs, root = paths.output_dir(path)
+  with fs.open(f"{root}/config.json", "w") as f:
+    json.dump(llama.config_to_hf(config), f, indent=2)
+  data = save(llama_weights.params_to_hf_tensors(params, config),
+              metadata={"format": "pt"})
+  with fs.open(f"{root}/model.safetensors", "wb") as f:
+    f.write(data)
+  if tokenizer is not None:
+    tokenizer.save(path)
+    with fs.open(f"{root}/tokenizer_config.json", "w") as f:
+      json.dump({"tokenizer_class": "PreTrainedTokenizerFast",
+                 "eos_token": tokenizer.eot_token}, f, indent=2)
 
 
 # ---- LoRA runs: their base, and PEFT's adapter directories ------------------
@@ -300,18 +333,29 @@ class LoraAdapters:
   tokenizer: Optional[Tokenizer]
 
 
+def _peft_names(config, target: str) -> tuple:
+  """(our path of a target in the adapters' tree, its HF module name in
+  block i as a format string)."""
+  if isinstance(config, llama.LlamaConfig):
+    module = llama.LORA_TARGETS[target]
+    return ("layers", module, target), f"model.layers.{{}}.{module}.{target}"
+  module, layer = target.split(".")
+  return ("h", module, layer), f"transformer.h.{{}}.{target}"
+
+
 def adapters_to_peft_tensors(adapters: dict, config: GPT2Config) -> dict:
-  """PEFT's state-dict names for GPT-2 (its Conv1D layers, fan_in_fan_out)
-  -> numpy float32: lora_A.weight (r, in) = a.T, lora_B.weight (out, r) =
-  b.T, so that PEFT's update (B A).T * alpha / r is our a b * alpha / r."""
+  """PEFT's state-dict names -> numpy float32: lora_A.weight (r, in) = a.T,
+  lora_B.weight (out, r) = b.T, so that PEFT's update B A * alpha / r (on
+  GPT-2's Conv1D layers, fan_in_fan_out, its transpose) is our
+  a b * alpha / r."""
   out = {}
   for target in config.lora_targets:
-    module, layer = target.split(".")
-    pair = adapters["h"][module][layer]
+    ours, hf = _peft_names(config, target)
+    pair = _get(adapters, ours)
     a = np.asarray(jax.device_get(pair["a"]), np.float32)
     b = np.asarray(jax.device_get(pair["b"]), np.float32)
     for i in range(config.n_layer):
-      name = f"base_model.model.transformer.h.{i}.{target}"
+      name = f"base_model.model.{hf.format(i)}"
       out[f"{name}.lora_A.weight"] = np.ascontiguousarray(a[i].T)
       out[f"{name}.lora_B.weight"] = np.ascontiguousarray(b[i].T)
   return out
@@ -328,7 +372,9 @@ def peft_config_dict(config: GPT2Config, base: str) -> dict:
       # Our names are the modules' within a block; PEFT matches a module
       # whose name ends with one, so `attn.c_proj` is not `mlp.c_proj`.
       "target_modules": list(config.lora_targets),
-      "fan_in_fan_out": True,  # GPT-2's Conv1D keeps weights (in, out)
+      # GPT-2's Conv1D keeps weights (in, out); the Llama family's Linear
+      # (out, in).
+      "fan_in_fan_out": not isinstance(config, llama.LlamaConfig),
       "bias": "none",
       "use_rslora": False,
       "use_dora": False,
@@ -442,13 +488,13 @@ def _load_openai(fs, root, path) -> tuple:
 # ---- our own format ----------------------------------------------------------
 
 
-def _quantized_kernels(params: dict) -> dict:
-  """Every block kernel (..., in, out) (layers stacked or not) as
-  `kernel_q` int8 of the same shape and `kernel_scale` (..., out)
-  (gpt2.int8.quantize_dense)."""
+def _quantized_kernels(params: dict, key: str = "h") -> dict:
+  """Every block kernel (..., in, out) (layers stacked or not; the blocks
+  under `key`) as `kernel_q` int8 of the same shape and `kernel_scale`
+  (..., out) (gpt2.int8.quantize_dense)."""
   from gpt2 import int8  # pylint: disable=import-outside-toplevel
-  return {**params, "h": int8.map_dense(
-      params["h"], lambda p: int8.quantize_dense(p, np))}
+  return {**params, key: int8.map_dense(
+      params[key], lambda p: int8.quantize_dense(p, np))}
 
 
 def _dequantized_kernels(tree):
@@ -472,7 +518,7 @@ def save_model(path: str, config: GPT2Config, params: dict,
     raise UserError("a LoRA model is saved merged before quantizing")
   params = jax.device_get(params)
   if quantize:
-    params = _quantized_kernels(params)
+    params = _quantized_kernels(params, family.of(config).layers)
   fs, root = paths.output_dir(path)
   target = os.path.abspath(f"{path.rstrip('/')}/params") if "://" not in path \
       else f"{path.rstrip('/')}/params"
@@ -493,7 +539,7 @@ def _load_ours(fs, root, path) -> tuple:
   meta = _read_json(fs, f"{root}/{OUR_MARKER}", "model description")
   if meta.get("format") != OUR_FORMAT:
     raise UserError(f"{path}/{OUR_MARKER} is not a {OUR_FORMAT} description")
-  config = GPT2Config.from_dict(meta["config"])
+  config = family.config_from_dict(meta["config"])
   quantization = meta.get("quantization")
   if quantization not in (None, "int8"):
     raise UserError(f"{path}/{OUR_MARKER}: quantization {quantization!r} is "
@@ -523,7 +569,7 @@ def restore_params(params_path: str, config: GPT2Config, source: str,
       check_shapes(jax.tree.map(np.empty, shapes,
                                 is_leaf=lambda x: isinstance(x, tuple)),
                    config, source)
-      return ckptr.restore(target, param_shapes(config))
+      return ckptr.restore(target, family.of(config).param_shapes(config))
   except UserError:
     raise
   except FileNotFoundError as e:
@@ -646,7 +692,7 @@ def load_model(path: str, with_tokenizer: bool = True) -> LoadedModel:
       step = checkpoints.checkpoint_step_in_workdir(path)
       if config.lora_rank:  # the adapters, merged into their base once
         base = load_lora_base(path, checkpoints.read_run_file(path), config)
-        config, params = merge_lora(config, base, params)
+        config, params = family.of(config).merge_lora(config, base, params)
         params = jax.device_get(params)
         kind = "lora"
     else:

@@ -4,6 +4,8 @@ r"""Compile the train step ahead of time for a TPU-shaped mesh; print its memory
     python -m launch.compile_check --config=configs/gpt2_1558m_tpuv3.py --json
     python -m launch.compile_check --config=configs/gpt2_1558m_lora.py \
         --devices=1
+    python -m launch.compile_check --config=configs/llama32_1b_lora.py \
+        --devices=1
 
 Shows without a TPU that a config fits: the train step (gradient
 accumulation, Adam, sharding) is lowered with abstract inputs
@@ -12,7 +14,9 @@ allocated) for a mesh of `--devices` simulated CPU devices (8: a TPU v3-8),
 compiled, and `compiled.memory_analysis()` gives the bytes one device needs:
 arguments + outputs - donated aliases + temporaries + code. A LoRA config's
 step is compiled with its frozen base model as an argument (in
-`model.param_dtype`), so the base counts once and its gradient never.
+`model.param_dtype`), so the base counts once and its gradient never. A
+Llama-family config names its shape in `model.size` (one of
+`gpt2.llama.PRESETS`, e.g. Llama-3.2-1B), so nothing is downloaded.
 
 The CPU compiler is not the TPU's or the GPU's; its numbers are close, not
 identical, and err high: it keeps some bf16 temporaries in float32, and for

@@ -1,4 +1,4 @@
-r"""Converts a GPT-2 between checkpoint kinds.
+r"""Converts a GPT-2 or a Llama-family model between checkpoint kinds.
 
   python -m launch.convert --src DIR --dst DIR [--to ours|hf|peft]
   python -m launch.convert --src DIR --dst DIR --quantize=int8
@@ -12,7 +12,11 @@ into its base). `--to hf` writes a directory
 default) writes our orbax format; `--to peft` writes a LoRA run's adapters,
 unmerged, as a PEFT adapter directory (adapter_config.json,
 adapter_model.safetensors) that `peft.PeftModel.from_pretrained` puts on the
-base's `GPT2LMHeadModel`. Tokenizer files go along. `--quantize=int8`
+base's `GPT2LMHeadModel`. A Llama-family model (Llama 3.x, Qwen2.5,
+SmolLM2, Mistral) goes the same ways: `--to hf` writes what
+`transformers.AutoModelForCausalLM.from_pretrained` loads, and its PEFT
+adapters go on the base's `q_proj` ... `down_proj`. Tokenizer files go
+along. `--quantize=int8`
 (with `--to ours`) stores the blocks' matmul weights as int8 codes with a
 scale per output channel, a quarter of their bytes: every command loads it
 (as the dequantized float32 weights), and decoding with `weights=int8`

@@ -1,4 +1,5 @@
-"""Fine-tune (or train from scratch) a GPT-2; resumes a reused --workdir.
+"""Fine-tune (or train from scratch) a GPT-2 or a Llama-family model;
+resumes a reused --workdir.
 
     python -m launch.finetune --config=configs/gpt2_tiny.py --workdir=/tmp/tiny
     python -m launch.finetune --config=configs/gpt2_tiny.py \\
@@ -11,6 +12,9 @@
     python -m launch.finetune --config=configs/gpt2_124m.py \\
         --workdir=runs/blog \\
         --config.init=runs/big --config.data=blog.jsonl
+    # A Llama-family checkpoint (Llama 3.x, Qwen2.5, SmolLM2), with LoRA.
+    python -m launch.finetune --config=configs/llama32_1b_lora.py \
+        --workdir=runs/blog-llama --config.data=blog.jsonl
 
 The workdir gets the checkpoints, metrics.jsonl, TensorBoard events, the
 tokenizer and run.json; `gpt2.weights.load_model(workdir)` loads its newest

@@ -36,6 +36,33 @@ def random_decoder(config, directory, seed=0, dtype=None, **save):
   return model
 
 
+def byte_level_bpe(texts, vocab_size: int, special: list):
+  """A byte-level BPE (as Llama 3's, Qwen2.5's and SmolLM2's are) with the
+  `special` tokens first."""
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(texts, trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=special, show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  return tok
+
+
+def write_tokenizer(directory, tok, eos: str) -> None:
+  """`tok` as a checkpoint's tokenizer.json, its end-of-text named in
+  tokenizer_config.json."""
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  tok.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w",
+            encoding="utf-8") as f:
+    json.dump({"eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast"},
+              f)
+
+
 def padded_batch(vocab_size, batch=3, length=12, seed=0):
   """Token ids and a left-padding mask with rows of different lengths."""
   rng = np.random.RandomState(seed)

@@ -44,29 +44,6 @@ SHAPE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
 STEPS = 8  # greedy tokens compared with transformers
 
 
-def _bpe(texts, vocab_size: int, special: list):
-  """A byte-level BPE (as Llama 3's, Qwen2.5's and SmolLM2's are) with the
-  `special` tokens first."""
-  # pylint: disable=import-outside-toplevel
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
-  tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator(texts, trainers.BpeTrainer(
-      vocab_size=vocab_size, special_tokens=special, show_progress=False,
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  return tok
-
-
-def _write_tokenizer(directory, tok, eos: str) -> None:
-  tok.save(os.path.join(directory, "tokenizer.json"))
-  with open(os.path.join(directory, "tokenizer_config.json"), "w",
-            encoding="utf-8") as f:
-    json.dump({"eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast"},
-              f)
-
-
 @pytest.fixture(scope="module")
 def random_models(tmp_path_factory):
   """name -> (transformers model, its directory): a Llama (GQA, llama3
@@ -89,8 +66,9 @@ def random_models(tmp_path_factory):
   for name, (config, special) in configs.items():
     directory = str(tmp_path_factory.mktemp(name))
     model = hf_helpers.random_decoder(config, directory, seed=1)
-    _write_tokenizer(directory, _bpe([TEXT], 300, special), special[0]
-                     if name == "qwen2" else special[1])
+    hf_helpers.write_tokenizer(
+        directory, hf_helpers.byte_level_bpe([TEXT], 300, special),
+        special[0] if name == "qwen2" else special[1])
     out[name] = (model, directory)
   return out
 
@@ -235,14 +213,14 @@ def _train(directory: str, steps: int = 300, length: int = 64) -> None:
   import transformers  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   docs = helpers.training_documents(400)
-  tok = _bpe(docs, 400, [BOS, LLAMA_EOS])
+  tok = hf_helpers.byte_level_bpe(docs, 400, [BOS, LLAMA_EOS])
   hf_config = transformers.LlamaConfig(
       vocab_size=400, hidden_size=64, intermediate_size=128,
       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
       max_position_embeddings=256, tie_word_embeddings=False,
       bos_token_id=0, eos_token_id=1)
   transformers.LlamaForCausalLM(hf_config).save_pretrained(directory)
-  _write_tokenizer(directory, tok, LLAMA_EOS)
+  hf_helpers.write_tokenizer(directory, tok, LLAMA_EOS)
   config, params = llama_weights.load_hf(directory)
   config = config.replace(scan_layers=False)  # faster on a CPU
   stream = []
