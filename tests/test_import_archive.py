@@ -252,7 +252,7 @@ def test_mastodon_content_warning_kept_and_boosts_skipped(tmp_path, zipped):
                                 "tootsie", zipped)
   assert docs[0] == (
       "#1 tootsie posted:\n\n"
-      "Written 6 PM April 2023 | tootsie's tags:\n\n"
+      "Written 6 PM April 2023 | tootsie's tags: #mystery\n\n"
       "CW: finale spoilers\n\n"
       "Spoilers for the finale below, you have been warned\n\n"
       "the butler did it #mystery\n\n"

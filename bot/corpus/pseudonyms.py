@@ -52,7 +52,10 @@ NAMES = ("Robin", "Sasha", "Jordan", "Morgan", "Riley", "Casey", "Quinn",
          "Micah", "Nico", "Peyton", "River", "Shay", "Teagan", "Val", "Winter",
          "Zion", "Ellis", "Darcy")
 
-_NOT_PEOPLE = {ANONYMOUS.lower(), UNKNOWN_AUTHOR.lower()}
+# What platforms write where they no longer know who it was (Discord's
+# data package, DiscordChatExporter): no one's name.
+_NOT_PEOPLE = {ANONYMOUS.lower(), UNKNOWN_AUTHOR.lower(),
+               "unknown participant", "deleted user", "unknown user"}
 _TAG = re.compile(r"(<[^>]*>)")
 _HREF = re.compile(r'(href=")([^"]*)(")')
 # An address in text (the one `bot.corpus.archives.common` links).

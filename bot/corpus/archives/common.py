@@ -46,6 +46,8 @@ NO_OWN_TURN = "conversations where --me wrote nothing"
 MOSTLY_OTHERS = "threads mostly written by others"
 NO_TEXT = "items with no text"
 BY_OTHERS = "posts by someone else"
+LINK_ONLY = "link-only posts"
+MEDIA_ONLY = "media-only posts"
 
 
 # ---- the archive ------------------------------------------------------------
@@ -382,6 +384,24 @@ def bold_title(title: str) -> List[Block]:
   return [Block(title, formatting=(Format(0, len(title), html_subset.BOLD),))]
 
 
+def _is_link(block: Block) -> bool:
+  return any(f.type == html_subset.LINK and f.start == 0
+             and f.end >= len(block.text) for f in block.formatting)
+
+
+def only_links_or_media(blocks: Sequence[Block]) -> Optional[str]:
+  """`MEDIA_ONLY` where every block is a placeholder, `LINK_ONLY` where
+  every one is that or a whole link (nothing of one's own words), else
+  None."""
+  if not blocks:
+    return None
+  if all(html_subset.is_placeholder(b) for b in blocks):
+    return MEDIA_ONLY
+  if all(html_subset.is_placeholder(b) or _is_link(b) for b in blocks):
+    return LINK_ONLY
+  return None
+
+
 def has_text(text: str) -> bool:
   """Whether canonical text says anything (tags aside)."""
   return bool(_TAG.sub("", text).strip())
@@ -477,10 +497,13 @@ def _thread(turns: Sequence[Said], options: Options, post_id: str,
 
 def thread_of(turns: Sequence[Said], options: Options, post_id: str,
               skipped: collections.Counter, tags: Sequence[str] = (),
-              direct: bool = False) -> Optional[Imported]:
+              direct: bool = False,
+              keep_answered: bool = False) -> Optional[Imported]:
   """The thread of `turns` (the last one the owner's), cut to its longest
   run of latest turns that keeps the owner's share; None (counted) where
-  none does."""
+  none does. `keep_answered`: where none does, the owner's turn is kept
+  under the one turn it answers all the same (an owner's short reply is
+  never lost for being short)."""
   assert turns and turns[-1].own, "a thread ends on the owner's turn"
   for start in range(max(0, len(turns) - options.max_turns), len(turns)):
     thread = _thread(turns[start:], options, post_id, tags)
@@ -488,6 +511,8 @@ def thread_of(turns: Sequence[Said], options: Options, post_id: str,
       if len(thread.turns) == 1 and len(turns) > 1:
         break  # an answer without what it answers
       return Imported(thread, direct)
+  if keep_answered:
+    return Imported(_thread(turns[-2:], options, post_id, tags), direct)
   skipped[MOSTLY_OTHERS] += 1
   return None
 

@@ -28,7 +28,12 @@ with no conversation around it. Mentions are raw there (`<@123>`); they are
 written `@name` where the package names the person, else `@someone`.
 
 Direct and group messages are pseudonymized by default (see
-`launch.import_archive`); system messages (joins, pins, calls) are skipped.
+`launch.import_archive`); system messages (joins, pins, calls) and
+messages of only media (an image with no words) are skipped and counted; a
+message met twice (one channel exported twice) is read once. Since 2023
+the package names a DM partner without a discriminator as `sora_k#0`; a
+deleted one as "Unknown Participant", no one's name. The friends listed in
+`account/user.json` (`relationships`) are other people too.
 """
 
 import csv
@@ -46,6 +51,10 @@ EXPECTED = ("messages/c<ID>/messages.json (Discord's data package) or a "
             "DiscordChatExporter .json export")
 
 SYSTEM = "system messages"
+MEDIA_ONLY = "messages of only media"
+TWICE = "messages met twice"
+# What the package calls a DM partner it no longer knows: no one's name.
+UNKNOWN = "Unknown Participant"
 BURST_SECONDS = 5 * 60
 _DIRECT_CHANNELS = ("DirectTextChat", "DirectGroupTextChat", 1, 3, "DM",
                     "GROUP_DM")
@@ -54,18 +63,26 @@ _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _EMOJI = re.compile(r"<a?:(\w+):\d+>")
-_DM_NAME = re.compile(r"^Direct Message with (.+?)(?:#(\d{4}))?$")
+_DM_NAME = re.compile(r"^Direct Message with (.+?)(?:#(\d{1,4}))?$")
 
 
-def _content_text(content: str, names: Dict[str, str],
-                  attachments: List[str]) -> str:
+def _content_blocks(content: str, names: Dict[str, str],
+                    attachments: List[str]) -> list:
   content = _USER_MENTION.sub(
       lambda m: "@" + names.get(m.group(1), "someone"), content)
   content = _ROLE_MENTION.sub("@role", content)
   content = _CHANNEL_MENTION.sub("#channel", content)
   content = _EMOJI.sub(r":\1:", content)
   blocks = common.plain_blocks(content)
-  blocks += [common.media_block(common.media_kind(a)) for a in attachments]
+  return blocks + [common.media_block(common.media_kind(a))
+                   for a in attachments]
+
+
+def _message_text(blocks: list, result: common.Result) -> str:
+  """The message's text; empty (counted) where it is media alone."""
+  if common.only_links_or_media(blocks) == common.MEDIA_ONLY:
+    result.skipped[MEDIA_ONLY] += 1
+    return ""
   return common.text_of(blocks)
 
 
@@ -78,14 +95,20 @@ def _author_names(author: dict) -> List[str]:
   return [n for n in names if n]
 
 
-def _exporter(archive: common.Archive, name: str, export: dict,
-              options: common.Options, result: common.Result):
-  channel = export["channel"] if isinstance(export.get("channel"),
-                                            dict) else {}
+def _exporter(exports: List[dict], options: common.Options,
+              result: common.Result):
+  """One channel, from every export of it (a channel exported twice, or
+  in parts, is one conversation; a message in two of them is read once)."""
+  channel = exports[0]["channel"]
   direct = channel.get("type") in _DIRECT_CHANNELS
   names: Dict[str, str] = {}
-  raw = []
-  for message in fields.dicts(export["messages"]):
+  raw, seen = [], set()
+  for message in (m for e in exports for m in fields.dicts(e["messages"])):
+    message_id = fields.string(message.get("id"))
+    if message_id and message_id in seen:
+      result.skipped[TWICE] += 1
+      continue
+    seen.add(message_id)
     author = message.get("author") if isinstance(message.get("author"),
                                                  dict) else {}
     author_id = fields.string(author.get("id"))
@@ -112,17 +135,22 @@ def _exporter(archive: common.Archive, name: str, export: dict,
         message.get("reference"), dict) else {}
     attachments = [fields.string(a.get("fileName") or a.get("url"))
                    for a in fields.dicts(message.get("attachments"))]
+    stickers = [fields.string(a.get("name")) or "sticker"
+                for a in fields.dicts(message.get("stickers"))]
+    blocks = _content_blocks(fields.string(message.get("content")), names,
+                             attachments)
+    blocks += [common.media_block("image", s) for s in stickers]
+    text = _message_text(blocks, result)
+    if not text:
+      continue
     messages.append(common.Message(
         author=display,
-        text=_content_text(fields.string(message.get("content")), names,
-                           attachments),
+        text=text,
         timestamp=common.iso_timestamp(message.get("timestamp")),
         own=options.is_me(author_id, *author_names, also=result.own_names),
         id=fields.string(message.get("id")) or None,
         reply_to=fields.string(reference.get("messageId")) or None))
-  channel_id = fields.string(channel.get("id")) or hashlib.sha1(
-      name.encode("utf-8")).hexdigest()[:12]
-  common.conversation_threads(messages, options, f"{KIND}-{channel_id}",
+  common.conversation_threads(messages, options, f"{KIND}-{channel['id']}",
                               result, direct=direct)
 
 
@@ -146,19 +174,32 @@ def _package(archive: common.Archive, files: List[str],
   for key in ("username", "global_name"):
     if fields.string(user.get(key)).strip():
       result.own_names.add(user[key].strip())
+  for relationship in fields.dicts(user.get("relationships")):
+    friend = relationship.get("user") if isinstance(
+        relationship.get("user"), dict) else {}
+    handle = fields.string(friend.get("username"))
+    if fields.string(friend.get("id")) and handle:
+      common.record_people(result, KIND, [(friend["id"], (
+          handle, fields.string(friend.get("global_name"))))], options)
   for name in files:
     folder = name.rsplit("/", 1)[0]
     channel_id = folder.rsplit("/", 1)[-1].lstrip("cC")
     channel_file = archive.first(f"{folder}/channel.json")
     channel = archive.read_json(channel_file) if channel_file else {}
-    channel = channel if isinstance(channel, dict) else {}
+    if not isinstance(channel, dict) or not isinstance(
+        channel.get("recipients", []), (list, type(None))):
+      raise common.malformed(archive, channel_file,
+                             "a channel.json (an object whose recipients "
+                             "are a list)", NAME, KIND)
     direct = channel.get("type") in _DIRECT_CHANNELS
     names: Dict[str, str] = {}
     title = index.get(channel_id) or index.get(f"c{channel_id}")
     match = _DM_NAME.match(fields.string(title))
     recipients = [r for r in (channel.get("recipients") or [])
                   if isinstance(r, str)]
-    if match:
+    if match and match.group(1) == UNKNOWN:
+      direct = True
+    elif match:
       direct = True
       other = match.group(1)
       handles = [other] + ([f"{other}#{match.group(2)}"]
@@ -171,10 +212,15 @@ def _package(archive: common.Archive, files: List[str],
     bursts: List[List[common.Message]] = []
     rows = sorted(_package_rows(archive, name),
                   key=lambda r: common.iso_timestamp(r.get("Timestamp")) or 0)
+    seen = set()
     for row in rows:
+      if str(row.get("ID", "")) in seen:
+        result.skipped[TWICE] += 1
+        continue
+      seen.add(str(row.get("ID", "")))
       attachments = fields.string(row.get("Attachments")).split()
-      text = _content_text(fields.string(row.get("Contents")), names,
-                           attachments)
+      text = _message_text(_content_blocks(
+          fields.string(row.get("Contents")), names, attachments), result)
       if not common.has_text(text):
         continue
       message = common.Message(options.me, text,
@@ -201,16 +247,19 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
   if package:
     _package(archive, package, options, result)
     return result
-  exports = []
+  channels: Dict[str, List[dict]] = {}
   for name in archive.names:
     if not name.lower().endswith(".json"):
       continue
     export = archive.read_json(name)
     if (isinstance(export, dict) and isinstance(export.get("messages"), list)
         and isinstance(export.get("channel"), dict)):
-      exports.append((name, export))
-  if not exports:
+      channel_id = fields.string(export["channel"].get("id")) or (
+          hashlib.sha1(name.encode("utf-8")).hexdigest()[:12])
+      export["channel"]["id"] = channel_id
+      channels.setdefault(channel_id, []).append(export)
+  if not channels:
     raise common.missing(archive, EXPECTED, NAME, KIND)
-  for name, export in exports:
-    _exporter(archive, name, export, options, result)
+  for exports in channels.values():
+    _exporter(exports, options, result)
   return result

@@ -22,7 +22,12 @@ one's own; a comment is one's post alone (what it answers is not in the
 download; counted); a conversation of the inbox becomes threads
 (`common.conversation_threads`), `--me` being one's name as Facebook writes
 it, and is pseudonymized by default. Messages Facebook writes itself
-(calls, "X left the group", unsent messages) are skipped.
+(calls, "X left the group", unsent messages) are skipped, and so are its
+notices written as messages (in English): reactions ("Reacted 😢 to your
+message", "Andrew reacted 😢 to your message", "Liked a message") and
+attachments it did not keep ("You sent an attachment."). A post of only
+a shared link, or only photos, says nothing of one's own: skipped and
+counted.
 """
 
 import hashlib
@@ -39,6 +44,13 @@ EXPECTED = ("posts/your_posts_1.json, comments/comments.json or "
 
 NO_PARENT = "comments whose post is not in the archive"
 SYSTEM = "messages Facebook wrote (calls, joins, unsent)"
+REACTION = "reaction notices"
+ATTACHMENT = "attachment notices"
+# Notices Messenger writes as a message's content (a trailing space and
+# all); the name before them is the sender's own, or "You".
+_REACTION = re.compile(r"^(?:\S.* )?(?:[Rr]eacted .{1,24} to (?:your|a)|"
+                       r"[Ll]iked a) message\s*$")
+_ATTACHMENT = re.compile(r"^\S.* sent an attachment\.\s*$")
 _POSTS = ("posts/your_posts*.json",)
 _COMMENTS = ("comments/comments*.json", "comments_and_reactions/comments*.json")
 _MESSAGES = ("messages/inbox/*/message_*.json",
@@ -87,7 +99,12 @@ def _posts(archive: common.Archive, names: List[str],
       texts = [fields.string(d.get("post")) for d in fields.dicts(
           item.get("data")) if fields.string(d.get("post")).strip()]
       blocks = common.plain_blocks("\n\n".join(texts))
-      blocks += _attachment_blocks(item.get("attachments"))
+      blocks += [b for b in _attachment_blocks(item.get("attachments"))
+                 if b.text not in "\n".join(texts)]  # a link shown once
+      nothing_of_its_own = common.only_links_or_media(blocks)
+      if nothing_of_its_own:
+        result.skipped[nothing_of_its_own] += 1
+        continue
       text = common.text_of(blocks)
       if not common.has_text(text):
         result.skipped[common.NO_TEXT] += 1
@@ -164,6 +181,12 @@ def _messages(archive: common.Archive, names: List[str],
         if (message.get("type") in _SYSTEM_TYPES or message.get("is_unsent")
             or message.get("is_geoblocked_for_viewer")):
           result.skipped[SYSTEM] += 1
+          continue
+        content = fields.string(message.get("content"))
+        notice = (REACTION if _REACTION.match(content) else
+                  ATTACHMENT if _ATTACHMENT.match(content) else None)
+        if notice:
+          result.skipped[notice] += 1
           continue
         sender = fields.string(message.get("sender_name")) or "unknown"
         common.record_people(result, KIND, [(sender.lower(), (sender,))],

@@ -18,12 +18,19 @@ Read: boosts (`Announce`) are skipped; a content warning is kept as such, the
 first paragraph `CW: ...` above the text; one's replies to oneself are one
 post; a reply to someone else is one's post alone (the archive has only
 one's own statuses; counted), its leading `@mentions` dropped; mentions and
-hashtags are plain `@name` / `#tag`, attachments `[image: alt text]`. A
-status addressed to no public and no followers is a direct message.
+hashtags are plain `@name` / `#tag`, attachments `[image: alt text]`. The
+hashtags (`tag` entries of type `Hashtag`) are the post's tags too. A poll
+is a `Question` whose `oneOf` (or `anyOf`, several answers) lists the
+options, `{"type": "Note", "name": "the option"}`: they follow its text as
+a list. A status addressed to no public and no followers is a direct
+message.
 """
 
+from typing import List
+
 from bot.corpus.archives import common
-from bot.tumblr import fields
+from bot.tumblr import fields, html_subset
+from bot.tumblr.html_subset import Block
 
 KIND = "mastodon"
 NAME = "a Mastodon archive"
@@ -55,6 +62,11 @@ def _note_text(note: dict, is_reply: bool) -> str:
   blocks = common.html_blocks(fields.string(note.get("content")))
   if is_reply:
     blocks = common.strip_leading_mentions(blocks)
+  options = fields.dicts(note.get("oneOf")) or fields.dicts(
+      note.get("anyOf"))
+  blocks += [Block(" ".join(fields.string(o.get("name")).split()),
+                   html_subset.UNORDERED) for o in options
+             if fields.string(o.get("name")).strip()]
   for attachment in fields.dicts(note.get("attachment")):
     blocks.append(common.media_block(
         common.media_kind(fields.string(attachment.get("url")),
@@ -64,6 +76,13 @@ def _note_text(note: dict, is_reply: bool) -> str:
   if warning:
     blocks = common.plain_blocks(f"CW: {warning}") + blocks
   return common.text_of(blocks)
+
+
+def _hashtags(note: dict) -> List[str]:
+  return [fields.string(t.get("name")).lstrip("#").strip()
+          for t in fields.dicts(note.get("tag"))
+          if t.get("type") == "Hashtag"
+          and fields.string(t.get("name")).lstrip("#").strip()]
 
 
 def read(archive: common.Archive, options: common.Options) -> common.Result:
@@ -120,9 +139,10 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
       continue
     if replies_to_other:
       result.notes[NO_PARENT] += 1
+    tags = dict.fromkeys(t for i in group for t in _hashtags(by_id[i]))
     result.threads.append(common.single_post(
         options, text,
         common.iso_timestamp(by_id[group[-1]].get("published")),
-        f"{KIND}-{group[0].rstrip('/').rsplit('/', 1)[-1]}",
+        f"{KIND}-{group[0].rstrip('/').rsplit('/', 1)[-1]}", list(tags),
         direct=any(_is_direct(by_id[i]) for i in group)))
   return result

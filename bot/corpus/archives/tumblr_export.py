@@ -53,8 +53,8 @@ NAME = "a Tumblr blog export"
 EXPECTED = "posts/html/<id>.html or conversations/<convo>.html"
 
 EMPTY_REBLOG = "reblogs that add nothing"
-LINK_ONLY = "link-only posts"
-MEDIA_ONLY = "media-only posts"
+LINK_ONLY = common.LINK_ONLY
+MEDIA_ONLY = common.MEDIA_ONLY
 UNREAD_MESSAGES = "messages not understood"
 # Markers Tumblr writes into a post that are not its words.
 _NOT_TEXT = ("[[more]]", "view on wordpress")
@@ -182,22 +182,6 @@ def _blocks(markup: str) -> List[Block]:
   return out
 
 
-def _is_link(block: Block) -> bool:
-  return any(f.type == html_subset.LINK and f.start == 0
-             and f.end >= len(block.text) for f in block.formatting)
-
-
-def _only_links_or_media(blocks: List[Block]) -> Optional[str]:
-  """Why a turn of these blocks says nothing of its own, or None."""
-  if not blocks:
-    return None
-  if all(html_subset.is_placeholder(b) for b in blocks):
-    return MEDIA_ONLY
-  if all(html_subset.is_placeholder(b) or _is_link(b) for b in blocks):
-    return LINK_ONLY
-  return None
-
-
 def _too_deep(archive: common.Archive, name: str) -> UserError:
   return UserError(f"{archive.where(name)} is HTML nested deeper than "
                           f"{legacy.MAX_DEPTH} elements: not a post page")
@@ -229,7 +213,7 @@ def _post(archive: common.Archive, name: str, options: common.Options,
   if not common.has_text(own.text) and not own.tags:
     result.skipped[EMPTY_REBLOG if len(turns) > 1 else common.NO_TEXT] += 1
     return
-  nothing_of_its_own = _only_links_or_media(own_blocks)
+  nothing_of_its_own = common.only_links_or_media(own_blocks)
   if nothing_of_its_own:
     result.skipped[nothing_of_its_own] += 1
     return

@@ -10,21 +10,36 @@ a JavaScript file that is JSON after its first `=`:
       "entities": {"urls": [...], "user_mentions": [...], "media": [...]},
       "extended_entities": {"media": [...]}}}, ...]
 
-`data/account.js` names the account (`username`, `accountDisplayName`) and
-`data/like.js` keeps the text of the tweets one liked (`fullText`).
+`data/account.js` names the account (`username`, `accountDisplayName`),
+`data/like.js` keeps the text of the tweets one liked (`fullText`), and
+`data/community-tweet.js` one's tweets in Communities (the shape of
+tweets.js). A tweet longer than 280 characters is cut in `full_text`; its
+whole text is in `data/note-tweet.js`:
+
+    window.YTD.note_tweet.part0 = [{"noteTweet": {"noteTweetId": "...",
+      "createdAt": "2023-05-06T07:08:09.000Z", "updatedAt": ...,
+      "lifecycle": {...}, "core": {"text": "the whole text", "urls":
+      [{"shortUrl": "https://t.co/...", "expandedUrl": ...}], "mentions":
+      [...], "hashtags": [...], "cashtags": [], "styletags": []}}}]
+
+The note names no tweet: it is the tweet written the same second whose
+text begins as the note does.
 
 Read: retweets (`RT @...`) are skipped; a thread of one's own replies to
 oneself is one post, its tweets as paragraphs; a reply to someone else is a
 thread under the parent's text where the archive has it (a liked tweet),
-else one's post alone (counted). The `@names` Twitter puts at the start of a
-reply are dropped (the site hides them too), `t.co` links are expanded from
-`entities`, media become `[image]` / `[video]`, and the `&amp;`, `&lt;`,
-`&gt;` the archive writes in `full_text` are unescaped.
+kept however short the reply and long the parent, else one's post alone
+(counted). The handle in a quoted tweet's address (`x.com/bob/status/1`)
+is a person's, pseudonymized as any other. The `@names` Twitter puts at
+the start of a reply are dropped (the site hides them too), `t.co` links
+are expanded from `entities`, media become `[image]` / `[video]`, and the
+`&amp;`, `&lt;`, `&gt;` the archive writes in `full_text` are unescaped.
 """
 
 import datetime
 import html
-from typing import Dict, Optional
+import re
+from typing import Dict, List, Optional
 
 from bot.corpus.archives import common
 from bot.tumblr import fields
@@ -38,6 +53,15 @@ NO_PARENT = "replies whose parent tweet is not in the archive"
 # The tweets' files, newer archives' then older ones'.
 _TWEET_FILES = (("data/tweets.js", "data/tweets-part*.js"),
                 ("data/tweet.js", "data/tweet-part*.js"))
+_COMMUNITY_FILES = ("data/community-tweet.js", "data/community-tweet-part*.js")
+_NOTE_FILES = ("data/note-tweet.js", "data/note-tweet-part*.js")
+# A tweet's address: the handle of whoever wrote it (a quoted tweet's).
+_STATUS_URL = re.compile(r"^https?://(?:www\.|mobile\.)?(?:twitter|x)\.com/"
+                         r"([A-Za-z0-9_]{1,15})/status(?:es)?/\d+",
+                         re.IGNORECASE)
+_SHORT_URL = re.compile(r"https://t\.co/\w+")
+# How much of a cut tweet's text must begin its note.
+_NOTE_PREFIX = 40
 
 
 def _ytd(archive: common.Archive, name: str):
@@ -62,6 +86,10 @@ def _tweet_files(archive: common.Archive):
   return []
 
 
+def _files(archive: common.Archive, patterns) -> List[str]:
+  return [n for p in patterns for n in archive.glob(p)]
+
+
 def _dict(item: dict, key: str) -> dict:
   return item[key] if isinstance(item.get(key), dict) else {}
 
@@ -74,17 +102,56 @@ def _created(value) -> Optional[int]:
     return None
 
 
-def _tweet_text(tweet: dict) -> str:
-  """The tweet as canonical text: links expanded, reply @s and media
-  addresses taken out, media as placeholders."""
+def _comparable(text: str) -> str:
+  """A tweet's words as a note's text and its cut `full_text` share them:
+  t.co addresses, the reply's @s, the cut's `…` and spacing aside."""
+  text = _SHORT_URL.sub(" ", html.unescape(text))
+  text = common.strip_leading_mentions(common.plain_blocks(text))
+  words = " ".join(b.text for b in text).rstrip("…. ")
+  return " ".join(words.split())
+
+
+def _notes(archive: common.Archive) -> Dict[int, List[dict]]:
+  """The note tweets (`core` each), by the second they were written."""
+  out: Dict[int, List[dict]] = {}
+  for name in _files(archive, _NOTE_FILES):
+    for item in fields.dicts(_ytd(archive, name)):
+      note = _dict(item, "noteTweet") or item
+      core = _dict(note, "core")
+      when = common.iso_timestamp(note.get("createdAt"))
+      if when is not None and fields.string(core.get("text")).strip():
+        out.setdefault(when, []).append(core)
+  return out
+
+
+def _note_of(tweet: dict, notes: Dict[int, List[dict]]) -> Optional[dict]:
+  """The note holding the whole of `tweet`: written the same second, its
+  text beginning with the tweet's."""
+  cut = _comparable(fields.string(tweet.get("full_text")
+                                  or tweet.get("text")))[:_NOTE_PREFIX]
+  for core in notes.get(_created(tweet.get("created_at")), ()):
+    if cut and _comparable(core["text"]).startswith(cut):
+      return core
+  return None
+
+
+def _tweet_text(tweet: dict, note: Optional[dict] = None) -> str:
+  """The tweet as canonical text (the whole of it from its `note`, where
+  it has one): links expanded, reply @s and media addresses taken out,
+  media as placeholders."""
   text = html.unescape(fields.string(tweet.get("full_text")
                                      or tweet.get("text")))
   entities = _dict(tweet, "entities")
-  for url in fields.dicts(entities.get("urls")):
-    short = fields.string(url.get("url"))
+  urls = [(fields.string(u.get("url")), fields.string(u.get("expanded_url")))
+          for u in fields.dicts(entities.get("urls"))]
+  if note is not None:
+    text = html.unescape(fields.string(note.get("text")))
+    urls = [(fields.string(u.get("shortUrl")),
+             fields.string(u.get("expandedUrl")))
+            for u in fields.dicts(note.get("urls"))]
+  for short, expanded in urls:
     if short:
-      text = text.replace(short, fields.string(url.get("expanded_url"))
-                          or short)
+      text = text.replace(short, expanded or short)
   extended = _dict(tweet, "extended_entities")
   media = fields.dicts(extended.get("media")) or fields.dicts(
       entities.get("media"))
@@ -125,12 +192,14 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
           like.get("fullText")):
         liked[like["tweetId"]] = like["fullText"]
 
-  tweets = []
-  for name in names:
+  notes = _notes(archive)
+  tweets, seen = [], set()
+  for name in names + _files(archive, _COMMUNITY_FILES):
     for item in fields.dicts(_ytd(archive, name)):
       tweet = _dict(item, "tweet") or item
-      if not fields.string(tweet.get("id_str")):
+      if not fields.string(tweet.get("id_str")) or tweet["id_str"] in seen:
         continue
+      seen.add(tweet["id_str"])
       text = fields.string(tweet.get("full_text") or tweet.get("text"))
       if text.startswith("RT @") or tweet.get("retweeted") is True:
         result.skipped[RETWEET] += 1
@@ -145,6 +214,11 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
             result, KIND, [(fields.string(mention.get("id_str")) or handle,
                             (handle, fields.string(mention.get("name"))))],
             options)
+      for url in fields.dicts(_dict(tweet, "entities").get("urls")):
+        quoted = _STATUS_URL.match(fields.string(url.get("expanded_url")))
+        if quoted and quoted.group(1).lower() not in own_handles:
+          common.record_people(result, KIND, [(quoted.group(1).lower(),
+                                               (quoted.group(1),))], options)
       parent_handle = fields.string(tweet.get("in_reply_to_screen_name"))
       if parent_handle and parent_handle.lower() not in own_handles:
         common.record_people(
@@ -158,7 +232,8 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
       [(t["id_str"], fields.string(t.get("in_reply_to_status_id_str")) or None)
        for t in tweets])
   for group in groups:
-    text = common.join_texts(_tweet_text(by_id[i]) for i in group)
+    text = common.join_texts(_tweet_text(by_id[i], _note_of(by_id[i], notes))
+                             for i in group)
     if not text:
       result.skipped[common.NO_TEXT] += 1
       continue
@@ -178,7 +253,7 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
       imported = common.thread_of(
           [common.Said(parent_handle or "someone", parent_text),
            common.Said(options.me, text, when, own=True)],
-          options, f"{KIND}-{group[0]}", result.skipped)
+          options, f"{KIND}-{group[0]}", result.skipped, keep_answered=True)
       if imported is not None:
         result.threads.append(imported)
       continue

@@ -18,14 +18,22 @@ WordPress.com a zip of one or more such files (`<site>.wordpress.YYYY-MM-DD.
         <wp:comment_parent>0</wp:comment_parent>
         <wp:comment_user_id>0</wp:comment_user_id></wp:comment></item>
 
-(`wp:` is `http://wordpress.org/export/1.2/`, 1.1 or 1.0 in older files.)
+(`wp:` is `http://wordpress.org/export/1.2/`, 1.1 or 1.0 in older files;
+WordPress.com writes `https://wordpress.org/export/1.2/`. WXR 1.0 tags a
+post `<category domain="tag">`.)
 
 Read: published posts by `--me` (its login or display name, from
 `wp:author`), each with its title in bold and its tags and categories;
-pages, attachments, drafts, pingbacks and comments not approved are skipped
-and counted. Comments are a tree: every branch that holds a comment of
-`--me` becomes a thread, the post, the comments down to the deepest of
-`--me`'s, each by its author. Post content is stored as typed, without
+pages, attachments, drafts, password-protected posts, pingbacks and
+comments not approved are skipped and counted. Comments are a tree: every
+branch that holds a comment of `--me` becomes a thread, the post, the
+comments down to the deepest of `--me`'s, each by its author. A comment is
+`--me`'s by its user id where the file has `wp:author_id` (WordPress.com's
+has none), by its author's e-mail address where it is one of `--me`'s
+`wp:author_email`, or by its author's name being one of `--me`'s (the
+login or display name of `--me`'s posts). The XML is parsed with
+`defusedxml`: a document type (and so any entity) is refused wherever it
+is in the file. Post content is stored as typed, without
 `<p>`s: a blank line is a paragraph and a newline a line break (what
 WordPress's `wpautop` does when it shows it); shortcodes such as
 `[caption]` keep their text, `[gallery]` and `[embed]` become placeholders.
@@ -38,7 +46,11 @@ import re
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, List, Optional
 
+import defusedxml
+from defusedxml import ElementTree as SafeElementTree
+
 from bot.corpus.archives import common
+from gpt2.errors import UserError
 
 KIND = "wordpress"
 NAME = "a WordPress export (WXR)"
@@ -47,12 +59,15 @@ EXPECTED = "WXR .xml file (Tools, Export)"
 PAGE = "pages"
 NOT_POST = "attachments and other items"
 UNPUBLISHED = "drafts and private posts"
+PROTECTED = "password-protected posts"
+# The deepest reply chain read: a thread deeper is no one's conversation.
+MAX_COMMENT_DEPTH = 500
 UNAPPROVED = "comments not approved"
 PINGBACK = "pingbacks and trackbacks"
 
 _CONTENT = "{http://purl.org/rss/1.0/modules/content/}encoded"
 _CREATOR = "{http://purl.org/dc/elements/1.1/}creator"
-_WP = re.compile(r"\{http://wordpress\.org/export/[\d.]+/\}")
+_WP = re.compile(r"\{https?://wordpress\.org/export/[\d.]+/\}")
 _PARAGRAPH_TAG = re.compile(r"<p[\s>]", re.IGNORECASE)
 _SPLIT_TAGS = re.compile(r"(<[^>]*>)")
 _SHORTCODES = (
@@ -129,11 +144,14 @@ def _published(item) -> Optional[int]:
 def _parse(archive: common.Archive, name: str):
   data = archive.read_bytes(name)
   try:
-    # expat resolves no external entity; a document type is refused.
-    if b"<!DOCTYPE" in data[:2048].upper():
-      raise ElementTree.ParseError("a document type declaration")
-    return ElementTree.fromstring(data)
-  except ElementTree.ParseError as e:
+    # A WXR file has no document type: one (and the entities it could
+    # declare, a billion laughs) is refused wherever it is in the file.
+    return SafeElementTree.fromstring(data, forbid_dtd=True)
+  except defusedxml.DTDForbidden:
+    raise common.malformed(archive, name, "WXR (it declares a document "
+                           "type, which WordPress never writes)", NAME,
+                           KIND) from None
+  except (ElementTree.ParseError, defusedxml.DefusedXmlException) as e:
     raise common.malformed(archive, name, f"well-formed XML ({e})", NAME,
                            KIND) from None
 
@@ -156,7 +174,7 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
 
   # Who is --me: a login or a display name, with its user id.
   authors: Dict[str, str] = {}  # login -> display name
-  my_ids = set()
+  mine = _Mine()
   for channel in channels:
     for author in _wp_all(channel, "author"):
       login, display = _wp(author, "author_login"), _wp(
@@ -165,19 +183,28 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
       if options.is_me(login, display):
         result.own_names.update(n for n in (login, display) if n)
         if _wp(author, "author_id"):
-          my_ids.add(_wp(author, "author_id"))
+          mine.ids.add(_wp(author, "author_id"))
+        if _wp(author, "author_email"):
+          mine.emails.add(_wp(author, "author_email").lower())
       elif login:
         common.record_people(result, KIND, [(f"user:{login}",
                                              (login, display))], options)
 
-  for channel in channels:
+  for channel, name in zip(channels, names):
     for item in channel.findall("item"):
-      _read_item(item, authors, my_ids, options, result)
+      _read_item(item, authors, mine, options, result, archive.where(name))
   return result
 
 
-def _read_item(item, authors: Dict[str, str], my_ids: set,
-               options: common.Options, result: common.Result):
+class _Mine:
+  """How `--me`'s comments are known: user ids and e-mail addresses."""
+
+  def __init__(self):
+    self.ids, self.emails = set(), set()
+
+
+def _read_item(item, authors: Dict[str, str], mine: _Mine,
+               options: common.Options, result: common.Result, where: str):
   post_type = _wp(item, "post_type")
   if post_type == "page":
     result.skipped[PAGE] += 1
@@ -188,12 +215,17 @@ def _read_item(item, authors: Dict[str, str], my_ids: set,
   if _wp(item, "status") != "publish":
     result.skipped[UNPUBLISHED] += 1
     return
+  if _wp(item, "post_password"):
+    result.skipped[PROTECTED] += 1
+    return
   creator = _text(item, _CREATOR).strip()
   own_post = options.is_me(creator, authors.get(creator),
                            also=result.own_names)
+  if own_post:  # the names --me's comments are signed with, too
+    result.own_names.update(n for n in (creator, authors.get(creator)) if n)
   post_id = _wp(item, "post_id") or _text(item, "guid")
   tags = [" ".join((c.text or "").split()) for c in item.findall("category")
-          if c.get("domain") in ("post_tag", "category")
+          if c.get("domain") in ("post_tag", "category", "tag")
           and (c.text or "").strip() and c.get("nicename") != "uncategorized"]
   tags = list(dict.fromkeys(tags))
   text = common.text_of(common.bold_title(_text(item, "title")) +
@@ -220,7 +252,8 @@ def _read_item(item, authors: Dict[str, str], my_ids: set,
       continue
     comment_id = _wp(comment, "comment_id")
     author = " ".join(_wp(comment, "comment_author").split()) or "Anonymous"
-    own = (_wp(comment, "comment_user_id") in my_ids
+    own = (_wp(comment, "comment_user_id") in mine.ids
+           or _wp(comment, "comment_author_email").lower() in mine.emails
            or options.is_me(author, also=result.own_names))
     if not own:
       common.record_people(result, KIND, [(f"comment:{author.lower()}",
@@ -234,16 +267,32 @@ def _read_item(item, authors: Dict[str, str], my_ids: set,
     # A reply to a comment not kept (not approved) hangs from the post.
     children[parent if parent in comments else "0"].append(comment_id)
 
-  def branches(comment_id: str, path: List[str]) -> List[List[str]]:
-    """The paths down to a comment of --me's with none of theirs below."""
-    here = path + [comment_id] if comment_id != "0" else path
-    below = [p for child in children.get(comment_id, ())
-             for p in branches(child, here)]
-    if below:
-      return below
-    return [here] if here and comments[comment_id].own else []
+  def branches() -> List[List[str]]:
+    """The paths down to a comment of --me's with none of theirs below
+    (walked without recursion: a chain may be deep)."""
+    out: List[List[str]] = []
+    # (path, whether a path of --me's was found below) per open comment.
+    stack = [(["0"], iter(children.get("0", ())), [False])]
+    while stack:
+      path, pending, found = stack[-1]
+      child = next(pending, None)
+      if child is not None:
+        if len(path) > MAX_COMMENT_DEPTH:
+          raise UserError(f"{where}: a comment thread nested deeper than "
+                          f"{MAX_COMMENT_DEPTH} replies (post {post_id}): "
+                          f"not {NAME} this importer reads")
+        stack.append((path + [child], iter(children.get(child, ())),
+                      [False]))
+        continue
+      stack.pop()
+      if not found[0] and len(path) > 1 and comments[path[-1]].own:
+        out.append(path[1:])
+        found[0] = True
+      if found[0] and stack:
+        stack[-1][2][0] = True
+    return out
 
-  for path in branches("0", []):
+  for path in branches():
     imported = common.thread_of(
         [post_turn] + [comments[c] for c in path], options,
         f"{KIND}-{post_id}-comment-{path[-1]}", result.skipped)
