@@ -29,6 +29,7 @@ CORE = [
     "vaderSentiment>=3.3",
     # The heads' bag-of-words baselines (TF-IDF + linear models).
     "scikit-learn>=1.3",
+    "threadpoolctl>=3.1",  # selector/blas.py: BLAS on one thread for a fit
     # launch.import_archive --lang: which language a post is written in.
     "langdetect>=1.0.9",
     # launch.import_archive reads WordPress's XML refusing DTDs and entities.

@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from gpt2.errors import UserError
+from selector.blas import one_thread
 
 _WORD = re.compile(r"\w+")
 _C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
@@ -118,6 +119,7 @@ def _model(binary: bool, value: float, seed: int):
   return Ridge(alpha=value)
 
 
+@one_thread
 def fit(texts: Sequence[str], targets: np.ndarray, train_idx: np.ndarray,
         binary: bool, buckets: int, seed: int = 0):
   """Fits the bag on the training rows.

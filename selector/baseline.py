@@ -21,6 +21,7 @@ from sklearn.model_selection import GridSearchCV
 
 from gpt2.errors import UserError
 from selector import autoreview
+from selector.blas import one_thread
 from selector import metrics as metrics_lib
 
 # What each kind's head is compared on (higher is better).
@@ -44,6 +45,7 @@ def _features(texts, train_idx):
                   f"{len(train_texts)} training texts")
 
 
+@one_thread
 def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
                       n_bins: int = 10, seed: int = 0,
                       cutoffs: dict = None) -> dict:
@@ -73,6 +75,7 @@ def selector_baseline(texts, labels, train_idx, calibration_idx, test_idx,
   return {"model": "tf-idf + logistic regression", "C": float(C), **result}
 
 
+@one_thread
 def sentiment_baseline(texts, targets, train_idx, test_idx) -> dict:
   """TF-IDF + ridge regression: the sentiment metrics on the test rows."""
   targets = np.asarray(targets, np.float64)

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from selector.blas import one_thread
+
 _C_GRID = (0.01, 0.03, 0.1)
 FOLDS = 5
 STATS = ("mean", "first", "last")  # per layer, in this order
@@ -121,6 +123,7 @@ def _design(features, bag, mean, scale):
   return np.concatenate([(features - mean) / scale, bag[:, None]], axis=1)
 
 
+@one_thread
 def fit(features: np.ndarray, bag: np.ndarray, labels: np.ndarray,
         train_idx: np.ndarray, seed: int = 0):
   """Fits the probe on the training rows.
