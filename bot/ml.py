@@ -194,12 +194,6 @@ class LocalModel:
     model = weights.load_model(model_dir)
     heads = None
     if heads_dir:
-      from gpt2 import family  # pylint: disable=import-outside-toplevel
-      if family.of(model.config) is not family.GPT2:
-        raise UserError(
-            f"heads ({heads_dir}) read a GPT-2's activations; the "
-            f"{model.config.model_type} model {model_dir} runs without heads "
-            "for now (leave config key `heads` empty)")
       from selector.score import Heads  # pylint: disable=import-outside-toplevel
       heads = Heads.load(heads_dir, model=model)
     return cls(model, heads, settings, sentiment_scale, heads_dir)

@@ -30,7 +30,7 @@ import tqdm
 
 from gpt2 import family
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, forward
+from gpt2.model import GPT2Config
 
 CACHE_DTYPES = ("float32", "float16")
 # Sequence lengths are rounded up to a multiple of this, so few shapes compile.
@@ -120,29 +120,57 @@ def bucket_length(n: int, limit: int) -> int:
 # ---- the generator's activations ---------------------------------------------
 
 
-def generator_fingerprint(config: GPT2Config, params) -> dict:
+def generator_fingerprint(config, params) -> dict:
   """What a head must match in its generator: shapes, plus a weights digest.
 
-  The digest reads a few small tensors (final and first-block norms, two
-  position embeddings), cheap even for 1.5B parameters sharded on a TPU, and
-  different after any fine-tune.
+  The digest reads a few small tensors (final and first-block norms, the
+  first embedding rows; for the Llama family also a row of the first block's
+  query projection, which a LoRA fine-tune moves while its norms stay), cheap
+  even for billions of parameters sharded on a TPU, and different after any
+  fine-tune. A GPT-2's fingerprint names no `model_type` (as every head
+  trained before the Llama family has it); a Llama-family one names its
+  `model_type` and key/value heads.
   """
-  if family.of(config) is not family.GPT2:  # every use of a head asks this
-    raise UserError(f"heads read a GPT-2's activations; a "
-                    f"{config.model_type} generator has none yet")
-  pieces = [params["ln_f"]["scale"], params["ln_f"]["bias"],
-            params["h"]["ln_1"]["scale"][0], params["wpe"]["embedding"][:2]]
+  if family.of(config) is family.GPT2:
+    pieces = [params["ln_f"]["scale"], params["ln_f"]["bias"],
+              params["h"]["ln_1"]["scale"][0], params["wpe"]["embedding"][:2]]
+    shape = {}
+  else:
+    blocks = params["layers"]
+    unstacked = isinstance(blocks, (list, tuple))  # `unstack_layers`'
+    first = lambda *path: _leaf(blocks[0] if unstacked else blocks, path,
+                                None if unstacked else 0)
+    pieces = [params["norm"]["scale"], first("input_layernorm", "scale"),
+              params["embed_tokens"]["embedding"][:2]]
+    query = first("self_attn", "q_proj", "kernel")
+    if getattr(query, "ndim", 0) == 2:  # not int8 codes and their scales
+      pieces.append(query[0])
+    shape = {"model_type": config.model_type, "n_kv_head": config.n_kv_head}
   digest = hashlib.sha256()
   for piece in pieces:
     digest.update(np.asarray(jax.device_get(piece), np.float32).tobytes())
   return {"n_layer": config.n_layer, "n_embd": config.n_embd,
-          "n_head": config.n_head, "vocab_size": config.vocab_size,
+          "n_head": config.n_head, "vocab_size": config.vocab_size, **shape,
           "params_digest": digest.hexdigest()[:16]}
 
 
+def _leaf(tree, path: tuple, index=None):
+  """tree[path[0]][path[1]]..., then [index] unless None; None when a key is
+  missing."""
+  for key in path:
+    try:
+      tree = tree[key]
+    except (KeyError, TypeError, IndexError):
+      return None
+  return tree if index is None or not hasattr(tree, "ndim") else tree[index]
+
+
 @functools.lru_cache(maxsize=16)
-def _hidden_fn(config: GPT2Config, layers: tuple):
-  """A jitted (params, ids, mask) -> tuple of (B, T, C) hidden states."""
+def _hidden_fn(config, layers: tuple):
+  """A jitted (params, ids, mask) -> tuple of (B, T, C) hidden states, run by
+  the config's family (GPT-2 or Llama: layer 0 the embeddings, layer i block
+  i's output, the last one before the final norm in both)."""
+  forward = family.of(config).forward
 
   def hidden(params, ids, mask):
     # The generator is frozen: nothing downstream may push gradients into it.

@@ -33,7 +33,6 @@ import safetensors
 from safetensors import numpy as safetensors_np
 
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config
 from selector import bag as bag_lib
 from selector import data as data_lib
 from selector import probe as probe_lib
@@ -218,9 +217,17 @@ class Head:
 
   # ---- the generator it reads ------------------------------------------------
 
-  def check_generator(self, config: GPT2Config, fingerprint: dict = None,
+  def check_generator(self, config, fingerprint: dict = None,
                       model_name: str = "the generator") -> None:
-    """A one-line UserError when the head was trained on another shape."""
+    """A one-line UserError when the head was trained on another shape or
+    family (a fingerprint without `model_type` is a GPT-2's)."""
+    have_type = getattr(config, "model_type", "gpt2")
+    want_type = self.generator.get("model_type", "gpt2")
+    if have_type != want_type:
+      raise UserError(
+          f"{self.kind} head {self.source or ''} was trained on a {want_type} "
+          f"generator, but {model_name} is a {have_type}; retrain the head "
+          "on this generator")
     have = {"n_layer": config.n_layer, "n_embd": config.n_embd,
             "vocab_size": config.vocab_size}
     want = {k: self.generator.get(k) for k in _SHAPE_KEYS}

@@ -1,7 +1,8 @@
 """A Llama-family checkpoint as the generator: loaded by name or folder, its
 own tokenizer and end-of-text, sampled by gpt2.sampling, written by
 `launch.sample`, and the bot's model in a pass against the local Tumblr
-server (in this process and through the model server).
+server (in this process and through the model server), with a selector
+head trained on its hidden states.
 
 The checkpoints are tiny, and the test makes them: transformers writes each
 model (random, or random then trained here for a few seconds on the bot's
@@ -9,6 +10,7 @@ text format), `tokenizers` trains a byte-level BPE with the family's special
 tokens. Nothing is downloaded.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -159,18 +161,39 @@ def test_the_sampler_caches_the_key_value_heads_only(random_models):
   assert cache[0]["k"].shape == (6, 20, config.n_kv_head, config.head_dim)
 
 
+def test_the_captured_layers_are_transformers_hidden_states(random_models):
+  """What the heads read: layer 0 is the embeddings, layer i block i's
+  output, and the last block's is taken before the final norm (as a GPT-2's
+  is before ln_f; transformers' last hidden state is after it)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  hf, directory = random_models["llama"]
+  loaded = W.load_model(directory)
+  config = loaded.config
+  ids, mask = hf_helpers.padded_batch(VOCAB)
+  layers = tuple(range(config.n_layer + 1))
+  out = family.of(config).forward(config, loaded.params, ids,
+                                  attention_mask=mask, capture=layers,
+                                  return_logits=False)
+  with torch.no_grad():
+    want = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
+              position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0)),
+              output_hidden_states=True).hidden_states
+    last = hf.model.norm(torch.tensor(np.asarray(out.hidden[layers[-1]])))
+  assert len(want) == len(layers)
+  valid = mask.astype(bool)
+  close = lambda a, b: np.testing.assert_allclose(
+      np.asarray(a)[valid], np.asarray(b)[valid], rtol=1e-4,
+      atol=1e-4 * float(np.abs(np.asarray(b)[valid]).max()))
+  for layer in layers[:-1]:
+    close(out.hidden[layer], want[layer].numpy())
+  close(last.numpy(), want[-1].numpy())
+
+
 def test_what_the_family_cannot_do_yet_is_one_line(random_models, tmp_path):
   loaded = W.load_model(random_models["llama"][1])
   with pytest.raises(UserError, match="decoding='cpu' runs GPT-2s only"):
     sampling.sample(loaded.config, loaded.params, loaded.tokenizer, "miles",
                     max_new_tokens=2, decoding="cpu")
-  with pytest.raises(UserError) as e:
-    ml.LocalModel.load(random_models["llama"][1], str(tmp_path))
-  assert "\n" not in str(e.value) and "runs without heads" in str(e.value)
-  # Training or scoring heads on its activations: one line too.
-  from selector import data as selector_data  # pylint: disable=import-outside-toplevel
-  with pytest.raises(UserError, match="llama generator has none yet"):
-    selector_data.generator_fingerprint(loaded.config, loaded.params)
   # A family this version does not load, by its config.json.
   with open(os.path.join(random_models["llama"][1], "config.json"),
             encoding="utf-8") as f:
@@ -315,3 +338,93 @@ def test_a_bot_pass_with_the_llama_answers_an_ask(trained_dir, server,
   assert report.published == [f"ask:{second}"]
   assert answered(server, [second])[second]
   assert model_server.batches
+
+
+@pytest.fixture(scope="module")
+def llama_heads(trained_dir, tmp_path_factory):
+  """A selector head trained on the trained Llama's activations, as
+  `launch.train_selector --config.model=DIR` trains one: from a labelled
+  JSONL of two authors' passages (test_selector's)."""
+  # pylint: disable=import-outside-toplevel
+  from bot.corpus.head_examples import train_from_config
+  from configs import selector as selector_configs
+  from tests.test_selector import two_authors
+  root = tmp_path_factory.mktemp("llama_heads")
+  texts, labels = two_authors(40, seed=0, words=12)
+  data = root / "labelled.jsonl"
+  data.write_text("".join(json.dumps({"text": t, "label": int(l)}) + "\n"
+                          for t, l in zip(texts, labels)))
+  config = selector_configs.get_config("tiny")
+  config.model = trained_dir
+  config.data = str(data)
+  config.activation_cache = str(root / "activations")
+  config.train.epochs = 2
+  result = train_from_config(config, str(root / "heads" / "selector"))
+  return {"heads": str(root / "heads"), "cache": str(root / "activations"),
+          "texts": texts, "metrics": result}
+
+
+@pytest.mark.slow
+def test_a_selector_on_the_llama_scores_its_cache_as_a_fresh_pass(
+    llama_heads):
+  # pylint: disable=import-outside-toplevel
+  import functools
+  from selector import data as selector_data
+  from selector.score import Heads
+  assert np.isfinite(llama_heads["metrics"]["auc"])
+  heads = Heads.load(llama_heads["heads"])  # and the Llama the head names
+  model = heads.model
+  config = model.config
+  assert family.of(config) is family.LLAMA
+  generator = heads.selector.generator
+  assert generator["model_type"] == "llama"
+  assert generator["n_kv_head"] == config.n_kv_head < config.n_head
+  cache = selector_data.ActivationCache(llama_heads["cache"])
+  texts = llama_heads["texts"]
+  assert len(cache) == len(texts)
+  layers = heads.layers
+  assert layers == cache.layers == (1, 2)
+  picks = [0, 1, 7, 33]
+  picked = [texts[i] for i in picks]
+  from_cache = heads.score_candidates(
+      [dict(zip(cache.layers, cache.rows(i))) for i in picks],
+      picked).selector
+  run = jax.jit(functools.partial(family.of(config).forward, config,
+                                  capture=layers, return_logits=False))
+  fresh = []
+  for text in picked:  # one unpadded forward pass per text
+    out = run(model.params, np.asarray([model.tokenizer.encode(text)],
+                                       np.int32))
+    fresh.append({l: np.asarray(out.hidden[l][0]) for l in layers})
+  from_forward = heads.score_candidates(fresh, picked).selector
+  np.testing.assert_allclose(from_cache, from_forward, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(heads.score_texts(picked).selector,
+                             from_forward, rtol=1e-5, atol=1e-6)
+  assert len(set(np.round(from_forward, 6))) > 1
+  # A head of another family with the same shape is one line.
+  other = dataclasses.replace(heads.selector, generator={
+      k: v for k, v in generator.items() if k != "model_type"})
+  with pytest.raises(UserError, match="trained on a gpt2 generator, but .* "
+                     "is a llama") as e:
+    Heads(model, selector=other)
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_bot_pass_with_the_llama_and_its_heads_scores_candidates(
+    trained_dir, llama_heads, server, tmp_path):
+  from bot.state import Trace  # pylint: disable=import-outside-toplevel
+  cfg = make_config(server, tmp_path, trained_dir)
+  cfg.heads = llama_heads["heads"]
+  model = ml.LocalModel.load(trained_dir, cfg.heads,
+                             ml.SamplingSettings.from_config(cfg.sampling))
+  assert model.capture == (1, 2)
+  (ask,) = seed_asks(server, helpers.ASKS[:1])
+  report = loop.run_pass(cfg, model=model)
+  assert report.published == [f"ask:{ask}"]
+  assert answered(server, [ask])[ask]
+  (entry,) = Trace(cfg.state + ".trace.jsonl").read()
+  selectors = [c["selector"] for c in entry["candidates"]]
+  assert len(selectors) > 1 and all(0 <= s <= 1 for s in selectors)
+  assert len(set(selectors)) > 1  # the head tells candidates apart
+  assert entry["heads"] == cfg.heads
