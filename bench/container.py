@@ -3,10 +3,12 @@ r"""The image, the compose services and a pass through each, checked here.
   python -m bench.container                  # about 10 minutes on 2 cores
   python -m bench.container --keep           # leaves the image and the base
 
-Rootful podman (`apt-get install -y podman runc mmdebstrap podman-compose`)
-with the vfs storage driver and runc, set by a containers.conf and a
-storage.conf it writes (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF). Steps,
-each timed:
+Rootful podman (`apt-get install -y podman runc mmdebstrap`) and a
+podman-compose newer than Debian 12's 1.0.3 (`pip install podman-compose`:
+1.0.3 gives the console's `network_mode: host` the project's network too,
+which podman refuses), with the vfs storage driver and runc, set by a
+containers.conf and a storage.conf it writes (CONTAINERS_CONF,
+CONTAINERS_STORAGE_CONF). Steps, each timed:
 
 1. base: the official slim Python image if a registry answers; else one
    made from Debian's packages (mmdebstrap, then `podman import`);
@@ -28,7 +30,8 @@ each timed:
    against the local server through the model server (its own model path
    points nowhere), `podman kill`ed at its first write and started again:
    each ask is answered exactly once;
-7. cleanup: the services, the volume, the image, the base if it made it.
+7. cleanup: the services, the volume, the project's network, the image,
+   the base if it made it.
 
 Containers reach the host's server as host.containers.internal (podman's
 name for the host on its networks), so the server listens on every address
@@ -38,6 +41,7 @@ for the check's minutes, behind its random credentials.
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -66,6 +70,11 @@ BLOG = "hamlet"
 CONFIG = "--config=/app/deploy/container_config.py:tiny"
 ONLY_ASKS = ("--config.jobs.notifications=false",
              "--config.jobs.dashboard=false", "--config.jobs.queue=false")
+# The bot's sampling for the demo's barely trained model: with tiny's 6
+# candidates of 48 tokens most never end (unfinished) and a pass can skip
+# every ask (it did, 2026-12-07); 16 of 128 (the demo's length) answer
+# nearly all of them, in seconds more.
+SAMPLING = ("--config.sampling.n=16", "--config.sampling.max_new_tokens=128")
 
 _WORKDIR = flags.DEFINE_string("check_dir", "runs/container-check",
                                "Where the check's files go (removed after).")
@@ -297,7 +306,7 @@ def dry_pass(image: str, demo: str, workdir: str, tumblr: str,
           f"--volume={secrets_dir}/tumblr_credentials:"
           "/run/secrets/tumblr_credentials:ro",
           image, CONFIG, f"--config.blog={BLOG}",
-          f"--config.tumblr_host={tumblr}", *ONLY_ASKS, "--once",
+          f"--config.tumblr_host={tumblr}", *ONLY_ASKS, *SAMPLING, "--once",
           "--dry_run", timeout=_TIMEOUT.value)
   with open(os.path.join(data, "feed", "feed.jsonl"), encoding="utf-8") as f:
     entries = [json.loads(line) for line in f if line.strip()]
@@ -318,7 +327,8 @@ def compose_file(workdir: str, tumblr: str) -> str:
     compose = yaml.safe_load(f)
   extra = {"model": [CONFIG],
            "bot": [CONFIG, f"--config.tumblr_host={tumblr}",
-                   "--config.model=/data/no-model-here", *ONLY_ASKS],
+                   "--config.model=/data/no-model-here", *ONLY_ASKS,
+                   *SAMPLING],
            "console": [CONFIG, f"--config.tumblr_host={tumblr}"]}
   for name, spec in compose["services"].items():
     command = spec["command"]
@@ -421,7 +431,10 @@ def compose_check(image, demo, workdir, server, port, ask_ids) -> None:
       logs = wait_for("the restarted bot's pass", restarted_pass_done,
                       _TIMEOUT.value)
       text = logs.stdout + logs.stderr
-      published = [p["id"] for p in server.posts(BLOG)]
+      # An answered ask is published under a new id; its genesis id is the
+      # ask's (a post with none is one no ask asked for).
+      published = [int(p.get("genesis_post_id") or p["id"])
+                   for p in server.posts(BLOG)]
       jobs = volume_jobs(f"{project}_bot-data")
       problems = check_exactly_once(published, jobs, ask_ids)
       if problems:
@@ -434,6 +447,9 @@ def compose_check(image, demo, workdir, server, port, ask_ids) -> None:
       if "landed before the crash" in text:
         notes.append("the post sent before the kill was found landed")
     with _step("compose: the console on the host's loopback") as notes:
+      # podman-compose goes on (exit 0) when a container fails to start.
+      if not container(project, "console"):
+        raise RuntimeError("compose started no console container")
       wait_for("the console", lambda: http_ok(
           f"http://127.0.0.1:{console_port}/"), _TIMEOUT.value)
       notes.append(f"GET http://127.0.0.1:{console_port}/ 200")
@@ -442,20 +458,37 @@ def compose_check(image, demo, workdir, server, port, ask_ids) -> None:
     _run(compose + ["down", "-v"], env=env, check=False, quiet=True)
     _podman("volume", "rm", "-f", f"{project}_bot-data", check=False,
             quiet=True)
+    # Not every podman-compose removes the network `up` made.
+    _podman("network", "rm", "-f", f"{project}_default", check=False,
+            quiet=True)
+
+
+def compose_version() -> tuple:
+  """podman-compose's version, (0,) if it does not say."""
+  out = _run(["podman-compose", "version"], check=False, quiet=True).stdout
+  # 1.0.3 says "podman-composer version  1.0.3", 1.6.0 "podman-compose ...".
+  m = re.search(r"^podman-composer? version\s+(\d+)\.(\d+)\.(\d+)", out,
+                re.MULTILINE)
+  return tuple(int(g) for g in m.groups()) if m else (0,)
 
 
 def main(argv):
   del argv
   if not shutil.which("podman") or not shutil.which("podman-compose"):
     raise UserError("podman and podman-compose are needed: apt-get install -y"
-                    " podman runc mmdebstrap podman-compose")
+                    " podman runc mmdebstrap; pip install podman-compose")
+  if compose_version() <= (1, 0, 3):
+    raise UserError("podman-compose 1.0.3 or older (Debian 12's) cannot "
+                    "start compose.yaml's console (network_mode: host): "
+                    "pip install podman-compose, and put it first in PATH")
   start = time.monotonic()
   workdir = os.path.abspath(_WORKDIR.value)
   demo = os.path.abspath(_DEMO.value)
   if os.path.exists(workdir):
     shutil.rmtree(workdir)
   os.makedirs(workdir)
-  _configure(tempfile.mkdtemp(prefix="podman-conf-"))
+  conf_dir = tempfile.mkdtemp(prefix="podman-conf-")
+  _configure(conf_dir)
   made_base, outcome = False, "failed"
   server = None
   try:
@@ -509,6 +542,7 @@ def main(argv):
           notes.append(f"removed {base}")
         _podman("image", "prune", "-f", check=False, quiet=True)
       shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(conf_dir, ignore_errors=True)
     total = time.monotonic() - start
     print(f"\n{'step':<75} {'seconds':>8}")
     for name, seconds, _ in STEPS:
