@@ -18,32 +18,16 @@ the base's shape (gpt2.llama.PRESETS), so that
 shows it fits a 16 GiB card without downloading it (docs/models.md).
 """
 
-from gpt2.train import default_config
+from configs import llama32_1b_lora
 
 
 def get_config(arg=None):
-  del arg
-  c = default_config()
+  """Llama 3.2 1B's LoRA run (configs/llama32_1b_lora.py) on Qwen2.5-1.5B,
+  at half the micro-batch and twice the accumulation."""
+  c = llama32_1b_lora.get_config(arg)
   c.init = "Qwen/Qwen2.5-1.5B"
   c.model.size = "Qwen2.5-1.5B"  # the base's shape (compile_check reads it)
-  c.model.dtype = "bfloat16"
-  c.model.param_dtype = "bfloat16"  # the frozen base's storage
-  c.model.remat = True
-  c.lora.rank = 16
-  c.lora.alpha = 32.0
-  c.lora.dropout = 0.05
-  c.lora.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-  c.seq_len = 1024
   c.batch_size = 2
   c.accumulate = 16
-  c.total_steps = 2000
-  c.lr = 2e-4
-  c.warmup = 100
-  c.period = 2000
-  c.lr_min = 1.5e-6
-  c.m_mul = 0.1
-  c.val_every = 200
   c.val_batch_size = 2
-  c.save_every = 100
-  c.keep_checkpoints = 1
   return c
