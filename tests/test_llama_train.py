@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import gpt2_tiny, llama32_1b_lora, qwen25_15b_lora
+from configs import llama32_1b_lora, qwen25_15b_lora
 from gpt2 import family, llama, sampling, train, weights
 from gpt2.errors import UserError
-from tests import hf_helpers, processes
+from tests import hf_helpers, processes, tiny_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -51,17 +51,11 @@ LORA = {"lora.rank": 4, "lora.alpha": 16.0, "lora.dropout": 0.1,
 
 
 def _config(data, init, **overrides):
-  c = gpt2_tiny.get_config()
-  c.data, c.init = data, init
-  for key, value in {**SETTINGS, **overrides}.items():
-    group, _, name = key.rpartition(".")
-    (c[group] if group else c)[name] = value
-  return c
+  return tiny_runs.config(SETTINGS, data, init, **overrides)
 
 
 def _flags(data, init, **overrides):
-  return [f"--config.{key}={value}" for key, value in
-          {"data": data, "init": init, **SETTINGS, **overrides}.items()]
+  return tiny_runs.flags(SETTINGS, data, init, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import gpt2_tiny
 from gpt2 import data, sampling, sharding, train, weights
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, forward, init_params
 from gpt2.tokenizer import Tokenizer
-from tests import hf_helpers, processes
+from tests import hf_helpers, processes, tiny_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt2_tiny.py")
@@ -41,17 +40,11 @@ SETTINGS = {
 
 
 def _config(data_dir, init, **overrides):
-  c = gpt2_tiny.get_config()
-  c.data, c.init = data_dir, init
-  for key, value in {**SETTINGS, **overrides}.items():
-    group, _, name = key.rpartition(".")
-    (c[group] if group else c)[name] = value
-  return c
+  return tiny_runs.config(SETTINGS, data_dir, init, **overrides)
 
 
 def _flags(data_dir, init, **overrides):
-  return [f"--config.{key}={value}" for key, value in
-          {"data": data_dir, "init": init, **SETTINGS, **overrides}.items()]
+  return tiny_runs.flags(SETTINGS, data_dir, init, **overrides)
 
 
 @pytest.fixture(scope="module")
