@@ -56,7 +56,7 @@ from bot.jobs.base import Context, Desk, check_others_hits
 from bot.lists import Lists
 from bot.mood_log import MoodLog
 from bot.posting import Poster, fit_plan
-from bot.records import FOLLOW, POSTING, UNFOLLOW, Job, PassReport, Plan
+from bot.records import FOLLOW, POSTING, UNFOLLOW, Job, PassReport
 from bot.state import Store, Trace
 from bot.tumblr.client import (PostBudget, PostCapDeferred, PostLimitReached,
                                RateLimited, TumblrClient, TumblrError,
