@@ -58,6 +58,7 @@ import urllib.request
 from absl import flags
 import yaml
 
+from bot.tumblr import npf
 from gpt2.errors import UserError
 from launch import common
 
@@ -433,8 +434,7 @@ def compose_check(image, demo, workdir, server, port, ask_ids) -> None:
       text = logs.stdout + logs.stderr
       # An answered ask is published under a new id; its genesis id is the
       # ask's (a post with none is one no ask asked for).
-      published = [int(p.get("genesis_post_id") or p["id"])
-                   for p in server.posts(BLOG)]
+      published = [int(npf.genesis_id(p)) for p in server.posts(BLOG)]
       jobs = volume_jobs(f"{project}_bot-data")
       problems = check_exactly_once(published, jobs, ask_ids)
       if problems:

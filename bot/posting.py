@@ -156,7 +156,7 @@ class Poster:
     if state not in _STATES:
       return None
     for post in self._listing(state):
-      if str(post.get("genesis_post_id") or "") == str(post_id):
+      if npf.genesis_id(post) == str(post_id):
         self.store.map_post_id(post_id, npf.post_id(post))
         return post
     return None

@@ -20,6 +20,7 @@ import pytest
 
 from bot import text_format
 from bot.tumblr.credentials import Credentials
+from bot.tumblr import npf
 from bot.tumblr.server import TumblrServer
 from configs import bot as bot_configs
 from bot.tumblr.thread import ASKED, RESPONDED, Thread, Turn
@@ -188,7 +189,7 @@ def seed_asks(server, asks=ASKS):
 
 def first_id(post: dict) -> int:
   """The id a post had first: published, an ask or a draft has a new one."""
-  return int(post.get("genesis_post_id") or post["id"])
+  return int(npf.genesis_id(post))
 
 
 def answered(server, ask_ids, state="published"):

@@ -295,6 +295,13 @@ def post_id(post: dict) -> str:
   return str(post.get("id_string") or post.get("id"))
 
 
+def genesis_id(post: dict) -> str:
+  """The id a post had first, as a string: publishing a draft, a queued
+  post or an ask gives it a new id and keeps the first in
+  `genesis_post_id`; a post never moved has none (its own id)."""
+  return str(post.get("genesis_post_id") or post_id(post))
+
+
 def is_legacy(post: dict) -> bool:
   """Whether the post is stored in the legacy format: the API says so by
   `is_blocks_post_format` false (absent: taken as NPF). Tumblr edits such a
