@@ -574,6 +574,7 @@ class Bot:
       if e.status == 401 or isinstance(e, RateLimited):
         raise
       if isinstance(e, PostLimitReached):  # the day's cap: 403.8023 or 429
+        self.store.refused(job.key)
         self.budget.server = {"remaining": 0}
         report.deferred.append(job.key)
         report.stopped = str(e)

@@ -417,6 +417,12 @@ class Store:
     self._set(key, ("chosen", "sending"), "attempts = attempts + 1",
               status="sending")
 
+  def refused(self, key: str) -> None:
+    """The API refused the write for a reason that is not the job's (the
+    day's post cap): nothing was posted, so the job goes back to its plan
+    and the attempt is not counted (days of refusals never give it up)."""
+    self._set(key, ("sending",), "attempts = attempts - 1", status="chosen")
+
   def finish(self, key: str, post_id: Optional[str], status: str = "done",
              counts_as_post: bool = True, post_state: str = "published",
              note: Optional[str] = None, expect: tuple = ("sending",),

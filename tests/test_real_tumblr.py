@@ -430,6 +430,11 @@ def test_a_post_refused_for_the_days_cap_waits_for_the_next_day(
     assert "daily post limit" in report.stopped
     assert client.waits == []  # deferred, not waited for
     assert [st for _, _, st in s.request_log].count(429) == 1
+    # Refused, nothing was posted: back to its plan, the try not counted.
+    store = Store(cfg.state)
+    job = store.job(f"ask:{second}")
+    assert (job.status, job.attempts) == ("chosen", 0)
+    store.close()
     # Still the same day in New York at 04:59 UTC: nothing is sent.
     for t, published in ((utc("2027-01-16T04:59:00"), []),
                          (utc("2027-01-16T05:01:00"), [f"ask:{second}"])):
