@@ -881,7 +881,8 @@ def test_launch_malformed_archive_is_one_line_and_writes_nothing(tmp_path):
      "has no messages/c<ID>/messages.json (Discord's data package) or a "
      "DiscordChatExporter .json export: not a Discord archive"),
     ("tumblr", {"data/tweets.js": "[]"},
-     "has no posts/html/<id>.html or conversations/<convo>.html: not a "
+     "has no posts/html/<id>.html, posts/posts.xml or "
+     "conversations/<convo>.html: not a "
      "Tumblr blog export (--kind=tumblr)"),
 ])
 def test_wrong_or_malformed_archives_name_the_file(tmp_path, kind, files,

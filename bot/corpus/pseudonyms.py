@@ -83,7 +83,35 @@ _COMMON_WORDS = {
     "holly", "ivy", "iris", "lily", "daisy", "ruby", "pearl", "amber",
     "angel", "dean", "drew", "gene", "glen", "guy", "jay", "kit", "happy",
     "major", "moon", "star", "snow", "storm", "rain", "love", "hero",
-    "smith", "baker", "miller", "carter", "taylor", "hunter", "cash"}
+    "smith", "baker", "miller", "carter", "taylor", "hunter", "cash",
+    # short forms of given names (`_GIVEN_NAMES`) that are words too
+    "rob", "nick", "chuck", "don", "dot", "harry", "sally", "patty", "peg",
+    "hal", "ted", "ned", "meg", "jess", "ken", "deb", "trish", "kitty",
+    "willy", "hank", "paddy", "teddy"}
+# Common English given names with their usual short forms, written for this
+# project; a person's given name matches every form of every group it is in,
+# both ways (`Bob` finds `Robert` and `Bobby`, `Robert` finds `Bob`).
+_GIVEN_NAMES = (
+    "robert rob bob bobby robbie bert", "william will bill billy willy "
+    "willie liam", "elizabeth liz lizzie beth betty eliza libby betsy",
+    "richard rich rick ricky richie", "james jim jimmy jamie",
+    "john johnny jon", "jonathan jon jonny", "michael mike mikey mick mickey",
+    "thomas tom tommy", "joseph joe joey", "charles charlie chuck",
+    "christopher chris kit", "daniel dan danny", "matthew matt matty",
+    "anthony tony", "andrew andy drew", "edward eddie ned ted teddy",
+    "steven stephen steve stevie", "benjamin ben benny", "samuel sam sammy",
+    "samantha sam sammy", "alexander alex", "alexandra alex lexi",
+    "nicholas nick nicky", "patrick pat paddy", "timothy tim timmy",
+    "kenneth ken kenny", "gregory greg", "jeffrey jeff", "peter pete",
+    "david dave davey", "frederick fred freddie freddy", "henry hank harry",
+    "harold harry hal", "lawrence larry", "gerald gerry jerry",
+    "raymond ray", "ronald ron ronnie", "donald don donnie", "douglas doug",
+    "leonard len lenny", "katherine catherine kathryn kate katie kathy "
+    "cathy kat kitty", "margaret maggie meg peggy peg marge margie",
+    "jennifer jen jenny", "rebecca becky becca", "susan sue susie suzy",
+    "patricia pat patty trish", "deborah deb debbie", "dorothy dot dottie",
+    "victoria vicky tori", "jessica jess jessie", "abigail abby",
+    "christine christina chris tina", "sarah sally")
 # What joins the parts of a handle or a name as people write it.
 _SEPARATORS = r"[\s._\-]"
 # A handle's discriminator (Discord's `#1234`, and `#0` since 2023).
@@ -165,6 +193,48 @@ def _name_words(name: str) -> List[str]:
   return [w for w in words if len(w) >= 3]
 
 
+def _given_name(name: str) -> Optional[str]:
+  """The given name of a person's name: the first word of a full name, or
+  a one-word name written as a name (`Bob`, not `bob` or `the_cat`)."""
+  words = _name_words(name)
+  if words:
+    return name.split()[0] if words[0] == name.split()[0] else None
+  single = name.strip()
+  if (_NAME_WORD.fullmatch(single) and single[0].isupper()
+      and single.lower() not in _NOT_NAME_WORDS):
+    return single
+  return None
+
+
+def _nicknames(given: str) -> Set[str]:
+  """The other forms people call someone named `given` (normalized): the
+  forms of `_GIVEN_NAMES` groups holding it, and its pet forms made the
+  English way from a name of 3 or 4 letters, the last consonant doubled
+  before -y/-ie (`Bob`: `bobby`, `bobbie`; `Jack`: `jacky`, `jackie`).
+  Never shorter than 3 letters."""
+  folded = normalize(given)
+  forms = set()
+  for group in _GIVEN_NAMES:
+    members = group.split()
+    if folded in members:
+      forms.update(members)
+  # Only a short name makes a pet form so (`Robert` makes no `Roberty`).
+  if re.fullmatch(r"[a-z]{3,4}", folded):
+    vowels = "aeiou"
+    last, before = folded[-1], folded[-2]
+    if last not in vowels + "yw" and before in vowels and (
+        folded[-3] not in vowels):
+      stem = folded + last  # bob -> bobb
+    elif last not in vowels + "y" and before not in vowels:
+      stem = folded  # jack, ann, matt
+    else:
+      stem = None
+    if stem:
+      forms.update((stem + "y", stem + "ie"))
+  forms.discard(folded)
+  return {f for f in forms if len(f) >= 3}
+
+
 def _key(name: str) -> str:
   """A name as it is looked up: normalized, its separators gone (so
   `Bob Smith`, `bob_smith` and `ＢＯＢＳＭＩＴＨ` are one key)."""
@@ -234,6 +304,9 @@ class Pseudonymizer:
     keep = [k for k in keep if k]
     keep_keys = {_key(f) for k in keep for f in _forms(k)}
     keep_words = {normalize(w) for k in keep for w in k.split()}
+    # The owner's pet forms are theirs: never another person's.
+    keep_nicknames = keep_words | {
+        n for k in keep if _given_name(k) for n in _nicknames(_given_name(k))}
     self._keep = _Matcher(f for k in keep for f in _forms(k))
     self._keep_keys = keep_keys
     self.counts = Counts()
@@ -270,7 +343,10 @@ class Pseudonymizer:
             self._identity.setdefault(_key(form), person)
             forms.append(form)
             real.add(_key(form))
-        for word in _name_words(name):
+        given = _given_name(name)
+        nicknames = [w.capitalize() for w in sorted(_nicknames(given))
+                     if w not in keep_nicknames] if given else []
+        for word in _name_words(name) + nicknames:
           folded = normalize(word)
           if folded in keep_words or _key(word) in keep_keys:
             continue

@@ -14,7 +14,16 @@ layout under `your_activity_across_facebook/`, in the older one at its top:
   Bob's post."}]}`;
 - `messages/inbox/<name>_<id>/message_1.json` (and `message_2.json`, ...):
   `{"participants": [{"name": ...}], "messages": [{"sender_name": ...,
-  "timestamp_ms": ..., "content": ..., "photos": [...]}]}`, newest first.
+  "timestamp_ms": ..., "content": ..., "photos": [...], "reactions":
+  [{"reaction": "😢", "actor": ..., "timestamp": ...}]}]}`, newest first;
+- the friends lists, `connections/friends/your_friends.json` (older:
+  `friends_and_followers/friends.json`, `friends/friends.json`) and beside
+  them the removed friends and the friend requests sent, received and
+  rejected: `{"friends_v2": [{"name": ..., "timestamp": ...}]}` (older:
+  `"friends"`; `"deleted_friends_v2"`, `"sent_requests_v2"`,
+  `"received_requests_v2"`, ...). Only names: every one of them is
+  pseudonymized wherever the text names them, even a friend who never wrote
+  (the suggestions, `people_you_may_know.json`, are strangers: not read).
 
 Every string is mojibake: UTF-8 bytes written one `\\u00XX` escape each
 (`\\u00c3\\u00a9` for é); it is mended (`common.fix_mojibake`). Posts are
@@ -23,16 +32,22 @@ download; counted); a conversation of the inbox becomes threads
 (`common.conversation_threads`), `--me` being one's name as Facebook writes
 it, and is pseudonymized by default. Messages Facebook writes itself
 (calls, "X left the group", unsent messages) are skipped, and so are its
-notices written as messages (in English): reactions ("Reacted 😢 to your
-message", "Andrew reacted 😢 to your message", "Liked a message") and
-attachments it did not keep ("You sent an attachment."). A post of only
-a shared link, or only photos, says nothing of one's own: skipped and
-counted.
+notices written as messages. A reaction notice is known by its
+structure, in any language: the reactor's own message holding the emoji,
+sent the second its reaction on another message is stamped
+(`"reactions": [{"actor", "reaction", "timestamp"}]`); without that stamp
+(older exports) by its English wording ("Reacted 😢 to your message",
+"Andrew reacted 😢 to your message", "Liked a message"). An attachment it
+did not keep is known by its wording in English ("You sent an
+attachment.") and German ("Hans hat einen Anhang gesendet."), the forms
+found in real exports (tests/data/platform_exports.md says where). A post
+of only a shared link, or only photos, says nothing of one's own: skipped
+and counted.
 """
 
 import hashlib
 import re
-from typing import Dict, List
+from typing import Dict, List, Set, Tuple
 
 from bot.corpus.archives import common
 from bot.tumblr import fields
@@ -50,12 +65,22 @@ ATTACHMENT = "attachment notices"
 # all); the name before them is the sender's own, or "You".
 _REACTION = re.compile(r"^(?:\S.* )?(?:[Rr]eacted .{1,24} to (?:your|a)|"
                        r"[Ll]iked a) message\s*$")
-_ATTACHMENT = re.compile(r"^\S.* sent an attachment\.\s*$")
+_ATTACHMENT = re.compile(
+    r"^\S.* (?:sent an attachment|hat einen Anhang gesendet)\.\s*$")
+# A reaction notice is sent within this many seconds of the reaction's own
+# stamp (the same second in real exports: milliseconds cut to seconds).
+_REACTION_SECONDS = 1
 _POSTS = ("posts/your_posts*.json",)
 _COMMENTS = ("comments/comments*.json", "comments_and_reactions/comments*.json")
 _MESSAGES = ("messages/inbox/*/message_*.json",
              "messages/archived_threads/*/message_*.json",
              "messages/e2ee_cutover/*/message_*.json")
+_FRIENDS = tuple(f"{folder}/{name}.json" for folder in (
+    "connections/friends", "friends_and_followers", "friends")
+                 for name in ("your_friends", "friends", "removed_friends",
+                              "sent_friend_requests",
+                              "received_friend_requests",
+                              "rejected_friend_requests"))
 _SYSTEM_TYPES = ("Call", "Subscribe", "Unsubscribe")
 # `Bob commented on Alice's post.`: whose post a comment answers.
 _WHOSE = re.compile(r"\b(?:on|to) (.+?)'s? \w+")
@@ -160,13 +185,38 @@ def _message_text(message: dict) -> str:
   return common.text_of(blocks)
 
 
+def _reactions(messages: List[dict]) -> Set[Tuple[str, str, int]]:
+  """(actor, emoji, second) of every stamped reaction in a conversation."""
+  out = set()
+  for message in messages:
+    for reaction in fields.dicts(message.get("reactions")):
+      when = fields.integer(reaction.get("timestamp"))
+      emoji = fields.string(reaction.get("reaction")).strip()
+      if when is not None and emoji:
+        out.add((fields.string(reaction.get("actor")), emoji, when))
+  return out
+
+
+def _reaction_notice(message: dict, reactions) -> bool:
+  """Whether `message` is the notice of one of its sender's `reactions`:
+  it holds the emoji and was sent as the reaction was stamped."""
+  content = fields.string(message.get("content"))
+  milliseconds = fields.integer(message.get("timestamp_ms"))
+  if milliseconds is None or not content:
+    return False
+  sender = fields.string(message.get("sender_name"))
+  return any(actor == sender and emoji in content
+             and abs(milliseconds // 1000 - when) <= _REACTION_SECONDS
+             for actor, emoji, when in reactions)
+
+
 def _messages(archive: common.Archive, names: List[str],
               options: common.Options, result: common.Result):
   conversations: Dict[str, List[str]] = {}
   for name in names:
     conversations.setdefault(name.rsplit("/", 1)[0], []).append(name)
   for folder, files in sorted(conversations.items()):
-    messages = []
+    items = []  # every file's messages, for the reactions they stamp
     for name in sorted(files):
       data = _load(archive, name)
       if not isinstance(data, dict) or not isinstance(
@@ -177,29 +227,51 @@ def _messages(archive: common.Archive, names: List[str],
       for person in fields.dicts(data.get("participants")):
         who = fields.string(person.get("name"))
         common.record_people(result, KIND, [(who.lower(), (who,))], options)
-      for message in fields.dicts(data["messages"]):
-        if (message.get("type") in _SYSTEM_TYPES or message.get("is_unsent")
-            or message.get("is_geoblocked_for_viewer")):
-          result.skipped[SYSTEM] += 1
-          continue
-        content = fields.string(message.get("content"))
-        notice = (REACTION if _REACTION.match(content) else
-                  ATTACHMENT if _ATTACHMENT.match(content) else None)
-        if notice:
-          result.skipped[notice] += 1
-          continue
-        sender = fields.string(message.get("sender_name")) or "unknown"
-        common.record_people(result, KIND, [(sender.lower(), (sender,))],
-                             options)
-        milliseconds = fields.integer(message.get("timestamp_ms"))
-        messages.append(common.Message(
-            sender, _message_text(message),
-            milliseconds // 1000 if milliseconds is not None else None,
-            options.is_me(sender)))
+      items += fields.dicts(data["messages"])
+    reactions = _reactions(items)
+    for actor, _, _ in reactions:
+      common.record_people(result, KIND, [(actor.lower(), (actor,))], options)
+    messages = []
+    for message in items:
+      if (message.get("type") in _SYSTEM_TYPES or message.get("is_unsent")
+          or message.get("is_geoblocked_for_viewer")):
+        result.skipped[SYSTEM] += 1
+        continue
+      content = fields.string(message.get("content"))
+      notice = (REACTION if _reaction_notice(message, reactions)
+                or _REACTION.match(content) else
+                ATTACHMENT if _ATTACHMENT.match(content) else None)
+      if notice:
+        result.skipped[notice] += 1
+        continue
+      sender = fields.string(message.get("sender_name")) or "unknown"
+      common.record_people(result, KIND, [(sender.lower(), (sender,))],
+                           options)
+      milliseconds = fields.integer(message.get("timestamp_ms"))
+      messages.append(common.Message(
+          sender, _message_text(message),
+          milliseconds // 1000 if milliseconds is not None else None,
+          options.is_me(sender)))
     # The folder's name is the friend's: the post ids carry a hash of it.
     digest = hashlib.sha256(folder.encode("utf-8")).hexdigest()[:12]
     common.conversation_threads(messages, options, f"{KIND}-messages-{digest}",
                                 result, direct=True)
+
+
+def _friends(archive: common.Archive, names: List[str],
+             options: common.Options, result: common.Result):
+  """Every name in the friends lists, as people to pseudonymize."""
+  for name in names:
+    data = _load(archive, name)
+    if not isinstance(data, dict):
+      raise common.malformed(archive, name, 'a friends list ({"friends_v2": '
+                             "[...]})", NAME, KIND)
+    for entries in data.values():
+      for entry in fields.dicts(entries if isinstance(entries, list) else []):
+        who = " ".join(fields.string(entry.get("name")).split())
+        if who:
+          common.record_people(result, KIND, [(who.lower(), (who,))],
+                               options)
 
 
 def read(archive: common.Archive, options: common.Options) -> common.Result:
@@ -207,6 +279,7 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
   posts = [n for p in _POSTS for n in archive.glob(p)]
   comments = [n for p in _COMMENTS for n in archive.glob(p)]
   messages = [n for p in _MESSAGES for n in archive.glob(p)]
+  friends = sorted({n for p in _FRIENDS for n in archive.glob(p)})
   if not (posts or comments or messages):
     in_html = (archive.glob("posts/your_posts*.html")
                + archive.glob("messages/inbox/*/message_*.html"))
@@ -219,4 +292,5 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
   _posts(archive, sorted(posts), options, result)
   _comments(archive, sorted(comments), options, result)
   _messages(archive, sorted(messages), options, result)
+  _friends(archive, friends, options, result)
   return result

@@ -32,6 +32,25 @@ messages, newest first, each a `<span class="message-info">bob TEXT @
 (`common.conversation_threads`) and is pseudonymized by default. An older
 JSON layout of messages (`messages/*.json`, `conversations.json`) is read
 too, forgivingly.
+
+Some exports (older ones, and some beside `posts/html/`) hold the posts in
+one `posts/posts.xml`, Tumblr's API v1 XML:
+
+    <tumblr version="1.0"><posts><post id="1" type="regular"
+    unix-timestamp="1425106864" is_reblog="false" tumblelog="blog"
+    state="published"><regular-title>...</regular-title><regular-body>the
+    post's HTML, escaped</regular-body><tag>a tag</tag></post>...
+
+(`photo-caption` and `photo-url`, `link-text`, `link-url` and
+`link-description`, `quote-text` and `quote-source`, `video-caption`,
+`audio-caption`, `conversation-text`, `question` and `answer` (as the API
+v1 names it: not seen in a real export) for the other types.) A post is
+read from it as from its page, the same HTML: its reblog chain split by its
+attribution, its tags, its time (the file's Unix time).
+A post that has a page in `posts/html/` is read from the page alone, so
+nothing is read twice; an ask not answered (`state="submission"`, only a
+`question`) is skipped and counted. The XML is parsed with `defusedxml`:
+a document type (and so any entity) is refused.
 """
 
 import datetime
@@ -39,7 +58,11 @@ import hashlib
 import html
 import html.parser
 import re
-from typing import Dict, List, Optional, Tuple
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, List, Optional, Set, Tuple
+
+import defusedxml
+from defusedxml import ElementTree as SafeElementTree
 
 from bot.corpus.archives import common
 from bot.tumblr import fields, html_subset, legacy, npf
@@ -50,12 +73,15 @@ from gpt2.errors import UserError
 
 KIND = "tumblr"
 NAME = "a Tumblr blog export"
-EXPECTED = "posts/html/<id>.html or conversations/<convo>.html"
+EXPECTED = ("posts/html/<id>.html, posts/posts.xml or "
+            "conversations/<convo>.html")
 
 EMPTY_REBLOG = "reblogs that add nothing"
 LINK_ONLY = common.LINK_ONLY
 MEDIA_ONLY = common.MEDIA_ONLY
 UNREAD_MESSAGES = "messages not understood"
+UNANSWERED = "asks not answered"
+_POSTS_XML = "posts/posts.xml"
 # Markers Tumblr writes into a post that are not its words.
 _NOT_TEXT = ("[[more]]", "view on wordpress")
 _WHEN = re.compile(r"([A-Za-z]+)\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})"
@@ -190,14 +216,22 @@ def _too_deep(archive: common.Archive, name: str) -> UserError:
 def _post(archive: common.Archive, name: str, options: common.Options,
           result: common.Result):
   page = _page(archive, name)
+  post_id = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+  _add_post(archive, name, page.content(), tuple(page.tags),
+            _footer_time(page.when), post_id, options, result)
+
+
+def _add_post(archive: common.Archive, name: str, markup: str,
+              tags: Tuple[str, ...], when: Optional[int], post_id: str,
+              options: common.Options, result: common.Result):
+  """A post's HTML as turns: each quoted blog's, then the owner's."""
   try:
-    pieces = legacy.split_reblog_html(page.content(), options.me)
+    pieces = legacy.split_reblog_html(markup, options.me)
   except legacy.TooDeep:
     raise _too_deep(archive, name) from None
-  when = _footer_time(page.when)
   turns, own_blocks = [], []
-  for i, (author, markup) in enumerate(pieces):
-    blocks = _blocks(markup)
+  for i, (author, part) in enumerate(pieces):
+    blocks = _blocks(part)
     text = common.text_of(blocks)
     last = i == len(pieces) - 1
     if not last and not common.has_text(text) and turns:
@@ -208,7 +242,7 @@ def _post(archive: common.Archive, name: str, options: common.Options,
     else:
       own_blocks = blocks
     turns.append(Turn(author, POSTED if not turns else COMMENTED, text,
-                      tuple(page.tags) if last else (), when if last else None))
+                      tags if last else (), when if last else None))
   own = turns[-1]
   if not common.has_text(own.text) and not own.tags:
     result.skipped[EMPTY_REBLOG if len(turns) > 1 else common.NO_TEXT] += 1
@@ -217,7 +251,6 @@ def _post(archive: common.Archive, name: str, options: common.Options,
   if nothing_of_its_own:
     result.skipped[nothing_of_its_own] += 1
     return
-  post_id = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
   result.threads.append(common.Imported(
       Thread(tuple(turns), options.me, post_id)))
 
@@ -414,18 +447,104 @@ def _conversation(archive: common.Archive, name: str,
                               direct=True)
 
 
+# ---- posts/posts.xml -------------------------------------------------------
+
+
+def _xml_posts(archive: common.Archive, name: str):
+  """The `<post>` elements of a posts.xml."""
+  data = archive.read_bytes(name)
+  try:
+    # Tumblr writes no document type: one (and the entities it could
+    # declare) is refused.
+    root = SafeElementTree.fromstring(data, forbid_dtd=True)
+  except defusedxml.DTDForbidden:
+    raise common.malformed(archive, name, "Tumblr's posts XML (it declares "
+                           "a document type, which Tumblr never writes)",
+                           NAME, KIND) from None
+  except (ElementTree.ParseError, defusedxml.DefusedXmlException) as e:
+    raise common.malformed(archive, name, f"well-formed XML ({e})", NAME,
+                           KIND) from None
+  posts = root.find("posts") if root.tag == "tumblr" else None
+  if posts is None:
+    raise common.malformed(archive, name, "Tumblr's posts XML (<tumblr>"
+                           "<posts><post>...)", NAME, KIND)
+  return posts.findall("post")
+
+
+def _element(post, tag: str) -> str:
+  return post.findtext(tag) or ""
+
+
+def _xml_markup(post) -> str:
+  """A post's HTML as its page shows it (media before the caption)."""
+  kind = post.get("type", "")
+  if kind == "photo":
+    url = _element(post, "photo-url")
+    image = f'<p><img src="{html.escape(url)}"/></p>' if url else ""
+    return image + _element(post, "photo-caption")
+  if kind == "link":
+    url, shown = _element(post, "link-url"), _element(post, "link-text")
+    link = (f'<p><a href="{html.escape(url)}">'
+            f"{html.escape(shown or url, quote=False)}</a></p>" if url
+            else "")
+    return link + _element(post, "link-description")
+  if kind == "quote":
+    source = _element(post, "quote-source")
+    return (f"<blockquote>{_element(post, 'quote-text')}</blockquote>"
+            + (f"<p>{source}</p>" if source else ""))
+  if kind == "conversation":
+    return "".join(f"<p>{html.escape(line, quote=False)}</p>" for line in
+                   _element(post, "conversation-text").splitlines()
+                   if line.strip())
+  if kind in ("video", "audio"):
+    return f"<p><{kind}></{kind}></p>" + _element(post, f"{kind}-caption")
+  title = _element(post, "regular-title")
+  return ((f"<h1>{html.escape(title, quote=False)}</h1>" if title else "")
+          + _element(post, "regular-body"))
+
+
+def _xml(archive: common.Archive, name: str, paged: Set[str],
+         options: common.Options, result: common.Result):
+  for post in _xml_posts(archive, name):
+    post_id = post.get("id", "")
+    if post_id in paged:
+      continue  # read from its page
+    tags = tuple(t.text.strip().lstrip("#") for t in post.findall("tag")
+                 if t.text and t.text.strip().lstrip("#"))
+    when = fields.integer(post.get("unix-timestamp"))
+    if post.get("type") == "answer":
+      question = common.text_of(_blocks(_element(post, "question")))
+      answer = common.text_of(_blocks(_element(post, "answer")))
+      if not common.has_text(answer):
+        result.skipped[UNANSWERED] += 1
+      elif common.has_text(question):
+        result.threads.append(common.Imported(Thread((
+            Turn(ANONYMOUS, ASKED, question, (), when),
+            Turn(options.me, RESPONDED, answer, tags, when)), options.me,
+            post_id)))
+      else:
+        result.skipped[common.NO_TEXT] += 1
+      continue
+    _add_post(archive, name, _xml_markup(post), tags, when, post_id, options,
+              result)
+
+
 def read(archive: common.Archive, options: common.Options) -> common.Result:
   result = common.Result()
   posts = archive.glob("posts/html/*.html")
   asks = archive.glob("posts/html/submissions/*.html")
   conversations = archive.glob("conversations/*.html")
   has_messages = any(archive.glob(p) for p in _MESSAGE_FILES)
-  if not (posts or asks or conversations or has_messages):
+  in_xml = archive.glob(_POSTS_XML)
+  if not (posts or asks or conversations or has_messages or in_xml):
     raise common.missing(archive, EXPECTED, NAME, KIND)
   for name in posts:
     _post(archive, name, options, result)
   for name in asks:
     _submission(archive, name, options, result)
+  paged = {n.rsplit("/", 1)[-1].rsplit(".", 1)[0] for n in posts + asks}
+  for name in in_xml:
+    _xml(archive, name, paged, options, result)
   for name in conversations:
     _conversation(archive, name, options, result)
   _messages(archive, options, result)
