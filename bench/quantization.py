@@ -6,7 +6,9 @@ with every matmul weight int8 (gpt2.int8), on held-out text.
 
 On the documents of the demo's corpus that fall in its validation split
 (`gpt2.data.is_validation`, never trained on), both decode every position
-from the same cache layout the sampler uses (`gpt2.cpu_decoding`); printed:
+as the sampler does (`gpt2.sampling.decoding_for`: on a CPU a GPT-2 through
+`gpt2.cpu_decoding` and its int8 kernel, a Llama-family model through the
+reference model with its int8 codes widened next to each matmul); printed:
 the mean KL divergence per token from the float32 next-token distribution
 to the int8 one (nats), the perplexity of each, and, from the first 32
 tokens of `--prompts` held-out documents, how much of 256 greedy tokens the
@@ -56,21 +58,26 @@ def compare(model, docs, n_docs: int) -> dict:
   import jax
   import jax.numpy as jnp
   from gpt2 import cpu_decoding as C
+  from gpt2 import family, sampling
   cfg, tok = model.config, model.tokenizer
-  T = cfg.n_positions
+  decoding = sampling.decoding_for("auto", cfg)
+  init_cache = (C.init_cache if decoding.name == "cpu" else
+                family.of(cfg).init_cache)
+  T = min(cfg.n_positions, 1024)  # a long-context model's windows cut here
   windows = []
   for d in docs[:n_docs]:
     ids = tok.encode(d)[:T]
     if len(ids) > 1:
       windows.append(ids)
-  prepared = {w: C.prepare(cfg, model.params, w) for w in ("float32", "int8")}
+  prepared = {w: decoding.prepare(cfg, model.params, w)
+              for w in ("float32", "int8")}
 
   @jax.jit
   def logprobs(params, ids):
     B = ids.shape[0]
-    out = C.forward(cfg, params, ids, positions=jnp.broadcast_to(
-        jnp.arange(T), (B, T)), cache=C.init_cache(cfg, B, T),
-                    cache_index=0, kv_mask=jnp.ones((B, T), bool))
+    out = decoding.forward(cfg, params, ids, positions=jnp.broadcast_to(
+        jnp.arange(T), (B, T)), cache=init_cache(cfg, B, T),
+                           cache_index=0, kv_mask=jnp.ones((B, T), bool))
     return jax.nn.log_softmax(out.logits, axis=-1)
 
   kl, nll, count = 0.0, {"float32": 0.0, "int8": 0.0}, 0

@@ -106,12 +106,15 @@ def _datetime(when: When, tz: datetime.tzinfo) -> Optional[datetime.datetime]:
     return None
 
 
+def _tags_text(tags: Sequence[str]) -> str:
+  """What follows `tags:`: ` #a, #b`, or nothing."""
+  return " " + ", ".join(f"#{t}" for t in tags) if tags else ""
+
+
 def written_line(name: str, when: When, tags: Sequence[str],
                  tz: datetime.tzinfo = datetime.timezone.utc) -> str:
   """`Written 11 PM January 2021 | name's tags: #a, #b`."""
-  line = f"{name}'s tags:"
-  if tags:
-    line += " " + ", ".join(f"#{t}" for t in tags)
+  line = f"{name}'s tags:" + _tags_text(tags)
   moment = _datetime(when, tz)
   if moment is None:
     return line
@@ -129,30 +132,58 @@ def _header(names: Sequence[str], turn_count: int) -> str:
 
 
 def _format(turns: Sequence[Turn], name_map: Optional[Mapping[str, str]],
-            tz: datetime.tzinfo, open_end: bool) -> str:
-  """The text of `turns`; with `open_end` it stops after the last `tags:`."""
+            tz: datetime.tzinfo, open_end: bool,
+            owner: Optional[str] = None) -> Tuple[str, List[Tuple[int, int]]]:
+  """The text of `turns`; with `open_end` it stops after the last `tags:`.
+  Also the (start, end) character spans of the text that `owner` wrote:
+  the text of each of its turns, and in a last turn of its own everything
+  after `tags:` (what the bot writes after its prompt, which supplies the
+  turn lines)."""
   name_map = name_map or {}
   names = [name_map.get(t.author, t.author) for t in turns]
-  parts = []
+  parts, spans = [], []
+  length = 0
+
+  def add(text: str, own: bool = False):
+    nonlocal length
+    if own and text:
+      spans.append((length, length + len(text)))
+    parts.append(text)
+    length += len(text)
+
   if len(turns) > 1:
-    parts.append(_header(names, len(turns)) + "\n")
+    add(_header(names, len(turns)) + "\n")
   for i, (turn, name) in enumerate(zip(turns, names), start=1):
-    parts.append(f"#{i} {name} {turn.kind}:\n\n")
+    own = owner is not None and turn.author == owner
+    add(f"#{i} {name} {turn.kind}:\n\n")
     if i < len(turns):
-      parts.append(turn.text + "\n\n")
+      add(turn.text, own)
+      add("\n\n")
     elif open_end:
-      parts.append(written_line(name, turn.timestamp, (), tz))
+      add(written_line(name, turn.timestamp, (), tz))
     else:
-      parts.append(written_line(name, turn.timestamp, turn.tags, tz) + "\n\n"
-                   + turn.text)
-  return "".join(parts)
+      add(written_line(name, turn.timestamp, (), tz))
+      add(_tags_text(turn.tags) + "\n\n" + turn.text, own)
+  return "".join(parts), spans
 
 
 def format_thread(thread: Thread,
                   name_map: Optional[Mapping[str, str]] = None,
                   tz: datetime.tzinfo = datetime.timezone.utc) -> str:
   """The thread as one training document (without `<|endoftext|>`)."""
-  return _format(thread.turns, name_map, tz, open_end=False)
+  return _format(thread.turns, name_map, tz, open_end=False)[0]
+
+
+def format_thread_spans(thread: Thread,
+                        name_map: Optional[Mapping[str, str]] = None,
+                        tz: datetime.tzinfo = datetime.timezone.utc
+                        ) -> Tuple[str, List[Tuple[int, int]]]:
+  """`format_thread`'s document and the (start, end) character spans of it
+  that are the blog's own words (its turns' text; in its last turn, its
+  tags too). The generator is trained on those alone; the rest is context
+  (`gpt2.data`'s token weights)."""
+  return _format(thread.turns, name_map, tz, open_end=False,
+                 owner=thread.blog_name)
 
 
 def join_documents(documents: Iterable[str]) -> str:
@@ -169,7 +200,7 @@ def _prompt(turns: Sequence[Turn], bot_name: str, kind: str, when: When,
   moment = _datetime(when, tz)
   last = Turn(bot_name, kind, "", (),
               int(moment.timestamp()) if moment else None)
-  return _format(list(turns) + [last], name_map, tz, open_end=True)
+  return _format(list(turns) + [last], name_map, tz, open_end=True)[0]
 
 
 def ask_prompt(ask: Thread, bot_name: str, when: When,

@@ -12,7 +12,18 @@ document, split into train and validation by a hash of each document's text
   OUT/meta.json                 what is here (see `prepare`)
   OUT/train-00000.bin ...       uint16 tokens (uint32 for vocabularies > 65535)
   OUT/val-00000.bin ...
+  OUT/train-00000.weights.bin   uint8 loss weights, one a token (only when
+  OUT/val-00000.weights.bin     some document marks its `own_spans`)
   OUT/tokenizer.json ...        the tokenizer that produced them
+
+A JSONL document may carry `own_spans`, [[start, end], ...] character spans
+of its `text` that are the author's own words (`bot.corpus.documents`: an
+imported conversation, whose other turns are context). Then every token is
+weighed: 1 where it ends inside a span (and the `<|endoftext|>` after a
+document whose last span reaches its end: the model learns to stop), 0
+elsewhere; documents without spans weigh 1 throughout. The tokens are those
+of the whole text either way (the spans only choose weights), and a corpus
+with no spans has no weight shards at all.
 
 `WindowSampler` is the original's `rob_sampler`: each epoch the token stream
 is cut into non-overlapping windows at a fresh random offset, the windows are
@@ -116,6 +127,16 @@ class ReadStats:
 def iter_documents(path: str, stats: Optional[ReadStats] = None,
                    progress=None) -> Iterator[str]:
   """Yields the documents of a corpus (file or folder, local or gs://)."""
+  for text, _ in _spanned_documents(path, stats, progress):
+    yield text
+
+
+Spans = Optional[List[Tuple[int, int]]]
+
+
+def _spanned_documents(path: str, stats: Optional[ReadStats] = None,
+                       progress=None) -> Iterator[Tuple[str, Spans]]:
+  """`iter_documents` with each document's `own_spans` (None: no spans)."""
   stats = stats if stats is not None else ReadStats()
   fs, files = _corpus_files(path)
   for file in files:
@@ -132,12 +153,12 @@ def iter_documents(path: str, stats: Optional[ReadStats] = None,
     else:
       for doc in text.split(EOT):
         if doc.strip():
-          yield doc
+          yield doc, None
     if progress is not None:
       progress.update(len(data))
 
 
-def _jsonl_documents(text: str, name: str) -> Iterator[str]:
+def _jsonl_documents(text: str, name: str) -> Iterator[Tuple[str, Spans]]:
   for lineno, line in enumerate(text.splitlines(), 1):
     if not line.strip():
       continue
@@ -148,7 +169,36 @@ def _jsonl_documents(text: str, name: str) -> Iterator[str]:
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
       raise UserError(f"{name}:{lineno} has no string field 'text'")
     if record["text"].strip():
-      yield record["text"]
+      yield record["text"], _own_spans(record, f"{name}:{lineno}")
+
+
+def _own_spans(record: dict, where: str) -> Spans:
+  spans = record.get("own_spans")
+  if spans is None:
+    return None
+  length = len(record["text"])
+  if not isinstance(spans, list) or not all(
+      isinstance(span, list) and len(span) == 2
+      and all(isinstance(i, int) and not isinstance(i, bool) for i in span)
+      and 0 <= span[0] <= span[1] <= length for span in spans):
+    raise UserError(f"{where} has own_spans that are not [start, end] pairs "
+                    f"of character offsets within its text ({length} "
+                    "characters)")
+  return [tuple(span) for span in spans]
+
+
+def token_weights(ends: Sequence[int], spans: Sequence[Tuple[int, int]],
+                  length: int) -> np.ndarray:
+  """uint8 weights of a document's tokens and the `<|endoftext|>` after
+  it, from where each token ends in its text (`ends`): 1 for a token that
+  ends inside one of `spans` ([start, end) character offsets), and for the
+  end-of-text when a span reaches the end of the text."""
+  ends = np.asarray(ends, np.int64)
+  weights = np.zeros(len(ends) + 1, np.uint8)
+  for start, end in spans:
+    weights[:-1] |= (ends > start) & (ends <= end)
+  weights[-1] = any(start < end == length for start, end in spans)
+  return weights
 
 
 def is_validation(text: str, val_fraction: float) -> bool:
@@ -183,22 +233,35 @@ def read_meta(path: str) -> dict:
   return meta
 
 
-class _ShardWriter:
-  """Appends token arrays and writes fixed-size shard files."""
+def weights_name(shard: str) -> str:
+  """The weight shard beside a token shard: train-00000.weights.bin."""
+  return shard[:-len(".bin")] + ".weights.bin"
 
-  def __init__(self, fs, root: str, split: str, dtype, shard_tokens: int):
+
+class _ShardWriter:
+  """Appends token arrays (and their loss weights) and writes fixed-size
+  shard files; weight shards once `weighted` says the corpus has them."""
+
+  def __init__(self, fs, root: str, split: str, dtype, shard_tokens: int,
+               weighted: dict):
     self.fs, self.root, self.split = fs, root, split
     self.dtype, self.shard_tokens = dtype, shard_tokens
+    self.weighted = weighted  # {"any": bool}, shared by the splits
     self.pending: List[np.ndarray] = []
+    self.pending_weights: List[np.ndarray] = []
     self.pending_tokens = 0
     self.shards: List[str] = []
+    self.unweighted: List[Tuple[str, int]] = []  # written before any span
     self.tokens = 0
+    self.own_tokens = 0
     self.documents = 0
 
-  def add(self, ids: Sequence[int]) -> None:
+  def add(self, ids: Sequence[int], weights: np.ndarray) -> None:
     self.pending.append(np.asarray(ids, self.dtype))
+    self.pending_weights.append(weights)
     self.pending_tokens += len(ids)
     self.tokens += len(ids)
+    self.own_tokens += int(weights.sum())
     self.documents += 1
     while self.pending_tokens >= self.shard_tokens:
       self._write(self.shard_tokens)
@@ -206,19 +269,35 @@ class _ShardWriter:
   def _write(self, count: int) -> None:
     flat = np.concatenate(self.pending) if self.pending else np.zeros(
         0, self.dtype)
+    weights = (np.concatenate(self.pending_weights) if self.pending_weights
+               else np.zeros(0, np.uint8))
     name = f"{self.split}-{len(self.shards):05d}.bin"
     with self.fs.open(f"{self.root}/{name}", "wb") as f:
       f.write(flat[:count].tobytes())
+    if self.weighted["any"]:
+      with self.fs.open(f"{self.root}/{weights_name(name)}", "wb") as f:
+        f.write(weights[:count].tobytes())
+    else:
+      self.unweighted.append((name, count))
     self.shards.append(name)
-    rest = flat[count:]
+    rest, rest_weights = flat[count:], weights[count:]
     self.pending = [rest] if len(rest) else []
+    self.pending_weights = [rest_weights] if len(rest) else []
     self.pending_tokens = len(rest)
 
   def close(self) -> dict:
     if self.pending_tokens or not self.shards:
       self._write(self.pending_tokens)
-    return {"shards": self.shards, "tokens": self.tokens,
-            "documents": self.documents}
+    out = {"shards": self.shards, "tokens": self.tokens,
+           "documents": self.documents}
+    if self.weighted["any"]:
+      # Shards written before the first span met hold no span.
+      for name, count in self.unweighted:
+        with self.fs.open(f"{self.root}/{weights_name(name)}", "wb") as f:
+          f.write(np.ones(count, np.uint8).tobytes())
+      out.update(weight_shards=[weights_name(n) for n in self.shards],
+                 own_tokens=self.own_tokens)
+    return out
 
 
 def _warn_invalid(stats: ReadStats, source: str) -> None:
@@ -236,7 +315,9 @@ def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
   Pass a `tokenizer`, or a `vocab_size` to train a new byte-level BPE on the
   training documents. The meta (`out/meta.json`) records the token counts,
   shard names, dtype, `eot_id`, `vocab_size` and how many bytes were not
-  valid UTF-8 (replaced, and warned about).
+  valid UTF-8 (replaced, and warned about); where documents carry
+  `own_spans`, `"weights": true` and each split's `weight_shards` and
+  `own_tokens` (the tokens of weight 1).
   """
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   if not 0 <= val_fraction < 1:
@@ -256,21 +337,31 @@ def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
   fs, root = paths.output_dir(out, "data directory")
   for old in fs.glob(f"{root}/*.bin"):
     fs.rm(old)
-  writers = {split: _ShardWriter(fs, root, split, dtype, shard_tokens)
+  weighted = {"any": False}
+  writers = {split: _ShardWriter(fs, root, split, dtype, shard_tokens,
+                                 weighted)
              for split in ("train", "val")}
   stats = ReadStats()
   bar = tqdm(total=total_bytes, unit="B", unit_scale=True,
              desc="tokenizing", disable=not progress)
-  batch: List[str] = []
+  batch: List[Tuple[str, Spans]] = []
 
   def flush():
-    for doc, ids in zip(batch, tokenizer.encode_batch(batch)):
+    texts = [doc for doc, _ in batch]
+    if any(spans is not None for _, spans in batch):
+      weighted["any"] = True
+      encoded = tokenizer.encode_batch_ends(texts)
+    else:  # no offsets to read: each token weighs 1
+      encoded = [(ids, None) for ids in tokenizer.encode_batch(texts)]
+    for (doc, spans), (ids, ends) in zip(batch, encoded):
       split = "val" if is_validation(doc, val_fraction) else "train"
-      writers[split].add(ids + [tokenizer.eot_id])
+      weights = (np.ones(len(ids) + 1, np.uint8) if spans is None
+                 else token_weights(ends, spans, len(doc)))
+      writers[split].add(ids + [tokenizer.eot_id], weights)
     batch.clear()
 
-  for doc in iter_documents(source, stats, bar):
-    batch.append(doc)
+  for doc, spans in _spanned_documents(source, stats, bar):
+    batch.append((doc, spans))
     if len(batch) >= 256:
       flush()
   flush()
@@ -292,6 +383,8 @@ def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
       "train": splits["train"],
       "val": splits["val"],
   }
+  if weighted["any"]:
+    meta["weights"] = True
   tokenizer.save(out)
   with fs.open(f"{root}/{META}", "w") as f:
     json.dump(meta, f, indent=2)
@@ -302,14 +395,18 @@ def prepare(source: str, out: str, *, tokenizer: Optional[Tokenizer] = None,
 
 
 class TokenStream:
-  """One split's shards as a single flat token sequence.
+  """One split's shards as a single flat token sequence, and their loss
+  weights beside it where the corpus has them (`weighted`).
 
   Local shards are memory-mapped; remote ones are read into memory once.
   """
 
-  def __init__(self, arrays: Sequence[np.ndarray], name: str):
+  def __init__(self, arrays: Sequence[np.ndarray], name: str,
+               weights: Optional[Sequence[np.ndarray]] = None):
     self.name = name
-    self._arrays = [a for a in arrays if len(a)]
+    keep = [i for i, a in enumerate(arrays) if len(a)]
+    self._arrays = [arrays[i] for i in keep]
+    self._weights = None if weights is None else [weights[i] for i in keep]
     self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
 
   @classmethod
@@ -317,38 +414,62 @@ class TokenStream:
     meta = read_meta(path)
     fs, root = fsspec.core.url_to_fs(path)
     root = root.rstrip("/")
-    dtype = np.dtype(meta["dtype"])
     local = "://" not in path or path.startswith("file://")
-    arrays = []
-    for shard in meta[split]["shards"]:
+
+    def load(shard, dtype):
       file = f"{root}/{shard}"
-      if local:
-        size = os.path.getsize(file) // dtype.itemsize
-        arrays.append(np.memmap(file, dtype, mode="r") if size else
-                      np.zeros(0, dtype))
-      else:
-        arrays.append(np.frombuffer(fs.cat_file(file), dtype))
-    return cls(arrays, f"the {split} split of {path}")
+      if not local:
+        return np.frombuffer(fs.cat_file(file), dtype)
+      size = os.path.getsize(file) // dtype.itemsize
+      return np.memmap(file, dtype, mode="r") if size else np.zeros(0, dtype)
+
+    arrays = [load(shard, np.dtype(meta["dtype"]))
+              for shard in meta[split]["shards"]]
+    weights = None
+    if meta.get("weights"):
+      weights = [load(shard, np.dtype(np.uint8))
+                 for shard in meta[split]["weight_shards"]]
+      if [len(w) for w in weights] != [len(a) for a in arrays]:
+        raise UserError(f"the weight shards of the {split} split of {path} "
+                        "do not match its token shards; prepare the data "
+                        "again")
+    return cls(arrays, f"the {split} split of {path}", weights)
 
   def __len__(self) -> int:
     return int(self._starts[-1])
 
-  def read(self, start: int, length: int) -> np.ndarray:
-    """Tokens [start, start + length) as int32."""
-    out = np.empty(length, np.int32)
+  @property
+  def weighted(self) -> bool:
+    """Whether the tokens carry loss weights (1: the owner's, 0: context)."""
+    return self._weights is not None
+
+  def _read(self, arrays, start: int, length: int, dtype) -> np.ndarray:
+    out = np.empty(length, dtype)
     filled = 0
     shard = int(np.searchsorted(self._starts, start, side="right")) - 1
     pos = start - int(self._starts[shard])
     while filled < length:
-      chunk = self._arrays[shard][pos:pos + length - filled]
+      chunk = arrays[shard][pos:pos + length - filled]
       out[filled:filled + len(chunk)] = chunk
       filled += len(chunk)
       shard, pos = shard + 1, 0
     return out
 
+  def read(self, start: int, length: int) -> np.ndarray:
+    """Tokens [start, start + length) as int32."""
+    return self._read(self._arrays, start, length, np.int32)
+
   def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
     """(*starts.shape, length) int32 token windows."""
     flat = [self.read(int(s), length) for s in np.ravel(starts)]
+    return np.stack(flat).reshape(*np.shape(starts), length)
+
+  def weight_windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+    """(*starts.shape, length) uint8 loss weights of `windows`' tokens."""
+    if self._weights is None:
+      raise ValueError(f"{self.name} has no loss weights")
+    flat = [self._read(self._weights, int(s), length, np.uint8)
+            for s in np.ravel(starts)]
     return np.stack(flat).reshape(*np.shape(starts), length)
 
 

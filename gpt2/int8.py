@@ -5,7 +5,8 @@ matrix product kernel (gpt2/kernels/int8_matmul.cc) registered with XLA.
 scale per output row (symmetric: w ~ scale[o] * q[o, i], |q| <= 127);
 `quantize_dense` does the same to a dense layer's kernel (..., in, out),
 one scale per output column, and `map_dense` applies such a change to
-every dense layer of a parameter tree.
+every dense layer of a parameter tree (`quantize_blocks`: to every block's,
+as a LoRA run with `lora.base_weights=int8` stores its frozen base).
 `matmul(q, scale, x)` is (O, I) x (I, R) -> (O, R) in float32, by the kernel
 when it is built, else by XLA on the dequantized weight.
 
@@ -101,6 +102,38 @@ def map_dense(tree, fn):
     return tree
   tree = {k: map_dense(v, fn) for k, v in tree.items()}
   return fn(tree) if "kernel" in tree or "kernel_q" in tree else tree
+
+
+def quantize_blocks(params: dict, key: str, xp=jnp) -> dict:
+  """`params` with every dense kernel of the blocks (`params[key]`, GPT-2's
+  "h" or the Llama family's "layers") as `quantize_dense`'s codes and
+  scales: the format `launch.convert --quantize=int8` writes. Embeddings
+  and a separate output head stay as they are."""
+  return {**params, key: map_dense(params[key],
+                                   lambda p: quantize_dense(p, xp))}
+
+
+def dequantize_blocks(params: dict, key: str, dtype=jnp.float32,
+                      xp=jnp) -> dict:
+  """`quantize_blocks` undone, the kernels in `dtype` (a tree without codes
+  as it is)."""
+  return {**params, key: map_dense(
+      params[key], lambda p: dequantize_dense(p, dtype, xp))}
+
+
+def quantized_axes(axes: dict, key: str) -> dict:
+  """The logical axes (PartitionSpecs) of `quantize_blocks(params, key)`
+  from those of `params`: the codes lie as their kernel did, the scales as
+  its output axis (and the layer axis before it)."""
+
+  def codes_and_scales(p):
+    p = dict(p)
+    spec = p.pop("kernel")
+    p["kernel_q"] = spec
+    p["kernel_scale"] = jax.sharding.PartitionSpec(*spec[:-2], spec[-1])
+    return p
+
+  return {**axes, key: map_dense(axes[key], codes_and_scales)}
 
 
 def _cache_dir() -> str:

@@ -16,7 +16,10 @@ Parameter names are Hugging Face's less the leading `model.`
 `lm_head`), so a checkpoint maps one to one (`gpt2/llama_weights.py`). As in
 GPT-2 the blocks are stacked on a leading `layers` axis, scanned in a full
 forward (or run in turn, `scan_layers=False`), and run in turn with a cache.
-The layers are GPT-2's `Dense` (kernels (in, out)) with `use_bias` off.
+The layers are GPT-2's `Dense` (kernels (in, out)) with `use_bias` off;
+a LoRA run's frozen base may hold its block kernels as int8 codes and
+scales instead (`lora.base_weights=int8`), which `Dense` widens next to its
+matmul.
 
 LoRA as in GPT-2 (`gpt2/model.py`): with `lora_rank` > 0 the projections
 named in `lora_targets` (their Hugging Face and PEFT names, `q_proj`,
@@ -92,6 +95,14 @@ PRESETS = {
             rope_type="llama3", factor=8.0, low_freq_factor=1.0,
             high_freq_factor=4.0, original_max_position_embeddings=8192),
         tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001),
+    # Not released: GPT-2 "mini"'s size as a Llama, which the demo trains
+    # from scratch on a CPU (configs/demo.py:llama; its end-of-text is the
+    # tokenizer's, named when it is trained).
+    "Llama-mini": dict(
+        model_type="llama", vocab_size=2048, hidden_size=128,
+        intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True),
 }
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,

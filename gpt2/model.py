@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from gpt2 import attention as attention_lib
+from gpt2 import int8 as int8_lib
 from gpt2.errors import UserError
 
 Array = Any
@@ -182,7 +183,12 @@ class Dense(nn.Module):
   and time together, about 3x slower when they are two axes than one.
 
   When `site` (its name in the block, one of LORA_TARGETS) is a LoRA target
-  of the config, it adds `alpha / rank * dropout(x) @ a @ b`."""
+  of the config, it adds `alpha / rank * dropout(x) @ a @ b`.
+
+  Params holding `kernel_q` and `kernel_scale` instead of `kernel` (a LoRA
+  run's frozen base stored as int8, `gpt2.int8.quantize_blocks`) are
+  widened to the compute dtype here, next to the matmul: one layer's
+  kernels at a time are ever wide, so the base takes a byte a weight."""
   features: int
   axes: tuple
   config: GPT2Config
@@ -196,10 +202,15 @@ class Dense(nn.Module):
   def __call__(self, x):
     cfg = self.config
     dt = cfg.compute_dtype
-    kernel = self.param(
-        "kernel", nn.with_logical_partitioning(
-            nn.initializers.normal(self.init_std), self.axes),
-        (x.shape[-1], self.features), cfg.params_dtype)
+    if self.has_variable("params", "kernel_q"):
+      kernel = int8_lib.dequantize_dense(
+          {name: self.get_variable("params", name)
+           for name in ("kernel_q", "kernel_scale")}, dt)["kernel"]
+    else:
+      kernel = self.param(
+          "kernel", nn.with_logical_partitioning(
+              nn.initializers.normal(self.init_std), self.axes),
+          (x.shape[-1], self.features), cfg.params_dtype)
     rows = x.reshape(-1, x.shape[-1]).astype(dt)
     y = rows @ kernel.astype(dt)
     if self.use_bias:

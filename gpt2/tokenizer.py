@@ -197,6 +197,29 @@ class Tokenizer:
       out.append(ids)
     return out
 
+  def encode_batch_ends(self, texts: Sequence[str]) -> list:
+    """`encode_batch`'s ids of each text with, for each token, the
+    character offset in the text where it ends: (ids, ends) pairs, to tell
+    which tokens fall in a span of the text."""
+    texts = [self._as_text(t) for t in texts]
+    pieces = [t.split(EOT) if self._split_eot else [t] for t in texts]
+    encs = iter(self._tok.encode_batch([p for ps in pieces for p in ps],
+                                       add_special_tokens=False))
+    out = []
+    for ps in pieces:
+      ids, ends, start = [], [], 0
+      for i, piece in enumerate(ps):
+        if i:
+          start += len(EOT)
+          ids.append(self.eot_id)
+          ends.append(start)
+        enc = next(encs)
+        ids += enc.ids
+        ends += [start + end for _, end in enc.offsets]
+        start += len(piece)
+      out.append((ids, ends))
+    return out
+
   def decode(self, ids: Sequence[int]) -> str:
     """Text of `ids`; the end-of-text is kept as the vocabulary spells it."""
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)

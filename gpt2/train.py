@@ -16,7 +16,9 @@ names (`q_proj`, ..., `down_proj`); it has no dropout.
 LoRA (`config.lora.rank` > 0): the trained tree, `state["params"]`, is the
 adapters alone (`gpt2.model`'s "lora" collection), so gradients and Adam
 state exist only for them; the base model (`config.init`, kept in
-`config.model.param_dtype`) is a separate argument of the steps that nothing
+`config.model.param_dtype`, or with `lora.base_weights="int8"` its blocks'
+kernels as int8 codes and per-output-channel scales, `gpt2.int8`, widened
+next to each matmul) is a separate argument of the steps that nothing
 differentiates or updates, and checkpoints hold the adapters while run.json
 names the base (`base`), which a resume or `gpt2.weights.load_model` loads
 again. Everything else (resume, sharding, accumulation, the schedule,
@@ -30,7 +32,15 @@ Every logged step appends one JSON object to WORKDIR/metrics.jsonl with
 `step`, `loss`, `loss_ema` (bias-corrected), `lr`, `grad_norm`,
 `tokens_per_sec`, and with the noise scale on `g_small_sq`, `g_big_sq`,
 `noise_g2`, `noise_s`, `b_simple` (in sequences); validation steps add
-`val_loss`. `read_metrics` and `plot_metrics` read it back.
+`val_loss`.
+
+Token shards with loss weights (`gpt2.data`: a corpus whose documents mark
+the owner's words, e.g. an imported conversation) train, with
+`config.loss_on="own"` (the default), on the weighted mean of the targets'
+losses: the others' turns are context, never targets. `loss_on="all"`, or
+shards without weights, count every token as before. Validation on weighted
+shards adds `val_loss_own` and `val_loss_all`; `val_loss` is the one the
+run trains on. `read_metrics` and `plot_metrics` read it back.
 """
 
 import collections
@@ -56,6 +66,7 @@ from gpt2 import checkpoints
 from gpt2 import data as data_lib
 from gpt2 import distributed
 from gpt2 import family as family_lib
+from gpt2 import int8 as int8_lib
 from gpt2 import llama
 from gpt2 import sharding as sharding_lib
 from gpt2.errors import UserError
@@ -103,13 +114,19 @@ def default_config() -> ml_collections.ConfigDict:
   # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; for the Llama family
   # of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj),
   # scaled by alpha / r, their input dropped out at `dropout` in training.
+  # base_weights="int8" stores the frozen base's block kernels as int8
+  # codes (gpt2.int8), a byte a weight; "" keeps them in model.param_dtype.
   c.lora = ml_collections.ConfigDict(dict(
-      rank=0, alpha=16.0, dropout=0.0, targets="attn.c_attn"))
+      rank=0, alpha=16.0, dropout=0.0, targets="attn.c_attn",
+      base_weights=""))
   # Batch: `batch_size` sequences of `seq_len` tokens per micro-batch,
   # `accumulate` micro-batches per update.
   c.seq_len = 1024
   c.batch_size = 24
   c.accumulate = 1
+  # Which tokens the loss counts: "own", those the data's weight shards mark
+  # as the owner's (every token where it has none); or "all".
+  c.loss_on = "own"
   c.total_steps = 1000
   # Optimizer and the original's schedule.
   c.lr = 4.76e-5
@@ -149,8 +166,16 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+LOSS_ON = ("own", "all")
+
+
 def check_config(config, reference=None, prefix="") -> None:
-  """Raises a UserError naming the first key the defaults do not have."""
+  """Raises a UserError naming the first key the defaults do not have (or
+  a `loss_on` that is not one of `LOSS_ON`)."""
+  if not prefix and config.get("loss_on", "own") not in LOSS_ON:
+    raise UserError(f"loss_on={config.loss_on!r} is not one of "
+                    f"{', '.join(LOSS_ON)} (own: the owner's words where the "
+                    "data marks them; all: every token)")
   reference = default_config() if reference is None else reference
   for key in config.keys():
     name = f"{prefix}{key}"
@@ -175,6 +200,11 @@ def lora_settings(config, targets_allowed=LORA_TARGETS) -> dict:
   if lora.rank < 0:
     raise UserError(f"lora.rank={lora.rank} must be >= 0 (0: no LoRA)")
   if not lora.rank:
+    if base_weights(config):
+      raise UserError(
+          f"lora.base_weights={base_weights(config)} stores a LoRA run's "
+          "frozen base as int8, but lora.rank=0 is a full fine-tune, which "
+          "trains every weight; set lora.rank > 0 or lora.base_weights=''")
     return {}
   if not lora.alpha > 0:
     raise UserError(f"lora.alpha={lora.alpha} must be positive")
@@ -193,6 +223,16 @@ def lora_settings(config, targets_allowed=LORA_TARGETS) -> dict:
   return dict(lora_rank=lora.rank, lora_alpha=float(lora.alpha),
               lora_dropout=float(lora.dropout),
               lora_targets=tuple(dict.fromkeys(targets)))
+
+
+def base_weights(config) -> str:
+  """How a LoRA run stores its frozen base: "" (in model.param_dtype) or
+  "int8"; a UserError for anything else. (A preference-tuning config,
+  whose lora group has no such key, keeps the base as it is.)"""
+  value = config.lora.get("base_weights", "")
+  if value not in ("", "int8"):
+    raise UserError(f"lora.base_weights={value!r} is not int8 (or empty)")
+  return value
 
 
 # ---- the schedule ------------------------------------------------------------
@@ -313,9 +353,10 @@ def _model_and_adapters(params, base) -> tuple:
   return (params, None) if base is None else (base, params)
 
 
-def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
-               labels, schedule, avg_loss_beta: float, base_rng,
-               noise_scale=True, grad_shardings=None):
+def train_step(state, batch, base, weights=None, *,
+               model_config: GPT2Config, optimizer, labels, schedule,
+               avg_loss_beta: float, base_rng, noise_scale=True,
+               grad_shardings=None):
   """One update from `batch` (k, B, T): k micro-batches of B windows.
 
   Gradients of the k micro-batches are averaged in a `lax.scan` (memory of
@@ -323,6 +364,11 @@ def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
   |G_small|^2 is the mean over micro-batches, |G_big|^2 that of the mean.
   With LoRA, `state["params"]` are the adapters and `base` the frozen model
   (an argument, so that no gradient of it is ever formed); else None.
+  `weights` (k, B, T), the tokens' loss weights, or None: the loss is the
+  mean of the targets' losses weighted by the targets' weights, over the
+  whole update (each micro-batch's sum times k / the update's weight,
+  which with every weight 1 is the 1 / count that `mean` multiplies by:
+  the same numbers); None counts every target alike.
   """
   k, micro = batch.shape[0], batch.shape[1]
   top = _top_labels(labels)
@@ -332,16 +378,25 @@ def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
   step = state["step"] + 1
   rng = jax.random.fold_in(base_rng, step)
 
-  def micro_loss(trained, tokens, rng):
+  if weights is not None:
+    # A target's weight is its token's: the window's weights from 1 on.
+    weights = weights[:, :, 1:].astype(jnp.float32)
+    per_weight = k / jnp.maximum(weights.sum(), 1.0)
+
+  def micro_loss(trained, tokens, target_weights, rng):
     model, lora = _model_and_adapters({**frozen, **trained}, base)
-    return token_losses(model_config, model, tokens, rng, lora).mean()
+    losses = token_losses(model_config, model, tokens, rng, lora)
+    if target_weights is None:
+      return losses.mean()
+    return (losses * target_weights).sum() * per_weight
 
   grad_fn = jax.value_and_grad(micro_loss)
 
   def accumulate(carry, xs):
     grad_sum, loss_sum, sq_sum = carry
-    tokens, index = xs
-    loss, grads = grad_fn(trained, tokens, jax.random.fold_in(rng, index))
+    tokens, target_weights, index = xs
+    loss, grads = grad_fn(trained, tokens, target_weights,
+                          jax.random.fold_in(rng, index))
     grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
     if grad_shardings is not None:
       grad_sum = jax.lax.with_sharding_constraint(grad_sum, grad_shardings)
@@ -351,7 +406,7 @@ def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trained)
   (grad_sum, loss_sum, sq_sum), _ = jax.lax.scan(
       accumulate, (zeros, jnp.zeros(()), jnp.zeros(())),
-      (batch, jnp.arange(k)))
+      (batch, weights, jnp.arange(k)))
   grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grad_sum, trained)
   loss = loss_sum / k
   g_small_sq = sq_sum / k
@@ -385,13 +440,19 @@ def train_step(state, batch, base, *, model_config: GPT2Config, optimizer,
   return new_state, metrics
 
 
-def eval_step(params, tokens, weights, base, *, model_config: GPT2Config):
+def eval_step(params, tokens, weights, base, token_weights=None, *,
+              model_config: GPT2Config):
   """(sum of token losses, token count) over (B, T) windows with row weights
-  (`params` and `base` as in `train_step`)."""
+  (`params` and `base` as in `train_step`); with the tokens' loss weights
+  (B, T), also the targets' weighted sum and their weight."""
   model, lora = _model_and_adapters(params, base)
   losses = token_losses(model_config, model, tokens, lora=lora)  # (B, T-1)
   row = losses.sum(axis=1) * weights
-  return row.sum(), weights.sum() * losses.shape[1]
+  out = (row.sum(), weights.sum() * losses.shape[1])
+  if token_weights is None:
+    return out
+  targets = token_weights[:, 1:].astype(jnp.float32) * weights[:, None]
+  return out + ((losses * targets).sum(), targets.sum())
 
 
 # ---- sharded, jitted steps ---------------------------------------------------
@@ -401,10 +462,18 @@ class _InMesh:
   """A jitted function traced and run with the mesh and the axis rules set.
 
   The model's activation constraints (`nn.with_logical_constraint`) read both.
+  With `arity`, trailing arguments left out are None (jit wants one sharding
+  for each argument given).
   """
 
-  def __init__(self, fn, mesh, rules):
+  def __init__(self, fn, mesh, rules, arity=None):
     self._fn, self._mesh, self._rules = fn, mesh, rules
+    self._arity = arity
+
+  def _args(self, args):
+    if self._arity is None:
+      return args
+    return args + (None,) * (self._arity - len(args))
 
   def _context(self):
     stack = contextlib.ExitStack()
@@ -414,11 +483,11 @@ class _InMesh:
 
   def __call__(self, *args):
     with self._context():
-      return self._fn(*args)
+      return self._fn(*self._args(args))
 
   def lower(self, *args):
     with self._context():
-      return self._fn.lower(*args)
+      return self._fn.lower(*self._args(args))
 
 
 @dataclasses.dataclass
@@ -442,8 +511,10 @@ class Steps:
   weight_sharding: Any       # (B,)
   init_params: Callable      # rng -> GPT-2's random init (LoRA: adapters)
   init: Callable             # params -> state
-  train: Callable            # (state, batch, base) -> (state, metrics)
-  evaluate: Callable         # (params, tokens, weights, base) -> (sum, count)
+  train: Callable            # (state, batch, base[, token weights]) ->
+                             # (state, metrics)
+  evaluate: Callable         # (params, tokens, weights, base[, token
+                             # weights]) -> (sum, count[, own sum, count])
 
 
 # Config keys the compiled steps never read: the data, the batch's shape (jit
@@ -455,7 +526,7 @@ _LOOP_KEYS = ("data", "val_fraction", "tokenizer", "tokenizer_vocab_size",
               "log_every", "val_every", "val_batch_size", "val_max_windows",
               "eval_at_start", "sample_every", "sample_length", "save_every",
               "keep_checkpoints", "async_checkpoints", "progress", "export_hf",
-              "mesh", "distributed")
+              "mesh", "distributed", "loss_on")
 _steps_cache = collections.OrderedDict()
 
 
@@ -507,8 +578,13 @@ def state_layout(model_config: GPT2Config, config, mesh) -> StateLayout:
   base_shardings = abstract_base = None
   if model_config.lora_rank:
     base_shapes = family.param_shapes(model_config)
+    base_axes = family.param_logical_axes(model_config)
+    if base_weights(config) == "int8":
+      base_shapes = jax.eval_shape(functools.partial(
+          int8_lib.quantize_blocks, key=family.layers), base_shapes)
+      base_axes = int8_lib.quantized_axes(base_axes, family.layers)
     base_shardings = sharding_lib.tree_shardings(
-        family.param_logical_axes(model_config), base_shapes, mesh, rules)
+        base_axes, base_shapes, mesh, rules)
     abstract_base = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         base_shapes, base_shardings)
@@ -559,13 +635,13 @@ def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
   eval_sharding = sharding_lib.batch_sharding(mesh, rules, 2, batch_dim=0)
   weight_sharding = sharding_lib.batch_sharding(mesh, rules, 1, batch_dim=0)
   train = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding,
-                                         base_shardings),
+                                         base_shardings, batch_sharding),
                   out_shardings=(state_shardings, repl), donate_argnums=0)
   evaluate = jax.jit(
       functools.partial(eval_step, model_config=model_config),
       in_shardings=(param_shardings, eval_sharding, weight_sharding,
-                    base_shardings),
-      out_shardings=(repl, repl))
+                    base_shardings, eval_sharding),
+      out_shardings=repl)
   init = jax.jit(functools.partial(init_state, optimizer=optimizer),
                  in_shardings=(param_shardings,), out_shardings=state_shardings,
                  donate_argnums=0)
@@ -578,8 +654,9 @@ def _build_steps(model_config: GPT2Config, config, mesh) -> Steps:
       abstract_base=layout.abstract_base, batch_sharding=batch_sharding,
       eval_sharding=eval_sharding, weight_sharding=weight_sharding,
       init_params=_InMesh(make_params, mesh, rules),
-      init=_InMesh(init, mesh, rules), train=_InMesh(train, mesh, rules),
-      evaluate=_InMesh(evaluate, mesh, rules))
+      init=_InMesh(init, mesh, rules),
+      train=_InMesh(train, mesh, rules, arity=4),
+      evaluate=_InMesh(evaluate, mesh, rules, arity=5))
 
 
 def check_batch_fits_mesh(config, mesh) -> None:
@@ -654,7 +731,9 @@ def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
 
 
 def _architecture(c: GPT2Config) -> tuple:
-  return (c.n_layer, c.n_embd, c.n_head, c.n_positions, c.vocab_size)
+  # The family too: configs/demo.py:llama's sizes are GPT-2 "mini"'s.
+  return (family_lib.of(c).name, c.n_layer, c.n_embd, c.n_head,
+          c.n_positions, c.vocab_size)
 
 
 @dataclasses.dataclass
@@ -957,28 +1036,41 @@ def _initial_params(setup: _RunSetup, config, steps: Steps) -> dict:
   return steps.init_params(jax.random.PRNGKey(config.seed))
 
 
-def _base_on_devices(setup: _RunSetup, steps: Steps) -> Optional[dict]:
-  """LoRA: the frozen base in `param_dtype`, sharded; else None."""
+def _base_on_devices(setup: _RunSetup, steps: Steps,
+                     config) -> Optional[dict]:
+  """LoRA: the frozen base in `param_dtype` (its block kernels int8 with
+  `lora.base_weights="int8"`, quantized from the loaded weights), sharded;
+  else None."""
   if setup.base_params is None:
     return None
-  return _on_devices(setup.base_params, setup.model_config.params_dtype,
-                     steps.base_shardings)
+  base = setup.base_params
+  if base_weights(config) == "int8":
+    base = int8_lib.quantize_blocks(
+        base, family_lib.of(setup.model_config).layers, np)
+  return jax.device_put(
+      jax.tree.map(lambda p, a: np.asarray(p, a.dtype), base,
+                   steps.abstract_base), steps.base_shardings)
 
 
 def _model_params(state, base, model_config: GPT2Config) -> tuple:
-  """(config, params) of the model trained so far: with LoRA, the base with
-  the adapters merged in."""
+  """(config, params) of the model trained so far: with LoRA, the base
+  (widened, if it is int8) with the adapters merged in."""
   if base is None:
     return model_config, state["params"]
-  return family_lib.of(model_config).merge_lora(model_config, base,
-                                                state["params"])
+  family = family_lib.of(model_config)
+  base = int8_lib.dequantize_blocks(base, family.layers,
+                                    model_config.params_dtype)
+  return family.merge_lora(model_config, base, state["params"])
 
 
 def _evaluate(steps: Steps, state, base, stream: data_lib.TokenStream, config,
-              seq_len: int) -> float:
+              seq_len: int) -> dict:
+  """The validation metrics: `val_loss`, and on shards with loss weights
+  `val_loss_own` (the owner's tokens) and `val_loss_all` (every token),
+  `val_loss` being the one `config.loss_on` trains."""
   starts = data_lib.eval_starts(len(stream), seq_len, config.val_max_windows)
   per_batch = config.val_batch_size
-  total, count = 0.0, 0.0
+  sums = [0.0] * (4 if stream.weighted else 2)
   for i in range(0, len(starts), per_batch):
     chunk = starts[i:i + per_batch]
     weights = np.zeros(per_batch, np.float32)
@@ -989,9 +1081,29 @@ def _evaluate(steps: Steps, state, base, stream: data_lib.TokenStream, config,
         (per_batch, seq_len), steps.eval_sharding, 0)
     w = sharding_lib.put_batch(lambda lo, hi, w=weights: w[lo:hi],
                                (per_batch,), steps.weight_sharding, 0)
-    s, c = steps.evaluate(state["params"], tokens, w, base)
-    total, count = total + s, count + c
-  return float(total) / float(count)
+    token_weights = None
+    if stream.weighted:
+      token_weights = sharding_lib.put_batch(
+          lambda lo, hi, c=chunk: stream.weight_windows(c[lo:hi], seq_len),
+          (per_batch, seq_len), steps.eval_sharding, 0)
+    out = steps.evaluate(state["params"], tokens, w, base, token_weights)
+    sums = [total + part for total, part in zip(sums, out)]
+  metrics = {"val_loss": float(sums[0]) / float(sums[1])}
+  if stream.weighted and float(sums[3]) > 0:
+    metrics["val_loss_all"] = metrics["val_loss"]
+    metrics["val_loss_own"] = float(sums[2]) / float(sums[3])
+    if config.loss_on == "own":
+      metrics["val_loss"] = metrics["val_loss_own"]
+  return metrics
+
+
+def _describe_validation(step: int, metrics: dict) -> str:
+  """The log line of a validation: which tokens `val_loss` counts."""
+  if "val_loss_own" not in metrics:
+    return f"step {step}: val_loss {metrics['val_loss']:.4f}"
+  return (f"step {step}: val_loss {metrics['val_loss']:.4f}; on the owner's "
+          f"tokens {metrics['val_loss_own']:.4f}, on every token "
+          f"{metrics['val_loss_all']:.4f}")
 
 
 def _sample(state, base, setup: _RunSetup, config, step: int) -> str:
@@ -1062,7 +1174,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     start = 0
     state = steps.init(_initial_params(setup, config, steps))
-  base = _base_on_devices(setup, steps)
+  base = _base_on_devices(setup, steps, config)
 
   main = jax.process_index() == 0
   metrics_log = MetricsLog(workdir, start) if main else None
@@ -1074,12 +1186,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
              "tokens_per_sec": None, "preempted": False}
 
   if config.eval_at_start and start == 0 and total > 0:
-    val_loss = _evaluate(steps, state, base, val_stream, config, seq_len)
-    setup.run["initial_val_loss"] = val_loss
+    val_metrics = _evaluate(steps, state, base, val_stream, config, seq_len)
+    setup.run["initial_val_loss"] = val_metrics["val_loss"]
     if main:
       checkpoints.write_run_file(workdir, setup.run)
-      writer.add_scalar("val_loss", val_loss, 0)
-    logging.info("step 0: val_loss %.4f", val_loss)
+      for name, value in val_metrics.items():
+        writer.add_scalar(name, value, 0)
+    logging.info("%s", _describe_validation(0, val_metrics))
+
+  # Weighted shards: the owner's tokens are the targets, the rest context.
+  loss_on_own = config.loss_on == "own" and train_stream.weighted
+  if train_stream.weighted:
+    logging.info("the data marks the owner's tokens: the loss counts %s "
+                 "(config.loss_on=%s)", "those alone" if loss_on_own
+                 else "every token", config.loss_on)
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=total, initial=min(start, total), unit="step",
@@ -1099,7 +1219,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       tokens = sharding_lib.put_batch(
           lambda lo, hi, s=starts: train_stream.windows(s[:, lo:hi], seq_len),
           (k, batch, seq_len), steps.batch_sharding, 1)
-      state, metrics = steps.train(state, tokens, base)
+      weights = None
+      if loss_on_own:
+        weights = sharding_lib.put_batch(
+            lambda lo, hi, s=starts: train_stream.weight_windows(
+                s[:, lo:hi], seq_len),
+            (k, batch, seq_len), steps.batch_sharding, 1)
+      state, metrics = steps.train(state, tokens, base, weights)
       step += 1
       record = None
       if step % config.log_every == 0 or step == total:
@@ -1116,8 +1242,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if config.val_every and (step % config.val_every == 0 or step == total):
         record = record or {"step": step, **{
             n: float(v) for n, v in jax.device_get(metrics).items()}}
-        record["val_loss"] = _evaluate(steps, state, base, val_stream,
-                                       config, seq_len)
+        val_metrics = _evaluate(steps, state, base, val_stream, config,
+                                seq_len)
+        record.update(val_metrics)
+        logging.info("%s", _describe_validation(step, val_metrics))
       if record is not None and main:
         metrics_log.write(record)
         for name, value in record.items():

@@ -423,7 +423,9 @@ def _lora_base_name(run: dict, workdir: str) -> str:
 
 def load_lora_base(workdir: str, run: dict, config: GPT2Config) -> dict:
   """The params of the base model a LoRA run's adapters sit on (run.json's
-  `base`), checked against the run's model `config`."""
+  `base`), checked against the run's model `config`: for a run that stored
+  it as int8 (`lora.base_weights`), its block kernels as those codes
+  widened, the weights the adapters were trained on."""
   from gpt2 import checkpoints  # pylint: disable=import-outside-toplevel
   name = _lora_base_name(run, workdir)
   base = load_model(name, with_tokenizer=False)
@@ -433,6 +435,11 @@ def load_lora_base(workdir: str, run: dict, config: GPT2Config) -> dict:
         f"model its adapters were trained on "
         f"({checkpoints.describe(base.config)}, not "
         f"{checkpoints.describe(config)})")
+  if run.get("config", {}).get("lora", {}).get("base_weights") == "int8":
+    from gpt2 import int8  # pylint: disable=import-outside-toplevel
+    layers = family.of(config).layers
+    return int8.dequantize_blocks(
+        int8.quantize_blocks(base.params, layers, np), layers, np.float32, np)
   return base.params
 
 
@@ -493,8 +500,7 @@ def _quantized_kernels(params: dict, key: str = "h") -> dict:
   under `key`) as `kernel_q` int8 of the same shape and `kernel_scale`
   (..., out) (gpt2.int8.quantize_dense)."""
   from gpt2 import int8  # pylint: disable=import-outside-toplevel
-  return {**params, key: int8.map_dense(
-      params[key], lambda p: int8.quantize_dense(p, np))}
+  return int8.quantize_blocks(params, key, np)
 
 
 def _dequantized_kernels(tree):

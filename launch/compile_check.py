@@ -6,6 +6,8 @@ r"""Compile the train step ahead of time for a TPU-shaped mesh; print its memory
         --devices=1
     python -m launch.compile_check --config=configs/llama32_1b_lora.py \
         --devices=1
+    python -m launch.compile_check --config=configs/llama31_8b_int8_lora.py \
+        --devices=1 --device_gib=24
 
 Shows without a TPU that a config fits: the train step (gradient
 accumulation, Adam, sharding) is lowered with abstract inputs
@@ -14,7 +16,8 @@ allocated) for a mesh of `--devices` simulated CPU devices (8: a TPU v3-8),
 compiled, and `compiled.memory_analysis()` gives the bytes one device needs:
 arguments + outputs - donated aliases + temporaries + code. A LoRA config's
 step is compiled with its frozen base model as an argument (in
-`model.param_dtype`), so the base counts once and its gradient never. A
+`model.param_dtype`, or as int8 codes with `lora.base_weights=int8`), so
+the base counts once and its gradient never. A
 Llama-family config names its shape in `model.size` (one of
 `gpt2.llama.PRESETS`, e.g. Llama-3.2-1B), so nothing is downloaded.
 
@@ -109,8 +112,10 @@ def main(argv):
   fits = report["per_device_bytes"] <= _LIMIT.value * GIB
   trained = f"{report['trained_params'] / 1e6:.1f}M trained"
   if c.lora.rank:
+    base = ("int8 blocks" if c.lora.base_weights == "int8" else
+            c.model.param_dtype)
     trained = (f"LoRA rank {c.lora.rank} on {c.lora.targets}: {trained}, "
-               f"the base in {c.model.param_dtype}")
+               f"the base in {base}")
   print(f"model: {c.model.size} ({report['params'] / 1e6:.0f}M params, "
         f"{trained}), batch {c.batch_size} x {c.seq_len} tokens x "
         f"{c.accumulate} accumulated, mesh {report['mesh']}")

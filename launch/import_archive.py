@@ -13,8 +13,9 @@ downloaded or the folder it unpacks to. The posts written are those
 `launch.scrape` writes (NPF post dicts, one a line), so everything after is
 unchanged: a conversation is one post whose trail holds the earlier turns by
 their authors and whose last turn is `--me`'s (bot.corpus.archives.common
-says how conversations are cut and how much of others' text a thread
-keeps).
+says how conversations are cut: a thread keeps its latest --max_turns turns
+however short your reply, and `launch.prepare_corpus` marks which words are
+yours, the only ones trained on).
 
 `--pseudonymize` replaces every other person's name and handle (turn
 authors, @mentions, their names in the text) by a stable pseudonym keyed by
@@ -64,9 +65,10 @@ _LANG = flags.DEFINE_string(
     "lang", None, "Keep only posts written in this language (ISO 639-1, "
     "e.g. en), as langdetect tells.")
 _MIN_OWN_FRACTION = flags.DEFINE_float(
-    "min_own_fraction", 0.5, "A conversation thread keeps its latest turns "
-    "while you wrote at least this share of them (prepare_corpus's "
-    "--min_own_fraction drops the posts below it).")
+    "min_own_fraction", 0.0, "A conversation thread keeps its latest turns "
+    "while you wrote at least this share of them; 0 keeps the latest "
+    "--max_turns, however little is yours (only your words are trained on, "
+    "the rest is their context).")
 _MAX_TURNS = flags.DEFINE_integer(
     "max_turns", 10, "The most turns a conversation thread keeps.")
 _GAP_MINUTES = flags.DEFINE_integer(

@@ -5,7 +5,12 @@
 
 Reads posts JSONL (from launch.scrape), drops posts mostly written by others,
 posts tagged #quotes and duplicates, and writes one JSON object a line with
-the document in `text` (plus `post_id`, `blog` and `note_count`). Documents
+the document in `text` (plus `post_id`, `blog` and `note_count`). Posts
+from launch.import_archive are kept however little of them the owner wrote,
+and their documents carry `own_spans`, the [start, end) character spans of
+`text` that are the owner's: the token shards weigh those tokens 1 and the
+rest 0, so training (`config.loss_on=own`) learns the owner's words with the
+others' as context. Documents
 are joined with <|endoftext|> when they are tokenized: by launch.finetune
 (`--config.data=docs.jsonl`), or here with `--shards=DIR`, which writes the
 token shards of `gpt2.data.prepare` (OpenAI's GPT-2 vocabulary unless
@@ -40,8 +45,11 @@ _RENAME = flags.DEFINE_list(
     "author:name pairs: write the blog `author` as `name` (e.g. the bot's "
     "name when training a bot on a person's blog).")
 _MIN_OWN_FRACTION = flags.DEFINE_float(
-    "min_own_fraction", 0.5,
-    "Drop posts in which the blog wrote less than this share of the text.")
+    "min_own_fraction", None,
+    "Drop posts in which the blog wrote less than this share of the text "
+    "(default: 0.5 for scraped posts, 0 for posts from launch.import_archive, "
+    "whose documents mark the owner's words so that only those are trained "
+    "on); a value given applies to both.")
 _DROP_TAGS = flags.DEFINE_list("drop_tags", ["quotes"],
                                "Drop posts carrying any of these tags.")
 _TIMEZONE = flags.DEFINE_string(
@@ -103,6 +111,10 @@ def main(argv):
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _POSTS.value:
     raise UserError("--posts is required (posts JSONL from launch.scrape)")
+  if (_MIN_OWN_FRACTION.value is not None
+      and not 0 <= _MIN_OWN_FRACTION.value <= 1):
+    raise UserError(f"--min_own_fraction {_MIN_OWN_FRACTION.value} is not "
+                    "between 0 and 1")
   if not _OUT.value:
     raise UserError("--out is required (the documents JSONL file)")
   if _SHARDS.value and not _OUT.value.endswith(data_lib.JSONL_SUFFIXES):

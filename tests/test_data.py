@@ -188,3 +188,88 @@ def test_prepare_data_cli(corpus, tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: corpus {tmp_path}/nope does not exist")
+
+
+# ---- loss weights ------------------------------------------------------------
+
+OWN = "sure, see you there"
+ASKED = ("did you finish the kettle poem? I have been waiting all week and the "
+         "steam is rising")
+SPANNED = f"#1 bob posted:\n\n{ASKED}\n\n#2 me commented:\n\n{OWN}"
+OTHERS_LAST = f"#1 me posted:\n\n{OWN}\n\n#2 bob commented:\n\n{ASKED}"
+
+
+def _prepare_jsonl(tmp_path, name, records, out, **kwargs):
+  path = tmp_path / f"{name}.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  return data.prepare(str(path), out, tokenizer=Tokenizer.gpt2(),
+                      val_fraction=0.0, progress=False, **kwargs)
+
+
+def test_weight_shards_mark_the_owners_tokens_and_keep_the_tokens(tmp_path):
+  tok = Tokenizer.gpt2()
+  plain = {"text": "a post that is all mine, no spans at all"}
+  records = [plain,  # before any span: its shards get weights afterwards
+             {"text": SPANNED, "own_spans": [[len(SPANNED) - len(OWN),
+                                              len(SPANNED)]]},
+             {"text": OTHERS_LAST, "own_spans": [[len("#1 me posted:\n\n"),
+                                                  len("#1 me posted:\n\n")
+                                                  + len(OWN)]]}]
+  # 7-token shards: the weight shards are cut where the token shards are.
+  meta = _prepare_jsonl(tmp_path, "spans", records, str(tmp_path / "w"),
+                        shard_tokens=7)
+  bare = _prepare_jsonl(tmp_path, "bare", [{"text": r["text"]}
+                                           for r in records],
+                        str(tmp_path / "b"), shard_tokens=7)
+  assert meta["weights"] is True and "weights" not in bare
+  assert meta["train"]["weight_shards"][0] == "train-00000.weights.bin"
+  for shard in bare["train"]["shards"]:  # spans never change the tokens
+    assert (tmp_path / "w" / shard).read_bytes() == (
+        tmp_path / "b" / shard).read_bytes()
+  assert not list((tmp_path / "b").glob("*.weights.bin"))
+
+  stream = data.TokenStream.open(str(tmp_path / "w"), "train")
+  assert stream.weighted and not data.TokenStream.open(
+      str(tmp_path / "b"), "train").weighted
+  tokens = stream.read(0, len(stream))
+  weights = stream.weight_windows(np.array([0]), len(stream))[0]
+  docs = np.split(np.arange(len(tokens)),
+                  np.flatnonzero(tokens == tok.eot_id)[:-1] + 1)
+  token_docs = [tokens[d] for d in docs]
+  weight_docs = [weights[d] for d in docs]
+  # No spans: every token, and its end-of-text, counts.
+  assert weight_docs[0].tolist() == [1] * len(token_docs[0])
+  # The owner's last turn: its words and the end-of-text, nothing else.
+  assert tok.decode(token_docs[1][weight_docs[1] == 1]) == OWN + EOT
+  assert tok.decode(token_docs[1][weight_docs[1] == 0]) == SPANNED[
+      :-len(OWN)]
+  # Someone else's turn last: the owner's words count, the end does not.
+  assert tok.decode(token_docs[2][weight_docs[2] == 1]) == OWN
+  assert weight_docs[2][-1] == 0 and token_docs[2][-1] == tok.eot_id
+  assert meta["train"]["own_tokens"] == int(weights.sum())
+
+
+def test_weight_shards_on_a_remote_filesystem(tmp_path):
+  # memory:// is read the way gs:// is (not memory-mapped).
+  records = [{"text": SPANNED, "own_spans": [[len(SPANNED) - len(OWN),
+                                              len(SPANNED)]]}]
+  _prepare_jsonl(tmp_path, "one", records, str(tmp_path / "local"))
+  _prepare_jsonl(tmp_path, "one", records, "memory://weights/remote")
+  local = data.TokenStream.open(str(tmp_path / "local"), "train")
+  remote = data.TokenStream.open("memory://weights/remote", "train")
+  end = len(local) - 6  # the owner's words are the document's last
+  starts = np.array([[0, 3], [end - 4, end]])
+  np.testing.assert_array_equal(remote.windows(starts, 6),
+                                local.windows(starts, 6))
+  np.testing.assert_array_equal(remote.weight_windows(starts, 6),
+                                local.weight_windows(starts, 6))
+  assert remote.weight_windows(starts, 6).sum() > 0
+
+
+@pytest.mark.parametrize("spans", [[[0, 999]], [[5, 2]], [[0]], "0-5",
+                                   [[0.5, 2]]])
+def test_bad_own_spans_are_one_line(tmp_path, spans):
+  with pytest.raises(UserError, match=r"bad.jsonl:1 has own_spans that are "
+                     r"not \[start, end\] pairs"):
+    _prepare_jsonl(tmp_path, "bad", [{"text": "short", "own_spans": spans}],
+                   str(tmp_path / "o"))

@@ -72,7 +72,7 @@ def import_docs(tmp_path, kind, files, me, zipped=True, pseudonymize=None,
   stats = documents.CorpusStats()
   texts = [d.text for d in documents.documents(
       posts, stats=stats,
-      min_own_fraction=options.get("min_own_fraction", 0.5))]
+      min_own_fraction=options.get("min_own_fraction"))]
   assert stats.kept == len(posts), stats.dropped  # nothing the corpus drops
   return texts, posts, report
 
@@ -445,26 +445,32 @@ def test_discord_runs_of_messages_become_threads_and_a_reply_brings_its_turn(
        "yes! the ending was wild, I loved every minute of it\n\ngo see it"),
       ("bobby99", "commented", "no spoilers please\n\n[image]"),
       ("me_on_discord", "commented", "ok ok, my lips are sealed, promise")]
+  # "lol" under a long message: kept, the message its context (only the
+  # owner's words are trained on).
+  assert turns(docs[1]) == [("Alice", "posted", LONG.strip()),
+                            ("me_on_discord", "commented", "lol")]
   # The reply to Alice's morning question: her message is the turn answered.
-  assert turns(docs[1]) == [
+  assert turns(docs[2]) == [
       ("Carol K", "posted", "random chatter here"),
       ("Alice", "commented", "anyone seen the new film?"),
       ("me_on_discord", "commented", "also, the soundtrack of that film is "
        "fantastic, I have it on repeat")]
-  assert "Written 8 PM April 2023 | me_on_discord's tags:" in docs[1]
-  # "lol" under a long message is mostly someone else's text: skipped.
-  assert len(docs) == 2 and not any("lol" in d for d in docs)
-  assert report["skipped"] == {"system messages": 1,
-                               "threads mostly written by others": 1}
+  assert "Written 8 PM April 2023 | me_on_discord's tags:" in docs[2]
+  assert len(docs) == 3
+  assert report["skipped"] == {"system messages": 1}
   assert report["pseudonymized"] is False  # a server channel, not DMs
 
 
 def test_discord_own_share_is_a_choice(tmp_path):
-  # --me by nickname; with no share asked for, "lol" keeps what it answers.
-  docs, _, _ = import_docs(tmp_path, "discord", discord_exporter_files(),
-                           "Me", min_own_fraction=0.0)
-  assert turns(docs[1]) == [("Alice", "posted", LONG.strip()),
-                            ("Me", "commented", "lol")]
+  # --me by nickname; --min_own_fraction=0.5 asks for half of each thread:
+  # "lol" under a long message is mostly someone else's text, skipped.
+  docs, _, report = import_docs(tmp_path, "discord", discord_exporter_files(),
+                                "Me", min_own_fraction=0.5)
+  assert len(docs) == 2 and not any("lol" in d for d in docs)
+  assert turns(docs[1])[-1] == ("Me", "commented", "also, the soundtrack of "
+                                "that film is fantastic, I have it on repeat")
+  assert report["skipped"] == {"system messages": 1,
+                               "threads mostly written by others": 1}
 
 
 def discord_package_files():
@@ -755,7 +761,8 @@ def test_same_person_same_pseudonym_across_threads_and_runs(tmp_path):
   alice = turns(first[0])[0][0]
   assert alice not in ("Alice", "alice_w")
   assert re.sub(r"\d+$", "", alice) in pseudonyms.NAMES
-  assert turns(first[1])[1][0] == alice  # her question, in the later thread
+  assert turns(first[1])[0][0] == alice  # her long message, answered "lol"
+  assert turns(first[2])[1][0] == alice  # her question, in the later thread
   # Her name in Bobby's "@Alice" is hers too.
   assert turns(first[0])[1][2] == f"@{alice} not yet"
   (tmp_path / "archive.zip").unlink()

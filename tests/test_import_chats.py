@@ -77,25 +77,29 @@ TELEGRAM_DOCS = [
     "Written 11 AM September 2021 | Delta Whiskey's tags:\n\n"
     'sure, tell Carol it goes up on <a href="https://deltawhiskey.example/'
     'poems">my page</a> first',
-    # Six hours later: a reply to the first question brings it back; the
-    # long message about buns between is mostly someone else's (the share
-    # --min_own_fraction keeps).
-    " Conversation between Bob Smith and Delta Whiskey | 2 posts |\n"
+    # Six hours later: a reply to the first question brings it back, after
+    # the long message about buns (kept as context however little of the
+    # thread is the owner's).
+    " Conversation between Bob Smith and Delta Whiskey | 3 posts |\n"
     "#1 Bob Smith posted:\n\n"
+    "unrelated, but the bakery on the corner has started doing cardamom "
+    "buns and I think about them constantly\n\n"
+    "#2 Bob Smith commented:\n\n"
     "did you finish the kettle poem?\n\n"
-    "#2 Delta Whiskey commented:\n\n"
+    "#3 Delta Whiskey commented:\n\n"
     "Written 6 PM September 2021 | Delta Whiskey's tags:\n\n"
     "and yes, <b>the kettle poem is done</b>: three verses and a chorus, "
     "all about steam and patience",
-    # The group: Carol's question outweighs the rest, so the thread starts
-    # at the owner's answer.
-    " Conversation between Delta Whiskey and Carol Crane | 3 posts |\n"
-    "#1 Delta Whiskey posted:\n\n"
+    # The group, from Carol's question.
+    " Conversation between Carol Crane and Delta Whiskey | 4 posts |\n"
+    "#1 Carol Crane posted:\n\n"
+    "who is reading first on friday?\n\n"
+    "#2 Delta Whiskey commented:\n\n"
     "me! I have the kettle poem ready\n\n"
-    "#2 Carol Crane commented:\n\n"
+    "#3 Carol Crane commented:\n\n"
     "then b\u200bob_smith reads second, and #bob_smith_fan club brings "
     "snacks\n\n"
-    "#3 Delta Whiskey commented:\n\n"
+    "#4 Delta Whiskey commented:\n\n"
     "Written 8 PM September 2021 | Delta Whiskey's tags:\n\n"
     "perfect, see you both there, I will bring the good tea",
 ]

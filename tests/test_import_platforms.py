@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bot.corpus import archives, documents, pseudonyms
@@ -82,12 +83,50 @@ def test_x_archive_long_community_reply_and_quote_tweets():
   assert report["skipped"] == {} and report["kept_alone"] == {}
 
 
-def test_x_reply_under_a_long_parent_survives_a_share_asked_for():
-  # --min_own_fraction 0.5 (the default): "ha, same" is still written.
+def test_x_reply_under_a_long_parent_is_dropped_only_when_asked():
+  # --min_own_fraction=0.5 asks for half of each thread: "ha, same" under
+  # the long liked tweet is dropped and counted (by default it is kept).
   texts, _, report = imported("twitter", "x_archive", "delta_whiskey",
                               min_own_fraction=0.5)
-  assert any(t.endswith("tags:\n\nha, same") and LIKED in t for t in texts)
-  assert "threads mostly written by others" not in report["skipped"]
+  assert not any("ha, same" in t for t in texts) and len(texts) == 3
+  assert report["skipped"] == {"threads mostly written by others": 1}
+
+
+def test_x_short_reply_to_a_liked_tweet_is_trained_on_alone(tmp_path):
+  """Issue 38: the two words under a long liked tweet are imported and kept
+  by prepare_corpus's defaults, and the token shards weigh their tokens
+  (and the end of the document) 1 and the liked tweet's 0; in every
+  document the turn lines, which the bot's prompt supplies, weigh 0."""
+  from gpt2 import data  # pylint: disable=import-outside-toplevel
+  from gpt2.tokenizer import EOT, Tokenizer  # pylint: disable=import-outside-toplevel
+  posts, _ = archives.import_archive(
+      "twitter", os.path.join(DATA, "x_archive"),
+      common.Options("delta_whiskey"), False)
+  posts = [json.loads(json.dumps(p, ensure_ascii=False)) for p in posts]
+  docs = list(documents.documents(posts))  # prepare_corpus's defaults
+  assert len(docs) == 4
+  reply = next(d for d in docs if LIKED in d.text)
+  assert [reply.text[a:b] for a, b in reply.own_spans] == ["\n\nha, same"]
+  corpus = tmp_path / "docs.jsonl"
+  corpus.write_text("".join(json.dumps(d.to_json()) + "\n" for d in docs))
+  data.prepare(str(corpus), str(tmp_path / "shards"), val_fraction=0.0,
+               tokenizer=Tokenizer.gpt2(), progress=False)
+  stream = data.TokenStream.open(str(tmp_path / "shards"), "train")
+  tokens = stream.read(0, len(stream))
+  weights = stream.weight_windows(np.zeros(1, np.int64), len(stream))[0]
+  tok = Tokenizer.gpt2()
+  ends = np.flatnonzero(tokens == tok.eot_id)
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  for start, end, doc in zip(starts, ends + 1, docs):
+    text, w = tokens[start:end], weights[start:end]
+    if doc is reply:
+      assert tok.decode(text[w == 1]) == "\n\nha, same" + EOT
+      assert tok.decode(text[w == 0]) == doc.text[:-len("\n\nha, same")]
+      assert LIKED in tok.decode(text[w == 0])
+    else:  # the owner's own posts: all but the turn line the prompt gives
+      cut = doc.text.index("tags:") + len("tags:")
+      assert tok.decode(text[w == 1]) == doc.text[cut:] + EOT
+      assert tok.decode(text[w == 0]) == doc.text[:cut]
 
 
 # ---- WordPress.com ----------------------------------------------------------

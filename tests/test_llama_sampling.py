@@ -204,6 +204,80 @@ def test_what_the_family_cannot_do_yet_is_one_line(random_models, tmp_path):
     W.load_model(str(tmp_path))
 
 
+def _widened(params):
+  """The float32 model int8 decoding runs: every block kernel (..., in,
+  out) rounded to 255 levels symmetric about 0 per output column (the
+  embedding and the head as they are)."""
+  def visit(tree):
+    if not isinstance(tree, dict):
+      return tree
+    tree = {k: visit(v) for k, v in tree.items()}
+    if "kernel" in tree:
+      k = np.asarray(tree["kernel"], np.float32)
+      step = np.abs(k).max(axis=-2, keepdims=True) / 127
+      tree["kernel"] = np.round(k / step) * step
+    return tree
+  return {**params, "layers": visit(params["layers"])}
+
+
+def test_int8_decoding_of_a_llama_is_float32_decoding_of_its_codes(
+    random_models):
+  """`weights="int8"` (launch.sample --weights=int8, the bot's
+  sampling.weights) on a Llama: the reference path keeps each block kernel
+  as int8 codes with a scale per output channel and widens them next to
+  its matmul, so greedy decoding writes what float32 writes from the
+  widened weights, with log-probs to 1e-4."""
+  loaded = W.load_model(random_models["llama"][1])
+  config, params, tok = loaded.config, loaded.params, loaded.tokenizer
+  prepared = sampling.DECODINGS["reference"].prepare(config, params, "int8")
+  gate = prepared["layers"][1]["mlp"]["gate_proj"]
+  assert gate["kernel_q"].dtype == jnp.int8 and "kernel" not in gate
+  assert prepared["lm_head"]["kernel"].dtype == jnp.float32
+  greedy = dict(num_samples=2, max_new_tokens=12, top_k=1, seed=0)
+  got = sampling.sample(config, params, tok, ["miles to go", "the woods"],
+                        weights="int8", **greedy)
+  want = sampling.sample(config, _widened(params), tok,
+                         ["miles to go", "the woods"], **greedy)
+  assert [r.tokens for r in got] == [r.tokens for r in want]
+  assert all(len(r.tokens) == 12 for r in got)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_int8_decoding_of_a_llama_stays_within_0_01_nats_of_float32(
+    random_models):
+  """bench.quantization's measure (as for GPT-2, tests/test_int8.py): the
+  mean KL(float32 || int8) per token on the text is under 0.01 nats, and
+  not 0 (the codes are what decodes); launch.sample --weights=int8 writes
+  the sampler's int8 candidate, whose log-probs are not float32's."""
+  from bench import quantization  # pylint: disable=import-outside-toplevel
+  directory = random_models["llama"][1]
+  loaded = W.load_model(directory)
+  got = quantization.compare(loaded, [TEXT[i:] for i in range(0, 48, 6)], 8)
+  assert got["tokens"] > 100
+  assert 0 < got["kl_per_token"] < 0.01, got
+  assert abs(got["perplexity_int8"] / got["perplexity_float32"] - 1) < 0.01
+
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.sample", "--model", directory,
+       "--prompt", "miles to go", "--max_new_tokens", "12", "--top_k", "1",
+       "--weights=int8", "--json"],
+      capture_output=True, text=True, env=dict(os.environ,
+                                               JAX_PLATFORMS="cpu"),
+      timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  written = json.loads(proc.stdout.splitlines()[0])
+  want, other = (sampling.sample(
+      loaded.config, loaded.params, loaded.tokenizer, ["miles to go"],
+      max_new_tokens=12, top_k=1, seed=0, weights=weights)[0]
+                 for weights in ("int8", "float32"))
+  assert written["tokens"] == want.tokens
+  gap = abs(want.mean_logprob - other.mean_logprob)
+  assert gap > 1e-5
+  assert abs(written["mean_logprob"] - want.mean_logprob) < gap / 10
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
   from huggingface_hub import constants  # pylint: disable=import-outside-toplevel

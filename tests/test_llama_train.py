@@ -1,8 +1,9 @@
 """Fine-tuning a Llama-family checkpoint: launch.finetune in full and with
 LoRA, a killed run resumed, the workdir loaded and sampled as a model,
 converted to Hugging Face's format (transformers) and to PEFT adapters
-(peft), the step sharded on 8 simulated devices, and compile_check's memory
-for the 1B-class LoRA configs.
+(peft), the step sharded on 8 simulated devices, compile_check's memory
+for the 1B-class LoRA configs and the 8B one, and LoRA on a frozen base
+stored as int8 codes.
 
 The checkpoints are tiny and made here by transformers (a Llama with GQA,
 llama3 rope scaling and an untied head; a Qwen2 with q/k/v biases and a tied
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import llama32_1b_lora, qwen25_15b_lora
+from configs import llama31_8b_int8_lora, llama32_1b_lora, qwen25_15b_lora
 from gpt2 import family, llama, sampling, train, weights
 from gpt2.errors import UserError
 from tests import hf_helpers, processes, tiny_runs
@@ -471,3 +472,158 @@ def test_1b_class_lora_configs_fit_one_16_gib_device():
     assert out[name]["per_device_bytes"] <= 14 * 2**30, (name, out[name])
     # The bf16 base alone is most of a GiB per 0.5B parameters.
     assert out[name]["argument_bytes"] >= 2 * model.num_params()
+
+
+# ---- a frozen base stored as int8 --------------------------------------------
+
+INT8_MODEL = llama.LlamaConfig(vocab_size=256, n_embd=64, n_layer=2, n_head=4,
+                               n_kv_head=2, n_inner=128, n_positions=64,
+                               lora_rank=4, lora_alpha=8.0,
+                               lora_targets=("q_proj", "down_proj"))
+
+
+def _int8_steps(base_weights):
+  from gpt2 import sharding  # pylint: disable=import-outside-toplevel
+  config = _config("", "", **LORA, **{"lora.base_weights": base_weights})
+  config.seq_len, config.batch_size, config.accumulate = 32, 4, 1
+  mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
+  return config, train.build_steps(INT8_MODEL, config, mesh)
+
+
+@pytest.mark.slow
+def test_lora_step_on_an_int8_base_equals_it_on_the_widened_codes():
+  """`lora.base_weights=int8`: the step takes the blocks' kernels as int8
+  codes and float32 scales (a byte a weight), quantized from the loaded
+  base when the run starts; the adapters' update equals the one on the
+  float32 base those codes widen to, and differs from the unquantized
+  base's."""
+  from gpt2 import int8  # pylint: disable=import-outside-toplevel
+  # pylint: disable=protected-access
+  base = jax.device_get(llama.init_params(INT8_MODEL, jax.random.PRNGKey(0)))
+  config, steps = _int8_steps("int8")
+  q_proj = steps.abstract_base["layers"]["self_attn"]["q_proj"]
+  assert set(q_proj) == {"kernel_q", "kernel_scale"}
+  assert q_proj["kernel_q"].dtype == jnp.int8
+  assert q_proj["kernel_q"].shape == (2, 64, 64)
+  assert q_proj["kernel_scale"].shape == (2, 64)
+  assert steps.abstract_base["embed_tokens"]["embedding"].dtype == jnp.float32
+
+  def setup(params):
+    return train._RunSetup(INT8_MODEL, None, "", None, {}, params)
+
+  stored = train._base_on_devices(setup(base), steps, config)
+  assert stored["layers"]["mlp"]["up_proj"]["kernel_q"].dtype == jnp.int8
+  widened = int8.dequantize_blocks(int8.quantize_blocks(base, "layers", np),
+                                   "layers", np.float32, np)
+  tokens = np.random.default_rng(0).integers(0, 256, (1, 4, 32))
+  adapters, losses = {}, {}
+  for name, (kind, params) in {"int8": ("int8", base),
+                               "widened": ("", widened),
+                               "float": ("", base)}.items():
+    config, steps = _int8_steps(kind)
+    state = steps.init(steps.init_params(jax.random.PRNGKey(1)))
+    on_device = train._base_on_devices(setup(params), steps, config)
+    for _ in range(2):
+      state, metrics = steps.train(state, jnp.asarray(tokens, jnp.int32),
+                                   on_device)
+    adapters[name] = _leaves(state["params"])
+    losses[name] = float(metrics["loss"])
+    if name == "int8":  # the merged model widens the codes first
+      _, merged = train._model_params(state, on_device, INT8_MODEL)
+      _, want = llama.merge_lora(INT8_MODEL, widened, state["params"])
+      for key, value in _leaves(want).items():
+        np.testing.assert_allclose(_leaves(merged)[key], value, atol=1e-6,
+                                   err_msg=key)
+  assert abs(losses["int8"] - losses["widened"]) < 1e-6
+  for key, value in adapters["widened"].items():
+    np.testing.assert_allclose(adapters["int8"][key], value, atol=1e-6,
+                               err_msg=key)
+  assert abs(losses["int8"] - losses["float"]) > 1e-6
+
+
+@pytest.mark.slow
+def test_a_lora_run_on_an_int8_base_loads_as_the_model_it_trained(
+    corpus, bases, tmp_path):
+  """launch.finetune's loop with `lora.base_weights=int8`: the loss falls,
+  and the workdir loads as the base's widened codes with the adapters
+  merged in, the weights the run trained (not the float base's)."""
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(_config(
+      corpus[0], bases["llama"], total_steps=8, val_every=8,
+      **{**LORA, "lora.targets": "q_proj,down_proj",
+         "lora.base_weights": "int8"}), workdir)
+  assert summary["last_val_loss"] < summary["first_val_loss"] - 0.05, summary
+  with open(os.path.join(workdir, "run.json"), encoding="utf-8") as f:
+    assert json.load(f)["config"]["lora"]["base_weights"] == "int8"
+  base = weights.load_model(bases["llama"], with_tokenizer=False)
+  merged = weights.load_model(workdir)
+  got, floats = _leaves(merged.params), _leaves(base.params)
+  for name, value in floats.items():
+    if name.startswith("layers/") and name.endswith("/kernel"):
+      step = np.abs(value).max(axis=-2, keepdims=True) / 127
+      if "q_proj" in name or "down_proj" in name:
+        assert np.abs(got[name] - np.round(value / step) * step).max() > 1e-4
+      else:
+        np.testing.assert_allclose(got[name], np.round(value / step) * step,
+                                   rtol=1e-6, atol=1e-8, err_msg=name)
+        assert not np.array_equal(got[name], value), name
+    else:
+      np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_an_int8_base_is_for_lora_only():
+  c = _config("", "", **{"model.size": "Llama-3.2-1B",
+                          "lora.base_weights": "int8"})
+  with pytest.raises(UserError) as e:
+    train.model_config_for(c, 512)
+  assert str(e.value) == (
+      "lora.base_weights=int8 stores a LoRA run's frozen base as int8, but "
+      "lora.rank=0 is a full fine-tune, which trains every weight; set "
+      "lora.rank > 0 or lora.base_weights=''")
+  with pytest.raises(UserError) as e:
+    _int8_steps("int4")
+  assert str(e.value) == "lora.base_weights='int4' is not int8 (or empty)"
+
+
+# Runs in a fresh process: compile_check sets XLA_FLAGS at import.
+MEMORY_8B = textwrap.dedent("""
+    import json, sys
+    sys.argv = [sys.argv[0], "--devices=1"]
+    from launch import compile_check
+    from configs import llama31_8b_int8_lora
+    out = {}
+    for base_weights in ("int8", ""):
+      c = llama31_8b_int8_lora.get_config()
+      c.lora.base_weights = base_weights
+      out[base_weights or "bfloat16"] = compile_check.compile_train_step(c)
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_8b_lora_config_fits_one_24_gib_device_with_an_int8_base():
+  """launch.compile_check of configs/llama31_8b_int8_lora.py: its LoRA step
+  needs at most 22 GiB of one device with the base's blocks as int8 codes,
+  which take a byte a weight (about 6.5 GiB less than in bfloat16); the
+  same step with the bfloat16 base does not fit."""
+  proc = subprocess.run([sys.executable, "-c", MEMORY_8B], cwd=REPO,
+                        capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  model = train.model_config_for(llama31_8b_int8_lora.get_config(), 0)
+  assert model.n_embd == 4096 and model.n_layer == 32
+  assert model.n_kv_head == 8 and model.n_inner == 14336
+  assert model.rope_type == "llama3" and model.rope_factor == 8.0
+  assert not model.tie_word_embeddings and model.vocab_size == 128256
+  int8, wide = out["int8"], out["bfloat16"]
+  adapters = sum(int(np.prod(x.shape))
+                 for x in jax.tree.leaves(llama.lora_shapes(model)))
+  assert int8["trained_params"] == wide["trained_params"] == adapters
+  assert int8["devices"] == 1
+  assert int8["per_device_bytes"] <= 22 * 2**30, int8
+  assert wide["per_device_bytes"] > 22 * 2**30, wide
+  embeddings = 2 * model.vocab_size * model.n_embd
+  blocks = model.num_params() - embeddings - model.n_embd
+  # The bfloat16 base's block kernels in 2 bytes, the int8 one's in 1.
+  assert wide["argument_bytes"] - int8["argument_bytes"] >= 0.99 * blocks

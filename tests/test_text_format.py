@@ -133,6 +133,25 @@ def test_docstring_example_is_what_the_code_writes():
   assert text_format.format_thread(Thread(turns, "alice")) == expected
 
 
+def test_owner_spans_are_the_owners_words_and_last_tags():
+  turns = (Turn("anon-asker", "asked", "what's your favourite colour?"),
+           Turn("alice", "responded", "blue, <i>obviously</i>"),
+           Turn("bob", "commented", "wrong"),
+           Turn("alice", "commented", "you're wrong", ("colours", "discourse"),
+                JAN_7_2021_11PM))
+  thread = Thread(turns, "alice")
+  text, spans = text_format.format_thread_spans(thread, {"alice": "Frank"})
+  assert text == text_format.format_thread(thread, {"alice": "Frank"})
+  # Each turn of hers, and after her last `tags:` what the bot writes (the
+  # prompt gives the turn lines: they are not hers to learn).
+  assert [text[a:b] for a, b in spans] == [
+      "blue, <i>obviously</i>", " #colours, #discourse\n\nyou're wrong"]
+  assert spans[-1][1] == len(text)
+  # Someone else's last turn: hers are the only spans.
+  text, spans = text_format.format_thread_spans(Thread(turns[:3], "alice"))
+  assert [text[a:b] for a, b in spans] == ["blue, <i>obviously</i>"]
+
+
 def test_single_post_has_no_header_and_times_use_12_hours():
   thread = Thread((Turn("alice", "posted", "hi", (), 1609459200 + 30),))
   assert text_format.format_thread(thread) == (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import gpt2_tiny
-from gpt2 import data, sharding, train, weights
+from gpt2 import checkpoints, data, sharding, train, weights
 from gpt2.errors import UserError
 from gpt2.model import GPT2Config, init_params
 from gpt2.tokenizer import Tokenizer
@@ -265,6 +265,79 @@ def test_a_setting_that_changes_the_step_compiles_a_new_one(prepared):
       lr=100 * SCHEDULE["lr"])
   assert lr_100 == pytest.approx(100 * lr)
   assert moved_100 == pytest.approx(100 * moved, rel=0.05)
+
+
+@pytest.mark.slow
+def test_loss_on_the_owners_tokens(prepared, tmp_path):
+  """With token weights the loss is the weighted mean of the targets'
+  losses: a context target changes nothing, an owner's target does, all-1
+  weights give the unweighted numbers exactly; a run on weighted shards
+  trains, validates on the owner's tokens, checkpoints and resumes, and
+  with loss_on=all it is the unweighted run."""
+  model_config = GPT2Config.preset("tiny", vocab_size=320)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1},
+                            jax.devices()[:1])
+  steps = train.build_steps(model_config, _config(prepared, **SCHEDULE), mesh)
+  params = jax.device_get(steps.init_params(jax.random.PRNGKey(0)))
+  tokens = np.random.default_rng(0).integers(0, 320, (2, 4, 32)).astype(
+      np.int32)
+  own = np.zeros(tokens.shape, np.uint8)
+  own[:, :, :20] = 1  # the owner's words, then context to the window's end
+  own[0, 1] = 0
+
+  def loss(batch, token_weights=None):
+    state = steps.init(jax.device_put(params, steps.param_shardings))
+    _, metrics = steps.train(state, jnp.asarray(batch), None, token_weights)
+    return float(metrics["loss"]), float(metrics["grad_norm"])
+
+  assert loss(tokens, np.ones_like(own)) == loss(tokens)  # exactly
+  weighted = loss(tokens, own)
+  flat = tokens.reshape(8, 32)
+  losses = np.asarray(train.token_losses(model_config, params, flat))
+  targets = own.reshape(8, 32)[:, 1:]
+  np.testing.assert_allclose(weighted[0], (losses * targets).sum() /
+                             targets.sum(), rtol=1e-5)
+  context = tokens.copy()  # targets of weight 0 (nothing after them counts)
+  context[:, :, 20:] = (context[:, :, 20:] + 7) % 320
+  context[0, 1] = (context[0, 1] + 7) % 320
+  assert loss(context, own) == weighted
+  owner = tokens.copy()
+  owner[1, 2, 9] = (owner[1, 2, 9] + 7) % 320
+  assert loss(owner, own)[0] != weighted[0]
+
+  # `prepared`'s documents with spans: the same tokens, and weight shards.
+  with open(tmp_path / "spans.jsonl", "w", encoding="utf-8") as f:
+    for text in data.iter_documents(
+        os.path.join(os.path.dirname(prepared), "corpus")):
+      spans = [[a, min(a + 300, len(text))] for a in range(0, len(text), 700)]
+      f.write(json.dumps({"text": text, "own_spans": spans}) + "\n")
+  spanned = str(tmp_path / "spans")
+  data.prepare(str(tmp_path / "spans.jsonl"), spanned, val_fraction=0.25,
+               tokenizer=Tokenizer.from_dir(prepared), progress=False)
+  for split in ("train", "val"):
+    np.testing.assert_array_equal(
+        data.TokenStream.open(spanned, split).read(0, 1000),
+        data.TokenStream.open(prepared, split).read(0, 1000))
+  run = lambda data_dir, workdir, **o: train.train_and_evaluate(
+      _config(data_dir, val_every=2, save_every=2, **{**SCHEDULE, **o}),
+      str(tmp_path / workdir))
+  run(spanned, "own", total_steps=2)
+  summary = run(spanned, "own", total_steps=3)  # resumed
+  assert summary["steps"] == 3 and checkpoints.checkpoint_step_in_workdir(
+      str(tmp_path / "own")) == 3
+  records = train.read_metrics(str(tmp_path / "own"))
+  assert [r["step"] for r in records] == [1, 2, 3]
+  for r in records[1:]:
+    assert r["val_loss"] == r["val_loss_own"] != r["val_loss_all"]
+  every = run(spanned, "all", total_steps=2, loss_on="all")
+  before = run(prepared, "plain", total_steps=2)
+  assert every["last_loss"] == before["last_loss"]
+  assert every["last_val_loss"] == before["last_val_loss"]
+  assert records[0]["loss"] != train.read_metrics(
+      str(tmp_path / "all"))[0]["loss"]
+  with pytest.raises(UserError, match="loss_on='mine' is not one of own, "
+                     "all"):
+    run(spanned, "bad", loss_on="mine")
 
 
 def test_bad_inputs(prepared, tmp_path):

@@ -3,7 +3,10 @@
 A post becomes one document in the text format (`bot.text_format`) unless:
 - most of its text was written by others (a reblog of someone's long post
   with a short comment teaches the voice of someone else): the blog's own
-  share of the characters is below `min_own_fraction`;
+  share of the characters is below `min_own_fraction` (by default 0.5 for
+  scraped posts; 0 for posts imported from an archive, whose documents
+  carry `own_spans`, the spans of the text that are the owner's own words,
+  so that training counts those alone and the rest is their context);
 - it carries one of `drop_tags` (by default #quotes: quoted text is not the
   blog's voice either);
 - it has no text at all, or is a duplicate of a document already written
@@ -15,7 +18,8 @@ import dataclasses
 import datetime
 import hashlib
 import re
-from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 from bot import text_format
 from bot.tumblr.thread import Thread
@@ -24,6 +28,13 @@ _TAG = re.compile(r"<[^>]+>")
 
 # Why posts were left out, as counted in `CorpusStats.dropped`.
 NOT_OWN = "mostly written by others"
+
+# `min_own_fraction` where none is given: a scraped post's (a reblog with a
+# short comment is another blog's voice), and an archive post's (it carries
+# its owner spans, so a short reply under a long message is trained on
+# alone, the message its context).
+SCRAPED_MIN_OWN_FRACTION = 0.5
+ARCHIVE_MIN_OWN_FRACTION = 0.0
 TAGGED = "tagged to drop"
 EMPTY = "no text"
 DUPLICATE = "duplicate"
@@ -44,9 +55,17 @@ class Document:
   post_id: Optional[str]
   blog: str
   note_count: Optional[int]
+  # [start, end) character spans of `text` that are the blog's own words
+  # (archive posts); None: all of it counts.
+  own_spans: Optional[List[Tuple[int, int]]] = None
 
   def to_json(self) -> Dict[str, object]:
-    return dataclasses.asdict(self)
+    record = dataclasses.asdict(self)
+    if self.own_spans is None:
+      del record["own_spans"]
+    else:
+      record["own_spans"] = [list(span) for span in self.own_spans]
+    return record
 
 
 @dataclasses.dataclass
@@ -58,11 +77,15 @@ class CorpusStats:
 
 def documents(posts: Iterable[dict], *,
               name_map: Optional[Mapping[str, str]] = None,
-              min_own_fraction: float = 0.5,
+              min_own_fraction: Optional[float] = None,
               drop_tags: Sequence[str] = ("quotes",),
               tz: datetime.tzinfo = datetime.timezone.utc,
               stats: Optional[CorpusStats] = None) -> Iterator[Document]:
-  """The documents of `posts` (post dicts, NPF or legacy) that pass."""
+  """The documents of `posts` (post dicts, NPF or legacy) that pass.
+
+  `min_own_fraction` None: `SCRAPED_MIN_OWN_FRACTION` for scraped posts,
+  `ARCHIVE_MIN_OWN_FRACTION` for imported ones (`post["archive"]`); a
+  value applies to both."""
   stats = stats if stats is not None else CorpusStats()
   dropped_tags = {t.lower().lstrip("#").strip() for t in drop_tags}
   seen_ids, seen_texts = set(), set()
@@ -75,11 +98,18 @@ def documents(posts: Iterable[dict], *,
       reason = EMPTY
     elif dropped_tags & {t.lower() for t in thread.tags}:
       reason = TAGGED
-    elif own_fraction(thread) < min_own_fraction:
+    archived = bool(post.get("archive"))
+    least = min_own_fraction
+    if least is None:
+      least = (ARCHIVE_MIN_OWN_FRACTION if archived
+               else SCRAPED_MIN_OWN_FRACTION)
+    if reason is None and own_fraction(thread) < least:
       reason = NOT_OWN
-    text = ""
+    text, spans = "", None
     if reason is None:
-      text = text_format.format_thread(thread, name_map, tz)
+      text, spans = text_format.format_thread_spans(thread, name_map, tz)
+      if not archived:
+        spans = None
       digest = hashlib.sha1(text.encode("utf-8")).digest()
       if digest in seen_texts:
         reason = DUPLICATE
@@ -90,4 +120,5 @@ def documents(posts: Iterable[dict], *,
       stats.dropped[reason] += 1
       continue
     stats.kept += 1
-    yield Document(text, thread.post_id, thread.blog_name, thread.note_count)
+    yield Document(text, thread.post_id, thread.blog_name, thread.note_count,
+                   spans)

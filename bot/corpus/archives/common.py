@@ -16,10 +16,14 @@ How a conversation becomes threads (`conversation_threads`): messages in a
 row by one author are one turn; a silence longer than `gap_seconds` starts
 a new session; a session is cut into threads that end on one of the owner's
 turns, each of at most `max_turns` turns (others' messages after the owner's
-last turn teach nothing and are left out). A thread keeps the longest run of
-its latest turns in which the owner wrote at least `min_own_fraction` of the
-characters (the share `bot.corpus.documents` keeps); where even the one turn
-answered outweighs the owner's answer, the thread is skipped and counted.
+last turn teach nothing and are left out). A thread keeps its latest
+`max_turns` turns, however little of them the owner wrote: a three-word
+reply keeps the long message it answers as its context (the documents mark
+the owner's words, and training counts those alone). With a
+`min_own_fraction` above 0, a thread keeps instead the longest run of its
+latest turns in which the owner wrote at least that share of the
+characters; where even the one turn answered outweighs the owner's answer,
+the thread is skipped and counted.
 """
 
 import collections
@@ -454,7 +458,7 @@ class Options:
   me: str
   gap_seconds: int = 2 * 3600
   max_turns: int = 10
-  min_own_fraction: float = 0.5
+  min_own_fraction: float = 0.0
   max_file_bytes: int = MAX_FILE_BYTES  # `Archive`'s caps
   max_total_bytes: int = MAX_TOTAL_BYTES
 
@@ -497,13 +501,11 @@ def _thread(turns: Sequence[Said], options: Options, post_id: str,
 
 def thread_of(turns: Sequence[Said], options: Options, post_id: str,
               skipped: collections.Counter, tags: Sequence[str] = (),
-              direct: bool = False,
-              keep_answered: bool = False) -> Optional[Imported]:
+              direct: bool = False) -> Optional[Imported]:
   """The thread of `turns` (the last one the owner's), cut to its longest
-  run of latest turns that keeps the owner's share; None (counted) where
-  none does. `keep_answered`: where none does, the owner's turn is kept
-  under the one turn it answers all the same (an owner's short reply is
-  never lost for being short)."""
+  run of latest turns that keeps the owner's share (`min_own_fraction`; 0,
+  the default, keeps the latest `max_turns`); None (counted) where none
+  does."""
   assert turns and turns[-1].own, "a thread ends on the owner's turn"
   for start in range(max(0, len(turns) - options.max_turns), len(turns)):
     thread = _thread(turns[start:], options, post_id, tags)
@@ -511,8 +513,6 @@ def thread_of(turns: Sequence[Said], options: Options, post_id: str,
       if len(thread.turns) == 1 and len(turns) > 1:
         break  # an answer without what it answers
       return Imported(thread, direct)
-  if keep_answered:
-    return Imported(_thread(turns[-2:], options, post_id, tags), direct)
   skipped[MOSTLY_OTHERS] += 1
   return None
 

@@ -253,7 +253,7 @@ def read(archive: common.Archive, options: common.Options) -> common.Result:
       imported = common.thread_of(
           [common.Said(parent_handle or "someone", parent_text),
            common.Said(options.me, text, when, own=True)],
-          options, f"{KIND}-{group[0]}", result.skipped, keep_answered=True)
+          options, f"{KIND}-{group[0]}", result.skipped)
       if imported is not None:
         result.threads.append(imported)
       continue
