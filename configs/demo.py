@@ -4,15 +4,27 @@ Four layers, 128 wide, 256-token context, a 2048-token byte-level BPE trained
 on the corpus; the original's optimizer and schedule with a from-scratch
 learning rate. About 3 minutes for 1200 steps on a 2-core CPU.
 
+`configs/demo.py:llama` is the same size as a Llama-style decoder
+(`gpt2.llama`'s "Llama-mini": RMSNorm, rotary positions, a SwiGLU MLP, 4
+query heads on 2 key/value heads, a tied head) with the same tokenizer and
+schedule; `launch.demo --config.family=llama` trains it.
+
   python -m launch.demo --workdir=runs/demo
   python -m launch.finetune --config=configs/demo.py --workdir=runs/demo-gen
+  python -m launch.finetune --config=configs/demo.py:llama \\
+      --workdir=runs/demo-llama-gen
 """
 
 from configs import gpt2_tiny
 
+FAMILIES = ("gpt2", "llama")
+
 
 def get_config(arg=None):
-  del arg
+  family = arg or "gpt2"
+  if family not in FAMILIES:
+    raise ValueError(f"configs/demo.py takes no argument or one of "
+                     f"{', '.join(FAMILIES)}, not {arg!r}")
   c = gpt2_tiny.get_config()
   c.model.size = "mini"
   c.tokenizer_vocab_size = 2048
@@ -29,4 +41,7 @@ def get_config(arg=None):
   c.val_max_windows = 128
   c.save_every = 200
   c.progress = False
+  if family == "llama":
+    c.model.size = "Llama-mini"
+    c.model.vocab_size = c.tokenizer_vocab_size  # the corpus's BPE
   return c

@@ -9,8 +9,10 @@ launch/tune_preferences.py).
 The pairs come from the bot's state file (read only): each text the operator
 turned down against the one they let through or wrote, and each candidate
 sent from the console against those not sent. A fifth of the prompts are
-held out to measure the tuning. Rank-16 adapters on every dense layer
-(`--config.lora.rank=0` tunes the whole model instead), beta 0.1, and a
+held out to measure the tuning. Rank-16 adapters on every dense layer of
+the model's family (GPT-2's, or a Llama's, Qwen2's or SmolLM2's
+projections; `--config.lora.targets=q_proj,v_proj` names some,
+`--config.lora.rank=0` tunes the whole model instead), beta 0.1, and a
 language-model loss on the corpus (`sft_weight`; the model's own training
 data when it is a training workdir, else `--config.corpus=posts.jsonl`, else
 the chosen texts) so the voice stays the blog's.

@@ -192,7 +192,10 @@ def checkpoint_step_in_workdir(path: str) -> Optional[int]:
 
 
 def describe(config: GPT2Config) -> str:
-  return (f"n_layer={config.n_layer}, n_embd={config.n_embd}, "
+  # A Llama-family model names its type: its sizes may be a GPT-2's.
+  kind = (f"model_type={config.model_type}, "
+          if family.of(config) is family.LLAMA else "")
+  return (f"{kind}n_layer={config.n_layer}, n_embd={config.n_embd}, "
           f"n_head={config.n_head}, vocab_size={config.vocab_size}, "
           f"n_positions={config.n_positions}")
 

@@ -1,4 +1,5 @@
-"""Direct Preference Optimization of a GPT-2 (Rafailov et al., 2023).
+"""Direct Preference Optimization of a generator (Rafailov et al., 2023):
+a GPT-2 or a Llama-family model (`gpt2.family`), whatever `load_model` takes.
 
 A pair is a prompt and two continuations of it, one preferred (`chosen`)
 and one not (`rejected`). DPO trains the policy pi against a frozen
@@ -7,17 +8,19 @@ reference model ref (the model it starts from) on
     -log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r))))
 
 where log pi(x) sums the log-probabilities of a continuation's tokens after
-its prompt (each continuation ends with <|endoftext|>, as a post the model
-writes does). `beta * (log pi - log ref)` is the implicit reward; its
-difference between chosen and rejected is the reward margin. With
-`sft_weight` > 0 a language-model loss (mean per token) on corpus windows,
-or on the chosen texts when there is no corpus, is added so the voice stays
-the corpus's.
+its prompt (each continuation ends with the model's end-of-text token,
+<|endoftext|> for GPT-2, as a post the model writes does).
+`beta * (log pi - log ref)` is the implicit reward; its difference between
+chosen and rejected is the reward margin. With `sft_weight` > 0 a
+language-model loss (mean per token) on corpus windows, or on the chosen
+texts when there is no corpus, is added so the voice stays the corpus's.
 
 With LoRA (`lora.rank` > 0, the default) the trained tree is the adapters
-and the reference is the base with the adapters off, so it costs no memory
-of its own; a full fine-tune (`lora.rank=0`) keeps a frozen copy of the
-starting weights as its reference. The workdir is a training workdir like
+(on every projection of the model's family unless `lora.targets` names
+some, as `gpt2.train` reads them) and the reference is the base with the
+adapters off, so it costs no memory of its own; a full fine-tune
+(`lora.rank=0`) keeps a frozen copy of the starting weights as its
+reference. The workdir is a training workdir like
 `gpt2.train`'s (run.json, tokenizer, orbax checkpoints, metrics.jsonl), so
 `gpt2.weights.load_model(workdir)` loads the tuned model and a SIGTERM saves
 a checkpoint the next start resumes from.
@@ -47,10 +50,11 @@ from absl import logging
 
 from gpt2 import checkpoints
 from gpt2 import data as data_lib
+from gpt2 import family as family_lib
 from gpt2 import sharding as sharding_lib
 from gpt2 import train as train_lib
 from gpt2.errors import UserError
-from gpt2.model import GPT2Config, forward, merge_lora
+from gpt2.model import GPT2Config
 from gpt2.sampling_params import MAX_STEPS, SamplingParams
 from gpt2.tokenizer import Tokenizer
 
@@ -74,9 +78,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.numerics = ml_collections.ConfigDict(dict(
       dtype="float32", param_dtype="float32", remat=False, scan_layers=True,
       attention="auto"))
+  # targets: comma-separated, as gpt2.train's; "" = every projection of
+  # the model's family (GPT-2's attn.c_attn, attn.c_proj, mlp.c_fc,
+  # mlp.c_proj; a Llama's q/k/v/o_proj, gate/up/down_proj).
   c.lora = ml_collections.ConfigDict(dict(
-      rank=16, alpha=32.0, dropout=0.0,
-      targets="attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj"))
+      rank=16, alpha=32.0, dropout=0.0, targets=""))
   c.only_train_transformer_layers = True  # a full fine-tune's embeddings
   # Tokens of prompt + text (a longer prompt loses its start); 0 = the
   # model's context, at most 512.
@@ -136,8 +142,8 @@ class Rows:
 
 def encode(tokenizer: Tokenizer, prompts: Sequence[str], texts: Sequence[str],
            seq_len: int) -> Rows:
-  """Each prompt followed by its text and <|endoftext|>, scored on the
-  text's tokens. A text longer than `seq_len` - 1 loses its end, a prompt
+  """Each prompt followed by its text and the end-of-text token, scored on
+  the text's tokens. A text longer than `seq_len` - 1 loses its end, a prompt
   that does not fit beside it its start."""
   ids = np.zeros((len(texts), seq_len), np.int32)
   mask = np.zeros((len(texts), seq_len), np.float32)
@@ -283,6 +289,8 @@ def score_rows(params, reference, ids, mask, *, model_config: GPT2Config):
   targets = jnp.roll(ids, -1, axis=1)
   weight = jnp.roll(mask, -1, axis=1).at[:, -1].set(0)  # scores token t+1
 
+  forward = family_lib.of(model_config).forward
+
   def logps(config, p, a):
     logits = forward(config, p, ids, lora=a).logits
     return jax.nn.log_softmax(logits.astype(jnp.float32))
@@ -301,7 +309,7 @@ def score_rows(params, reference, ids, mask, *, model_config: GPT2Config):
 @dataclasses.dataclass
 class Setup:
   """What `prepare` found: the model to tune and its tokenizer."""
-  model_config: GPT2Config        # with the run's LoRA settings
+  model_config: GPT2Config        # or a LlamaConfig; with the run's LoRA
   tokenizer: Tokenizer
   reference: dict                 # the frozen starting weights (numpy)
   run: dict
@@ -354,25 +362,43 @@ def prepare(config, workdir: str) -> Setup:
             f"the workdir {workdir} was tuned with {key}="
             f"{run['sources'][key]!r}, not {config[key]!r}; use a new "
             "--workdir")
-    if run["lora"] != dict(config.lora):
-      raise UserError(f"the workdir {workdir} was tuned with lora="
-                      f"{run['lora']}, not {dict(config.lora)}; use a new "
-                      "--workdir")
   loaded = weights.load_model(config.model)
-  numerics = dict(config.numerics)
-  model_config = loaded.config.replace(**numerics, **train_lib.lora_settings(config))
+  family = family_lib.of(loaded.config)
+  lora = _lora_group(config, family)
+  if run is not None and run["lora"] != lora:
+    raise UserError(f"the workdir {workdir} was tuned with lora="
+                    f"{run['lora']}, not {lora}; use a new --workdir")
+  # Checked and read as gpt2.train reads a LoRA run's, for the family.
+  model_config = loaded.config.replace(
+      **dict(config.numerics), **train_lib.lora_settings(
+          ml_collections.ConfigDict({"lora": lora}), family.lora_targets))
+  if (family is family_lib.LLAMA and
+      loaded.tokenizer.eot_id not in model_config.eos_token_ids):
+    # Named in run.json's model, as gpt2.train does, so that the workdir
+    # loads with the end-of-text its texts were cut with.
+    model_config = model_config.replace(eos_token_ids=(
+        loaded.tokenizer.eot_id,) + model_config.eos_token_ids)
   corpus = _corpus(config, workdir, loaded)
   if run is None:
     run = {"kind": KIND, "model": model_config.to_dict(),
            "init": config.model,
            "sources": {k: config[k] for k in ("model", "data", "corpus")},
-           "lora": dict(config.lora), "config": json.loads(
-               config.to_json_best_effort())}
+           "lora": lora, "config": json.loads(config.to_json_best_effort())}
     if model_config.lora_rank:
       run["base"] = train_lib._base_name(config.model)  # pylint: disable=protected-access
     loaded.tokenizer.save(workdir)
     checkpoints.write_run_file(workdir, run)
   return Setup(model_config, loaded.tokenizer, loaded.params, run, corpus)
+
+
+def _lora_group(config, family: family_lib.Family) -> dict:
+  """`config.lora` with empty `targets` read as every projection of the
+  model's `family` (as run.json records it, so that a run resumes only
+  with the adapters it started with)."""
+  lora = dict(config.lora)
+  if not str(lora["targets"]).strip():
+    lora["targets"] = ",".join(family.lora_targets)
+  return lora
 
 
 def _corpus(config, workdir: str, loaded) -> Optional[str]:
@@ -482,7 +508,8 @@ def _corpus_rows(corpus: str, config, seq_len: int) -> Rows:
 def merged(model_config: GPT2Config, params, reference) -> tuple:
   """(config, params) of the policy as one plain model."""
   if model_config.lora_rank:
-    return merge_lora(model_config, reference, params)
+    return family_lib.of(model_config).merge_lora(model_config, reference,
+                                                  params)
   return model_config, params
 
 

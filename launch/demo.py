@@ -1,6 +1,7 @@
 r"""The whole system on a laptop: from a corpus to a bot answering asks.
 
   python -m launch.demo --workdir=runs/demo [--steps N]
+  python -m launch.demo --workdir=runs/demo-llama --config.family=llama
 
 On 2 CPU cores, with no network, in 4 to 10 minutes by the CPU (most of
 it the generator; the heads are trained and tested on one split, and
@@ -11,7 +12,10 @@ it the generator; the heads are trained and tested on one split, and
    the speakers, written in the bot's text format (bot/corpus/plays.py);
 2. generator: a byte-level BPE trained on it and a small GPT-2 trained from
    scratch by the real training code (checkpoints, resume, metrics, TensorBoard);
-   exported as a Hugging Face directory, DIR/model;
+   exported as a Hugging Face directory, DIR/model. With
+   `--config.family=llama` a Llama-style decoder of the same size
+   (configs/demo.py:llama) instead, on the same tokenizer; the stages after
+   it take it as they take the GPT-2;
 3. heads: a selector trained to tell comedy from tragedy on the frozen
    generator's activations, and a sentiment head on VADER scores, DIR/heads;
 4. bot: the local Tumblr API server seeded with asks for Hamlet (one of
@@ -46,6 +50,12 @@ from selector import baseline as baseline_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where everything goes.",
                                required=True)
+# Named as a config key (absl takes the dot), as the other launches'
+# settings are; the demo has no config file of its own: its generator's
+# training config is configs/demo.py:FAMILY.
+_FAMILY = flags.DEFINE_string(
+    "config.family", "gpt2", "The generator's family: gpt2, or llama (a "
+    "Llama-style decoder of the same size, configs/demo.py:llama).")
 _STEPS = flags.DEFINE_integer("steps", 1200, "Generator training steps.")
 _HEAD_STEPS = flags.DEFINE_integer(
     "head_steps", 0, "Steps per head (0: the tiny head config's epochs).")
@@ -158,12 +168,14 @@ def _balanced(examples, per_label: int = 0):
   return out
 
 
-def train_generator(workdir: str, documents: str, steps: int) -> dict:
-  """Trains (or resumes) the generator; exports it to DIR/model."""
+def train_generator(workdir: str, documents: str, steps: int,
+                    family: str = "gpt2") -> dict:
+  """Trains (or resumes) the generator of `family` (configs/demo.py's);
+  exports it to DIR/model."""
   # pylint: disable=import-outside-toplevel
   from configs import demo as demo_config
   from gpt2 import checkpoints, train, weights
-  config = demo_config.get_config()
+  config = demo_config.get_config(family)
   config.data = documents
   config.total_steps = steps
   config.period = steps  # one cosine over the run, whatever its length
@@ -171,7 +183,7 @@ def train_generator(workdir: str, documents: str, steps: int) -> dict:
   run_dir = os.path.join(workdir, "train")
   done = checkpoints.checkpoint_step_in_workdir(run_dir)
   if done is None:
-    _log(f"generator: {steps} steps in {run_dir}")
+    _log(f"generator: {steps} steps of a {family} in {run_dir}")
   else:
     _log(f"generator: resumed {run_dir} at step {done} of {steps}")
   summary = train.train_and_evaluate(config, run_dir)
@@ -370,6 +382,12 @@ def run_bot(workdir: str, character: str, candidates: int) -> list:
 def main(argv):
   del argv
   start = time.time()
+  # pylint: disable-next=import-outside-toplevel
+  from configs.demo import FAMILIES
+  family = _FAMILY.value
+  if family not in FAMILIES:
+    raise UserError(f"--config.family={family!r} is not one of "
+                    f"{', '.join(FAMILIES)}")
   workdir = os.path.abspath(_WORKDIR.value)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -381,7 +399,8 @@ def main(argv):
   if _HEAD_EXAMPLES.value < 0:
     raise UserError(f"--head_examples={_HEAD_EXAMPLES.value} must be >= 0")
   paths = build_corpus(workdir, _HEAD_EXAMPLES.value)
-  summary = train_generator(workdir, paths["documents"], _STEPS.value)
+  summary = train_generator(workdir, paths["documents"], _STEPS.value,
+                            family)
   metrics = train_heads(workdir, paths, _HEAD_STEPS.value, _HEAD_SEEDS.value)
   answers = run_bot(workdir, _BOT.value, _CANDIDATES.value)
   heads = head_summary(metrics)

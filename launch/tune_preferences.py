@@ -7,7 +7,9 @@ from its operator), measured before and after.
 
 Reads the preference pairs from the bot's state (bot.corpus.preferences;
 the file is only read), holds out the pairs of a fifth of the prompts, and
-tunes with DPO (gpt2.dpo). Before and after, on the held-out pairs and
+tunes with DPO (gpt2.dpo) the generator --config.model names: a GPT-2 or a
+Llama-family model (Llama 3.x, Qwen2.5, SmolLM2), by its directory,
+training workdir or Hub name. Before and after, on the held-out pairs and
 prompts, it measures the preference accuracy, reward margin, KL to the
 starting model, held-out language-model loss, and the share of candidates
 sampled with the bot's settings (`sampling.n` per prompt) that say a phrase

@@ -9,6 +9,9 @@ candidates = 256 answers with the same seeds before and after, so its
 binomial standard error near the world's ~27% is sqrt(0.27 * 0.73 / 256) =
 2.8 points and that of a before/after difference 3.9 points; the shuffled
 control may fall by at most three of those (12 points).
+
+A Llama-family model (a tiny one with grouped-query attention) is tuned
+the same way, LoRA on its own projections, and resumed as GPT-2 is.
 """
 
 import hashlib
@@ -107,10 +110,10 @@ def test_tuned_on_turned_down_phrase_says_it_a_tenth_as_often(world_model,
   assert control["after"]["lm_loss"] <= before["lm_loss"] * 1.02
 
 
-def quick_config(model: str, data: str, steps: int):
+def quick_config(model: str, data: str, steps: int, lr: float = 2e-4):
   c = preference_configs.get_config()
   c.model, c.data, c.seq_len, c.total_steps = model, data, 128, steps
-  c.lr, c.batch_size, c.sft_batch_size = 2e-4, 4, 4
+  c.lr, c.batch_size, c.sft_batch_size = lr, 4, 4
   c.progress, c.async_checkpoints, c.val_every = False, False, 0
   c.save_every, c.period = 5, 10
   return c
@@ -191,6 +194,40 @@ def tiny_model(directory: str) -> str:
   return directory
 
 
+LLAMA_EOT = "<|end_of_text|>"
+
+
+def tiny_llama(directory: str) -> str:
+  """`tiny_model`'s Llama-family twin: grouped-query attention (4 query
+  heads on 2 key/value heads), a byte-level BPE with Llama 3's special
+  tokens, and its end-of-text named only in tokenizer_config.json (as
+  Qwen2.5's config.json names none), which the tuned run must record."""
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import llama
+  from gpt2 import weights as W
+  from tests import hf_helpers
+  tok = hf_helpers.byte_level_bpe(
+      [" ".join(world.WORDS + [world.PHRASE]) + " ?"] * 4, 300,
+      ["<|begin_of_text|>", LLAMA_EOT])
+  config = llama.LlamaConfig(vocab_size=300, n_positions=128, n_embd=64,
+                             n_layer=2, n_head=4, n_kv_head=2, n_inner=128,
+                             tie_word_embeddings=True)
+  W.save_model(directory, config,
+               llama.init_params(config, jax.random.PRNGKey(0)), None)
+  hf_helpers.write_tokenizer(directory, tok, LLAMA_EOT)
+  return directory
+
+
+def word_pairs(n: int = 16):
+  """(prompt, chosen, rejected) triples: the rejected text always says the
+  phrase; the last four are held out."""
+  words = world.WORDS
+  pairs = [(f"ask {i}: {world.QUESTIONS[i % 10]}",
+            " ".join(words[i:i + 8]), f"the {world.PHRASE} {words[i]}")
+           for i in range(n)]
+  return pairs[:-4], pairs[-4:]
+
+
 @pytest.mark.slow
 def test_a_run_stopped_by_sigterm_resumes_to_the_unbroken_runs_adapters(
     tmp_path):
@@ -200,12 +237,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_unbroken_runs_adapters(
   from tests import processes
   model = tiny_model(str(tmp_path / "model"))
   data = str(tmp_path / "bot.db")  # only named in run.json: pairs are given
-  words = world.WORDS
-  train_pairs = [(f"ask {i}: {world.QUESTIONS[i % 10]}",
-                  " ".join(words[i:i + 8]), f"the {world.PHRASE} {words[i]}")
-                 for i in range(16)]
-  test_pairs = train_pairs[-4:]
-  train_pairs = train_pairs[:-4]
+  train_pairs, test_pairs = word_pairs()
   pairs = str(tmp_path / "pairs.json")
   with open(pairs, "w", encoding="utf-8") as f:
     json.dump([train_pairs, test_pairs], f)
@@ -238,6 +270,66 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_unbroken_runs_adapters(
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
   assert [r["step"] for r in train.read_metrics(broken)] == list(range(1, 11))
+
+
+@pytest.mark.slow
+def test_a_llama_is_tuned_on_its_projections_and_loads_back_for_sampling(
+    tmp_path):
+  """DPO on a Llama-family model: LoRA on every projection of its blocks
+  (the family's targets, as launch.finetune's), its own end-of-text ending
+  each text; the reward margin rises; a run started again resumes where it
+  stopped (that it ends where an unbroken one does is the family's no more
+  than the GPT-2 tests above check); the workdir loads as a model that
+  samples text, and the launch's measure samples it before and after."""
+  # pylint: disable=import-outside-toplevel
+  from bot import ml
+  from gpt2 import checkpoints, llama, weights
+  from launch.tune_preferences import sampled_share
+  model = tiny_llama(str(tmp_path / "model"))
+  train_pairs, test_pairs = word_pairs()
+  prompts = [p[0] for p in test_pairs[:2]]
+  tuned = str(tmp_path / "tuned")
+
+  def run(steps: int) -> dict:
+    c = quick_config(model, str(tmp_path / "bot.db"), steps, lr=1e-3)
+    c.sampling.n, c.sampling.max_new_tokens = 2, 8
+    return dpo.tune(c, tuned, train_pairs, test_pairs,
+                    sampled_share(c, prompts, [world.PHRASE])), c
+
+  first, _ = run(5)
+  got, c = run(10)
+  assert (first["steps"], got["steps"]) == (5, 10)
+  before, after = got["before"], got["after"]
+  assert before == first["before"]
+  assert before["reward_margin"] == 0 and before["kl"] == pytest.approx(0)
+  assert after["reward_margin"] > first["after"]["reward_margin"] > 0
+  assert after["kl"] > 0
+  assert after["preference_accuracy"] >= before["preference_accuracy"]
+  records = train.read_metrics(tuned)
+  assert [r["step"] for r in records] == list(range(1, 11))
+  assert records[0]["reward_margin"] == pytest.approx(0, abs=1e-6)
+  assert records[-1]["reward_margin"] > 0.05
+  assert before["candidates"] == after["candidates"] == 4
+
+  run_file = checkpoints.read_run_file(tuned)
+  assert run_file["lora"]["targets"].split(",") == list(llama.LORA_TARGETS)
+  _, adapters = checkpoints.latest_params_in_workdir(tuned)
+  assert set(adapters["layers"]["self_attn"]) == {
+      "q_proj", "k_proj", "v_proj", "o_proj"}
+  assert set(adapters["layers"]["mlp"]) == {"gate_proj", "up_proj",
+                                            "down_proj"}
+  loaded = weights.load_model(tuned)
+  assert loaded.kind == "lora" and loaded.step == 10
+  assert loaded.config.model_type == "llama" and not loaded.config.lora_rank
+  assert loaded.tokenizer.eot_token == LLAMA_EOT
+  samples = ml.LocalModel(loaded, settings=ml.SamplingSettings.from_config(
+      c.sampling)).generate(prompts, 2, seed=0)
+  texts = [s.raw for per_prompt in samples for s in per_prompt]
+  assert len(texts) == 4 and any(t.strip() for t in texts)
+  # Another family's targets are one line naming them.
+  c.lora.targets = "attn.c_attn"
+  with pytest.raises(UserError, match="unknown target 'attn.c_attn'"):
+    dpo.tune(c, str(tmp_path / "gpt2_targets"), train_pairs, test_pairs)
 
 
 @pytest.mark.slow
