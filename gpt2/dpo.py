@@ -372,12 +372,8 @@ def prepare(config, workdir: str) -> Setup:
   model_config = loaded.config.replace(
       **dict(config.numerics), **train_lib.lora_settings(
           ml_collections.ConfigDict({"lora": lora}), family.lora_targets))
-  if (family is family_lib.LLAMA and
-      loaded.tokenizer.eot_id not in model_config.eos_token_ids):
-    # Named in run.json's model, as gpt2.train does, so that the workdir
-    # loads with the end-of-text its texts were cut with.
-    model_config = model_config.replace(eos_token_ids=(
-        loaded.tokenizer.eot_id,) + model_config.eos_token_ids)
+  if family is family_lib.LLAMA:
+    model_config = model_config.ending_with(loaded.tokenizer.eot_id)
   corpus = _corpus(config, workdir, loaded)
   if run is None:
     run = {"kind": KIND, "model": model_config.to_dict(),

@@ -190,6 +190,15 @@ class LlamaConfig:
       raise UserError(f"lora_rank={self.lora_rank} needs at least one of "
                       f"{', '.join(LORA_TARGETS)} as a target")
 
+  def ending_with(self, eot_id: int) -> "LlamaConfig":
+    """This config with `eot_id` first among its end tokens (unless it is
+    one already): a run, a tuning or an export names the end-of-text its
+    texts were cut with, so that its directory loads with that tokenizer
+    (`weights.end_of_text` reads the first)."""
+    if eot_id in self.eos_token_ids:
+      return self
+    return self.replace(eos_token_ids=(eot_id,) + self.eos_token_ids)
+
   @property
   def compute_dtype(self):
     return _DTYPES[self.dtype]

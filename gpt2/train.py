@@ -832,12 +832,8 @@ def _setup_run(config, workdir: str) -> _RunSetup:
   if tokenizer.vocab_size > model_config.vocab_size:
     raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the "
                     f"model only {model_config.vocab_size}")
-  if (isinstance(model_config, llama.LlamaConfig) and
-      tokenizer.eot_id not in model_config.eos_token_ids):
-    # The run's model names the end-of-text its texts were cut with, so
-    # that its workdir loads with that tokenizer (`weights.end_of_text`).
-    model_config = model_config.replace(
-        eos_token_ids=(tokenizer.eot_id,) + model_config.eos_token_ids)
+  if isinstance(model_config, llama.LlamaConfig):
+    model_config = model_config.ending_with(tokenizer.eot_id)
   run = {"model": model_config.to_dict(), "init": config.init,
          "data_source": config.data, "data": data_dir,
          "config": _config_dict(config)}

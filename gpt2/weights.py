@@ -300,9 +300,8 @@ def _export_llama_hf(path: str, config, params: dict,
   transformers' AutoTokenizer."""
   from safetensors.numpy import save  # pylint: disable=import-outside-toplevel
   from gpt2 import llama_weights  # pylint: disable=import-outside-toplevel
-  if tokenizer is not None and tokenizer.eot_id not in config.eos_token_ids:
-    config = config.replace(
-        eos_token_ids=(tokenizer.eot_id,) + config.eos_token_ids)
+  if tokenizer is not None:
+    config = config.ending_with(tokenizer.eot_id)
   fs, root = paths.output_dir(path)
   with fs.open(f"{root}/config.json", "w") as f:
     json.dump(llama.config_to_hf(config), f, indent=2)
