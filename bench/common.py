@@ -71,13 +71,46 @@ def step_bytes(config, batch: int, prompt: int, new: int,
   """Bytes a decoding step must read at least: every weight, the prompt's
   keys and values once (its `batch` candidates share them), and each row's
   generated ones, averaged over the steps. Weights take `weight_itemsize`
-  bytes each (0: the config's parameter dtype)."""
+  bytes each (0: the config's parameter dtype). A Llama-family cache holds
+  its key/value heads only (grouped-query attention)."""
   itemsize = weight_itemsize or (2 if config.param_dtype == "bfloat16" else 4)
   cache_itemsize = 2 if config.dtype == "bfloat16" else 4
   weights = config.num_params() * itemsize
   slots = prompt + batch * (new + 1) / 2
-  cache = 2 * config.n_layer * slots * config.n_embd * cache_itemsize
+  width = (config.n_kv_head * config.head_dim if hasattr(config, "n_kv_head")
+           else config.n_embd)
+  cache = 2 * config.n_layer * slots * width * cache_itemsize
   return weights + cache
+
+
+# A Llama-family shape for smoke runs and tests, as GPT-2's "tiny" preset is
+# (grouped-query attention, a tied head, end-of-text id 0 as SmolLM2's).
+LLAMA_TINY = dict(vocab_size=512, n_embd=64, n_layer=2, n_head=4, n_kv_head=2,
+                  n_inner=128, n_positions=256, tie_word_embeddings=True,
+                  bos_token_id=0, eos_token_ids=(0,))
+FAMILIES = ("gpt2", "llama")
+
+
+def model_config(family: str, size: str, **overrides):
+  """The config of a `family` model of shape `size`, with random weights in
+  mind: a GPT2Config preset for "gpt2"; for "llama" a released shape of
+  `gpt2.llama.PRESETS` (in any case: smollm2-135m) or "tiny". `overrides`
+  set the config's numerics (`dtype`, `param_dtype`, ...)."""
+  # pylint: disable=import-outside-toplevel
+  from gpt2 import llama
+  from gpt2.errors import UserError
+  from gpt2.model import GPT2Config
+  if family == "gpt2":
+    return GPT2Config.preset(size, **overrides)
+  if family != "llama":
+    raise UserError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+  if size == "tiny":
+    return llama.LlamaConfig(**{**LLAMA_TINY, **overrides})
+  names = {name.lower(): name for name in llama.PRESETS}
+  if size.lower() not in names:
+    raise UserError(f"unknown llama size {size!r}; one of tiny, "
+                    f"{', '.join(llama.PRESETS)}")
+  return llama.preset(names[size.lower()], **overrides)
 
 
 def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
@@ -87,6 +120,9 @@ def sample_ours(config, params, prompt, batch: int, new: int, repeats: int,
   extra time)."""
   from gpt2 import sampling  # pylint: disable=import-outside-toplevel
   from gpt2.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+  # The prompt is ids and nothing is read as text: GPT-2's tokenizer serves
+  # any family. Its end-of-text (50256) lies outside a Llama's vocabulary,
+  # so a Llama's rows never stop early, as the peers' do not.
   tokenizer = Tokenizer.gpt2()
   rules = sampling.SamplingParams(top_p=0.95)
 

@@ -17,6 +17,11 @@ Rows, all in bfloat16 with random weights:
   `sampling-int8`): the blocks' weights int8 per output channel, widened
   inside the program where XLA fuses the conversion into the matmul
   (gpt2.sampling's reference path); its roofline counts one byte a weight.
+- the same two jobs for the Llama family at Llama-3.2-1B's shape (the base
+  of configs/llama32_1b_lora.py: grouped-query attention, its roofline
+  counting the key/value heads' cache only), at batch 1, 8 and 64 and
+  (int8) 1 and 8. Its peers, transformers and CTranslate2, are
+  `bench.sampling --family llama`'s rows, on a CPU.
 - a training step of 124M and 355M (1024-token windows, Adam, every
   parameter trained, `gpt2.train`'s jitted step): tokens/s and MFU, model
   FLOP/s (6 N + 12 L T C per token) over the datasheet's dense bfloat16
@@ -42,8 +47,8 @@ from absl import flags
 import numpy as np
 
 from bench.common import copy_bandwidth, flops_per_token, gpu_datasheet
-from bench.common import load_average, measured_matmul_flops, sample_ours
-from bench.common import step_bytes, train_ours
+from bench.common import load_average, measured_matmul_flops, model_config
+from bench.common import sample_ours, step_bytes, train_ours
 
 _SMOKE = flags.DEFINE_boolean(
     "smoke", False, "Tiny shapes (the tiny preset, short runs) to check the "
@@ -51,14 +56,16 @@ _SMOKE = flags.DEFINE_boolean(
 _NEW = flags.DEFINE_integer("new_tokens", 128, "Tokens each row writes.")
 _JSON = flags.DEFINE_boolean("json", False, "Print one JSON object.")
 
-# (size, batch sizes) sampled, and (size, batch, seq_len) trained.
-SAMPLING = (("124M", (1, 8, 64)), ("1558M", (1, 8, 64)))
+# (family, size, batch sizes) sampled, and (size, batch, seq_len) trained.
+# The Llama's size is configs/llama32_1b_lora.py's `model.size`.
+SAMPLING = (("gpt2", "124M", (1, 8, 64)), ("gpt2", "1558M", (1, 8, 64)),
+            ("llama", "Llama-3.2-1B", (1, 8, 64)))
 TRAINING = (("124M", 16, 1024), ("355M", 8, 1024))
 LORA_TRAINING = (("1558M", 4, 1024),)
 PROMPT = 128
-SMOKE_SAMPLING = (("tiny", (1, 8)),)
-INT8_SAMPLING = (("1558M", (1, 8)),)
-SMOKE_INT8_SAMPLING = (("tiny", (1,)),)
+SMOKE_SAMPLING = (("gpt2", "tiny", (1, 8)), ("llama", "tiny", (1, 8)))
+INT8_SAMPLING = (("gpt2", "1558M", (1, 8)), ("llama", "Llama-3.2-1B", (1, 8)))
+SMOKE_INT8_SAMPLING = (("gpt2", "tiny", (1,)), ("llama", "tiny", (1,)))
 SMOKE_TRAINING = (("tiny", 4, 64),)
 SMOKE_LORA_TRAINING = (("tiny", 4, 64),)
 SMOKE_PROMPT = 64
@@ -86,12 +93,12 @@ def device_bounds() -> dict:
 def sampling_rows(bounds: dict, plan, prompt_len: int, new: int,
                   weights: str = "float32") -> list:
   import jax  # pylint: disable=import-outside-toplevel
-  from gpt2.model import GPT2Config, init_params  # pylint: disable=import-outside-toplevel
+  from gpt2 import family as family_lib  # pylint: disable=import-outside-toplevel
   rows = []
-  for size, batches in plan:
-    config = GPT2Config.preset(size, vocab_size=50257, dtype="bfloat16",
-                               param_dtype="bfloat16")
-    params = init_params(config, jax.random.PRNGKey(0))
+  for family, size, batches in plan:
+    config = model_config(family, size, dtype="bfloat16",
+                          param_dtype="bfloat16")
+    params = family_lib.of(config).init_params(config, jax.random.PRNGKey(0))
     prompt = np.random.RandomState(0).randint(
         0, config.vocab_size - 1, prompt_len).tolist()
     for batch in batches:
@@ -101,7 +108,8 @@ def sampling_rows(bounds: dict, plan, prompt_len: int, new: int,
           config, batch, prompt_len, new,
           1 if weights == "int8" else 0) * batch
       job = "sampling" if weights == "float32" else f"sampling-{weights}"
-      rows.append({"job": job, "size": size, "batch": batch,
+      rows.append({"job": job, "family": family, "size": size,
+                   "batch": batch,
                    "tokens_per_s": row["tokens_per_s"],
                    "roofline_fraction": row["tokens_per_s"] / roofline,
                    "compile_s": row["compile_s"]})
@@ -121,7 +129,8 @@ def training_rows(bounds: dict, plan, steps: int, lora=None) -> list:
     run = train_ours(config, tokens, warmup=2, steps=steps)
     seconds = run["step_seconds"]
     row = {
-        "job": "lora" if lora else "training", "size": size, "batch": batch,
+        "job": "lora" if lora else "training", "family": "gpt2",
+        "size": size, "batch": batch,
         "tokens_per_s": batch * seq_len / seconds,
         "mfu": flops_per_token(config, seq_len) * batch * seq_len / seconds /
                bounds["peak_flops"],
@@ -159,9 +168,9 @@ def main(argv):
   print(f"{bounds['device']}: peak {bounds['peak_flops'] / 1e12:.1f} TFLOP/s, "
         f"{bounds['bandwidth'] / 1e9:.0f} GB/s ({bounds['source']}); "
         f"bfloat16; sampling: prompt {prompt}, {new} new tokens, top-p 0.95")
-  print(f"{'job':13s} {'model':6s} {'batch':>5s} {'tokens/s':>10s} "
-        f"{'of roofline':>11s} {'MFU':>6s} {'compile s':>9s} "
-        f"{'peak GiB':>8s}")
+  print(f"{'job':13s} {'family':6s} {'model':12s} {'batch':>5s} "
+        f"{'tokens/s':>10s} {'of roofline':>11s} {'MFU':>6s} "
+        f"{'compile s':>9s} {'peak GiB':>8s}")
   for r in rows:
     roof = f"{r['roofline_fraction']:.2f}" if "roofline_fraction" in r else ""
     mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else ""
@@ -169,9 +178,9 @@ def main(argv):
     if "peak_bytes" in r:  # the LoRA row; "n/a" where the device says none
       peak = ("n/a" if r["peak_bytes"] is None else
               f"{r['peak_bytes'] / 2**30:.2f}")
-    print(f"{r['job']:13s} {r['size']:6s} {r['batch']:5d} "
-          f"{r['tokens_per_s']:10.1f} {roof:>11s} {mfu:>6s} "
-          f"{r['compile_s']:9.1f} {peak:>8s}")
+    print(f"{r['job']:13s} {r['family']:6s} {r['size']:12s} "
+          f"{r['batch']:5d} {r['tokens_per_s']:10.1f} {roof:>11s} "
+          f"{mfu:>6s} {r['compile_s']:9.1f} {peak:>8s}")
   print(f"total {report['seconds']:.0f} s")
 
 
