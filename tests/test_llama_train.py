@@ -284,7 +284,8 @@ def test_peft_adapters_and_the_merged_export_match_ours(lora_run, bases,
                                                         tmp_path):
   """`launch.convert --to=peft` loads with peft onto the base's
   LlamaForCausalLM, `--to=hf` (merged) in transformers: both give our
-  logits to 1e-4, which the adapters move far more than that."""
+  logits to 1e-4, which the adapters move far more than that; CTranslate2
+  converts the merged export."""
   import peft  # pylint: disable=import-outside-toplevel
   workdir = lora_run[0]
   peft_dir, hf_dir = str(tmp_path / "peft"), str(tmp_path / "merged")
@@ -309,6 +310,12 @@ def test_peft_adapters_and_the_merged_export_match_ours(lora_run, bases,
                 ours)[real].max() < 1e-4
   assert np.abs(hf_helpers.hf_logits(_hf_model(hf_dir), ids, mask) -
                 ours)[real].max() < 1e-4
+  # CTranslate2's converter takes the export as it is (bench.sampling's
+  # CTranslate2 rows convert a Llama the same way).
+  import ctranslate2  # pylint: disable=import-outside-toplevel
+  ctranslate2.converters.TransformersConverter(hf_dir).convert(
+      str(tmp_path / "ct2"))
+  assert os.path.exists(tmp_path / "ct2" / "model.bin")
 
 
 # ---- what is checked before anything runs ------------------------------------
