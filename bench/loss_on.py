@@ -35,7 +35,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-_STEPS = flags.DEFINE_integer("steps", 150, "Training steps of each run.")
+_STEPS = flags.DEFINE_integer("steps", 600, "Training steps of each run.")
 _PLAYS = flags.DEFINE_list(
     "plays", ["hamlet", "macbeth", "othello", "king-lear",
               "romeo-and-juliet", "julius-caesar"],
