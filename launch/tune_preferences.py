@@ -36,30 +36,6 @@ _WORKDIR = flags.DEFINE_string(
     "a workdir that holds this run is resumed.")
 
 
-def sampled_share(config, test_prompts, phrases):
-  """`measure` for gpt2.dpo.tune: the share of sampled candidates that say
-  a turned-down phrase, the bot's sampler and settings, the same seeds
-  before and after."""
-  # pylint: disable=import-outside-toplevel
-  from bot import ml
-  from bot.corpus import preferences
-  from gpt2 import weights
-
-  def measure(model_config, params, tokenizer) -> dict:
-    if not phrases or not test_prompts:
-      return {"turned_down_rate": None, "candidates": 0}
-    settings = ml.SamplingSettings.from_config(config.sampling)
-    model = ml.LocalModel(weights.LoadedModel(model_config, params, tokenizer,
-                                              "tuned"), settings=settings)
-    samples = model.generate(test_prompts, config.sampling.n,
-                             seed=config.seed)
-    texts = [s.raw for per_prompt in samples for s in per_prompt]
-    held = sum(preferences.holds_phrase(t, phrases) for t in texts)
-    return {"turned_down_rate": held / len(texts), "candidates": len(texts)}
-
-  return measure
-
-
 def summary_line(result: dict, pairs: int, prompts: int, n: int) -> str:
   before, after = result["before"], result["after"]
 
@@ -100,7 +76,7 @@ def main(argv):
   result = dpo.tune(config, _WORKDIR.value,
                     [(p.prompt, p.chosen, p.rejected) for p in train],
                     [(p.prompt, p.chosen, p.rejected) for p in test],
-                    sampled_share(config, test_prompts, phrases),
+                    preferences.sampled_share(config, test_prompts, phrases),
                     info={"phrases": phrases, "pairs": counts,
                           "train_pairs": len(train), "test_pairs": len(test),
                           "test_prompts": len(test_prompts)})

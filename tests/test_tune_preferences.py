@@ -284,7 +284,7 @@ def test_a_llama_is_tuned_on_its_projections_and_loads_back_for_sampling(
   # pylint: disable=import-outside-toplevel
   from bot import ml
   from gpt2 import checkpoints, llama, weights
-  from launch.tune_preferences import sampled_share
+  from bot.corpus.preferences import sampled_share
   model = tiny_llama(str(tmp_path / "model"))
   train_pairs, test_pairs = word_pairs()
   prompts = [p[0] for p in test_pairs[:2]]

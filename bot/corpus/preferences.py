@@ -182,3 +182,27 @@ def holds_phrase(text: str, phrases: List[str]) -> bool:
   words = " " + " ".join(_words(text)) + " "
   return any(f" {' '.join(_words(p))} " in words for p in phrases
              if _words(p))
+
+
+def sampled_share(config, test_prompts: List[str], phrases: List[str]):
+  """`measure` for gpt2.dpo.tune (launch.tune_preferences): the share of
+  candidates sampled for `test_prompts`, with the bot's sampler and
+  `config.sampling`'s settings and the same seed before and after, that
+  say one of `phrases`."""
+  # pylint: disable=import-outside-toplevel
+  from bot import ml
+  from gpt2 import weights
+
+  def measure(model_config, params, tokenizer) -> dict:
+    if not phrases or not test_prompts:
+      return {"turned_down_rate": None, "candidates": 0}
+    settings = ml.SamplingSettings.from_config(config.sampling)
+    model = ml.LocalModel(weights.LoadedModel(model_config, params, tokenizer,
+                                              "tuned"), settings=settings)
+    samples = model.generate(test_prompts, config.sampling.n,
+                             seed=config.seed)
+    texts = [s.raw for per_prompt in samples for s in per_prompt]
+    held = sum(holds_phrase(t, phrases) for t in texts)
+    return {"turned_down_rate": held / len(texts), "candidates": len(texts)}
+
+  return measure
