@@ -8,7 +8,9 @@ one scale per output column, and `map_dense` applies such a change to
 every dense layer of a parameter tree (`quantize_blocks`: to every block's,
 as a LoRA run with `lora.base_weights=int8` stores its frozen base).
 `matmul(q, scale, x)` is (O, I) x (I, R) -> (O, R) in float32, by the kernel
-when it is built, else by XLA on the dequantized weight.
+when it is built, else by XLA on the dequantized weight; `transpose_codes`
+lays a layer's codes out for it (as `kernel_qt`, which `gpt2.model.Dense`
+multiplies so).
 
 The kernel is compiled on first use with the C++ compiler the machine has
 (`c++`, or $CXX) against the XLA FFI headers that ship with jaxlib, into
@@ -80,6 +82,15 @@ def quantize_dense(p: dict, xp=jnp) -> dict:
   the codes of `quantize` on each (out, in) transpose."""
   p = dict(p)
   p["kernel_q"], p["kernel_scale"] = _codes(p.pop("kernel"), -2, xp)
+  return p
+
+
+def transpose_codes(p: dict) -> dict:
+  """One layer's `quantize_dense` params (codes (in, out)) with the codes
+  as `kernel_qt` (out, in), the layout `matmul` reads: transposed once,
+  where a decoding's parameters are prepared, not on every step."""
+  p = dict(p)
+  p["kernel_qt"] = p.pop("kernel_q").T
   return p
 
 

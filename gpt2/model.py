@@ -188,7 +188,10 @@ class Dense(nn.Module):
   Params holding `kernel_q` and `kernel_scale` instead of `kernel` (a LoRA
   run's frozen base stored as int8, `gpt2.int8.quantize_blocks`) are
   widened to the compute dtype here, next to the matmul: one layer's
-  kernels at a time are ever wide, so the base takes a byte a weight."""
+  kernels at a time are ever wide, so the base takes a byte a weight.
+  Params holding `kernel_qt` (the codes (out, in), `gpt2.int8.
+  transpose_codes`: a Llama's int8 decoding on a CPU) are multiplied by
+  the int8 kernel, `gpt2.int8.matmul`, the rows as its columns."""
   features: int
   axes: tuple
   config: GPT2Config
@@ -202,17 +205,22 @@ class Dense(nn.Module):
   def __call__(self, x):
     cfg = self.config
     dt = cfg.compute_dtype
-    if self.has_variable("params", "kernel_q"):
-      kernel = int8_lib.dequantize_dense(
-          {name: self.get_variable("params", name)
-           for name in ("kernel_q", "kernel_scale")}, dt)["kernel"]
-    else:
-      kernel = self.param(
-          "kernel", nn.with_logical_partitioning(
-              nn.initializers.normal(self.init_std), self.axes),
-          (x.shape[-1], self.features), cfg.params_dtype)
     rows = x.reshape(-1, x.shape[-1]).astype(dt)
-    y = rows @ kernel.astype(dt)
+    if self.has_variable("params", "kernel_qt"):
+      y = int8_lib.matmul(self.get_variable("params", "kernel_qt"),
+                          self.get_variable("params", "kernel_scale"),
+                          rows.T).T.astype(dt)
+    else:
+      if self.has_variable("params", "kernel_q"):
+        kernel = int8_lib.dequantize_dense(
+            {name: self.get_variable("params", name)
+             for name in ("kernel_q", "kernel_scale")}, dt)["kernel"]
+      else:
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(
+                nn.initializers.normal(self.init_std), self.axes),
+            (x.shape[-1], self.features), cfg.params_dtype)
+      y = rows @ kernel.astype(dt)
     if self.use_bias:
       bias = self.param(
           "bias", nn.with_logical_partitioning(nn.initializers.zeros,

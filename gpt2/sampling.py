@@ -25,7 +25,8 @@ segments with a decoding loop each); elsewhere the reference model
 lies instead of slicing it out of stacked arrays on every step. A model of
 the Llama family (`gpt2.llama`) runs the reference on every platform,
 through the functions `gpt2.family` gives for its config, with a KV cache of
-its key/value heads only; the rest of the sampler is the same for both.
+its key/value heads only (and, in int8 on a CPU, its block matmuls by the
+int8 kernel); the rest of the sampler is the same for both.
 
 Rules are pure functions on logits (B, V) that return logits with the
 excluded tokens at -inf, applied in this order: temperature (raised by
@@ -418,26 +419,40 @@ class Decoding:
   max_segments: int
 
 
+def _int8_kernel_decodes(config: GPT2Config) -> bool:
+  """Whether the reference decoding multiplies a model's int8 codes by the
+  CPU kernel (`gpt2.int8.matmul`) rather than widening them: on a CPU, for
+  a family without a CPU layout of its own (GPT-2's, `gpt2.cpu_decoding`,
+  uses the kernel; its reference stays the GPU/TPU path)."""
+  return (attention_lib.platform() == "cpu" and
+          not family_lib.of(config).cpu_decoding)
+
+
 def _reference_prepare(config: GPT2Config, params,
                        weights: str = "float32") -> dict:
   """The reference model's layers, unstacked; with `weights="int8"` each
   block kernel (in, out) as `kernel_q` int8 codes and `kernel_scale`
   (out,), gpt2.int8's per-output-channel quantization (the embedding, and
-  so a tied head, stays as it is)."""
+  so a tied head, stays as it is). Where the CPU kernel decodes them
+  (`_int8_kernel_decodes`, and it is built) the codes are `kernel_qt`
+  (out, in) instead, its layout."""
   family = family_lib.of(config)
   params = family.unstack_layers(params, config.compute_dtype)
   if weights == "float32":
     return params
+  quantize = int8_lib.quantize_dense
+  if _int8_kernel_decodes(config) and int8_lib.available():
+    quantize = lambda p: int8_lib.transpose_codes(int8_lib.quantize_dense(p))
   return {**params, family.layers: tuple(
-      int8_lib.map_dense(layer, int8_lib.quantize_dense)
+      int8_lib.map_dense(layer, quantize)
       for layer in params[family.layers])}
 
 
 def _widened(config: GPT2Config, params) -> dict:
   """int8 kernels widened to the compute dtype inside the decoding program,
   next to the matmul that reads each, where the platform's compiler can
-  fuse the conversion into it (XLA's GPU matmul fusions do); the rest as
-  it is."""
+  fuse the conversion into it (XLA's GPU matmul fusions do); the rest
+  (the CPU kernel's `kernel_qt` too) as it is."""
   key = family_lib.of(config).layers
   widen = lambda p: int8_lib.dequantize_dense(p, config.compute_dtype)
   return {**params, key: tuple(int8_lib.map_dense(layer, widen)
@@ -727,7 +742,8 @@ def prepared_params(config: GPT2Config, params, decoding: str = "auto",
   if weights not in cpu_decoding.WEIGHTS:
     raise UserError(f"weights={weights!r} is not one of "
                     f"{', '.join(cpu_decoding.WEIGHTS)}")
-  if weights == "int8" and name == "cpu" and not int8_lib.available():
+  if weights == "int8" and (name == "cpu" or _int8_kernel_decodes(
+      config)) and not int8_lib.available():
     _say_once(f"int8 decoding without its kernel ({int8_lib.why_not()}): "
               "the dequantized weights in float32")
   key = (name, config, weights, jax.tree.structure(params))
@@ -1157,8 +1173,8 @@ def sample(config: GPT2Config, params, tokenizer: Tokenizer,
   decoding: how the model runs (`DECODINGS`); "auto" picks by platform.
   weights: "float32" (the weights as loaded) or "int8" (quantized per
     output channel at the first call, `gpt2.int8`: multiplied by the int8
-    kernel on the CPU path, widened inside the program on the reference
-    path).
+    kernel on the CPU path and on a CPU's reference path for a Llama,
+    widened inside the program on the reference path otherwise).
   Returns a flat, prompt-major list of SampleResult.
   """
   decoding = decoding_for(decoding, config).name

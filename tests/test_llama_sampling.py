@@ -25,7 +25,7 @@ import pytest
 from bot import loop, ml, text_format
 from bot.tumblr.thread import ASKED, Thread, Turn
 from configs import bot as bot_configs
-from gpt2 import family, llama, llama_weights, sampling
+from gpt2 import family, int8, llama, llama_weights, sampling
 from gpt2 import weights as W
 from gpt2.errors import UserError
 from tests import bot_loop_helpers as helpers
@@ -223,25 +223,40 @@ def _widened(params):
 def test_int8_decoding_of_a_llama_is_float32_decoding_of_its_codes(
     random_models):
   """`weights="int8"` (launch.sample --weights=int8, the bot's
-  sampling.weights) on a Llama: the reference path keeps each block kernel
-  as int8 codes with a scale per output channel and widens them next to
-  its matmul, so greedy decoding writes what float32 writes from the
-  widened weights, with log-probs to 1e-4."""
+  sampling.weights) on a Llama on a CPU: the reference path keeps each
+  block kernel as int8 codes with a scale per output channel, laid out
+  (out, in) for the int8 kernel, which multiplies them at every decoding
+  step; greedy decoding writes what float32 writes from the widened
+  weights, with log-probs to 1e-4."""
+  assert int8.available(), int8.why_not()
   loaded = W.load_model(random_models["llama"][1])
   config, params, tok = loaded.config, loaded.params, loaded.tokenizer
   prepared = sampling.DECODINGS["reference"].prepare(config, params, "int8")
-  gate = prepared["layers"][1]["mlp"]["gate_proj"]
-  assert gate["kernel_q"].dtype == jnp.int8 and "kernel" not in gate
+  for layer in prepared["layers"]:  # all seven projections
+    for dense in (*layer["self_attn"].values(), *layer["mlp"].values()):
+      assert dense["kernel_qt"].dtype == jnp.int8 and set(dense) == {
+          "kernel_qt", "kernel_scale"}
+  assert prepared["layers"][1]["mlp"]["gate_proj"]["kernel_qt"].shape == (
+      config.n_inner, config.n_embd)
   assert prepared["lm_head"]["kernel"].dtype == jnp.float32
   greedy = dict(num_samples=2, max_new_tokens=12, top_k=1, seed=0)
-  got = sampling.sample(config, params, tok, ["miles to go", "the woods"],
-                        weights="int8", **greedy)
-  want = sampling.sample(config, _widened(params), tok,
-                         ["miles to go", "the woods"], **greedy)
-  assert [r.tokens for r in got] == [r.tokens for r in want]
-  assert all(len(r.tokens) == 12 for r in got)
-  for a, b in zip(got, want):
-    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+  prompts = ["miles to go", "the woods"]
+  want = sampling.sample(config, _widened(params), tok, prompts, **greedy)
+  # The kernel records the vector width of its latest product: decoding at
+  # the widest this CPU has, then at plain C++'s, shows the kernel
+  # multiplied in each call (4 rows a step; the prefill's 32 are XLA's).
+  try:
+    for level in sorted({0, int8.cpu_level()}, reverse=True):
+      assert int8.set_level(level) == level
+      got = sampling.sample(config, params, tok, prompts, weights="int8",
+                            **greedy)
+      assert int8.last_level() == level
+      assert [r.tokens for r in got] == [r.tokens for r in want]
+      assert all(len(r.tokens) == 12 for r in got)
+      for a, b in zip(got, want):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+  finally:
+    int8.set_level(-1)
 
 
 @pytest.mark.slow
