@@ -711,8 +711,12 @@ def _stream_step(params, state, values, stop, **static):
 # The state (with the cache) is donated: the step updates it in place.
 _step_jit = jax.jit(_stream_step, donate_argnums=(1,), static_argnames=(
     "config", "decoding", "structure", "max_new_tokens", "capture", "eot_id"))
-_prepare_jit = jax.jit(lambda decoding, config, weights, params: DECODINGS[
-    decoding].prepare(config, params, weights), static_argnums=(0, 1, 2))
+# `kernel` (whether gpt2.int8's kernel is built, for int8) is only a key:
+# the prepared layout depends on it, and jit must not reuse the other one.
+_prepare_jit = jax.jit(
+    lambda decoding, config, weights, kernel, params: DECODINGS[
+        decoding].prepare(config, params, weights),
+    static_argnums=(0, 1, 2, 3))
 _said: set = set()
 
 
@@ -746,11 +750,12 @@ def prepared_params(config: GPT2Config, params, decoding: str = "auto",
       config)) and not int8_lib.available():
     _say_once(f"int8 decoding without its kernel ({int8_lib.why_not()}): "
               "the dequantized weights in float32")
-  key = (name, config, weights, jax.tree.structure(params))
+  kernel = weights == "int8" and int8_lib.available()
+  key = (name, config, weights, kernel, jax.tree.structure(params))
   if _last_prepared and _last_prepared[0] == key and all(
       ref() is leaf for ref, leaf in zip(_last_prepared[1], leaves)):
     return _last_prepared[2]
-  prepared = _prepare_jit(name, config, weights, params)
+  prepared = _prepare_jit(name, config, weights, kernel, params)
   _last_prepared.clear()
   # Only immutable arrays are kept track of: a numpy array changed in place
   # would be the same object with other weights.

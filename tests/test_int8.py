@@ -123,6 +123,10 @@ def test_sample_int8_with_and_without_the_kernel(tiny, monkeypatch):
   assert "head_t" in prepared
   without = S.sample(config, params, tok, ["I have"], weights="int8",
                      **greedy)
+  # It decoded from float32 weights, not the kernel's codes kept from the
+  # first call.
+  used = S.prepared_params(config, params, weights="int8")
+  assert used["h"][0]["mlp"]["c_fc"]["kernel_t"].dtype == jnp.float32
   assert [r.tokens for r in with_kernel] == [r.tokens for r in without]
   assert all(r.tokens for r in with_kernel)
   with pytest.raises(UserError, match="weights='int4' is not one of"):
