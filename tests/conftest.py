@@ -52,13 +52,14 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 # that order, before the rest: with two workers (pytest.ini) the long ones
 # start at once and the short ones fill in around them, so the workers end
 # together instead of one running the demo alone at the end.
-_LONGEST_FIRST = ("test_demo.py", "test_train_runs.py", "test_multihost.py",
+_LONGEST_FIRST = ("test_demo.py", "test_demo_llama.py", "test_train_runs.py",
+                  "test_multihost.py",
                   "test_model.py", "test_lora.py", "test_llama_train.py",
                   "test_tune_preferences.py",
                   "test_notebook.py",
                   "test_autoreviewer.py",
                   "test_bot_crashes.py", "test_selector_launch.py",
-                  "test_gcs.py", "test_training_parity.py")
+                  "test_gcs.py", "test_training_parity.py", "test_bench.py")
 
 
 def pytest_collection_modifyitems(items):
