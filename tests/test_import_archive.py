@@ -59,6 +59,17 @@ def write_archive(root, files, zipped=True):
   return str(folder)
 
 
+def imported_texts(kind, path, me, pseudonymize=False, key=None):
+  """(the documents' texts, the posts as their JSONL lines read back, the
+  report) of importing the archive at `path` as `kind`, every thread kept
+  (the corpus's share rule off)."""
+  posts, report = archives.import_archive(
+      kind, path, common.Options(me), pseudonymize, key)
+  posts = [json.loads(json.dumps(p, ensure_ascii=False)) for p in posts]
+  return [d.text for d in documents.documents(posts, min_own_fraction=0.0)], \
+      posts, report
+
+
 def import_docs(tmp_path, kind, files, me, zipped=True, pseudonymize=None,
                 **options):
   """(documents' texts, posts, report) of an archive, through JSON lines

@@ -15,10 +15,10 @@ import re
 
 import pytest
 
-from bot.corpus import archives, documents, pseudonyms
-from bot.corpus.archives import common
+from bot.corpus import archives, pseudonyms
 from bot.corpus.archives.report import html as report_page
 from bot.tumblr.thread import Thread, Turn
+from tests import test_import_archive as base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRIENDS = os.path.join(REPO, "tests", "data", "facebook_friends")
@@ -38,11 +38,7 @@ def fixed_key(tmp_path) -> str:
 
 
 def imported(folder, pseudonymize=False, key=None):
-  posts, report = archives.import_archive(
-      "facebook", folder, common.Options(ME), pseudonymize, key)
-  posts = [json.loads(json.dumps(p, ensure_ascii=False)) for p in posts]
-  return [d.text for d in documents.documents(posts, min_own_fraction=0.0)], \
-      posts, report
+  return base.imported_texts("facebook", folder, ME, pseudonymize, key)
 
 
 def conversation(robert, greta):

@@ -16,9 +16,10 @@ import zipfile
 
 import pytest
 
-from bot.corpus import archives, documents
-from bot.corpus.archives import common
+from bot.corpus import archives
 from gpt2.errors import UserError
+from tests import test_import_archive as base
+from tests import test_import_tumblr as tumblr_pages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "tests", "data")
@@ -27,23 +28,9 @@ PAGES_EXPORT = os.path.join(DATA, "tumblr_export")
 ME = "marigold-writes"
 OTHERS = ("tomato-oracle", "pebble-and-fern", "quietkettle")
 
-CHAIN = (" Conversation between tomato-oracle, pebble-and-fern and "
-         "marigold-writes | 3 posts |\n"
-         "#1 tomato-oracle posted:\n\n"
-         "reblog this with your hottest tomato takes\n\n"
-         "#2 pebble-and-fern commented:\n\n"
-         "tomatoes belong in fruit salad and I will not be taking questions\n\n"
-         "#3 marigold-writes commented:\n\n"
-         "Written 11 AM September 2021 | marigold-writes's tags: #tomatoes, "
-         "#food discourse\n\n"
-         "roasted cherry tomatoes on toast, every morning, is the only "
-         "correct answer")
-PHOTO = (" Conversation between quietkettle and marigold-writes | 2 posts |\n"
-         "#1 quietkettle posted:\n\n[image]\n\n"
-         "my kettle at dawn. pebble-and-fern says it looks haunted\n\n"
-         "#2 marigold-writes commented:\n\n"
-         "Written 7 PM October 2021 | marigold-writes's tags: #kettles\n\n"
-         "it looks like it knows things, and I respect that")
+# The reblogs of the pages' export (tests/test_import_tumblr.py), which
+# posts.xml holds too: read from it, they are the same documents.
+CHAIN, PHOTO = tumblr_pages.EXPECTED[:2]
 LINK = ("#1 marigold-writes posted:\n\n"
         "Written 12 AM October 2021 | marigold-writes's tags: #tomatoes, "
         "#reading\n\n"
@@ -58,11 +45,7 @@ QUOTE = ("#1 marigold-writes posted:\n\n"
 
 
 def imported(path, pseudonymize=False, key=None):
-  posts, report = archives.import_archive(
-      "tumblr", path, common.Options(ME), pseudonymize, key)
-  posts = [json.loads(json.dumps(p, ensure_ascii=False)) for p in posts]
-  return [d.text for d in documents.documents(posts, min_own_fraction=0.0)], \
-      posts, report
+  return base.imported_texts("tumblr", path, ME, pseudonymize, key)
 
 
 def zipped(folder, path):
