@@ -459,18 +459,21 @@ class TokenStream:
     """Tokens [start, start + length) as int32."""
     return self._read(self._arrays, start, length, np.int32)
 
+  def _windows(self, arrays, starts: np.ndarray, length: int,
+               dtype) -> np.ndarray:
+    flat = [self._read(arrays, int(s), length, dtype)
+            for s in np.ravel(starts)]
+    return np.stack(flat).reshape(*np.shape(starts), length)
+
   def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
     """(*starts.shape, length) int32 token windows."""
-    flat = [self.read(int(s), length) for s in np.ravel(starts)]
-    return np.stack(flat).reshape(*np.shape(starts), length)
+    return self._windows(self._arrays, starts, length, np.int32)
 
   def weight_windows(self, starts: np.ndarray, length: int) -> np.ndarray:
     """(*starts.shape, length) uint8 loss weights of `windows`' tokens."""
     if self._weights is None:
       raise ValueError(f"{self.name} has no loss weights")
-    flat = [self._read(self._weights, int(s), length, np.uint8)
-            for s in np.ravel(starts)]
-    return np.stack(flat).reshape(*np.shape(starts), length)
+    return self._windows(self._weights, starts, length, np.uint8)
 
 
 def check_fits(stream: TokenStream, window: int) -> None:
